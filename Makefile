@@ -1,0 +1,40 @@
+# Everything installs what it needs: Debian packages (when run as root), then a venv.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+CONFIG ?= config/edge.yaml
+DEB_PACKAGES := portaudio19-dev python3-venv alsa-utils
+SILERO_PIN := silero-vad==6.2.3
+
+.PHONY: deb venv test run demo model bench soak install uninstall clean
+
+# Debian packages are installed only when missing and only when we are root; otherwise
+# the build of PyAudio says what is missing.
+deb:
+	@missing=""; for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	  else echo "missing Debian packages:$$missing (run 'sudo make $(MAKECMDGOALS)' once or install them)"; fi; \
+	fi
+
+$(BIN)/edge: requirements.txt requirements-test.txt pyproject.toml | deb
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -r requirements.txt -r requirements-test.txt
+	$(BIN)/pip install -q --no-deps $(SILERO_PIN)
+	$(BIN)/pip install -q --no-deps -e .
+	touch $@
+
+venv: $(BIN)/edge
+
+test: venv
+	$(BIN)/python -m pytest -q
+
+run: venv
+	$(BIN)/edge run --config $(CONFIG)
+
+demo: venv
+	$(BIN)/edge process tests/data/*.wav --out demo-recordings --config $(CONFIG)
+
+clean:
+	rm -rf $(VENV) demo-recordings .pytest_cache

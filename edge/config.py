@@ -1,0 +1,204 @@
+"""Settings: one frozen dataclass per concern, loaded from YAML.
+
+Unknown keys, wrong types and out-of-range values are refused with one line that names the
+file, the key and what is expected, because a typo in a config that nobody watches would
+otherwise silently run the defaults for weeks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+from .errors import EdgeError
+
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = PACKAGE_ROOT / "config" / "edge.yaml"
+
+
+def bounded(low: float | None = None, high: float | None = None) -> dict:
+    return {"range": (low, high)}
+
+
+def one_of(*choices: str) -> dict:
+    return {"choices": choices}
+
+
+@dataclass(frozen=True)
+class AudioSettings:
+    device: str = "default"
+    """ALSA capture device: a PCM name (`default`, `plughw:CARD=Device,DEV=0`) or a substring of the PortAudio device name."""
+    capture_rate: Optional[int] = field(default=None, metadata=bounded(8000, 192000))
+    """Capture sample rate in Hz; null takes 16000 when the device offers it, else the device's default rate, resampled to 16 kHz."""
+    buffer_s: float = field(default=10.0, metadata=bounded(0.5, 120))
+    """Audio held between the capture thread and the detector before frames are dropped and counted, in seconds."""
+    stall_timeout_s: float = field(default=2.0, metadata=bounded(0.2, 60))
+    """Seconds without any audio after which the microphone counts as lost and is reopened."""
+    reopen_backoff_s: float = field(default=1.0, metadata=bounded(0.05, 60))
+    """First wait before reopening a lost microphone, in seconds; doubles after each failed attempt."""
+    reopen_backoff_max_s: float = field(default=30.0, metadata=bounded(0.05, 3600))
+    """Longest wait between attempts to reopen a lost microphone, in seconds."""
+
+
+@dataclass(frozen=True)
+class DetectorSettings:
+    model: Optional[str] = None
+    """Path of the .tflite voice-activity model; null uses the bundled int8 Silero model."""
+    threshold: float = field(default=0.5, metadata=bounded(0.0, 1.0))
+    """Speech probability (0-1) at or above which speech starts."""
+    neg_threshold: Optional[float] = field(default=None, metadata=bounded(0.0, 1.0))
+    """Speech probability (0-1) below which speech may end; null means threshold - 0.15."""
+
+
+@dataclass(frozen=True)
+class SegmenterSettings:
+    min_speech_ms: int = field(default=96, metadata=bounded(0, 10000))
+    """Speech shorter than this is a blip and is not stored, in milliseconds."""
+    min_silence_ms: int = field(default=800, metadata=bounded(0, 60000))
+    """Pauses shorter than this stay inside one segment, in milliseconds."""
+    pre_roll_ms: int = field(default=512, metadata=bounded(0, 10000))
+    """Audio kept from before the detector was sure speech began, in milliseconds."""
+    post_roll_ms: int = field(default=256, metadata=bounded(0, 10000))
+    """Audio kept after speech ended, in milliseconds."""
+    max_segment_s: float = field(default=300.0, metadata=bounded(5, 86400))
+    """Longest segment before it is split at the quietest recent window, in seconds."""
+
+
+@dataclass(frozen=True)
+class StorageSettings:
+    recordings_dir: str = "recordings"
+    """Folder for segments and manifest.jsonl; relative paths are under $STATE_DIRECTORY when systemd sets it, else the working directory."""
+    device_name: Optional[str] = None
+    """Name of this recorder in file names and the manifest; null uses the host name."""
+    min_free_mb: int = field(default=200, metadata=bounded(0, 10**7))
+    """Free space on the card below which no more audio is written, in megabytes."""
+    when_full: str = field(default="stop", metadata=one_of("stop", "delete_oldest"))
+    """At the free-space floor: `stop` writing (keeps every recording) or `delete_oldest` segments."""
+    fsync_interval_s: float = field(default=1.0, metadata=bounded(0.032, 60))
+    """How much audio of an open segment a power cut may lose at most, in seconds."""
+
+
+@dataclass(frozen=True)
+class LedSettings:
+    pin: Optional[int] = field(default=17, metadata=bounded(0, 53))
+    """GPIO pin of the LED (BCM numbering); null for no LED."""
+    active_high: bool = True
+    """True when the pin drives the LED's anode (on = high)."""
+    heartbeat: bool = True
+    """Blink briefly every few seconds while listening, so a glance shows the recorder is alive."""
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    status_file: str = "status.json"
+    """Where the daemon publishes its state for `edge status`; relative like recordings_dir."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    audio: AudioSettings = AudioSettings()
+    detector: DetectorSettings = DetectorSettings()
+    segmenter: SegmenterSettings = SegmenterSettings()
+    storage: StorageSettings = StorageSettings()
+    led: LedSettings = LedSettings()
+    service: ServiceSettings = ServiceSettings()
+
+
+def load_config(path: str | Path | None = None) -> Settings:
+    """Read a YAML config; a missing section or key keeps its default."""
+    path = Path(path) if path is not None else DEFAULT_CONFIG
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise EdgeError(f"{path}: config file not found") from None
+    except OSError as exc:
+        raise EdgeError(f"{path}: cannot read config ({exc.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise EdgeError(f"{path}: not valid YAML{where}") from None
+    return settings_from_dict(data if data is not None else {}, str(path))
+
+
+def settings_from_dict(data: Any, origin: str = "config") -> Settings:
+    return _build(Settings, data, origin, prefix="")
+
+
+def _build(cls: type, data: Any, origin: str, prefix: str):
+    if not isinstance(data, dict):
+        where = prefix.rstrip(".") or "the top level"
+        raise EdgeError(f"{origin}: {where} must be a mapping of keys, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in fields:
+            known = ", ".join(fields)
+            raise EdgeError(f"{origin}: unknown key '{prefix}{key}' (expected one of: {known})")
+    values = {}
+    for name, value in data.items():
+        key = prefix + name
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            values[name] = _build(hint, value, origin, prefix=key + ".")
+        else:
+            values[name] = _check_value(key, hint, fields[name].metadata, value, origin)
+    return cls(**values)
+
+
+def _check_value(key: str, hint: Any, metadata: Any, value: Any, origin: str) -> Any:
+    optional = typing.get_origin(hint) is typing.Union and type(None) in typing.get_args(hint)
+    base = next(a for a in typing.get_args(hint) if a is not type(None)) if optional else hint
+    if value is None:
+        if optional:
+            return None
+        raise EdgeError(f"{origin}: {key} must not be empty")
+    expected = {bool: "true or false", int: "a whole number", float: "a number", str: "a text"}[base]
+    if optional:
+        expected += " or null"
+    # bool is an int in Python; a YAML `yes` for a number is a mistake, not a 1.
+    if base is bool:
+        ok = isinstance(value, bool)
+    elif base is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif base is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    else:
+        ok = isinstance(value, str)
+    if not ok:
+        raise EdgeError(f"{origin}: {key} must be {expected}, got {value!r}")
+    low, high = metadata.get("range", (None, None))
+    if (low is not None and value < low) or (high is not None and value > high):
+        raise EdgeError(f"{origin}: {key} must be between {low} and {high}, got {value!r}")
+    choices = metadata.get("choices")
+    if choices and value not in choices:
+        raise EdgeError(f"{origin}: {key} must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
+def resolve_data_path(name: str) -> Path:
+    """Place a relative data path under systemd's StateDirectory when running as a service."""
+    path = Path(name)
+    if path.is_absolute():
+        return path
+    state = os.environ.get("STATE_DIRECTORY")
+    return (Path(state.split(":")[0]) if state else Path.cwd()) / path
+
+
+def device_name(storage: StorageSettings) -> str:
+    return storage.device_name or socket.gethostname().split(".")[0]
+
+
+def neg_threshold(detector: DetectorSettings) -> float:
+    if detector.neg_threshold is not None:
+        return detector.neg_threshold
+    return max(detector.threshold - 0.15, 0.01)
