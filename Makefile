@@ -1,6 +1,7 @@
 # Everything installs what it needs: Debian packages (when run as root), then a venv.
 PYTHON ?= python3
 VENV := .venv
+BUILD_VENV := .buildvenv
 BIN := $(VENV)/bin
 CONFIG ?= config/edge.yaml
 DEB_PACKAGES := portaudio19-dev python3-venv alsa-utils
@@ -36,5 +37,16 @@ run: venv
 demo: venv
 	$(BIN)/edge process tests/data/*.wav --out demo-recordings --config $(CONFIG)
 
+# The model is rebuilt in its own venv: TensorFlow is never needed on the device.
+$(BUILD_VENV)/bin/python: models/requirements-build.txt
+	$(PYTHON) -m venv $(BUILD_VENV)
+	$(BUILD_VENV)/bin/pip install -q --upgrade pip
+	$(BUILD_VENV)/bin/pip install -q -r models/requirements-build.txt
+	$(BUILD_VENV)/bin/pip install -q --no-deps $(SILERO_PIN)
+	touch $@
+
+model: $(BUILD_VENV)/bin/python
+	$(BUILD_VENV)/bin/python models/build_model.py
+
 clean:
-	rm -rf $(VENV) demo-recordings .pytest_cache
+	rm -rf $(VENV) $(BUILD_VENV) demo-recordings .pytest_cache

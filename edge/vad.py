@@ -1,0 +1,163 @@
+"""Streaming speech detector: Silero VAD (MIT) ported to TFLite, one 32 ms window per call.
+
+The model is stateless; this wrapper owns what Silero keeps between calls: the LSTM state
+(h, c) and the last 64 samples of the previous window, which the model sees in front of the
+new 512 (models/README.md describes the model files).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import importlib
+import sys
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+
+from .errors import EdgeError
+from .wavio import read_wav_16k
+
+DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "silero_vad_int8.tflite"
+
+# Import names of the interpreters, in order of preference: ai-edge-litert is the maintained
+# successor of tflite-runtime, which Raspberry Pi OS bookworm still ships wheels for.
+RUNTIMES = ("ai_edge_litert", "tflite_runtime")
+CONTEXT = 64
+STATE = 128
+MODEL_INPUTS = {"audio": (1, CONTEXT + 512), "h": (1, STATE), "c": (1, STATE)}
+MODEL_OUTPUTS = {"prob": (1,), "h": (1, STATE), "c": (1, STATE)}
+INT16_SCALE = np.float32(1 / 32768)
+
+
+class VadRuntimeError(EdgeError):
+    """No usable TFLite interpreter package."""
+
+
+class VadModelError(EdgeError):
+    """The model file is missing or is not a Silero VAD TFLite model."""
+
+
+class VadInputError(EdgeError):
+    """Audio handed to the detector is not one 512-sample window."""
+
+
+def interpreter_class(runtime: str | None):
+    """The Interpreter class of ``runtime`` (an import name from RUNTIMES), or of the first
+    installed one when ``runtime`` is None."""
+    if runtime is not None and runtime not in RUNTIMES:
+        raise VadRuntimeError(f"unknown TFLite runtime {runtime!r}, expected one of {', '.join(RUNTIMES)}")
+    for name in RUNTIMES if runtime is None else (runtime,):
+        try:
+            return importlib.import_module(f"{name}.interpreter").Interpreter
+        except ImportError:
+            continue
+    if runtime is not None:
+        raise VadRuntimeError(f"TFLite runtime {runtime} is not installed")
+    raise VadRuntimeError(
+        "no TFLite runtime installed: install ai-edge-litert or tflite-runtime (pip install tflite-runtime)"
+    )
+
+
+class SileroVad:
+    """Speech probability of consecutive 512-sample windows of one 16 kHz stream."""
+
+    WINDOW = 512
+    SAMPLE_RATE = 16000
+
+    def __init__(self, model_path: str | Path, runtime: str | None = None):
+        self.model_path = Path(model_path)
+        if not self.model_path.is_file():
+            raise VadModelError(f"{self.model_path}: VAD model file not found (expected a Silero VAD .tflite file)")
+        interpreter = interpreter_class(runtime)
+        try:
+            self._interpreter = interpreter(model_path=str(self.model_path), num_threads=1)
+            self._interpreter.allocate_tensors()
+        except (ValueError, RuntimeError) as exc:
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise VadModelError(f"{self.model_path}: not a valid TFLite model ({reason})") from None
+        self._inputs = self._tensor_indices(self._interpreter.get_input_details(), MODEL_INPUTS)
+        self._outputs = self._tensor_indices(self._interpreter.get_output_details(), MODEL_OUTPUTS)
+        # Context followed by the new window: the model's whole audio input, reused every call.
+        self._audio = np.zeros(MODEL_INPUTS["audio"], dtype=np.float32)
+        self._window = self._audio[0, CONTEXT:]
+        self.reset()
+
+    def _tensor_indices(self, details: list[dict], expected: dict[str, tuple]) -> dict[str, int]:
+        found = {d["name"]: (tuple(d["shape"]), np.dtype(d["dtype"]), d["index"]) for d in details}
+        if {name: spec[:2] for name, spec in found.items()} != {
+            name: (shape, np.dtype(np.float32)) for name, shape in expected.items()
+        }:
+            wanted = ", ".join(f"{name}{list(shape)}" for name, shape in expected.items())
+            have = ", ".join(f"{name}{list(spec[0])}" for name, spec in found.items())
+            raise VadModelError(
+                f"{self.model_path}: not a Silero VAD model (expected float32 tensors {wanted}, found {have})"
+            )
+        return {name: spec[2] for name, spec in found.items()}
+
+    def reset(self) -> None:
+        """Forget the stream: the next window is scored as the start of a new one."""
+        self._audio.fill(0.0)
+        self._h = np.zeros(MODEL_INPUTS["h"], dtype=np.float32)
+        self._c = np.zeros(MODEL_INPUTS["c"], dtype=np.float32)
+
+    def __call__(self, window: np.ndarray) -> float:
+        """Speech probability of the next window: 512 int16 samples, or float32 in [-1, 1]."""
+        if window.shape != (self.WINDOW,):
+            raise VadInputError(
+                f"{self.model_path.name}: expected one window of {self.WINDOW} samples, got shape {window.shape}"
+            )
+        if window.dtype == np.int16:
+            np.multiply(window, INT16_SCALE, out=self._window, casting="unsafe")
+        elif np.issubdtype(window.dtype, np.floating):
+            self._window[:] = window
+        else:
+            raise VadInputError(f"{self.model_path.name}: expected int16 or float32 samples, got {window.dtype}")
+        interpreter = self._interpreter
+        interpreter.set_tensor(self._inputs["audio"], self._audio)
+        interpreter.set_tensor(self._inputs["h"], self._h)
+        interpreter.set_tensor(self._inputs["c"], self._c)
+        interpreter.invoke()
+        self._h = interpreter.get_tensor(self._outputs["h"])
+        self._c = interpreter.get_tensor(self._outputs["c"])
+        self._audio[0, :CONTEXT] = self._audio[0, -CONTEXT:]
+        return float(interpreter.get_tensor(self._outputs["prob"])[0])
+
+    @cached_property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.model_path.read_bytes()).hexdigest()
+
+
+def window_probabilities(vad: SileroVad, samples: np.ndarray) -> np.ndarray:
+    """One probability per full window of ``samples`` from a fresh state; a trailing partial
+    window is dropped."""
+    vad.reset()
+    count = len(samples) // vad.WINDOW
+    probs = np.empty(count, dtype=np.float32)
+    for i in range(count):
+        probs[i] = vad(samples[i * vad.WINDOW : (i + 1) * vad.WINDOW])
+    return probs
+
+
+def vad_command(args: argparse.Namespace) -> int:
+    samples = read_wav_16k(args.wav)
+    probs = window_probabilities(SileroVad(args.model), samples)
+    window_seconds = SileroVad.WINDOW / SileroVad.SAMPLE_RATE
+    rows = [f"{i * window_seconds:.3f},{prob:.4f}" for i, prob in enumerate(probs)]
+    sys.stdout.write("\n".join(["start_s,prob", *rows]) + "\n")
+    return 0
+
+
+def add_command(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "vad",
+        help="print the speech probability of every 32 ms window of a WAV file as CSV",
+        description="Print start_s,prob for every full 512-sample window (16 kHz) of FILE.wav.",
+    )
+    parser.add_argument("wav", type=Path, metavar="FILE.wav")
+    parser.add_argument(
+        "--model", type=Path, default=DEFAULT_MODEL, metavar="PATH",
+        help=f"Silero VAD TFLite model (default: {DEFAULT_MODEL.relative_to(DEFAULT_MODEL.parents[1])})",
+    )
+    parser.set_defaults(func=vad_command)
