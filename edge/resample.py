@@ -8,6 +8,7 @@ the speech band, so this is a polyphase windowed-sinc filter instead.
 from __future__ import annotations
 
 from math import gcd
+from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -68,14 +69,28 @@ class StreamingResampler:
         return result
 
 
-def resample_to_16k(samples: np.ndarray, rate: int) -> np.ndarray:
-    """Resample a whole recording to 16 kHz, compensating the filter's delay so that
+def resample_blocks(blocks: Iterable[np.ndarray], rate: int) -> Iterator[np.ndarray]:
+    """Resample a finite recording given in blocks, removing the filter's delay so that
     times in the output match times in the input."""
     if rate == TARGET_RATE:
-        return samples
+        yield from blocks
+        return
     resampler = StreamingResampler(rate)
-    delay = resampler.delay_out
-    tail = np.zeros(int(np.ceil(delay * resampler.down / resampler.up)) + TAPS_PER_PHASE, np.int16)
-    out = np.concatenate([resampler.process(samples), resampler.process(tail)])
-    expected = len(samples) * resampler.up // resampler.down
-    return out[delay : delay + expected]
+    to_skip = resampler.delay_out
+    seen = produced = 0
+    for block in blocks:
+        seen += len(block)
+        out = resampler.process(block)
+        skipped = min(to_skip, len(out))
+        to_skip -= skipped
+        produced += len(out) - skipped
+        yield out[skipped:]
+    # Zeros push the last real samples through the filter's delay line.
+    tail = np.zeros(resampler.delay_out * resampler.down // resampler.up + TAPS_PER_PHASE, np.int16)
+    expected = seen * resampler.up // resampler.down
+    yield resampler.process(tail)[to_skip:][: max(expected - produced, 0)]
+
+
+def resample_to_16k(samples: np.ndarray, rate: int) -> np.ndarray:
+    """Resample a whole recording to 16 kHz (see resample_blocks)."""
+    return np.concatenate([np.zeros(0, np.int16), *resample_blocks([samples], rate)])

@@ -1,0 +1,120 @@
+"""The `edge` command: run the recorder, process files, inspect and export recordings."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Optional
+
+from . import __version__, doctor, export, vad
+from .audio import CaptureError, MicrophoneSource, WavFileSource, describe_devices
+from .config import DEFAULT_CONFIG, Settings, device_name, load_config, resolve_data_path
+from .errors import EdgeError
+from .indicator import NullIndicator, make_indicator
+from .logs import setup_logging
+from .notify import ServiceNotifier, watchdog_interval
+from .recorder import Recorder
+from .storage import SegmentWriter
+from .vad import DEFAULT_MODEL, SileroVad
+
+log = logging.getLogger("edge")
+
+
+def model_path(settings: Settings) -> Path:
+    return Path(settings.detector.model) if settings.detector.model else DEFAULT_MODEL
+
+
+def make_writer(settings: Settings, recordings_dir: Path, detector: SileroVad) -> SegmentWriter:
+    writer = SegmentWriter(recordings_dir, device_name(settings.storage), detector.sha256,
+                           __version__, settings.storage.fsync_interval_s)
+    recovered = writer.prepare()
+    if recovered:
+        log.warning("recovered %d interrupted segments", len(recovered))
+    return writer
+
+
+def run_command(args: argparse.Namespace) -> int:
+    settings = load_config(args.config)
+    detector = SileroVad(model_path(settings))
+    writer = make_writer(settings, resolve_data_path(settings.storage.recordings_dir), detector)
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    indicator = make_indicator(settings.led)
+    export_state = export.export_state_file(settings)
+    notifier = ServiceNotifier()
+    recorder = Recorder(
+        settings, detector, writer, indicator=indicator, notifier=notifier,
+        watchdog_every=watchdog_interval(), status_path=resolve_data_path(settings.service.status_file),
+        extra_pattern=lambda: export.export_led_pattern(export_state, recorder.clock.wall()))
+    try:
+        recorder.run(MicrophoneSource(settings.audio), stop)
+    except CaptureError as exc:
+        raise EdgeError(f"{exc}; no microphone here? 'make demo' runs the same pipeline "
+                        "on bundled audio") from None
+    finally:
+        indicator.close()
+        notifier.close()
+    return 0
+
+
+def process_command(args: argparse.Namespace) -> int:
+    settings = load_config(args.config)
+    detector = SileroVad(model_path(settings))
+    writer = make_writer(settings, args.out, detector)
+    recorder = Recorder(settings, detector, writer)
+    for path in args.inputs:
+        print(recorder.process_file(WavFileSource(path)).line(), flush=True)
+    return 0
+
+
+def devices_command(args: argparse.Namespace) -> int:
+    settings = load_config(args.config)
+    for line in describe_devices(settings.audio):
+        print(line)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edge", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"edge {__version__}")
+    parser.add_argument("--log-level", default="info", help="debug, info, warning or error")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--config", type=Path, default=None,
+                       help=f"YAML settings (default: {DEFAULT_CONFIG})")
+        return p
+
+    run = with_config(sub.add_parser("run", help="listen to the microphone and store the speech"))
+    run.set_defaults(func=run_command)
+
+    process = with_config(sub.add_parser(
+        "process", help="run the same pipeline on WAV files, as fast as the CPU allows"))
+    process.add_argument("inputs", nargs="+", type=Path, metavar="IN.wav")
+    process.add_argument("--out", type=Path, required=True, metavar="DIR",
+                         help="folder for the segments and manifest.jsonl")
+    process.set_defaults(func=process_command)
+
+    devices = with_config(sub.add_parser("devices", help="list capture devices and their rates"))
+    devices.set_defaults(func=devices_command)
+
+    for module in (vad, doctor, export):
+        module.add_command(sub)
+    return parser
+
+
+def main(argv: Optional[list] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        setup_logging(args.log_level)
+        return args.func(args)
+    except EdgeError as exc:
+        print(f"edge: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,398 @@
+"""Speech segments on the card: WAV files that survive power cuts, and their manifest.
+
+A segment is written as ``<name>.wav.part`` beside a ``<name>.wav.part.json`` sidecar that
+holds what is known when it opens. The header is brought up to date at every fsync, so even
+a ``.part`` cut off by a power loss is a valid WAV of the audio it had. On close the file is
+renamed to ``<name>.wav`` and one JSON line is appended to ``manifest.jsonl``; only then is
+the sidecar removed. ``recover()`` finishes whatever a power cut interrupted, so that every
+segment ends up listed in the manifest exactly once.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import re
+import struct
+import time
+from dataclasses import asdict, dataclass, field
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Iterable, Iterator, Optional
+
+import numpy as np
+
+from .errors import EdgeError
+
+log = logging.getLogger(__name__)
+
+SAMPLE_RATE = 16000
+HEADER_BYTES = 44
+MANIFEST = "manifest.jsonl"
+MANIFEST_LOCK = ".manifest.lock"
+PART = ".part"
+SIDECAR = ".part.json"
+SEGMENT_NAME = re.compile(r"^(\d{6,})_\d{6}_.+\.wav(\.part)?$")
+
+
+def wav_header(data_bytes: int) -> bytes:
+    """The 44-byte header of a 16 kHz mono 16-bit PCM WAV with ``data_bytes`` of audio."""
+    return b"RIFF" + struct.pack("<I", 36 + data_bytes) + b"WAVEfmt " + struct.pack(
+        "<IHHIIHH", 16, 1, 1, SAMPLE_RATE, SAMPLE_RATE * 2, 2, 16
+    ) + b"data" + struct.pack("<I", data_bytes)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_json_atomically(path: Path, data: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as f:
+        json.dump(data, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def read_manifest(path: Path) -> list[dict]:
+    """All entries of a manifest; a torn last line (power cut mid-append) is skipped."""
+    try:
+        lines = Path(path).read_text().splitlines()
+    except FileNotFoundError:
+        return []
+    entries = []
+    for number, line in enumerate(lines, 1):
+        try:
+            entries.append(json.loads(line))
+        except json.JSONDecodeError:
+            if number != len(lines):
+                raise EdgeError(f"{path}: line {number} is not valid JSON") from None
+    return entries
+
+
+@contextmanager
+def manifest_lock(manifest: Path):
+    """Held while appending to or rewriting a manifest: the daemon appends while an export
+    with --move may rewrite it, and neither may lose the other's lines."""
+    with open(Path(manifest).with_name(MANIFEST_LOCK), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def append_manifest(manifest: Path, entry: dict) -> None:
+    with manifest_lock(manifest), open(manifest, "a") as f:
+        f.write(json.dumps(entry) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def remove_from_manifest(manifest: Path, files: Iterable[str]) -> None:
+    """Rewrite the manifest without the entries of ``files`` (atomically)."""
+    gone = set(files)
+    with manifest_lock(manifest):
+        kept = [e for e in read_manifest(manifest) if e["file"] not in gone]
+        tmp = Path(manifest).with_name(Path(manifest).name + ".tmp")
+        with open(tmp, "w") as f:
+            f.writelines(json.dumps(e) + "\n" for e in kept)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, manifest)
+        fsync_dir(Path(manifest).parent)
+
+
+@dataclass(frozen=True)
+class SegmentStart:
+    """What is known of a segment when it opens."""
+
+    source: str
+    start_s: float
+    """Offset of the first sample from the session or input start, in seconds."""
+    start: str
+    """Wall-clock time of the first sample, ISO 8601."""
+    monotonic_s: float
+    """CLOCK_BOOTTIME of the first sample, in seconds: orders segments within a boot."""
+    boot_id: str
+    clock_synced: bool
+    mic_gaps: list = field(default_factory=list)
+    """Microphone outages since the previous segment: [{"start": ISO, "end": ISO}]."""
+
+
+@dataclass(frozen=True)
+class SegmentEnd:
+    """What is known of a segment when it closes."""
+
+    prob_mean: Optional[float]
+    prob_max: Optional[float]
+    overflows: int
+    dropped_frames: int
+
+
+class StorageUnavailable(Exception):
+    """The card cannot take more audio now (full, read-only, failing)."""
+
+
+class SegmentWriter:
+    """Writes segments one at a time under ``recordings_dir`` and lists them in the manifest."""
+
+    def __init__(self, recordings_dir: Path, device: str, model_sha256: str, version: str,
+                 fsync_interval_s: float = 1.0):
+        self.root = Path(recordings_dir)
+        self.device = re.sub(r"[^A-Za-z0-9.-]+", "-", device)
+        self.model_sha256 = model_sha256
+        self.version = version
+        self.fsync_interval = int(fsync_interval_s * SAMPLE_RATE)
+        self.manifest = self.root / MANIFEST
+        self._part: Optional[Path] = None
+        self._file = None
+        self._start: Optional[SegmentStart] = None
+        self._samples = 0
+        self._unsynced = 0
+        self._next_seq: Optional[int] = None
+
+    @property
+    def is_open(self) -> bool:
+        return self._file is not None
+
+    def prepare(self) -> list[dict]:
+        """Create the folder, repair the manifest and recover interrupted segments."""
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise EdgeError(f"{self.root}: cannot create recordings folder ({exc.strerror})") from None
+        self._repair_manifest()
+        return self.recover()
+
+    def open(self, start: SegmentStart) -> Path:
+        """Start a new segment; raises StorageUnavailable when the card cannot take it."""
+        assert self._file is None, "a segment is already open"
+        wall = datetime.fromisoformat(start.start)
+        seq = self._take_seq()
+        folder = self.root / wall.strftime("%Y%m%d")
+        final = folder / f"{seq:06d}_{wall.strftime('%H%M%S')}_{self.device}.wav"
+        part = final.with_name(final.name + PART)
+        try:
+            folder.mkdir(exist_ok=True)
+            # The sidecar exists before the .part, so a .part never lacks its metadata.
+            write_json_atomically(final.with_name(final.name + SIDECAR),
+                                  {"seq": seq, "file": self._relative(final), **asdict(start)})
+            self._file = open(part, "wb")
+            self._file.write(wav_header(0))
+        except OSError as exc:
+            self._abandon()
+            raise StorageUnavailable(f"{part}: {exc.strerror}") from exc
+        self._part, self._start, self._samples, self._unsynced = part, start, 0, 0
+        return final
+
+    def append(self, samples: np.ndarray) -> None:
+        """Add audio to the open segment, making it durable every fsync interval."""
+        try:
+            self._file.write(np.asarray(samples, dtype="<i2").tobytes())
+            self._samples += len(samples)
+            self._unsynced += len(samples)
+            if self._unsynced >= self.fsync_interval:
+                self._sync()
+        except OSError as exc:
+            self._abandon()
+            raise StorageUnavailable(f"{self._part}: {exc.strerror}") from exc
+
+    def close(self, end: SegmentEnd) -> Optional[dict]:
+        """Finish the open segment and list it; an empty one is removed instead."""
+        part, start = self._part, self._start
+        try:
+            self._sync()
+            self._file.close()
+            self._file = None
+            if self._samples == 0:
+                part.unlink()
+                Path(str(part)[: -len(PART)] + SIDECAR).unlink()
+                return None
+            entry = self._finish(part, start, self._samples, end, recovered=False)
+        except OSError as exc:
+            self._abandon()
+            raise StorageUnavailable(f"{part}: {exc.strerror}") from exc
+        self._part = self._start = None
+        return entry
+
+    def recover(self) -> list[dict]:
+        """Turn what a power cut left behind into listed segments; returns their entries."""
+        listed = {entry["file"] for entry in read_manifest(self.manifest)}
+        recovered = []
+        for sidecar in sorted(self.root.glob(f"*/*{SIDECAR}")):
+            final = Path(str(sidecar)[: -len(SIDECAR)])
+            part = final.with_name(final.name + PART)
+            meta = json.loads(sidecar.read_text())
+            meta.pop("file")
+            meta.pop("seq")
+            start = SegmentStart(**meta)
+            if part.exists():
+                samples = self._repair_part(part)
+                if samples == 0:
+                    part.unlink()
+                    sidecar.unlink()
+                    continue
+            elif final.exists() and self._relative(final) not in listed:
+                part = final  # renamed but not yet listed when the power went
+                samples = (final.stat().st_size - HEADER_BYTES) // 2
+            else:
+                sidecar.unlink()
+                continue
+            unknown = SegmentEnd(prob_mean=None, prob_max=None, overflows=0, dropped_frames=0)
+            recovered.append(self._finish(part, start, samples, unknown, recovered=True))
+            log.warning("recovered %s after an interruption (%.1f s of audio)",
+                        self._relative(final), samples / SAMPLE_RATE)
+        for tmp in self.root.glob("*/*.tmp"):
+            tmp.unlink()
+        return recovered
+
+    def _finish(self, part: Path, start: SegmentStart, samples: int, end: SegmentEnd,
+                recovered: bool) -> dict:
+        final = Path(str(part)[: -len(PART)]) if part.name.endswith(PART) else part
+        if part != final:
+            os.replace(part, final)
+            fsync_dir(final.parent)
+        duration = samples / SAMPLE_RATE
+        wall = datetime.fromisoformat(start.start)
+        entry = {
+            "file": self._relative(final),
+            "seq": int(SEGMENT_NAME.match(final.name).group(1)),
+            "device": self.device,
+            "source": start.source,
+            "start": start.start,
+            "end": (wall + timedelta(seconds=duration)).isoformat(timespec="milliseconds"),
+            "start_s": round(start.start_s, 3),
+            "end_s": round(start.start_s + duration, 3),
+            "duration_s": round(duration, 3),
+            "samples": samples,
+            "sample_rate": SAMPLE_RATE,
+            "sha256": file_sha256(final),
+            "prob_mean": end.prob_mean,
+            "prob_max": end.prob_max,
+            "clock_synced": start.clock_synced,
+            "boot_id": start.boot_id,
+            "monotonic_s": start.monotonic_s,
+            "overflows": end.overflows,
+            "dropped_frames": end.dropped_frames,
+            "mic_gaps": start.mic_gaps,
+            "recovered": recovered,
+            "model_sha256": self.model_sha256,
+            "version": self.version,
+        }
+        append_manifest(self.manifest, entry)
+        Path(str(final) + SIDECAR).unlink()
+        return entry
+
+    def _sync(self) -> None:
+        """Write the audio out and make the header describe it, then fsync."""
+        self._file.flush()
+        data_bytes = 2 * self._samples
+        fd = self._file.fileno()
+        os.pwrite(fd, struct.pack("<I", 36 + data_bytes), 4)
+        os.pwrite(fd, struct.pack("<I", data_bytes), 40)
+        os.fsync(fd)
+        self._unsynced = 0
+
+    def _repair_part(self, part: Path) -> int:
+        """Cut a .part to whole samples and give it a header that matches; returns samples."""
+        size = part.stat().st_size
+        samples = max(size - HEADER_BYTES, 0) // 2
+        with open(part, "r+b") as f:
+            f.truncate(HEADER_BYTES + 2 * samples)
+            f.seek(0)
+            f.write(wav_header(2 * samples))
+            f.flush()
+            os.fsync(f.fileno())
+        return samples
+
+    def _abandon(self) -> None:
+        """Give up the open file after a write error; recover() finishes it later."""
+        if self._file is not None:
+            try:
+                self._file.close()
+            except OSError:
+                pass
+        self._file = None
+        self._part = self._start = None
+
+    def _take_seq(self) -> int:
+        # File order must not depend on the wall clock (no RTC on a Pi): a sequence number
+        # that only grows, derived from the files themselves so a power cut cannot reset it.
+        if self._next_seq is None:
+            numbers = [int(m.group(1)) for p in self.root.glob("*/*")
+                       if (m := SEGMENT_NAME.match(p.name))]
+            numbers += [entry["seq"] for entry in read_manifest(self.manifest)]
+            self._next_seq = max(numbers, default=0) + 1
+        seq = self._next_seq
+        self._next_seq += 1
+        return seq
+
+    def _relative(self, path: Path) -> str:
+        return path.relative_to(self.root).as_posix()
+
+    def _repair_manifest(self) -> None:
+        """Drop a torn last line so the next append starts on a line of its own."""
+        try:
+            with open(self.manifest, "rb") as f:
+                data = f.read()
+        except FileNotFoundError:
+            return
+        if not data or data.endswith(b"\n"):
+            return
+        keep = data.rfind(b"\n") + 1
+        with open(self.manifest, "r+b") as f:
+            f.truncate(keep)
+            f.flush()
+            os.fsync(f.fileno())
+        log.warning("%s: removed a torn last line", self.manifest)
+
+
+def iter_segments(recordings_dir: Path) -> Iterator[dict]:
+    """Manifest entries of the segments whose files still exist, oldest first."""
+    root = Path(recordings_dir)
+    for entry in sorted(read_manifest(root / MANIFEST), key=lambda e: e["seq"]):
+        if (root / entry["file"]).exists():
+            yield entry
+
+
+class FreeSpaceGuard:
+    """Keeps the card from filling: below ``min_free_mb`` no audio is written, unless the
+    owner chose to give up the oldest recordings for new ones."""
+
+    def __init__(self, root: Path, min_free_mb: int, when_full: str):
+        self.root = Path(root)
+        self.min_free_mb = min_free_mb
+        self.when_full = when_full
+
+    def free_mb(self) -> float:
+        stat = os.statvfs(self.root)
+        return stat.f_bavail * stat.f_frsize / 1e6
+
+    def has_room(self) -> bool:
+        if self.free_mb() >= self.min_free_mb:
+            return True
+        if self.when_full != "delete_oldest":
+            return False
+        for entry in list(iter_segments(self.root)):
+            (self.root / entry["file"]).unlink()
+            remove_from_manifest(self.root / MANIFEST, [entry["file"]])
+            log.warning("card full: deleted the oldest segment %s", entry["file"])
+            if self.free_mb() >= self.min_free_mb:
+                return True
+        return False
