@@ -48,5 +48,13 @@ $(BUILD_VENV)/bin/python: models/requirements-build.txt
 model: $(BUILD_VENV)/bin/python
 	$(BUILD_VENV)/bin/python models/build_model.py
 
+# On the Pi, as root: Debian packages, a venv under /opt, the unit enabled and started.
+install:
+	PYTHON=$(PYTHON) bash systemd/install.sh
+
+# Removes all but the recordings under /var/lib/edge-recorder.
+uninstall:
+	bash systemd/uninstall.sh
+
 clean:
 	rm -rf $(VENV) $(BUILD_VENV) demo-recordings .pytest_cache

@@ -1,0 +1,169 @@
+#!/usr/bin/env bash
+# Install edge-recorder as a systemd service: `sudo make install` on the Pi.
+#
+# Running it again upgrades in place and changes nothing else: an edited
+# /etc/edge-recorder/edge.yaml is kept (the new default lands beside it as edge.yaml.dist)
+# and recordings under /var/lib/edge-recorder are never touched.
+#
+# EDGE_ROOT=/some/dir installs into that directory instead of / and skips everything that
+# changes the running system (apt, users, udev, systemctl), for tests. The venv it makes
+# there names the prefixed paths, so it cannot be moved: build images in a chroot instead.
+# EDGE_SKIP_VENV=1 skips creating the venv and the pip installs.
+set -euo pipefail
+
+ROOT="${EDGE_ROOT:-}"
+SOURCE="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+PYTHON="${PYTHON:-python3}"
+SERVICE_USER=edge-recorder
+UNIT=edge-recorder.service
+OPT="$ROOT/opt/edge-recorder"
+CONFIG_DIR="$ROOT/etc/edge-recorder"
+STATE_DIR="$ROOT/var/lib/edge-recorder"
+UNIT_DIR="$ROOT/etc/systemd/system"
+UDEV_RULE="$ROOT/etc/udev/rules.d/60-edge-recorder-gpiochip.rules"
+DEB_PACKAGES=(portaudio19-dev python3-venv python3-dev gcc libc6-dev alsa-utils)
+# lgpio, gpiozero's backend for /dev/gpiochip*, has wheels for aarch64 and armv7l; on armv6
+# (Pi Zero W, Pi 1) pip builds it with SWIG, statically linked by PYPI=1.
+LGPIO_PIN=lgpio==0.2.2.0
+
+say() { echo "install: $*"; }
+die() { echo "install: $*" >&2; exit 1; }
+
+live_system() { [ -z "$ROOT" ]; }
+systemd_running() { [ -d /run/systemd/system ]; }
+
+for required in edge models config/edge.yaml pyproject.toml requirements.txt systemd/$UNIT; do
+    [ -e "$SOURCE/$required" ] || die "$SOURCE/$required is missing: run from a complete checkout"
+done
+if live_system; then
+    [ "$(id -u)" = 0 ] || die "must run as root (sudo make install)"
+fi
+
+install_debian_packages() {
+    local packages=("${DEB_PACKAGES[@]}") missing=()
+    [ "$(uname -m)" = armv6l ] && packages+=(swig)
+    for package in "${packages[@]}"; do
+        dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
+    done
+    if [ ${#missing[@]} -gt 0 ]; then
+        say "installing Debian packages: ${missing[*]}"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+    fi
+}
+
+create_service_user() {
+    # Raspberry Pi OS has a gpio group owning /dev/gpiochip*; plain Debian gets it here and
+    # from the udev rule below.
+    getent group gpio >/dev/null || groupadd --system gpio
+    if id "$SERVICE_USER" >/dev/null 2>&1; then
+        usermod --append --groups audio,gpio "$SERVICE_USER"
+    else
+        useradd --system --user-group --groups audio,gpio --home-dir /var/lib/edge-recorder \
+            --no-create-home --shell /usr/sbin/nologin --comment "edge-recorder daemon" "$SERVICE_USER"
+        say "created system user $SERVICE_USER"
+    fi
+}
+
+copy_source() {
+    # A fresh copy each time, so files removed upstream do not linger; swapped in whole.
+    local fresh="$OPT/src.new" item
+    local items=(edge models config pyproject.toml requirements.txt)
+    [ -e "$SOURCE/README.md" ] && items+=(README.md)
+    rm -rf "$fresh"
+    mkdir -p "$fresh"
+    tar -C "$SOURCE" --exclude=__pycache__ --exclude='*.pyc' -cf - "${items[@]}" \
+        | tar -C "$fresh" --no-same-owner --no-same-permissions -xf -
+    chmod -R u+rwX,go+rX,go-w "$fresh"
+    rm -rf "$OPT/src"
+    mv "$fresh" "$OPT/src"
+    for item in "${items[@]}"; do [ -e "$OPT/src/$item" ] || die "copying $item failed"; done
+}
+
+install_venv() {
+    local venv="$OPT/venv"
+    [ -x "$venv/bin/python" ] || "$PYTHON" -m venv "$venv"
+    "$venv/bin/pip" install -q -r "$OPT/src/requirements.txt"
+    PYPI=1 "$venv/bin/pip" install -q "$LGPIO_PIN"
+    # Editable on purpose: the default model and config are found relative to the package
+    # (edge.config.PACKAGE_ROOT), so edge/ must stay next to models/ and config/ in src/.
+    "$venv/bin/pip" install -q --no-deps -e "$OPT/src"
+    # The service cannot write __pycache__ (ProtectSystem=strict): compile once now.
+    "$venv/bin/python" -m compileall -q "$OPT/src/edge"
+    [ -x "$venv/bin/edge" ] || die "$venv/bin/edge was not created"
+}
+
+install_config() {
+    local default="$OPT/src/config/edge.yaml" config="$CONFIG_DIR/edge.yaml"
+    mkdir -p "$CONFIG_DIR"
+    if [ ! -e "$config" ]; then
+        install -m 0640 "$default" "$config"
+        say "installed default config $config"
+    elif cmp -s "$default" "$config"; then
+        rm -f "$config.dist"
+    else
+        install -m 0640 "$default" "$config.dist"
+        say "kept your $config; the new default is beside it as edge.yaml.dist"
+    fi
+    # Readable by the service, writable only by root.
+    if live_system; then
+        chgrp "$SERVICE_USER" "$CONFIG_DIR" "$CONFIG_DIR"/edge.yaml*
+        chmod 0750 "$CONFIG_DIR"
+    fi
+}
+
+create_state_dir() {
+    # systemd creates it too (StateDirectory=), but only once the service starts.
+    mkdir -p "$STATE_DIR"
+    chmod 0700 "$STATE_DIR"
+    if live_system; then chown "$SERVICE_USER:$SERVICE_USER" "$STATE_DIR"; fi
+}
+
+install_unit_and_rule() {
+    mkdir -p "$UNIT_DIR" "$(dirname "$UDEV_RULE")"
+    install -m 0644 "$SOURCE/systemd/$UNIT" "$UNIT_DIR/$UNIT"
+    printf '%s\n' '# edge-recorder: let the gpio group drive GPIO lines (Raspberry Pi OS does the same).' \
+        'SUBSYSTEM=="gpio", KERNEL=="gpiochip*", GROUP="gpio", MODE="0660"' >"$UDEV_RULE"
+    chmod 0644 "$UDEV_RULE"
+    if live_system && [ -S /run/udev/control ]; then
+        udevadm control --reload
+        udevadm trigger --subsystem-match=gpio
+    fi
+}
+
+start_service() {
+    if systemd_running; then
+        systemctl daemon-reload
+        systemctl enable "$UNIT"
+        # restart, not start: an upgrade must run the new code.
+        systemctl restart "$UNIT"
+        say "started $UNIT; follow it with: journalctl -u edge-recorder -f"
+    else
+        # enable works offline (chroot, image build): it only creates the symlink.
+        if systemctl enable "$UNIT" >/dev/null 2>&1; then
+            say "systemd is not running here: $UNIT is enabled and starts at the next boot"
+        else
+            say "systemd is not running here: enable $UNIT on the device with: systemctl enable --now $UNIT"
+        fi
+    fi
+}
+
+mkdir -p "$OPT"
+if live_system; then
+    install_debian_packages
+    create_service_user
+fi
+copy_source
+if [ "${EDGE_SKIP_VENV:-0}" = 1 ]; then
+    say "EDGE_SKIP_VENV=1: not creating $OPT/venv"
+else
+    install_venv
+fi
+install_config
+create_state_dir
+install_unit_and_rule
+if live_system; then
+    start_service
+else
+    say "installed into $ROOT (EDGE_ROOT set: no apt, users, udev or systemctl)"
+fi

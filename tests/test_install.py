@@ -1,0 +1,137 @@
+"""install.sh and uninstall.sh run for real, into a temporary root (EDGE_ROOT).
+
+They run from a small stand-in checkout, so the test checks the scripts and not whatever
+state the rest of the work tree is in; the venv and pip step is skipped (EDGE_SKIP_VENV=1)
+because it would download and build for minutes.
+"""
+
+import os
+import shutil
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = "audio:\n  device: default\n"
+
+pytestmark = pytest.mark.skipif(shutil.which("bash") is None, reason="bash is not installed")
+
+
+@pytest.fixture
+def checkout(tmp_path) -> Path:
+    source = tmp_path / "checkout"
+    (source / "systemd").mkdir(parents=True)
+    for name in ("install.sh", "uninstall.sh", "edge-recorder.service"):
+        shutil.copy2(REPO / "systemd" / name, source / "systemd" / name)
+    (source / "edge").mkdir()
+    (source / "edge" / "__init__.py").write_text('__version__ = "0.0.0"\n')
+    (source / "edge" / "__pycache__").mkdir()
+    (source / "edge" / "__pycache__" / "stale.cpython-311.pyc").write_bytes(b"")
+    (source / "models").mkdir()
+    (source / "models" / "vad.tflite").write_bytes(b"model")
+    (source / "config").mkdir()
+    (source / "config" / "edge.yaml").write_text(DEFAULT_CONFIG)
+    (source / "pyproject.toml").write_text("[project]\nname = 'edge-recorder'\n")
+    (source / "requirements.txt").write_text("PyYAML\n")
+    return source
+
+
+@pytest.fixture
+def root(tmp_path) -> Path:
+    path = tmp_path / "root"
+    path.mkdir()
+    return path
+
+
+def run(script: Path, root: Path) -> subprocess.CompletedProcess:
+    env = dict(os.environ, EDGE_ROOT=str(root), EDGE_SKIP_VENV="1")
+    result = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr + result.stdout
+    return result
+
+
+def tree(root: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(root)): p.read_bytes() if p.is_file() else b"<dir>"
+        for p in sorted(root.rglob("*"))
+    }
+
+
+def test_install_lays_out_the_service_and_twice_changes_nothing(checkout, root):
+    run(checkout / "systemd" / "install.sh", root)
+    first = tree(root)
+    run(checkout / "systemd" / "install.sh", root)
+    assert tree(root) == first
+
+    src = root / "opt/edge-recorder/src"
+    assert (src / "edge/__init__.py").is_file()
+    assert not (src / "edge/__pycache__").exists()
+    assert (src / "models/vad.tflite").read_bytes() == b"model"
+    assert (src / "config/edge.yaml").is_file()
+    assert (src / "pyproject.toml").is_file() and (src / "requirements.txt").is_file()
+    assert not (root / "opt/edge-recorder/src.new").exists()
+
+    config = root / "etc/edge-recorder/edge.yaml"
+    assert config.read_text() == DEFAULT_CONFIG
+    assert stat.S_IMODE(config.stat().st_mode) == 0o640
+    assert not (root / "etc/edge-recorder/edge.yaml.dist").exists()
+
+    unit = root / "etc/systemd/system/edge-recorder.service"
+    assert unit.read_bytes() == (REPO / "systemd/edge-recorder.service").read_bytes()
+    rule = (root / "etc/udev/rules.d/60-edge-recorder-gpiochip.rules").read_text()
+    assert 'KERNEL=="gpiochip*", GROUP="gpio"' in rule
+
+    state = root / "var/lib/edge-recorder"
+    assert state.is_dir() and stat.S_IMODE(state.stat().st_mode) == 0o700
+
+
+def test_an_edited_config_is_kept_and_the_new_default_goes_beside_it(checkout, root):
+    run(checkout / "systemd" / "install.sh", root)
+    config = root / "etc/edge-recorder/edge.yaml"
+    config.write_text("audio:\n  device: plughw:CARD=Device,DEV=0\n")
+    (checkout / "config/edge.yaml").write_text(DEFAULT_CONFIG + "led:\n  pin: 27\n")
+
+    result = run(checkout / "systemd" / "install.sh", root)
+    assert config.read_text() == "audio:\n  device: plughw:CARD=Device,DEV=0\n"
+    assert (root / "etc/edge-recorder/edge.yaml.dist").read_text() == DEFAULT_CONFIG + "led:\n  pin: 27\n"
+    assert "edge.yaml.dist" in result.stdout
+    # The copied source follows the checkout: an upgrade brings the new default along.
+    assert (root / "opt/edge-recorder/src/config/edge.yaml").read_text().endswith("pin: 27\n")
+
+
+def test_files_gone_from_the_checkout_are_gone_after_an_upgrade(checkout, root):
+    (checkout / "models/old.tflite").write_bytes(b"old")
+    run(checkout / "systemd" / "install.sh", root)
+    (checkout / "models/old.tflite").unlink()
+    run(checkout / "systemd" / "install.sh", root)
+    assert not (root / "opt/edge-recorder/src/models/old.tflite").exists()
+
+
+def test_uninstall_twice_removes_everything_but_the_recordings(checkout, root):
+    run(checkout / "systemd" / "install.sh", root)
+    recording = root / "var/lib/edge-recorder/recordings/2024-05-06/room1-083000.wav"
+    recording.parent.mkdir(parents=True)
+    recording.write_bytes(b"RIFF")
+
+    first = run(checkout / "systemd" / "uninstall.sh", root)
+    assert "kept the recordings" in first.stdout
+    run(checkout / "systemd" / "uninstall.sh", root)
+
+    assert not (root / "opt/edge-recorder").exists()
+    assert not (root / "etc/edge-recorder").exists()
+    assert not (root / "etc/systemd/system/edge-recorder.service").exists()
+    assert not (root / "etc/udev/rules.d/60-edge-recorder-gpiochip.rules").exists()
+    assert recording.read_bytes() == b"RIFF"
+
+
+def test_install_refuses_an_incomplete_checkout(checkout, root):
+    (checkout / "config/edge.yaml").unlink()
+    env = dict(os.environ, EDGE_ROOT=str(root), EDGE_SKIP_VENV="1")
+    result = subprocess.run(
+        ["bash", str(checkout / "systemd/install.sh")], env=env, capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().endswith("config/edge.yaml is missing: run from a complete checkout")
+    assert not (root / "opt").exists()
