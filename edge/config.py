@@ -101,6 +101,9 @@ class ServiceSettings:
     """Where the daemon publishes its state for `edge status`; relative like recordings_dir."""
 
 
+from .export import ExportSettings  # noqa: E402  (export imports config lazily)
+
+
 @dataclass(frozen=True)
 class Settings:
     audio: AudioSettings = AudioSettings()
@@ -109,6 +112,7 @@ class Settings:
     storage: StorageSettings = StorageSettings()
     led: LedSettings = LedSettings()
     service: ServiceSettings = ServiceSettings()
+    export: ExportSettings = ExportSettings()
 
 
 def load_config(path: str | Path | None = None) -> Settings:

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Iterable, Iterator, Optional
+from typing import Callable, Iterable, Iterator, Optional
 
 import numpy as np
 
@@ -33,7 +33,6 @@ log = logging.getLogger(__name__)
 SAMPLE_RATE = 16000
 HEADER_BYTES = 44
 MANIFEST = "manifest.jsonl"
-MANIFEST_LOCK = ".manifest.lock"
 PART = ".part"
 SIDECAR = ".part.json"
 SEGMENT_NAME = re.compile(r"^(\d{6,})_\d{6}_.+\.wav(\.part)?$")
@@ -88,34 +87,67 @@ def read_manifest(path: Path) -> list[dict]:
     return entries
 
 
+def safe_name(name: str) -> str:
+    """A device name as it may appear in file and folder names."""
+    return re.sub(r"[^A-Za-z0-9.-]+", "-", name)
+
+
 @contextmanager
-def manifest_lock(manifest: Path):
-    """Held while appending to or rewriting a manifest: the daemon appends while an export
-    with --move may rewrite it, and neither may lose the other's lines."""
-    with open(Path(manifest).with_name(MANIFEST_LOCK), "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        yield
+def locked_manifest(manifest: Path) -> Iterator:
+    """The manifest opened for appending under an exclusive flock.
+
+    The daemon appends while an export with --move or a full card's rotation rewrites the
+    file (a new inode renamed over the old one): whoever waited for the lock re-opens the
+    file the path names now, so that no line is lost to an unlinked inode."""
+    while True:
+        f = open(manifest, "ab")
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        if os.fstat(f.fileno()).st_ino == os.stat(manifest).st_ino:
+            break
+        f.close()
+    with f:
+        yield f
 
 
 def append_manifest(manifest: Path, entry: dict) -> None:
-    with manifest_lock(manifest), open(manifest, "a") as f:
-        f.write(json.dumps(entry) + "\n")
+    with locked_manifest(manifest) as f:
+        f.write((json.dumps(entry) + "\n").encode())
         f.flush()
         os.fsync(f.fileno())
 
 
-def remove_from_manifest(manifest: Path, files: Iterable[str]) -> None:
-    """Rewrite the manifest without the entries of ``files`` (atomically)."""
-    gone = set(files)
-    with manifest_lock(manifest):
-        kept = [e for e in read_manifest(manifest) if e["file"] not in gone]
-        tmp = Path(manifest).with_name(Path(manifest).name + ".tmp")
-        with open(tmp, "w") as f:
-            f.writelines(json.dumps(e) + "\n" for e in kept)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, manifest)
-        fsync_dir(Path(manifest).parent)
+def write_lines_atomically(path: Path, lines: Iterable[str], owner: Optional[tuple] = None,
+                           mode: Optional[int] = None) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as f:
+        if owner is not None:
+            os.fchown(f.fileno(), *owner)
+        if mode is not None:
+            os.fchmod(f.fileno(), mode)
+        f.writelines(line + "\n" for line in lines)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def rewrite_manifest(manifest: Path, keep: Callable[[dict], bool]) -> None:
+    """Rewrite the manifest with only the entries ``keep`` accepts (a torn last line is
+    left for SegmentWriter to repair). Owner and mode are kept: the export runs as root,
+    the recorder as its own user, which must still be able to append."""
+    with locked_manifest(manifest) as current:
+        kept = []
+        for line in Path(manifest).read_text().splitlines():
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:
+                kept.append(line)
+                continue
+            if keep(entry):
+                kept.append(line)
+        status = os.fstat(current.fileno())
+        write_lines_atomically(Path(manifest), kept, owner=(status.st_uid, status.st_gid),
+                               mode=status.st_mode & 0o7777)
 
 
 @dataclass(frozen=True)
@@ -155,7 +187,7 @@ class SegmentWriter:
     def __init__(self, recordings_dir: Path, device: str, model_sha256: str, version: str,
                  fsync_interval_s: float = 1.0):
         self.root = Path(recordings_dir)
-        self.device = re.sub(r"[^A-Za-z0-9.-]+", "-", device)
+        self.device = safe_name(device)
         self.model_sha256 = model_sha256
         self.version = version
         self.fsync_interval = int(fsync_interval_s * SAMPLE_RATE)
@@ -391,7 +423,7 @@ class FreeSpaceGuard:
             return False
         for entry in list(iter_segments(self.root)):
             (self.root / entry["file"]).unlink()
-            remove_from_manifest(self.root / MANIFEST, [entry["file"]])
+            rewrite_manifest(self.root / MANIFEST, lambda e, gone=entry["file"]: e["file"] != gone)
             log.warning("card full: deleted the oldest segment %s", entry["file"])
             if self.free_mb() >= self.min_free_mb:
                 return True

@@ -1,0 +1,570 @@
+"""Copying recordings off the card: `edge export DEST` and `edge list`.
+
+Segments go to ``DEST/<device>/`` in the same date folders as on the card, beside a merged
+``manifest.jsonl`` and a ``SHA256SUMS`` that ``sha256sum -c`` accepts. Every file is written
+under a temporary name, fsynced, dropped from the page cache and read back from the medium;
+only a copy whose hash matches the manifest is renamed into place, and with ``--move`` only
+such a copy lets the original go. A run that is stopped (stick pulled, power cut, disk full)
+leaves at worst a temporary file that the next run removes, and that run carries on where
+the last one stopped: files already on the destination and verified are not copied again.
+
+The export never touches the LED (the recorder daemon owns the GPIO line); it publishes its
+state in a small JSON file that the daemon polls through ``export_led_pattern``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import signal
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterable, Iterator, Optional, TextIO
+
+from .errors import EdgeError
+from .storage import (MANIFEST, fsync_dir, iter_segments, read_manifest, rewrite_manifest, safe_name,
+                      write_json_atomically, write_lines_atomically)
+
+if TYPE_CHECKING:
+    from .config import Settings
+    from .indicator import LedPattern
+
+# edge.config imports ExportSettings from this module, and edge.indicator imports edge.config,
+# so both are imported where they are used: a module-level import would be circular.
+
+SUMS = "SHA256SUMS"
+EXPORTING_SUFFIX = ".exporting"
+CHUNK = 1 << 20
+STATE_STALE_S = 60
+"""A "copying" state older than this belongs to an export that died, in seconds."""
+RESULT_SHOWN_S = 300
+"""How long the LED shows that an export finished or failed, in seconds."""
+STATE_UPDATE_INTERVAL_S = 10
+"""Least time between two writes of the state file while copying (it is on the SD card)."""
+
+
+@dataclass(frozen=True)
+class ExportSettings:
+    usb_label: str = "EDGE-EXPORT"
+    """Filesystem label of a USB stick that triggers the automatic export when plugged in."""
+    auto: bool = False
+    """Export to a stick labelled usb_label as soon as it is plugged in (the installer adds a udev rule and a systemd unit)."""
+    move: bool = False
+    """On automatic exports, delete recordings from the card once their copy on the stick is verified."""
+
+
+@dataclass
+class ExportReport:
+    """What one run did; ``problems`` holds a one-line message per file that was not exported."""
+
+    total: int = 0
+    total_bytes: int = 0
+    copied: int = 0
+    copied_bytes: int = 0
+    present: int = 0
+    moved: int = 0
+    problems: list = field(default_factory=list)
+    stopped: Optional[str] = None
+    """Why the run ended before the last file (destination full or failing), else None."""
+
+    @property
+    def exported(self) -> int:
+        return self.copied + self.present
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems and self.stopped is None
+
+    def summary(self, dest: Path) -> str:
+        text = (f"{self.exported} of {self.total} files on {dest} "
+                f"({self.copied} copied now, {_mb(self.copied_bytes)}; {self.present} already there)")
+        if self.moved:
+            text += f"; {self.moved} removed from the card"
+        if self.problems:
+            text += f"; {len(self.problems)} not exported (see above)"
+        return text
+
+
+class DestinationFailed(Exception):
+    """Writing to the destination failed: nothing more can be copied in this run."""
+
+
+class SourceUnreadable(Exception):
+    """A segment on the card could not be read."""
+
+
+class ExportProgress:
+    """A bar redrawn in place on a terminal; a plain line per file for the journal."""
+
+    WIDTH = 24
+
+    def __init__(self, stream: TextIO, total: int, total_bytes: int):
+        self.stream = stream
+        self.tty = stream.isatty()
+        self.total = total
+        self.total_bytes = total_bytes
+        self._drawn = False
+
+    def advance(self, report: ExportReport, done_bytes: int, what: str) -> None:
+        counts = f"{report.exported}/{self.total} files, {_mb(done_bytes)} of {_mb(self.total_bytes)}"
+        if self.tty:
+            filled = self.WIDTH * done_bytes // self.total_bytes if self.total_bytes else self.WIDTH
+            bar = "#" * filled + "-" * (self.WIDTH - filled)
+            self.stream.write(f"\r[{bar}] {counts}\x1b[K")
+            self._drawn = True
+        else:
+            self.stream.write(f"{what} ({counts})\n")
+        self.stream.flush()
+
+    def say(self, line: str) -> None:
+        """A line that stays: on a terminal it replaces the bar, which is redrawn next time."""
+        self.stream.write(("\r\x1b[K" if self._drawn else "") + line + "\n")
+        self.stream.flush()
+        self._drawn = False
+
+    def finish(self) -> None:
+        if self._drawn:
+            self.stream.write("\n")
+            self.stream.flush()
+            self._drawn = False
+
+
+class ExportStatePublisher:
+    """Writes the export state for the daemon's LED; a state file that cannot be written
+    (a manual run by a user without access to the daemon's folder) only costs the LED."""
+
+    def __init__(self, path: Optional[Path]):
+        self.path = path
+        self._last_write = float("-inf")
+
+    def publish(self, state: str, copied: int, total: int, force: bool = True) -> None:
+        if self.path is None:
+            return
+        now = time.monotonic()
+        if not force and now - self._last_write < STATE_UPDATE_INTERVAL_S:
+            return
+        self._last_write = now
+        data = {"state": state, "updated": datetime.now().astimezone().isoformat(timespec="seconds"),
+                "copied": copied, "total": total}
+        try:
+            write_json_atomically(self.path, data)
+        except OSError as exc:
+            sys.stderr.write(f"edge: {self.path}: cannot publish export state ({exc.strerror})\n")
+            self.path = None
+
+
+class SegmentExporter:
+    """Copies the segments of one recordings folder to ``dest/<device>/`` and verifies them."""
+
+    def __init__(self, recordings_dir: Path, dest: Path, device: str, move: bool = False,
+                 progress_stream: Optional[TextIO] = None, state_file: Optional[Path] = None):
+        self.root = Path(recordings_dir)
+        self.dest = Path(dest)
+        # The same folder name as the device part of the segment file names.
+        self.target = self.dest / safe_name(device)
+        self.move = move
+        self.progress_stream = progress_stream or sys.stderr
+        self.state = ExportStatePublisher(state_file)
+
+    def run(self, since: Optional[date] = None, until: Optional[date] = None) -> ExportReport:
+        self._check_destination()
+        # A second export at the same time (the stick's udev event firing twice, a manual
+        # run) would race on the manifest rewrite of --move.
+        with _folder_lock(self.root):
+            return self._export(self._select(since, until))
+
+    def _export(self, entries: list) -> ExportReport:
+        report = ExportReport(total=len(entries))
+        sizes = {e["file"]: self._size(e) for e in entries}
+        report.total_bytes = sum(sizes.values())
+        progress = ExportProgress(self.progress_stream, report.total, report.total_bytes)
+        self._remove_leftovers()
+        self.state.publish("copying", 0, report.total)
+        verified, done_bytes = [], 0
+        for entry in entries:
+            name = entry["file"]
+            try:
+                action = self._export_one(entry, sizes[name], report)
+            except DestinationFailed as exc:
+                report.stopped = str(exc)
+                break
+            if action is None:
+                progress.say(f"edge: {report.problems[-1]}")
+            else:
+                verified.append(entry)
+            done_bytes += sizes[name]
+            progress.advance(report, done_bytes, f"{action or 'not exported'} {name}")
+            self.state.publish("copying", report.exported, report.total, force=False)
+        progress.finish()
+        try:
+            self._write_index(verified)
+        except OSError as exc:
+            # Without the merged manifest on the destination the originals are the only
+            # record of these segments' metadata: keep them.
+            report.stopped = report.stopped or f"cannot write {self.target / MANIFEST} ({exc.strerror})"
+            verified = []
+        if self.move and verified:
+            report.moved = self._remove_originals(verified, report)
+        self.state.publish("done" if report.ok else "failed", report.exported, report.total)
+        return report
+
+    def _export_one(self, entry: dict, size: int, report: ExportReport) -> Optional[str]:
+        """Copy one segment; returns "copied" or "already there", or None with a problem noted."""
+        name = entry["file"]
+        source = self.root / name
+        final = self.target / name
+        if self._verified_copy_exists(final, size, entry["sha256"]):
+            report.present += 1
+            return "already there"
+        temporary = final.with_name(final.name + EXPORTING_SUFFIX)
+        try:
+            source_hash = self._copy(source, temporary, report.copied)
+        except SourceUnreadable as exc:
+            report.problems.append(f"{name}: cannot read it on the card ({exc}), not exported")
+            return None
+        except FileNotFoundError:
+            # Removed under us (storage.when_full: delete_oldest): nothing left to export.
+            report.problems.append(f"{name}: deleted from the card during the export")
+            return None
+        if source_hash != entry["sha256"]:
+            self._discard(temporary)
+            report.problems.append(f"{name}: corrupted on the card (its SHA-256 does not match the "
+                                   "manifest), not exported")
+            return None
+        _test_hook_corrupt(temporary)
+        try:
+            copy_hash = hash_from_medium(temporary)
+        except OSError as exc:
+            raise self._destination_failed(exc, temporary) from None
+        if copy_hash != entry["sha256"]:
+            self._discard(temporary)
+            report.problems.append(f"{name}: the copy on {self.dest} does not match after writing "
+                                   "(failing medium?), original kept")
+            return None
+        try:
+            os.replace(temporary, final)
+            fsync_dir(final.parent)
+        except OSError as exc:
+            raise self._destination_failed(exc, temporary) from None
+        report.copied += 1
+        report.copied_bytes += size
+        return "copied"
+
+    def _copy(self, source: Path, temporary: Path, copied_so_far: int) -> str:
+        """Copy ``source`` to ``temporary`` durably; returns the SHA-256 of what was read."""
+        digest = hashlib.sha256()
+        try:
+            src = open(source, "rb")
+        except FileNotFoundError:
+            raise
+        except OSError as exc:
+            raise SourceUnreadable(exc.strerror) from None
+        with src:
+            try:
+                temporary.parent.mkdir(parents=True, exist_ok=True)
+                with open(temporary, "wb") as dst:
+                    for block in _read_blocks(src):
+                        digest.update(block)
+                        dst.write(block)
+                    _test_hook_kill(copied_so_far)
+                    dst.flush()
+                    os.fsync(dst.fileno())
+                    # Clean pages can be dropped now, so the verification reads the medium.
+                    os.posix_fadvise(dst.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+            except OSError as exc:
+                raise self._destination_failed(exc, temporary) from None
+            except SourceUnreadable:
+                self._discard(temporary)
+                raise
+        return digest.hexdigest()
+
+    def _destination_failed(self, exc: OSError, temporary: Path) -> DestinationFailed:
+        self._discard(temporary)  # frees the space a full medium needs for the manifest
+        return DestinationFailed(self._describe(exc))
+
+    def _describe(self, exc: OSError) -> str:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return f"{self.dest} is full"
+        return f"writing to {self.dest} failed ({exc.strerror})"
+
+    def _verified_copy_exists(self, final: Path, size: int, sha256: str) -> bool:
+        try:
+            if final.stat().st_size != size:
+                return False
+            return hash_from_medium(final) == sha256
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            raise DestinationFailed(self._describe(exc)) from None
+
+    def _write_index(self, verified: list) -> None:
+        """Merge the verified entries into the destination manifest and rewrite SHA256SUMS."""
+        if not verified:
+            return
+        manifest = self.target / MANIFEST
+        merged = {json.dumps(entry): entry for entry in read_manifest(manifest)}
+        keys = {_entry_key(entry) for entry in merged.values()}
+        for entry in verified:
+            if _entry_key(entry) not in keys:
+                keys.add(_entry_key(entry))
+                merged[json.dumps(entry)] = entry
+        write_lines_atomically(manifest, list(merged))
+        sums = [f"{entry['sha256']}  {entry['file']}" for entry in merged.values()
+                if (self.target / entry["file"]).exists()]
+        write_lines_atomically(self.target / SUMS, sums)
+
+    def _remove_originals(self, verified: list, report: ExportReport) -> int:
+        # Files first, manifest lines after: a run stopped in between leaves lines whose file
+        # is gone (skipped everywhere), never a file that no manifest lists.
+        removed = []
+        for entry in verified:
+            try:
+                (self.root / entry["file"]).unlink(missing_ok=True)
+            except OSError as exc:
+                report.problems.append(f"{entry['file']}: exported, but cannot remove it from the "
+                                       f"card ({exc.strerror})")
+                continue
+            removed.append(entry)
+        try:
+            for folder in {(self.root / entry["file"]).parent for entry in removed}:
+                fsync_dir(folder)
+            removed_keys = {_entry_key(entry) for entry in removed}
+            rewrite_manifest(self.root / MANIFEST, lambda entry: _entry_key(entry) not in removed_keys)
+        except OSError as exc:
+            # Lines whose file is gone are skipped everywhere: untidy, not harmful.
+            report.problems.append(f"{self.root / MANIFEST}: cannot remove the exported segments' "
+                                   f"lines ({exc.strerror})")
+        return len(removed)
+
+    def _select(self, since: Optional[date], until: Optional[date]) -> list:
+        selected = []
+        for entry in iter_segments(self.root):
+            day = datetime.fromisoformat(entry["start"]).date()
+            if (since is None or day >= since) and (until is None or day <= until):
+                selected.append(entry)
+        return selected
+
+    def _check_destination(self) -> None:
+        if not self.dest.is_dir():
+            raise EdgeError(f"{self.dest}: destination folder does not exist (is the stick mounted?)")
+        if not os.access(self.dest, os.W_OK):
+            raise EdgeError(f"{self.dest}: destination is read-only")
+        try:
+            self.target.mkdir(exist_ok=True)
+        except OSError as exc:
+            raise EdgeError(f"{self.dest}: cannot write to the destination ({exc.strerror})") from None
+
+    def _remove_leftovers(self) -> None:
+        for leftover in self.target.glob(f"*/*{EXPORTING_SUFFIX}"):
+            self._discard(leftover)
+
+    def _size(self, entry: dict) -> int:
+        try:
+            return (self.root / entry["file"]).stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    @staticmethod
+    def _discard(path: Path) -> None:
+        try:
+            path.unlink()
+        except OSError:
+            pass  # a pulled stick: the next run removes it
+
+
+@contextmanager
+def _folder_lock(folder: Path) -> Iterator[None]:
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError as exc:
+        raise EdgeError(f"{folder}: cannot open the recordings folder ({exc.strerror})") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise EdgeError(f"{folder}: another export is running") from None
+        yield
+    finally:
+        os.close(fd)
+
+
+def _read_blocks(source) -> Iterator[bytes]:
+    while True:
+        try:
+            block = source.read(CHUNK)
+        except OSError as exc:
+            raise SourceUnreadable(exc.strerror) from None
+        if not block:
+            return
+        yield block
+
+
+def hash_from_medium(path: Path) -> str:
+    """SHA-256 of a file as stored, not as cached: its clean pages are dropped first."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+        for block in iter(lambda: f.read(CHUNK), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def export_state_file(settings: "Settings") -> Path:
+    """Where the export publishes its state: beside the daemon's status file."""
+    from .config import resolve_data_path
+
+    return resolve_data_path(settings.service.status_file).with_name("export.json")
+
+
+def export_led_pattern(path: Path, now: datetime) -> Optional["LedPattern"]:
+    """The LED pattern the daemon should show for the export, or None when there is none.
+
+    ``now`` is an aware datetime. An export that stopped publishing for a minute has died,
+    so its "copying" no longer counts; a finished one is shown for five minutes.
+    """
+    from .indicator import LedPattern
+
+    try:
+        state = json.loads(Path(path).read_text())
+        age = (now - datetime.fromisoformat(state["updated"])).total_seconds()
+        name = state["state"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if age < 0:
+        return None
+    if name == "copying":
+        return LedPattern.EXPORTING if age <= STATE_STALE_S else None
+    if age > RESULT_SHOWN_S:
+        return None
+    return {"done": LedPattern.EXPORT_DONE, "failed": LedPattern.EXPORT_FAILED}.get(name)
+
+
+def add_command(subparsers) -> None:
+    """Register `edge export` and `edge list`."""
+    export = subparsers.add_parser(
+        "export", help="copy recordings to a folder or USB stick, verified",
+        description="Copy segments and their manifest lines to DEST/<device>/, verify every copy "
+                    "against the manifest hash and write SHA256SUMS. Re-running resumes.")
+    export.add_argument("dest", metavar="DEST", type=Path, help="destination folder (e.g. a mounted USB stick)")
+    export.add_argument("--since", type=_day, metavar="YYYY-MM-DD", help="only segments that start on or after this day")
+    export.add_argument("--until", type=_day, metavar="YYYY-MM-DD", help="only segments that start on or before this day")
+    export.add_argument("--move", action="store_true",
+                        help="delete each original from the card once its copy is verified")
+    export.add_argument("--auto", action="store_true",
+                        help="started by the USB stick's udev rule: does nothing unless export.auto is "
+                             "true; export.move decides whether originals are deleted")
+    export.add_argument("--config", type=Path, default=None, help="YAML settings file")
+    export.set_defaults(func=run_export_command)
+
+    listing = subparsers.add_parser("list", help="list the recorded segments",
+                                    description="Show the segments on the card: a table, or CSV for a spreadsheet.")
+    listing.add_argument("--csv", action="store_true", help="comma-separated values on stdout")
+    listing.add_argument("--config", type=Path, default=None, help="YAML settings file")
+    listing.set_defaults(func=run_list_command)
+
+
+def run_export_command(args: argparse.Namespace) -> int:
+    from .config import device_name, load_config, resolve_data_path
+
+    settings = load_config(args.config)
+    move = args.move
+    if args.auto:
+        if not settings.export.auto:
+            print("edge: automatic export is off (export.auto: false), nothing done")
+            return 0
+        move = move or settings.export.move
+    if args.since and args.until and args.since > args.until:
+        raise EdgeError(f"--since {args.since} is after --until {args.until}")
+    exporter = SegmentExporter(resolve_data_path(settings.storage.recordings_dir), args.dest,
+                               device_name(settings.storage), move=move,
+                               state_file=export_state_file(settings))
+    report = exporter.run(args.since, args.until)
+    if report.stopped:
+        print(f"edge: export stopped: {report.stopped}; copied {report.exported} of {report.total} "
+              f"files ({_mb(report.copied_bytes)} this run); originals of the rest kept",
+              file=sys.stderr)
+    print(report.summary(exporter.target))
+    return 0 if report.ok else 1
+
+
+LIST_COLUMNS = ("file", "start", "duration_s", "prob_mean", "prob_max", "recovered")
+
+
+def run_list_command(args: argparse.Namespace) -> int:
+    from .config import load_config, resolve_data_path
+
+    settings = load_config(args.config)
+    entries = iter_segments(resolve_data_path(settings.storage.recordings_dir))
+    rows = [_list_row(entry) for entry in entries]
+    if args.csv:
+        writer = csv.writer(sys.stdout)
+        writer.writerow(LIST_COLUMNS)
+        writer.writerows(rows)
+    else:
+        _print_table(rows)
+    return 0
+
+
+def _list_row(entry: dict) -> list:
+    # Spreadsheets read "2026-11-24 09:30:12" as a date and time, not an ISO string with an
+    # offset; the manifest keeps the exact time.
+    start = datetime.fromisoformat(entry["start"]).strftime("%Y-%m-%d %H:%M:%S")
+    return [entry["file"], start, f"{entry['duration_s']:.3f}", _probability(entry["prob_mean"]),
+            _probability(entry["prob_max"]), "yes" if entry.get("recovered") else "no"]
+
+
+def _probability(value: Optional[float]) -> str:
+    return "" if value is None else f"{value:.3f}"
+
+
+def _print_table(rows: list) -> None:
+    widths = [max([len(column)] + [len(row[i]) for row in rows]) for i, column in enumerate(LIST_COLUMNS)]
+    for row in [list(LIST_COLUMNS)] + rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+    seconds = round(sum(float(row[2]) for row in rows))
+    print(f"{len(rows)} segments, {seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d} of speech")
+
+
+def _day(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)") from None
+
+
+def _entry_key(entry: dict) -> tuple:
+    return entry["file"], entry["sha256"]
+
+
+def _mb(size: int) -> str:
+    return f"{size / 1e6:.1f} MB"
+
+
+def _test_hook_corrupt(temporary: Path) -> None:
+    """Tests: flip a byte of the written copy on disk, between its fsync and its verification."""
+    target = os.environ.get("EDGE_EXPORT_TEST_CORRUPT")
+    if target and temporary.name == target + EXPORTING_SUFFIX:
+        fd = os.open(temporary, os.O_RDWR)
+        try:
+            offset = os.fstat(fd).st_size // 2
+            os.pwrite(fd, bytes([os.pread(fd, 1, offset)[0] ^ 0xFF]), offset)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _test_hook_kill(copied_so_far: int) -> None:
+    """Tests: die like a pulled power cord once this many files were copied in this run,
+    with the next one's data written to its temporary file but not yet verified."""
+    after = os.environ.get("EDGE_EXPORT_TEST_KILL_AFTER")
+    if after is not None and copied_so_far >= int(after):
+        os.kill(os.getpid(), signal.SIGKILL)

@@ -1,0 +1,440 @@
+"""`edge export` and `edge list` on recordings made by the real SegmentWriter.
+
+The bad cases are produced for real: a small tmpfs fills up, a read-only mount refuses
+writes, a byte of a file on disk is flipped, and an export is killed with SIGKILL by its own
+test hook at a point the test chooses (no sleeps). Tests that need mounts run as root only.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge import config
+from edge.cli import main
+from edge.export import ExportSettings, SegmentExporter, export_led_pattern
+from edge.indicator import LedPattern
+from edge.storage import SegmentEnd, SegmentStart, SegmentWriter, read_manifest
+
+REPO = Path(__file__).resolve().parent.parent
+DEVICE = "classroom-pi"
+# Two segments on each of three days, 0.5 s to 1.75 s of audio (16 to 56 kB).
+DAYS = ("2026-11-23", "2026-11-24", "2026-11-25")
+SECONDS = (0.5, 1.0, 1.25, 1.5, 1.75, 0.75)
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
+
+
+@pytest.fixture
+def recordings(tmp_path) -> Path:
+    root = tmp_path / "card" / "recordings"
+    writer = SegmentWriter(root, DEVICE, model_sha256="0" * 64, version="test")
+    writer.prepare()
+    rng = np.random.default_rng(5)
+    for number, seconds in enumerate(SECONDS):
+        day = DAYS[number // 2]
+        start = f"{day}T09:{10 + number:02d}:00.000+01:00"
+        writer.open(SegmentStart(source="mic", start_s=60.0 * number, start=start,
+                                 monotonic_s=100.0 + 60 * number, boot_id="boot-1", clock_synced=True))
+        writer.append(rng.integers(-3000, 3000, int(16000 * seconds), dtype=np.int16))
+        writer.close(SegmentEnd(prob_mean=0.5 + number / 20, prob_max=0.9, overflows=0, dropped_frames=0))
+    return root
+
+
+@pytest.fixture
+def config_file(tmp_path, recordings) -> Path:
+    path = tmp_path / "edge.yaml"
+    path.write_text(json.dumps({  # JSON is YAML
+        "storage": {"recordings_dir": str(recordings), "device_name": DEVICE},
+        "service": {"status_file": str(tmp_path / "state" / "status.json")},
+        "led": {"pin": None},
+    }))
+    (tmp_path / "state").mkdir()
+    return path
+
+
+def entries(root: Path) -> list[dict]:
+    return read_manifest(root / "manifest.jsonl")
+
+
+def edge(capsys, *argv) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def edge_process(*argv, env_extra: dict) -> subprocess.CompletedProcess:
+    env = {**os.environ, **env_extra}
+    return subprocess.run([sys.executable, "-m", "edge", *argv], capture_output=True, text=True,
+                          env=env, timeout=60)
+
+
+def sha256sum_check(target: Path) -> list[str]:
+    """Files `sha256sum -c` confirmed, after asserting that it accepted the whole list."""
+    result = subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=target, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return sorted(line.rsplit(": ", 1)[0] for line in result.stdout.splitlines() if line.endswith(": OK"))
+
+
+def exported_files(target: Path) -> list[str]:
+    return sorted(p.relative_to(target).as_posix() for p in target.glob("*/*"))
+
+
+@contextmanager
+def tmpfs(path: Path, size: str, read_only: bool = False):
+    path.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], check=True)
+    try:
+        if read_only:
+            subprocess.run(["mount", "-o", "remount,ro", str(path)], check=True)
+        yield path
+    finally:
+        subprocess.run(["umount", str(path)], check=True)
+
+
+def test_export_copies_everything_verified(tmp_path, recordings, config_file, capsys):
+    dest = tmp_path / "stick"
+    dest.mkdir()
+    code, out, err = edge(capsys, "export", str(dest), "--config", str(config_file))
+    assert code == 0, err
+    target = dest / DEVICE
+    source = entries(recordings)
+    assert sha256sum_check(target) == sorted(e["file"] for e in source)
+    assert exported_files(target) == sorted(e["file"] for e in source)
+    assert entries(target) == source
+    assert "6 of 6 files" in out and "6 copied now" in out
+    # Without --move the card keeps everything.
+    assert all((recordings / e["file"]).exists() for e in source)
+    assert entries(recordings) == source
+    # Not a terminal: one plain line per file for the journal, no carriage returns.
+    assert "\r" not in err and err.count("\n") == 6
+    state = json.loads((tmp_path / "state" / "export.json").read_text())
+    assert (state["state"], state["copied"], state["total"]) == ("done", 6, 6)
+
+
+def test_second_run_copies_nothing_and_changes_nothing(tmp_path, recordings, config_file, capsys):
+    dest = tmp_path / "stick"
+    dest.mkdir()
+    assert edge(capsys, "export", str(dest), "--config", str(config_file))[0] == 0
+    target = dest / DEVICE
+    before = {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in target.glob("*/*.wav")}
+    manifest_before = (target / "manifest.jsonl").read_bytes()
+    code, out, _ = edge(capsys, "export", str(dest), "--config", str(config_file))
+    assert code == 0
+    assert "0 copied now" in out and "6 already there" in out
+    assert {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in target.glob("*/*.wav")} == before
+    assert (target / "manifest.jsonl").read_bytes() == manifest_before
+
+
+def test_damaged_copy_on_the_destination_is_copied_again(tmp_path, recordings, config_file, capsys):
+    dest = tmp_path / "stick"
+    dest.mkdir()
+    assert edge(capsys, "export", str(dest), "--config", str(config_file))[0] == 0
+    target = dest / DEVICE
+    damaged = target / entries(recordings)[4]["file"]
+    data = bytearray(damaged.read_bytes())
+    data[-1] ^= 0xFF  # same size: only the re-hash can tell
+    damaged.write_bytes(bytes(data))
+    code, out, _ = edge(capsys, "export", str(dest), "--config", str(config_file))
+    assert code == 0
+    assert "1 copied now" in out and "5 already there" in out
+    assert len(sha256sum_check(target)) == 6
+
+
+def test_move_keeps_originals_when_the_destination_manifest_cannot_be_written(
+        tmp_path, recordings, config_file, capsys):
+    dest = tmp_path / "stick"
+    (dest / DEVICE / "manifest.jsonl.tmp").mkdir(parents=True)  # its temporary name is taken
+    code, _, err = edge(capsys, "export", str(dest), "--move", "--config", str(config_file))
+    assert code == 1
+    assert f"cannot write {dest / DEVICE / 'manifest.jsonl'}" in err
+    source = entries(recordings)
+    assert len(source) == 6 and all((recordings / e["file"]).exists() for e in source)
+
+
+def test_since_and_until_select_whole_days(tmp_path, recordings, config_file, capsys):
+    dest = tmp_path / "stick"
+    dest.mkdir()
+    code, _, err = edge(capsys, "export", str(dest), "--since", "2026-11-24", "--until", "2026-11-24",
+                        "--config", str(config_file))
+    assert code == 0, err
+    wanted = sorted(e["file"] for e in entries(recordings) if e["start"].startswith("2026-11-24"))
+    assert len(wanted) == 2
+    assert exported_files(dest / DEVICE) == wanted
+    assert sha256sum_check(dest / DEVICE) == wanted
+    code, _, err = edge(capsys, "export", str(dest), "--since", "2026-11-25", "--config", str(config_file))
+    assert code == 0
+    assert len(exported_files(dest / DEVICE)) == 4
+
+
+def test_bad_date_is_refused(tmp_path, config_file, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["export", str(tmp_path), "--since", "24.11.2026", "--config", str(config_file)])
+    assert exit_info.value.code == 2
+    assert "not a date (YYYY-MM-DD)" in capsys.readouterr().err
+
+
+@needs_root
+def test_full_destination_stops_keeps_originals_and_resumes(tmp_path, recordings, config_file, capsys):
+    source = entries(recordings)
+    with tmpfs(tmp_path / "stick", "128k") as dest:
+        code, out, err = edge(capsys, "export", str(dest), "--config", str(config_file))
+        assert code == 1
+        stopped = [line for line in err.splitlines() if "export stopped" in line]
+        assert len(stopped) == 1 and f"{dest} is full" in stopped[0], err
+        target = dest / DEVICE
+        copied = sha256sum_check(target)
+        assert 0 < len(copied) < len(source)
+        assert f"copied {len(copied)} of {len(source)} files" in stopped[0]
+        assert exported_files(target) == copied  # no temporary file left behind
+        assert [e["file"] for e in entries(target)] == copied
+        assert all((recordings / e["file"]).exists() for e in source)
+        assert entries(recordings) == source
+
+        subprocess.run(["mount", "-o", "remount,size=1m", str(dest)], check=True)
+        code, out, err = edge(capsys, "export", str(dest), "--move", "--config", str(config_file))
+        assert code == 0, err
+        assert f"{len(source) - len(copied)} copied now" in out
+        assert sha256sum_check(target) == sorted(e["file"] for e in source)
+        assert entries(target) == source
+        # --move: every original went, and its manifest line with it.
+        assert not list(recordings.glob("*/*.wav"))
+        assert entries(recordings) == []
+
+
+def test_killed_export_resumes_without_duplicates(tmp_path, recordings, config_file):
+    dest = tmp_path / "stick"
+    dest.mkdir()
+    target = dest / DEVICE
+    killed = edge_process("export", str(dest), "--config", str(config_file),
+                          env_extra={"EDGE_EXPORT_TEST_KILL_AFTER": "2"})
+    assert killed.returncode == -9, killed.stderr
+    assert len(list(target.glob("*/*.wav"))) == 2
+    assert len(list(target.glob("*/*.exporting"))) == 1  # the third, cut off before its fsync
+    assert not (target / "manifest.jsonl").exists()
+
+    resumed = edge_process("export", str(dest), "--config", str(config_file), env_extra={})
+    assert resumed.returncode == 0, resumed.stderr
+    assert "4 copied now" in resumed.stdout and "2 already there" in resumed.stdout
+    source = entries(recordings)
+    assert sha256sum_check(target) == sorted(e["file"] for e in source)
+    assert exported_files(target) == sorted(e["file"] for e in source)
+    assert entries(target) == source
+
+    again = edge_process("export", str(dest), "--config", str(config_file), env_extra={})
+    assert again.returncode == 0
+    assert entries(target) == source  # merged by file + sha256: no duplicates
+
+
+def test_move_keeps_the_original_of_a_copy_that_does_not_verify(tmp_path, recordings, config_file,
+                                                                 capsys, monkeypatch):
+    source = entries(recordings)
+    bad = source[2]["file"]
+    dest = tmp_path / "stick"
+    dest.mkdir()
+    monkeypatch.setenv("EDGE_EXPORT_TEST_CORRUPT", Path(bad).name)
+    code, out, err = edge(capsys, "export", str(dest), "--move", "--config", str(config_file))
+    assert code == 1
+    assert f"{bad}: the copy on {dest} does not match" in err
+    assert (recordings / bad).exists()
+    assert [e["file"] for e in entries(recordings)] == [bad]
+    remaining = [e for e in source if e["file"] != bad]
+    assert not any((recordings / e["file"]).exists() for e in remaining)
+    target = dest / DEVICE
+    assert exported_files(target) == sorted(e["file"] for e in remaining)
+    assert sha256sum_check(target) == sorted(e["file"] for e in remaining)
+    assert json.loads((tmp_path / "state" / "export.json").read_text())["state"] == "failed"
+
+    monkeypatch.delenv("EDGE_EXPORT_TEST_CORRUPT")
+    code, out, err = edge(capsys, "export", str(dest), "--move", "--config", str(config_file))
+    assert code == 0, err
+    assert entries(target) == remaining + [source[2]]
+    assert entries(recordings) == []
+
+
+def test_corrupted_source_is_reported_and_not_copied(tmp_path, recordings, config_file, capsys):
+    source = entries(recordings)
+    bad = source[3]["file"]
+    with open(recordings / bad, "r+b") as f:
+        f.seek(1000)
+        byte = f.read(1)
+        f.seek(1000)
+        f.write(bytes([byte[0] ^ 1]))
+    dest = tmp_path / "stick"
+    dest.mkdir()
+    code, out, err = edge(capsys, "export", str(dest), "--move", "--config", str(config_file))
+    assert code == 1
+    assert [line for line in err.splitlines() if "corrupted" in line] == [
+        f"edge: {bad}: corrupted on the card (its SHA-256 does not match the manifest), not exported"]
+    target = dest / DEVICE
+    good = sorted(e["file"] for e in source if e["file"] != bad)
+    assert exported_files(target) == good
+    assert sha256sum_check(target) == good
+    assert bad not in {e["file"] for e in entries(target)}
+    assert (recordings / bad).exists() and [e["file"] for e in entries(recordings)] == [bad]
+
+
+def test_second_export_at_the_same_time_is_refused(tmp_path, recordings, config_file, capsys):
+    import fcntl
+
+    dest = tmp_path / "stick"
+    dest.mkdir()
+    fd = os.open(recordings, os.O_RDONLY | os.O_DIRECTORY)  # what a running export holds
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        code, _, err = edge(capsys, "export", str(dest), "--move", "--config", str(config_file))
+    finally:
+        os.close(fd)
+    assert code == 2
+    assert err == f"edge: {recordings}: another export is running\n"
+    assert exported_files(dest / DEVICE) == []
+
+
+def test_missing_destination_is_one_line(tmp_path, recordings, config_file, capsys):
+    dest = tmp_path / "not-mounted"
+    code, out, err = edge(capsys, "export", str(dest), "--config", str(config_file))
+    assert code == 2
+    assert err == f"edge: {dest}: destination folder does not exist (is the stick mounted?)\n"
+    assert not dest.exists()
+
+
+@needs_root
+def test_read_only_destination_is_one_line(tmp_path, recordings, config_file, capsys):
+    with tmpfs(tmp_path / "stick", "1m", read_only=True) as dest:
+        code, out, err = edge(capsys, "export", str(dest), "--move", "--config", str(config_file))
+    assert code == 2
+    assert err == f"edge: {dest}: destination is read-only\n"
+    assert entries(recordings) and all((recordings / e["file"]).exists() for e in entries(recordings))
+
+
+@needs_root
+def test_move_keeps_the_manifest_owner_and_mode(tmp_path, recordings, config_file, capsys):
+    # The export runs as root, the recorder as its own user: it must still own its manifest.
+    manifest = recordings / "manifest.jsonl"
+    os.chown(manifest, 4321, 4321)
+    os.chmod(manifest, 0o600)
+    dest = tmp_path / "stick"
+    dest.mkdir()
+    code, _, err = edge(capsys, "export", str(dest), "--move", "--until", "2026-11-23",
+                        "--config", str(config_file))
+    assert code == 0, err
+    status = manifest.stat()
+    assert (status.st_uid, status.st_gid, status.st_mode & 0o777) == (4321, 4321, 0o600)
+    assert len(entries(recordings)) == 4
+
+
+def test_progress_bar_on_a_terminal(tmp_path, recordings):
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    stream = Terminal()
+    dest = tmp_path / "stick"
+    dest.mkdir()
+    report = SegmentExporter(recordings, dest, DEVICE, progress_stream=stream).run()
+    assert report.ok and report.copied == 6
+    text = stream.getvalue()
+    assert text.count("\r") == 6 and text.count("\n") == 1 and text.endswith("\n")
+    assert "[########################] 6/6 files" in text
+
+
+def test_list_csv_opens_as_rows(recordings, config_file, capsys):
+    code, out, _ = edge(capsys, "list", "--csv", "--config", str(config_file))
+    assert code == 0
+    rows = list(csv.DictReader(io.StringIO(out)))
+    source = entries(recordings)
+    assert [row["file"] for row in rows] == [e["file"] for e in source]
+    assert [float(row["duration_s"]) for row in rows] == list(SECONDS)
+    assert [float(row["prob_mean"]) for row in rows] == pytest.approx([e["prob_mean"] for e in source])
+    assert rows[0]["start"] == "2026-11-23 09:10:00"
+
+
+def test_list_table_for_people(recordings, config_file, capsys):
+    code, out, _ = edge(capsys, "list", "--config", str(config_file))
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].split() == ["file", "start", "duration_s", "prob_mean", "prob_max", "recovered"]
+    assert len(lines) == 1 + len(SECONDS) + 1
+    assert lines[-1] == "6 segments, 0:00:07 of speech"
+
+
+def test_led_pattern_follows_the_export_state(tmp_path):
+    path = tmp_path / "export.json"
+    now = datetime.now().astimezone()
+    assert export_led_pattern(path, now) is None  # no export ever ran
+
+    def at(state: str, age_s: float):
+        updated = (now - timedelta(seconds=age_s)).isoformat()
+        path.write_text(json.dumps({"state": state, "updated": updated, "copied": 1, "total": 2}))
+        return export_led_pattern(path, now)
+
+    assert at("copying", 30) is LedPattern.EXPORTING
+    assert at("copying", 90) is None  # the export died without saying so
+    assert at("done", 60) is LedPattern.EXPORT_DONE
+    assert at("failed", 299) is LedPattern.EXPORT_FAILED
+    assert at("done", 301) is None
+    path.write_text("{")
+    assert export_led_pattern(path, now) is None
+
+
+def test_led_pattern_after_a_real_export(tmp_path, recordings, config_file, capsys):
+    dest = tmp_path / "stick"
+    dest.mkdir()
+    assert edge(capsys, "export", str(dest), "--config", str(config_file))[0] == 0
+    settings = config.load_config(config_file)
+    from edge.export import export_state_file
+
+    path = export_state_file(settings)
+    assert path == tmp_path / "state" / "export.json"
+    now = datetime.now().astimezone()
+    assert export_led_pattern(path, now) is LedPattern.EXPORT_DONE
+    assert export_led_pattern(path, now + timedelta(minutes=6)) is None
+
+
+def test_auto_export_does_nothing_unless_enabled(tmp_path, recordings, config_file, capsys):
+    if "export" not in {f.name for f in config.dataclasses.fields(config.Settings)}:
+        pytest.skip("edge.config.Settings has no `export` section yet")
+    dest = tmp_path / "stick"
+    dest.mkdir()
+    code, out, _ = edge(capsys, "export", "--auto", str(dest), "--config", str(config_file))
+    assert code == 0 and "automatic export is off" in out
+    assert not (dest / DEVICE).exists()
+    settings = json.loads(config_file.read_text())
+    settings["export"] = {"auto": True, "move": True}
+    config_file.write_text(json.dumps(settings))
+    code, out, err = edge(capsys, "export", "--auto", str(dest), "--config", str(config_file))
+    assert code == 0, err
+    assert len(exported_files(dest / DEVICE)) == 6 and entries(recordings) == []
+
+
+def test_export_settings_defaults():
+    assert ExportSettings() == ExportSettings(usb_label="EDGE-EXPORT", auto=False, move=False)
+    udev_rule = (REPO / "systemd" / "99-edge-export.rules").read_text()
+    assert f'ENV{{ID_FS_LABEL}}=="{ExportSettings().usb_label}"' in udev_rule
+    assert 'ENV{SYSTEMD_WANTS}+="edge-export@%k.service"' in udev_rule
+    assert (REPO / "systemd" / "edge-export@.service").exists()
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None,
+                    reason="systemd-analyze is not installed (apt-get install systemd)")
+def test_template_unit_verifies(tmp_path):
+    installed_edge = "/opt/edge-recorder/venv/bin/edge"
+    text = (REPO / "systemd" / "edge-export@.service").read_text()
+    assert f"ExecStart={installed_edge} export --auto /run/edge-export/%i " in text
+    # The venv exists only on an installed Pi: point ExecStart at this Python instead.
+    (tmp_path / "edge-export@.service").write_text(text.replace(installed_edge, sys.executable))
+    result = subprocess.run(["systemd-analyze", "verify", str(tmp_path / "edge-export@sda1.service")],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert [line for line in result.stderr.splitlines() if "edge-export@" in line] == []
