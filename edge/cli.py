@@ -52,7 +52,7 @@ def run_command(args: argparse.Namespace) -> int:
         watchdog_every=watchdog_interval(), status_path=resolve_data_path(settings.service.status_file),
         extra_pattern=lambda: export.export_led_pattern(export_state, recorder.clock.wall()))
     try:
-        recorder.run(MicrophoneSource(settings.audio), stop)
+        recorder.run(MicrophoneSource(settings.audio), stop, wait_for_device=notifier.enabled)
     except CaptureError as exc:
         raise EdgeError(f"{exc}; no microphone here? 'make demo' runs the same pipeline "
                         "on bundled audio") from None

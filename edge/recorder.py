@@ -77,7 +77,7 @@ class Recorder:
         self._samples = 0  # samples seen since the source was (re)opened
         self._wall0 = clock.wall()
         self._boot0 = clock.boottime()
-        self._session_boot0 = self._boot0
+        self._session_boot0: Optional[float] = None  # boot time of the first opening
         self._offset0 = 0.0  # session offset of sample 0 of the current opening
         self._mic_missing = False
         self._disk_full = False
@@ -109,21 +109,32 @@ class Recorder:
             summary.kept_s += entry["duration_s"]
         return summary
 
-    def run(self, source: FrameSource, stop: threading.Event) -> None:
+    def run(self, source: FrameSource, stop: threading.Event, wait_for_device: bool = False) -> None:
         """Listen until ``stop`` is set, surviving a lost microphone and a full card.
 
-        The first open must succeed (a missing device at start is a configuration error
-        the user must see); later losses are retried with backoff."""
+        A device that cannot be opened at start raises CaptureError (a person at a terminal
+        must see it), unless ``wait_for_device``: a service waits for it as for a lost one,
+        since a USB microphone may be plugged in after the Pi has booted."""
         self._live = True
-        source.open()
+        try:
+            source.open()
+            missing = None
+        except CaptureError as exc:
+            if not wait_for_device:
+                raise
+            missing = str(exc)
         self._begin(source)
         self.notifier.ready()
         self._publish(force=True)
+        if missing is not None:
+            self._recover_microphone(missing, stop)
         last_frame = self.monotonic()
         try:
             while not stop.is_set():
                 try:
                     frame = source.read(READ_TIMEOUT_S)
+                except EndOfInput:
+                    break
                 except CaptureError as exc:
                     self._recover_microphone(str(exc), stop)
                     last_frame = self.monotonic()
@@ -158,6 +169,8 @@ class Recorder:
         self._samples = 0
         self._wall0 = self.clock.wall()
         self._boot0 = self.clock.boottime()
+        if self._live and self._session_boot0 is None:
+            self._session_boot0 = self._boot0
         self._offset0 = self._boot0 - self._session_boot0 if self._live else 0.0
 
     def _new_segmenter(self) -> SpeechSegmenter:
@@ -209,11 +222,12 @@ class Recorder:
     def _segment_start(self, start_sample: int) -> SegmentStart:
         if self._live:
             # The newest frame has just arrived: the segment began as long ago as the audio
-            # between its first sample and the newest one lasts.
+            # between its first sample and the newest one lasts. Asking the clock now, not
+            # at session start, keeps wall times right after NTP sets the clock.
             age = (self._samples - start_sample) / SAMPLE_RATE
             wall = self.clock.wall() - timedelta(seconds=age)
             boot = self.clock.boottime() - age
-            offset = boot - self._session_boot0
+            offset = self._offset0 + start_sample / SAMPLE_RATE
         else:
             offset = start_sample / SAMPLE_RATE
             wall = self._wall0 + timedelta(seconds=offset)
@@ -263,17 +277,15 @@ class Recorder:
         gap_start = self.clock.wall()
         self._source.close()
         wait = self.settings.audio.reopen_backoff_s
-        while not stop.wait(wait):
+        while True:
+            if self._wait(wait, stop):
+                return
             try:
                 self._source.open()
                 break
             except CaptureError as exc:
                 log.info("microphone still missing: %s", exc)
-                # A finished attempt shows the loop is alive; a hung open stops the pings.
-                self._ping_watchdog()
                 wait = min(wait * 2, self.settings.audio.reopen_backoff_max_s)
-        else:
-            return
         self._gaps.append({"start": gap_start.isoformat(timespec="milliseconds"),
                            "end": self.clock.wall().isoformat(timespec="milliseconds")})
         self._mic_missing = False
@@ -281,6 +293,17 @@ class Recorder:
         log.warning("microphone back after %.1f s", (self.clock.wall() - gap_start).total_seconds())
         self._show()
         self._publish(force=True)
+
+    def _wait(self, seconds: float, stop: threading.Event) -> bool:
+        """Wait for ``seconds`` or until stopped (True); the watchdog keeps being pinged,
+        since waiting for a lost microphone is this loop doing its job, while a hung
+        open stops the pings and gets the daemon restarted."""
+        deadline = self.monotonic() + seconds
+        while (left := deadline - self.monotonic()) > 0:
+            if stop.wait(min(left, self.watchdog_every or left)):
+                return True
+            self._ping_watchdog()
+        return stop.is_set()
 
     def _ping_watchdog(self) -> None:
         now = self.monotonic()

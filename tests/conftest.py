@@ -1,0 +1,156 @@
+"""Shared test material: the labelled lesson clip and real ALSA capture devices.
+
+A capture device here is a real ALSA PCM of type `file` (over the `null` PCM) whose
+`infile` is raw audio, wrapped in `plug`: PortAudio and PyAudio open it by name exactly
+as they open a USB microphone, and it delivers the file's bytes unchanged.
+"""
+
+from __future__ import annotations
+
+import csv
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge.audio import EndOfInput
+from edge.wavio import read_wav_16k
+
+DATA = Path(__file__).parent / "data"
+LESSON_WAV = DATA / "lesson_15s.wav"
+RATE = 16000
+WINDOW = 512
+
+
+def read_labels(path: Path) -> list[tuple[float, float]]:
+    with open(path) as f:
+        return [(float(r["start_s"]), float(r["end_s"])) for r in csv.DictReader(f) if r["label"] == "1"]
+
+
+@pytest.fixture(scope="session")
+def lesson() -> np.ndarray:
+    return read_wav_16k(LESSON_WAV)
+
+
+@pytest.fixture(scope="session")
+def lesson_speech() -> list[tuple[float, float]]:
+    return read_labels(DATA / "lesson_15s.csv")
+
+
+class AlsaDevices:
+    """Writes an ALSA configuration with one file-plugin capture PCM per call to ``add``."""
+
+    def __init__(self, folder: Path, monkeypatch):
+        self.folder = folder
+        self.config = folder / "asound.conf"
+        self.pcms: dict[str, Path] = {}
+        monkeypatch.setenv("ALSA_CONFIG_PATH", str(self.config))
+
+    def add(self, name: str, samples: np.ndarray) -> Path:
+        raw = self.folder / f"{name}.raw"
+        raw.write_bytes(np.asarray(samples, dtype="<i2").tobytes())
+        self.pcms[name] = raw
+        self._write()
+        return raw
+
+    def _write(self) -> None:
+        # `pcm.default` must exist or PortAudio's device enumeration asserts.
+        lines = ["pcm.null { type null }", f'pcm.default "{next(iter(self.pcms))}"']
+        for name, raw in self.pcms.items():
+            lines.append(
+                f'pcm.{name} {{ type plug slave.pcm {{ type file slave.pcm "null" '
+                f'file "/dev/null" infile "{raw}" format "raw" }} }}'
+            )
+        self.config.write_text("\n".join(lines) + "\n")
+
+
+@pytest.fixture
+def alsa(tmp_path, monkeypatch) -> AlsaDevices:
+    folder = tmp_path / "alsa"
+    folder.mkdir()
+    return AlsaDevices(folder, monkeypatch)
+
+
+class StopAfter:
+    """A frame source that sets ``stop`` once ``count`` frames went through: the file
+    plugin repeats its last buffer after the end of the file, so the test ends the run."""
+
+    def __init__(self, source, count: int, stop):
+        self.source, self.count, self.stop = source, count, stop
+        self.name = source.name
+        self.delivered = 0
+
+    def __getattr__(self, name):
+        return getattr(self.source, name)
+
+    def open(self):
+        self.source.open()
+
+    def close(self):
+        self.source.close()
+
+    def read(self, timeout):
+        frame = self.source.read(timeout)
+        if frame is not None:
+            self.delivered += 1
+            if self.delivered >= self.count:
+                self.stop.set()
+        return frame
+
+
+class PacedSource:
+    """Frames of ``samples`` handed out at the pace a microphone would deliver them, so
+    that times seen by the LED follow the audio timeline."""
+
+    name = "paced"
+    overflows = 0
+    dropped_frames = 0
+
+    def __init__(self, samples: np.ndarray):
+        self.frames = [samples[i:i + WINDOW] for i in range(0, len(samples) - WINDOW + 1, WINDOW)]
+        self.next = 0
+        self.start = None
+
+    def open(self):
+        self.start = time.monotonic()
+
+    def read(self, timeout):
+        if self.next >= len(self.frames):
+            raise EndOfInput
+        due = self.start + (self.next + 1) * WINDOW / RATE
+        time.sleep(max(0.0, due - time.monotonic()))  # the audio clock, not synchronisation
+        self.next += 1
+        return self.frames[self.next - 1]
+
+    def close(self):
+        pass
+
+
+def frame_count(samples: np.ndarray) -> int:
+    return len(samples) // WINDOW
+
+
+@pytest.fixture(scope="session")
+def detector():
+    from edge.vad import DEFAULT_MODEL, SileroVad
+
+    return SileroVad(DEFAULT_MODEL)
+
+
+def make_recorder(settings, detector, recordings: Path, **kwargs):
+    from edge.recorder import Recorder
+    from edge.storage import SegmentWriter
+
+    writer = SegmentWriter(recordings, "test", detector.sha256, "test",
+                           settings.storage.fsync_interval_s)
+    writer.prepare()
+    return Recorder(settings, detector, writer, **kwargs)
+
+
+def segment_audio(recordings: Path, entry: dict) -> np.ndarray:
+    return read_wav_16k(recordings / entry["file"])
+
+
+def covered(intervals, start: float, end: float) -> bool:
+    return any(s <= start and end <= e for s, e in intervals)

@@ -1,0 +1,102 @@
+"""Real PortAudio/ALSA capture into the whole pipeline, through the ALSA file plugin."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+from conftest import StopAfter, covered, frame_count, make_recorder, segment_audio
+from edge.audio import CaptureError, MicrophoneSource
+from edge.config import AudioSettings, settings_from_dict
+
+# Big enough that an unpaced capture (the file plugin delivers as fast as it is read)
+# never overflows the queue: every frame of the file reaches the detector.
+NO_DROP_BUFFER_S = 120
+
+
+def upsample_by_fft(samples: np.ndarray, factor: int) -> np.ndarray:
+    # An independent band-limited method, so the resampler is not tested against itself.
+    spectrum = np.fft.rfft(samples.astype(np.float64))
+    n = len(samples) * factor
+    padded = np.zeros(n // 2 + 1, dtype=complex)
+    padded[: len(spectrum)] = spectrum
+    return np.clip(np.round(np.fft.irfft(padded, n) * factor), -32768, 32767).astype(np.int16)
+
+
+def test_alsa_file_plugin_capture_delivers_the_input_bytes(alsa, lesson):
+    alsa.add("testmic", lesson)
+    source = MicrophoneSource(AudioSettings(device="testmic", buffer_s=NO_DROP_BUFFER_S))
+    source.open()
+    try:
+        frames = [source.read(timeout=2.0) for _ in range(100)]
+    finally:
+        source.close()
+    assert source.rate == 16000
+    assert np.array_equal(np.concatenate(frames), lesson[: 100 * 512])
+    assert source.dropped_frames == 0
+
+
+def run_live(settings, detector, recordings, samples):
+    stop = threading.Event()
+    recorder = make_recorder(settings, detector, recordings)
+    source = StopAfter(MicrophoneSource(settings.audio), frame_count(samples), stop)
+    recorder.run(source, stop)
+    return recorder
+
+
+def test_recorder_stores_the_labelled_speech_and_not_the_silence(alsa, lesson, lesson_speech, detector, tmp_path):
+    alsa.add("testmic", lesson)
+    settings = settings_from_dict({"audio": {"device": "testmic", "buffer_s": NO_DROP_BUFFER_S}})
+    recordings = tmp_path / "rec"
+    recorder = run_live(settings, detector, recordings, lesson)
+
+    entries = recorder.entries
+    segments = [(e["start_s"], e["end_s"]) for e in entries]
+    assert len(entries) == len(lesson_speech)
+    for start, end in lesson_speech:
+        assert covered(segments, start, end), f"speech {start}-{end} not stored in {segments}"
+    # The middle of each pause between utterances is not stored.
+    for (_, end), (start, _) in zip(lesson_speech, lesson_speech[1:]):
+        middle = (end + start) / 2
+        assert not any(s <= middle <= e for s, e in segments)
+    for entry in entries:
+        first = round(entry["start_s"] * 16000)
+        audio = segment_audio(recordings, entry)
+        assert np.array_equal(audio, lesson[first:first + len(audio)]), entry["file"]
+        assert entry["source"] == "mic:testmic"
+    assert sum(e["duration_s"] for e in entries) < 0.75 * len(lesson) / 16000
+
+
+def test_48khz_device_is_resampled_and_still_segmented(alsa, lesson, lesson_speech, detector, tmp_path):
+    alsa.add("mic48k", upsample_by_fft(lesson, 3))
+    settings = settings_from_dict(
+        {"audio": {"device": "mic48k", "capture_rate": 48000, "buffer_s": NO_DROP_BUFFER_S}})
+    recorder = run_live(settings, detector, tmp_path / "rec", lesson)
+    segments = [(e["start_s"], e["end_s"]) for e in recorder.entries]
+    assert len(segments) == len(lesson_speech)
+    for start, end in lesson_speech:
+        assert covered(segments, start, end), f"speech {start}-{end} not stored in {segments}"
+
+
+def test_missing_device_error_lists_the_devices_there_are(alsa, lesson):
+    alsa.add("testmic", lesson[:16000])
+    source = MicrophoneSource(AudioSettings(device="usb-mic-that-is-not-there"))
+    with pytest.raises(CaptureError, match=r"audio.device 'usb-mic-that-is-not-there' not found.*testmic"):
+        source.open()
+
+
+def test_edge_run_without_the_microphone_fails_in_one_line_naming_make_demo(alsa, lesson, tmp_path):
+    alsa.add("testmic", lesson[:16000])
+    config = tmp_path / "edge.yaml"
+    config.write_text(f"audio:\n  device: nothere\nstorage:\n  recordings_dir: {tmp_path / 'rec'}\n"
+                      f"led:\n  pin: null\nservice:\n  status_file: {tmp_path / 'status.json'}\n")
+    result = subprocess.run([sys.executable, "-m", "edge", "run", "--config", str(config)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("edge:")]
+    assert len(errors) == 1
+    assert "audio.device 'nothere' not found" in errors[0] and "make demo" in errors[0]
