@@ -1,0 +1,116 @@
+"""The LED on gpiozero's MockFactory pins: patterns, and solid light that follows speech."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+from gpiozero.pins.mock import MockFactory
+
+from conftest import PacedSource, make_recorder
+from edge.config import LedSettings, neg_threshold, settings_from_dict
+from edge.indicator import LedIndicator, LedPattern, NullIndicator, make_indicator
+from edge.segmenter import SegmentClosed, SegmentOpened, SpeechSegmenter
+from edge.vad import window_probabilities
+
+PIN = 17
+
+
+@pytest.fixture
+def factory():
+    factory = MockFactory()
+    yield factory
+    factory.reset()
+
+
+def wait_for_states(pin, count: int, timeout: float = 10.0) -> None:
+    """Until the pin has gone through ``count`` states (the blink runs in its own thread)."""
+    deadline = time.monotonic() + timeout
+    while len(pin.states) < count:
+        assert time.monotonic() < deadline, f"only {len(pin.states)} pin states after {timeout} s"
+        time.sleep(0.01)
+
+
+def test_speech_is_solid_and_off_is_off(factory):
+    led = LedIndicator(PIN, pin_factory=factory)
+    pin = factory.pin(PIN)
+    led.show(LedPattern.SPEECH)
+    led.show(LedPattern.SPEECH)  # showing the same pattern again changes nothing
+    led.show(LedPattern.OFF)
+    assert [s.state for s in pin.states] == [False, True, False]
+    led.close()
+
+
+def test_active_low_led_inverts_the_pin(factory):
+    led = LedIndicator(PIN, active_high=False, pin_factory=factory)
+    pin = factory.pin(PIN)
+    led.show(LedPattern.SPEECH)
+    # The mock pin starts low; "off" drives it high, "on" low.
+    assert [s.state for s in pin.states] == [False, True, False]
+    led.close()
+
+
+@pytest.mark.parametrize("pattern", [LedPattern.MIC_MISSING, LedPattern.EXPORTING, LedPattern.LISTENING])
+def test_blink_patterns_have_their_timing(factory, pattern):
+    led = LedIndicator(PIN, pin_factory=factory)
+    pin = factory.pin(PIN)
+    pin.clear_states()
+    led.show(pattern)
+    on, off = pattern.value
+    wait_for_states(pin, 4)
+    led.close()
+    assert len(pin.states) >= 4
+    pin.assert_states_and_times([(0.0, False), (0.0, True), (on, False), (off, True)])
+
+
+def test_patterns_are_distinct():
+    timings = [p.value for p in LedPattern]
+    assert len(set(timings)) == len(timings)
+
+
+def test_heartbeat_off_leaves_the_led_dark_while_listening(factory):
+    led = LedIndicator(PIN, heartbeat=False, pin_factory=factory)
+    led.show(LedPattern.LISTENING)
+    assert [s.state for s in factory.pin(PIN).states] == [False]
+    led.close()
+
+
+def test_no_pin_means_no_led():
+    assert isinstance(make_indicator(LedSettings(pin=None)), NullIndicator)
+
+
+def test_configured_pin_gives_a_real_led(factory):
+    indicator = make_indicator(LedSettings(pin=PIN), pin_factory=factory)
+    assert isinstance(indicator, LedIndicator)
+    indicator.close()
+
+
+def expected_led_times(settings, detector, samples):
+    """When the segment opens and closes on the audio timeline, from the same detector and
+    segmenter run over plain data: (seconds of audio when the LED goes on, when it goes off)."""
+    segmenter = SpeechSegmenter(settings.segmenter, settings.detector.threshold, neg_threshold(settings.detector))
+    times = []
+    probs = window_probabilities(detector, samples)
+    for index, prob in enumerate(probs):
+        for event in segmenter.push(samples[index * 512:(index + 1) * 512], prob):
+            if isinstance(event, (SegmentOpened, SegmentClosed)):
+                times.append((index + 1) * 512 / 16000)  # the window has been heard in full
+    return times
+
+
+def test_led_is_on_while_a_segment_is_open_following_the_audio(factory, lesson, detector, tmp_path):
+    samples = lesson[: int(4.5 * 16000)]  # one sentence, 1.55 s to 2.69 s
+    settings = settings_from_dict({"led": {"pin": PIN, "heartbeat": False}})
+    on_at, off_at = expected_led_times(settings, detector, samples)
+    led = LedIndicator(PIN, heartbeat=False, pin_factory=factory)
+    recorder = make_recorder(settings, detector, tmp_path / "rec", indicator=led)
+    source = PacedSource(samples)
+    pin = factory.pin(PIN)
+    pin.clear_states()
+    recorder.run(source, threading.Event())
+    led.close()
+    assert [s.state for s in pin.states] == [False, True, False]
+    pin.assert_states_and_times([(0.0, False), (on_at, True), (off_at - on_at, False)])
+    assert len(recorder.entries) == 1
