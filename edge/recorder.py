@@ -64,6 +64,7 @@ class Recorder:
         self.notifier = notifier
         self.watchdog_every = watchdog_every
         self._last_watchdog = -1e9
+        self.storage_retry_s = STORAGE_RETRY_S
         self.status_path = status_path
         self.clock = clock
         self.monotonic = monotonic
@@ -340,7 +341,7 @@ class Recorder:
             self._last_space_check = now
             if not self.guard.has_room():
                 self._storage_lost(f"less than {self.guard.min_free_mb} MB free on the card")
-        if self._disk_full and now - self._last_storage_retry >= STORAGE_RETRY_S:
+        if self._disk_full and now - self._last_storage_retry >= self.storage_retry_s:
             self._retry_storage()
         self._publish()
 
