@@ -154,3 +154,40 @@ def segment_audio(recordings: Path, entry: dict) -> np.ndarray:
 
 def covered(intervals, start: float, end: float) -> bool:
     return any(s <= start and end <= e for s, e in intervals)
+
+
+def wait_until(condition, what: str, timeout: float = 20.0) -> None:
+    """Poll ``condition`` until it holds; fail naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
+
+
+class LoopingSource:
+    """The lesson clip over and over at ``speed`` times real time, like a microphone in a
+    room where someone keeps talking; counts the frames it delivered."""
+
+    name = "mic:loop"
+    overflows = 0
+    dropped_frames = 0
+
+    def __init__(self, samples: np.ndarray, speed: float = 20.0):
+        self.frames = [samples[i:i + WINDOW] for i in range(0, len(samples) - WINDOW + 1, WINDOW)]
+        self.period = WINDOW / RATE / speed
+        self.delivered = 0
+        self.start = None
+
+    def open(self):
+        self.start = time.monotonic()
+        self.delivered = 0
+
+    def read(self, timeout):
+        due = self.start + (self.delivered + 1) * self.period
+        time.sleep(max(0.0, due - time.monotonic()))  # the (fast) audio clock
+        frame = self.frames[self.delivered % len(self.frames)]
+        self.delivered += 1
+        return frame
+
+    def close(self):
+        pass

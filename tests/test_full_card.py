@@ -1,0 +1,182 @@
+"""A full or failing card on a real small tmpfs: the recorder stops writing, keeps
+listening, says so (STATUS, status file, log, LED) and resumes when it can write again."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import socket
+import subprocess
+import threading
+
+import pytest
+from gpiozero.pins.mock import MockFactory
+
+from cardcheck import assert_card_consistent
+from conftest import LoopingSource, make_recorder, wait_until
+from edge.config import settings_from_dict
+from edge.indicator import LedIndicator, LedPattern
+from edge.notify import ServiceNotifier
+from edge.status import RecorderState, read_status
+from edge.storage import MANIFEST, read_manifest
+
+PIN = 17
+
+
+def can_mount_tmpfs(path) -> bool:
+    if os.geteuid() != 0:
+        return False
+    path.mkdir(exist_ok=True)
+    ok = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(path)],
+                        capture_output=True).returncode == 0
+    if ok:
+        subprocess.run(["umount", str(path)], check=True)
+    return ok
+
+
+@pytest.fixture
+def card(tmp_path):
+    mount = tmp_path / "card"
+    if not can_mount_tmpfs(mount):
+        pytest.skip("needs root and tmpfs mounts to make a real small card")
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m,mode=0755", "tmpfs", str(mount)], check=True)
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=True)
+
+
+class RunningRecorder:
+    def __init__(self, tmp_path, card, lesson, detector, **storage):
+        self.root = card / "rec"
+        settings = settings_from_dict({
+            "storage": {"recordings_dir": str(self.root), "fsync_interval_s": 0.1, **storage},
+            "led": {"pin": PIN, "heartbeat": False}})
+        self.factory = MockFactory()
+        self.led = LedIndicator(PIN, heartbeat=False, pin_factory=self.factory)
+        self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.notify.bind(str(tmp_path / "notify.sock"))
+        self.notify.setblocking(False)
+        self.status_path = tmp_path / "status.json"
+        self.recorder = make_recorder(settings, detector, self.root, indicator=self.led,
+                                      notifier=ServiceNotifier(str(tmp_path / "notify.sock")),
+                                      status_path=self.status_path)
+        self.recorder.storage_retry_s = 0.2
+        self.source = LoopingSource(lesson)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.recorder.run, args=(self.source, self.stop))
+        self.thread.start()
+
+    def segments(self) -> int:
+        return len(read_manifest(self.root / MANIFEST))
+
+    def status_lines(self) -> list[str]:
+        lines = []
+        while True:
+            try:
+                lines.append(self.notify.recv(4096).decode())
+            except BlockingIOError:
+                return lines
+
+    def keeps_listening(self) -> None:
+        before = self.source.delivered
+        wait_until(lambda: self.source.delivered > before + 200, "frames to keep flowing")
+        assert self.thread.is_alive()
+
+    def finish(self):
+        self.stop.set()
+        self.thread.join(timeout=30)
+        assert not self.thread.is_alive()
+        self.led.close()
+        self.factory.reset()
+        self.notify.close()
+
+
+def fill(card, leave_bytes: int):
+    """A ballast file that leaves about ``leave_bytes`` free (0: until the card is full)."""
+    stat = os.statvfs(card)
+    size = max(stat.f_bavail * stat.f_frsize - leave_bytes, 0)
+    ballast = card / "ballast"
+    with open(ballast, "wb", buffering=0) as f:
+        try:
+            f.write(b"\0" * size)
+            while leave_bytes == 0:
+                f.write(b"\0" * 4096)
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC
+    return ballast
+
+
+def test_free_space_floor_stops_writing_keeps_listening_and_resumes(tmp_path, card, lesson, detector):
+    running = RunningRecorder(tmp_path, card, lesson, detector, min_free_mb=1)
+    try:
+        wait_until(lambda: running.segments() >= 2, "the first segments")
+        ballast = fill(card, leave_bytes=500_000)
+        wait_until(lambda: running.recorder.state() is RecorderState.DISK_FULL, "disk full")
+        stored = running.segments()
+        running.keeps_listening()
+        assert running.segments() == stored
+        assert read_status(running.status_path)["state"] == "disk full"
+        assert any("STATUS=disk full" in line for line in running.status_lines())
+        assert running.led._pattern is LedPattern.DISK_FULL
+        on_time = LedPattern.DISK_FULL.value[0]
+        pin = running.factory.pin(PIN)
+        wait_until(lambda: len(pin.states) >= 2 and not pin.states[-1].state
+                   and abs(pin.states[-1].timestamp - on_time) < 0.1, "a disk-full blink")
+        ballast.unlink()
+        wait_until(lambda: running.segments() > stored, "recording to resume")
+        assert any(line.startswith("STATUS=listening") or line.startswith("STATUS=speech")
+                   for line in running.status_lines())
+    finally:
+        running.finish()
+    assert_card_consistent(card / "rec")
+
+
+def test_write_errors_of_a_full_card_are_survived(tmp_path, card, lesson, detector):
+    running = RunningRecorder(tmp_path, card, lesson, detector, min_free_mb=0)
+    try:
+        wait_until(lambda: running.segments() >= 1, "the first segment")
+        ballast = fill(card, leave_bytes=0)
+        wait_until(lambda: running.recorder.state() is RecorderState.DISK_FULL, "ENOSPC to be noticed")
+        running.keeps_listening()
+        errors = read_status(running.status_path)["errors"]
+        assert any("No space left on device" in e for e in errors)
+        stored = running.segments()
+        ballast.unlink()
+        wait_until(lambda: running.segments() > stored + 1, "recording to resume")
+    finally:
+        running.finish()
+    assert_card_consistent(card / "rec")
+
+
+def test_read_only_card_is_survived(tmp_path, card, lesson, detector):
+    running = RunningRecorder(tmp_path, card, lesson, detector, min_free_mb=0)
+    try:
+        wait_until(lambda: running.segments() >= 1, "the first segment")
+        # A card the kernel turned read-only; remounting waits for a moment no file is open.
+        wait_until(lambda: subprocess.run(["mount", "-o", "remount,ro", str(card)],
+                                          capture_output=True).returncode == 0, "a read-only remount")
+        wait_until(lambda: running.recorder.state() is RecorderState.DISK_FULL, "EROFS to be noticed")
+        running.keeps_listening()
+        assert any("Read-only file system" in e for e in read_status(running.status_path)["errors"])
+        stored = running.segments()
+        subprocess.run(["mount", "-o", "remount,rw", str(card)], check=True)
+        wait_until(lambda: running.segments() > stored, "recording to resume")
+    finally:
+        running.finish()
+    assert_card_consistent(card / "rec")
+
+
+def test_delete_oldest_makes_room_and_keeps_recording(tmp_path, card, lesson, detector):
+    running = RunningRecorder(tmp_path, card, lesson, detector, min_free_mb=1, when_full="delete_oldest")
+    try:
+        wait_until(lambda: running.segments() >= 6, "six segments")
+        first = read_manifest(running.root / MANIFEST)[0]
+        fill(card, leave_bytes=900_000)
+        wait_until(lambda: not (running.root / first["file"]).exists(), "the oldest to be deleted")
+        newest = read_manifest(running.root / MANIFEST)[-1]["seq"]
+        wait_until(lambda: read_manifest(running.root / MANIFEST)[-1]["seq"] > newest, "new segments")
+        assert running.recorder.state() is not RecorderState.DISK_FULL
+    finally:
+        running.finish()
+    entries = assert_card_consistent(card / "rec")
+    assert first["file"] not in {e["file"] for e in entries}
