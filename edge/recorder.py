@@ -8,6 +8,7 @@ same path either way.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -70,7 +71,7 @@ class Recorder:
         self.monotonic = monotonic
         self.extra_pattern = extra_pattern
         self.guard = FreeSpaceGuard(writer.root, settings.storage.min_free_mb, settings.storage.when_full)
-        self.status = RecorderStatus(pid=0)
+        self.status = RecorderStatus(pid=os.getpid())
         self.entries: list[dict] = []
         self._segmenter = self._new_segmenter()
         self._live = False

@@ -22,9 +22,8 @@ STATE_DIR="$ROOT/var/lib/edge-recorder"
 UNIT_DIR="$ROOT/etc/systemd/system"
 UDEV_RULE="$ROOT/etc/udev/rules.d/60-edge-recorder-gpiochip.rules"
 DEB_PACKAGES=(portaudio19-dev python3-venv python3-dev gcc libc6-dev alsa-utils)
-# lgpio, gpiozero's backend for /dev/gpiochip*, has wheels for aarch64 and armv7l; on armv6
-# (Pi Zero W, Pi 1) pip builds it with SWIG, statically linked by PYPI=1.
-LGPIO_PIN=lgpio==0.2.2.0
+# lgpio (in requirements.txt), gpiozero's backend for /dev/gpiochip*, has wheels for aarch64
+# and armv7l; on armv6 (Pi Zero W, Pi 1) pip builds it with SWIG, statically linked by PYPI=1.
 
 say() { echo "install: $*"; }
 die() { echo "install: $*" >&2; exit 1; }
@@ -83,8 +82,7 @@ copy_source() {
 install_venv() {
     local venv="$OPT/venv"
     [ -x "$venv/bin/python" ] || "$PYTHON" -m venv "$venv"
-    "$venv/bin/pip" install -q -r "$OPT/src/requirements.txt"
-    PYPI=1 "$venv/bin/pip" install -q "$LGPIO_PIN"
+    PYPI=1 "$venv/bin/pip" install -q -r "$OPT/src/requirements.txt"
     # Editable on purpose: the default model and config are found relative to the package
     # (edge.config.PACKAGE_ROOT), so edge/ must stay next to models/ and config/ in src/.
     "$venv/bin/pip" install -q --no-deps -e "$OPT/src"
@@ -131,6 +129,23 @@ install_unit_and_rule() {
     fi
 }
 
+install_export_units() {
+    # The USB-stick export is opt-in (export.auto): without it no udev rule reacts to sticks.
+    local rule="$ROOT/etc/udev/rules.d/99-edge-export.rules" unit="$UNIT_DIR/edge-export@.service"
+    local settings
+    settings=$("$OPT/venv/bin/python" -c 'import sys; from edge.config import load_config
+s = load_config(sys.argv[1]).export; print(int(s.auto), s.usb_label)' "$CONFIG_DIR/edge.yaml") \
+        || die "$CONFIG_DIR/edge.yaml: fix the config first (see the message above)"
+    if [ "${settings%% *}" = 1 ]; then
+        sed "s/EDGE-EXPORT/${settings#* }/" "$SOURCE/systemd/99-edge-export.rules" >"$rule"
+        install -m 0644 "$SOURCE/systemd/edge-export@.service" "$unit"
+        say "USB export enabled for sticks labelled ${settings#* }"
+    else
+        rm -f "$rule" "$unit"
+    fi
+    if live_system && [ -S /run/udev/control ]; then udevadm control --reload; fi
+}
+
 start_service() {
     if systemd_running; then
         systemctl daemon-reload
@@ -162,6 +177,9 @@ fi
 install_config
 create_state_dir
 install_unit_and_rule
+if [ "${EDGE_SKIP_VENV:-0}" != 1 ]; then
+    install_export_units
+fi
 if live_system; then
     start_service
 else

@@ -2,7 +2,7 @@
 # Remove edge-recorder: `sudo make uninstall`. Safe to run again.
 #
 # Removed: the service, /opt/edge-recorder (code and venv), /etc/edge-recorder (including
-# an edited edge.yaml) and the udev rule. Kept: the recordings under /var/lib/edge-recorder
+# an edited edge.yaml), the udev rules and the USB export unit. Kept: the recordings under /var/lib/edge-recorder
 # and the edge-recorder user that owns them, so a later install can read them again.
 #
 # EDGE_ROOT=/some/dir works inside that directory and skips systemctl and udev.
@@ -12,6 +12,8 @@ ROOT="${EDGE_ROOT:-}"
 UNIT=edge-recorder.service
 UNIT_FILE="$ROOT/etc/systemd/system/$UNIT"
 UDEV_RULE="$ROOT/etc/udev/rules.d/60-edge-recorder-gpiochip.rules"
+EXPORT_RULE="$ROOT/etc/udev/rules.d/99-edge-export.rules"
+EXPORT_UNIT="$ROOT/etc/systemd/system/edge-export@.service"
 STATE_DIR="$ROOT/var/lib/edge-recorder"
 
 say() { echo "uninstall: $*"; }
@@ -31,7 +33,7 @@ if live_system; then
     fi
 fi
 
-rm -f "$UNIT_FILE" "$UDEV_RULE"
+rm -f "$UNIT_FILE" "$UDEV_RULE" "$EXPORT_RULE" "$EXPORT_UNIT"
 rm -rf "$ROOT/opt/edge-recorder" "$ROOT/etc/edge-recorder"
 
 if live_system; then
