@@ -56,5 +56,14 @@ install:
 uninstall:
 	bash systemd/uninstall.sh
 
+# Accuracy, speed and memory beside Silero ONNX and WebRTC VAD. A comparison package that
+# cannot be installed (on a Pi, say) only removes its columns.
+bench: venv
+	@grep -v '^\s*#' bench/requirements.txt | grep . | while read -r requirement; do \
+	  $(BIN)/pip install -q -c requirements.txt "$$requirement" \
+	    || echo "bench: could not install $$requirement: its columns are skipped"; \
+	done
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) $(BUILD_VENV) demo-recordings .pytest_cache

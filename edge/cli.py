@@ -10,7 +10,7 @@ import threading
 from pathlib import Path
 from typing import Optional
 
-from . import __version__, doctor, export, vad
+from . import __version__, doctor, export, plot, vad
 from .audio import CaptureError, MicrophoneSource, WavFileSource, describe_devices
 from .config import DEFAULT_CONFIG, Settings, device_name, load_config, resolve_data_path
 from .errors import EdgeError
@@ -103,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     devices = with_config(sub.add_parser("devices", help="list capture devices and their rates"))
     devices.set_defaults(func=devices_command)
 
-    for module in (vad, doctor, export):
+    for module in (vad, doctor, export, plot):
         module.add_command(sub)
     return parser
 

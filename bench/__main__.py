@@ -1,0 +1,328 @@
+"""python -m bench [--quick] [--data DIR ...] [--out bench/results]: measure, print and write
+the Markdown report (with plots when matplotlib is installed)."""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import platform
+import shutil
+import statistics
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edge import vad as edge_vad
+from edge.errors import EdgeError
+from edge.wavio import read_wav_16k
+
+from . import report
+from .detectors import SILERO_ONNX, Detector, OnnxSilero, available_detectors, importable, silero_onnx_path
+from .labels import label_file_for, read_speech_intervals, window_truth
+from .metrics import RecordingScores, detection_scores, recording_scores
+from .recorders import REPO, baseline_segments, edge_process
+from .speed import measure_daemon, microseconds_per_window
+from .streams import Stream, build_streams
+
+SHARED = REPO.parent / "shared" / "data"
+DEFAULT_DATA = [SHARED / "ten-vad-testset-dev", SHARED / "speechocean762-adult"]
+SNRS_DB = [20.0, 10.0, 5.0, 0.0]
+TIMED_SNR_DB = 10.0  # the stream whose audio the per-window timing and the daemon hear
+STREAM_S = 600.0  # each stream, and so each `edge process` input, is at least 10 minutes
+QUICK_STREAM_S = 20.0
+SEED = 762
+TIMED_WINDOWS = 3000
+DAEMON_S = 70.0  # of which the first 10 s (imports, model load, device probing) are not counted
+EDGE_PROCESS = "edge process (int8 TFLite + segmenter)"
+BASELINE = "baseline: Silero ONNX + VADIterator"
+
+GOALS = {
+    "parity": 0.005,
+    "step_ratio": 0.5,
+    "rtf": 0.004,
+    "daemon_rss_mb": 60.0,
+    "daemon_cpu": 0.01,
+    "capture_10db": 0.99,
+    "non_speech_10db": 0.20,
+}
+
+
+@dataclass
+class Results:
+    lines: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    goals: list[tuple[str, str, bool | None]] = field(default_factory=list)
+
+    def goal(self, text: str, measured: str, met: bool | None) -> None:
+        self.goals.append((text, measured, met))
+
+
+def _shown(path: Path) -> str:
+    """A path as the reader of the report would type it: relative to the repository if inside."""
+    try:
+        return str(path.resolve().relative_to(REPO))
+    except ValueError:
+        return str(path)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true",
+                        help="one short file, one SNR, one round, no daemon run (a smoke test)")
+    parser.add_argument("--data", type=Path, nargs="+", default=None, metavar="DIR",
+                        help="folders of WAV files with .scv or .csv speech labels "
+                             "(default: ../shared/data/ten-vad-testset-dev and ../shared/data/speechocean762-adult)")
+    parser.add_argument("--utterances", type=Path, default=SHARED / "speechocean762-adult", metavar="DIR",
+                        help="labelled utterances (.wav + .csv) the classroom streams are built from")
+    parser.add_argument("--noise", type=Path, nargs="+", default=[SHARED / "noise"], metavar="DIR",
+                        help="folders of noise WAV files mixed under the streams")
+    parser.add_argument("--config", type=Path, default=None, metavar="F", help="settings for `edge process`")
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results", metavar="DIR")
+    return parser.parse_args(argv)
+
+
+def labelled_files(data_dirs: list[Path], quick: bool) -> list[tuple[str, Path, Path]]:
+    """(data set name, wav, label file) of every labelled WAV; with ``quick`` only the shortest."""
+    files = []
+    for directory in data_dirs:
+        for wav in sorted(directory.glob("*.wav")):
+            label = label_file_for(wav)
+            if label is not None:
+                files.append((directory.name, wav, label))
+    if quick and files:
+        files = [min(files, key=lambda f: f[1].stat().st_size)]
+    return files
+
+
+def window_accuracy(results: Results, detectors: list[Detector], files) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Adds the accuracy table; returns each detector's pooled (scores, truth)."""
+    datasets = list(dict.fromkeys(dataset for dataset, _, _ in files))
+    collected = {d.name: {name: ([], []) for name in datasets} for d in detectors}
+    for dataset, wav, label in files:
+        samples = read_wav_16k(wav)
+        speech = read_speech_intervals(label)
+        for detector in detectors:
+            scores = detector.window_scores(samples)
+            scores_list, truth_list = collected[detector.name][dataset]
+            scores_list.append(scores)
+            truth_list.append(window_truth(speech, len(scores)))
+    pooled = {}
+    rows = []
+    for detector in detectors:
+        by_dataset = {name: (np.concatenate(s), np.concatenate(t)) for name, (s, t) in collected[detector.name].items()}
+        pooled[detector.name] = tuple(np.concatenate(parts) for parts in zip(*by_dataset.values()))
+        total = detection_scores(*pooled[detector.name])
+        row = [detector.name, total.precision, total.recall, total.f1, total.average_precision]
+        for scores, truth in by_dataset.values():
+            part = detection_scores(scores, truth)
+            row += [part.f1, part.average_precision]
+        rows.append(row)
+    window_count = len(next(iter(pooled.values()))[1])
+    speech_share = float(np.mean(next(iter(pooled.values()))[1]))
+    results.lines += [
+        "## Window-level accuracy on labelled real audio",
+        "",
+        f"{len(files)} files ({', '.join(datasets)}), {window_count} windows of 32 ms, "
+        f"{100 * speech_share:.1f} % speech. A window is speech when its centre lies in a labelled "
+        "speech interval; P, R and F1 at score >= 0.5, AP = average precision over all thresholds. "
+        "WebRTC VAD decides on 30 ms frames; a window's score is the fraction of its 512 samples "
+        "inside speech-flagged frames.",
+        "",
+        *report.table(["detector", "P", "R", "F1", "AP"] + [f"{k} {n}" for n in datasets for k in ("F1", "AP")], rows),
+        "",
+    ]
+    default_rows = [r for r in rows if "[default]" in r[0]]
+    reference = next((r for r in rows if r[0] == SILERO_ONNX), None)
+    for row in default_rows:
+        if reference is None:
+            results.goal(f"{row[0]}: F1 and AP within {GOALS['parity']} of Silero ONNX", "no reference", None)
+            continue
+        f1_gap, ap_gap = row[3] - reference[3], row[4] - reference[4]
+        results.goal(f"{row[0]}: F1 and AP within {GOALS['parity']} of Silero ONNX",
+                     f"F1 {f1_gap:+.4f}, AP {ap_gap:+.4f}",
+                     abs(f1_gap) <= GOALS["parity"] and abs(ap_gap) <= GOALS["parity"])
+    return pooled
+
+
+def recording_row(name: str, stream: Stream, stored) -> tuple[list, RecordingScores]:
+    scores = recording_scores(stream.speech, stream.onsets, stored, stream.duration_s)
+    return [f"{stream.snr_db:g}", name, f"{100 * scores.speech_capture:.2f} %",
+            f"{scores.clipped_onsets}/{scores.utterances}", f"{100 * scores.stored_non_speech:.1f} %",
+            f"{scores.segments_per_minute:.1f}"], scores
+
+
+def classroom_streams(results: Results, args, streams: list[Stream], rounds: int, work: Path):
+    """Adds the stream table and the `edge process` speed figures; returns speech capture by
+    recorder and SNR."""
+    process_runs = []
+    for round_number in range(rounds):
+        out = work / f"process-{round_number}"
+        shutil.rmtree(out, ignore_errors=True)
+        stored, run = edge_process([s.path for s in streams], out, args.config)
+        shutil.rmtree(out)
+        process_runs.append(run)
+    onnx_path = silero_onnx_path()
+    baseline = None
+    if onnx_path is None or not importable("onnxruntime"):
+        results.notes.append("No baseline recorder: it needs silero-vad's ONNX file and onnxruntime.")
+    else:
+        baseline = OnnxSilero(onnx_path)
+    rows, capture = [], {EDGE_PROCESS: {}, BASELINE: {}}
+    scores_at = {}
+    for stream in streams:
+        row, scores = recording_row(EDGE_PROCESS, stream, stored.get(str(stream.path), []))
+        rows.append(row)
+        capture[EDGE_PROCESS][stream.snr_db] = scores.speech_capture
+        scores_at[(EDGE_PROCESS, stream.snr_db)] = scores
+        if baseline is not None:
+            probabilities = edge_vad.window_probabilities(baseline, read_wav_16k(stream.path))
+            row, scores = recording_row(BASELINE, stream, baseline_segments(probabilities))
+            rows.append(row)
+            capture[BASELINE][stream.snr_db] = scores.speech_capture
+            scores_at[(BASELINE, stream.snr_db)] = scores
+    utterances = len(streams[0].utterances)
+    results.lines += [
+        "## Classroom-like streams",
+        "",
+        f"{len(streams)} stream(s) of {streams[0].duration_s / 60:.1f} min: {utterances} speechocean762 "
+        "utterances (labels derived from energy on the clean recordings) with pauses of 0.5-3 s, "
+        f"seed {SEED}; noise (every noise file except dude_miaowing, equal RMS, looped) mixed at each SNR, "
+        f"speech level measured over labelled speech only. Streams and their manifest: `{_shown(work / 'streams')}`. "
+        "Speech capture: labelled speech time inside stored segments; clipped onsets: utterances whose "
+        "first 100 ms of labelled speech are not all stored; stored non-speech: stored time outside "
+        "labelled speech. The baseline is Silero's VADIterator (threshold 0.5, end below 0.35, "
+        "min_silence 100 ms, speech_pad 30 ms, no pre-roll) on the ONNX model.",
+        "",
+        *report.table(["SNR dB", "recorder", "speech capture", "clipped onsets", "stored non-speech",
+                       "segments/min"], rows),
+        "",
+    ]
+    ours, theirs = scores_at.get((EDGE_PROCESS, 10.0)), scores_at.get((BASELINE, 10.0))
+    if ours is not None:
+        if theirs is None:
+            results.notes.append("Without the baseline, 'better than the baseline' is not judged.")
+        results.goal(f"speech capture at 10 dB >= {100 * GOALS['capture_10db']:.0f} % and above the baseline",
+                     f"{100 * ours.speech_capture:.2f} %"
+                     + ("" if theirs is None else f" (baseline {100 * theirs.speech_capture:.2f} %)"),
+                     ours.speech_capture >= GOALS["capture_10db"]
+                     and (theirs is None or ours.speech_capture > theirs.speech_capture))
+        results.goal(f"stored non-speech at 10 dB <= {100 * GOALS['non_speech_10db']:.0f} % and below the baseline",
+                     f"{100 * ours.stored_non_speech:.1f} %"
+                     + ("" if theirs is None else f" (baseline {100 * theirs.stored_non_speech:.1f} %)"),
+                     ours.stored_non_speech <= GOALS["non_speech_10db"]
+                     and (theirs is None or ours.stored_non_speech < theirs.stored_non_speech))
+    return capture, process_runs
+
+
+def speed_section(results: Results, detectors: list[Detector], streams: list[Stream], process_runs,
+                  rounds: int, daemon_work: Path | None) -> None:
+    streaming = {d.name: d.streaming for d in detectors if d.streaming is not None}
+    timed_stream = read_wav_16k(next(s for s in streams if s.snr_db == TIMED_SNR_DB).path)
+    timed_audio = timed_stream[: TIMED_WINDOWS * 512]
+    micro = microseconds_per_window(streaming, timed_audio, rounds)
+    reference = micro.get(SILERO_ONNX)
+    rows = [[name, f"{us:.1f}", f"{us / reference:.2f}" if reference else "-"] for name, us in micro.items()]
+    audio_s = sum(s.duration_s for s in streams)
+    rtf = statistics.median(run.wall_s / audio_s for run in process_runs)
+    cpu_rtf = statistics.median(run.cpu_s / audio_s for run in process_runs)
+    process_rss = max(run.peak_rss_mb for run in process_runs)
+    results.lines += [
+        "## Speed and memory",
+        "",
+        f"One thread each, detectors interleaved in one process, median of {rounds} round(s) of "
+        f"{len(timed_audio) // 512} windows.",
+        "",
+        *report.table(["detector", "µs per 32 ms window", "× Silero ONNX"], rows),
+        "",
+        f"- `edge process` on {len(streams)} stream(s), {audio_s / 60:.1f} min of audio, median of {rounds} "
+        f"run(s), including start-up: real-time factor {rtf:.4f} (wall), {cpu_rtf:.4f} (CPU); "
+        f"peak RSS {process_rss:.1f} MB.",
+    ]
+    for name, us in micro.items():
+        if "[default]" in name and reference:
+            results.goal(f"{name}: VAD step <= {GOALS['step_ratio']} × Silero onnxruntime",
+                         f"{us:.1f} µs vs {reference:.1f} µs ({us / reference:.2f}×)",
+                         us <= GOALS["step_ratio"] * reference)
+    results.goal(f"edge process real-time factor <= {GOALS['rtf']}", f"{rtf:.4f}", rtf <= GOALS["rtf"])
+    if daemon_work is None:
+        results.lines += ["- Daemon not measured (--quick).", ""]
+        return
+    try:
+        daemon = measure_daemon(timed_stream, DAEMON_S, daemon_work)
+    except (RuntimeError, OSError, EdgeError) as exc:
+        results.lines += [f"- Daemon could not be measured: {exc}", ""]
+        return
+    results.lines += [
+        f"- `edge run` (the daemon) capturing through ALSA's file plugin from a FIFO fed at real time "
+        f"({daemon.audio_fed_s:.0f} s of audio in {daemon.seconds:.0f} s, the FIFO opened "
+        f"{daemon.feeder_opens} time(s), {daemon.segments} segment(s) stored): CPU "
+        f"{100 * daemon.cpu_share:.2f} % of one core (after {daemon.warmup_s:.0f} s warm-up), "
+        f"peak RSS {daemon.peak_rss_mb:.1f} MB.",
+        "",
+    ]
+    results.goal(f"daemon peak RSS <= {GOALS['daemon_rss_mb']:.0f} MB", f"{daemon.peak_rss_mb:.1f} MB",
+                 daemon.peak_rss_mb <= GOALS["daemon_rss_mb"])
+    results.goal(f"daemon CPU <= {100 * GOALS['daemon_cpu']:.0f} % of one core at real time",
+                 f"{100 * daemon.cpu_share:.2f} %", daemon.cpu_share <= GOALS["daemon_cpu"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    quick = args.quick
+    rounds = 1 if quick else 3
+    results = Results()
+    today = datetime.date.today().isoformat()
+    stem = f"{today}-{platform.node().split('.')[0]}" + ("-quick" if quick else "")
+    args.out.mkdir(parents=True, exist_ok=True)
+    work = args.out / "tmp"
+    command = "python -m bench " + " ".join(argv if argv is not None else sys.argv[1:])
+    results.lines += [f"# edge-recorder benchmark, {today}", "", f"Command: `{command.strip()}`", "",
+                      *report.machine_lines(), ""]
+
+    detectors = available_detectors(results.notes)
+    files = labelled_files(args.data or [d for d in DEFAULT_DATA if d.is_dir()], quick)
+    pooled = window_accuracy(results, detectors, files) if files and detectors else {}
+    if not files:
+        results.notes.append("No labelled data found: window-level accuracy skipped (pass --data DIR).")
+
+    plt = report.pyplot()
+    if plt is None:
+        results.notes.append("matplotlib is not installed: no plots.")
+    elif pooled:
+        plot = args.out / f"{stem}-precision-recall.png"
+        report.plot_precision_recall(pooled, plot)
+        results.lines += [f"![precision-recall]({plot.name})", ""]
+
+    noise_dirs = [d for d in args.noise if d.is_dir()]
+    if not args.utterances.is_dir() or not noise_dirs:
+        results.notes.append("No utterance or noise folder: classroom streams and speed of `edge process` skipped.")
+    else:
+        streams = build_streams(args.utterances, noise_dirs, [TIMED_SNR_DB] if quick else SNRS_DB,
+                                QUICK_STREAM_S if quick else STREAM_S, work / "streams", SEED)
+        capture, process_runs = classroom_streams(results, args, streams, rounds, work)
+        if plt is not None:
+            plot = args.out / f"{stem}-capture-vs-snr.png"
+            report.plot_capture_vs_snr({k: v for k, v in capture.items() if v}, plot)
+            results.lines += [f"![speech capture vs SNR]({plot.name})", ""]
+        speed_section(results, detectors, streams, process_runs, rounds, None if quick else work / "daemon")
+
+    results.lines += ["## Goals", "", *report.table(
+        ["goal", "measured", "met"],
+        [[text, measured, {True: "yes", False: "**no**", None: "not measured"}[met]]
+         for text, measured, met in results.goals]), ""]
+    if results.notes:
+        results.lines += ["## Notes", "", *(f"- {note}" for note in results.notes), ""]
+    text = "\n".join(results.lines)
+    print(text)
+    (args.out / f"{stem}.md").write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except EdgeError as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,163 @@
+"""Speed and memory: microseconds per 32 ms window of each detector, the real-time factor and
+peak memory of ``edge process``, and the daemon listening to a microphone paced at real time."""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import statistics
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from edge.storage import read_manifest
+
+from .labels import SAMPLE_RATE, WINDOW
+from .recorders import REPO, edge_command, peak_rss_mb
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def microseconds_per_window(detectors: dict[str, object], samples: np.ndarray, rounds: int) -> dict[str, float]:
+    """Median over ``rounds`` of the mean time of one call per window; detectors take turns
+    within each round so that a slow spell of the machine hits them all alike."""
+    windows = [samples[i * WINDOW : (i + 1) * WINDOW] for i in range(len(samples) // WINDOW)]
+    times: dict[str, list[float]] = {name: [] for name in detectors}
+    for _ in range(rounds):
+        for name, vad in detectors.items():
+            vad.reset()
+            vad(windows[0])  # first call allocates; not what a long-running recorder pays
+            start = time.perf_counter()
+            for window in windows:
+                vad(window)
+            times[name].append((time.perf_counter() - start) / len(windows) * 1e6)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+ALSA_CONFIG = """pcm.null {{ type null }}
+pcm.default "benchmic"
+pcm.benchmic {{ type plug slave.pcm {{ type file slave.pcm "null" file "/dev/null" infile "{infile}" format "raw" }} }}
+"""
+
+
+class RealTimeFeeder(threading.Thread):
+    """Writes int16 audio into a FIFO no faster than real time, looping it. ALSA's file plugin
+    opens the FIFO when the PCM is opened, and PortAudio opens and closes the device while
+    probing, so a closed reader (EPIPE) just means: wait for the next open."""
+
+    CHUNK = WINDOW
+
+    def __init__(self, fifo: Path, samples: np.ndarray):
+        super().__init__(daemon=True)
+        self.fifo = fifo
+        self.data = np.ascontiguousarray(samples, dtype="<i2")
+        self.stop = threading.Event()
+        self.opens = 0
+        self.samples_sent = 0
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                fd = os.open(self.fifo, os.O_WRONLY | os.O_NONBLOCK)
+            except OSError as exc:
+                if exc.errno != errno.ENXIO:  # ENXIO: nobody has it open for reading yet
+                    raise
+                self.stop.wait(0.005)
+                continue
+            os.set_blocking(fd, True)
+            self.opens += 1
+            try:
+                self._feed(fd)
+            except BrokenPipeError:
+                pass
+            finally:
+                os.close(fd)
+
+    def _feed(self, fd: int) -> None:
+        # The pace restarts at each open: a reader that comes back gets no burst of backlog.
+        started = time.monotonic()
+        sent_here = 0
+        while not self.stop.is_set():
+            delay = started + (sent_here + self.CHUNK) / SAMPLE_RATE - time.monotonic()
+            if delay > 0 and self.stop.wait(delay):
+                return
+            position = self.samples_sent % (len(self.data) - self.CHUNK)
+            os.write(fd, self.data[position : position + self.CHUNK].tobytes())
+            sent_here += self.CHUNK
+            self.samples_sent += self.CHUNK
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+@dataclass(frozen=True)
+class DaemonRun:
+    seconds: float
+    warmup_s: float
+    cpu_share: float
+    """CPU time / wall time after warm-up, as a fraction of one core."""
+    peak_rss_mb: float
+    segments: int
+    audio_fed_s: float
+    feeder_opens: int
+
+
+def measure_daemon(samples: np.ndarray, seconds: float, work_dir: Path, warmup_s: float = 10.0) -> DaemonRun:
+    """``edge run`` capturing ``samples`` through ALSA's file plugin from a FIFO fed at real
+    time, for ``seconds``, then stopped with SIGTERM as systemd would."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    fifo = work_dir / "mic.fifo"
+    if fifo.exists():
+        fifo.unlink()
+    os.mkfifo(fifo)
+    alsa_config = work_dir / "asound.conf"
+    alsa_config.write_text(ALSA_CONFIG.format(infile=fifo))
+    config = work_dir / "edge.yaml"
+    recordings = work_dir / "recordings"
+    config.write_text(yaml.safe_dump({
+        "audio": {"device": "default"},
+        "storage": {"recordings_dir": str(recordings), "min_free_mb": 0},
+        "led": {"pin": None},
+        "service": {"status_file": str(work_dir / "status.json")},
+    }))
+    feeder = RealTimeFeeder(fifo, samples)
+    feeder.start()
+    env = dict(os.environ, ALSA_CONFIG_PATH=str(alsa_config))
+    log_file = (work_dir / "daemon.log").open("wb")
+    child = subprocess.Popen(edge_command("run", "--config", str(config)), env=env, cwd=REPO,
+                             stdout=log_file, stderr=subprocess.STDOUT)
+    try:
+        time.sleep(warmup_s)
+        if child.poll() is not None:
+            raise RuntimeError(f"edge run exited early: {(work_dir / 'daemon.log').read_text()[-300:]}")
+        cpu_start, wall_start = cpu_seconds(child.pid), time.monotonic()
+        time.sleep(seconds - warmup_s)
+        cpu_end, wall_end = cpu_seconds(child.pid), time.monotonic()
+        peak = peak_rss_mb(child.pid)
+        child.send_signal(signal.SIGTERM)
+        child.wait(timeout=30)
+    finally:
+        if child.returncode is None:
+            child.kill()
+            child.wait()
+        feeder.stop.set()
+        feeder.join(timeout=5)
+        log_file.close()
+        fifo.unlink()
+    return DaemonRun(
+        seconds=seconds,
+        warmup_s=warmup_s,
+        cpu_share=(cpu_end - cpu_start) / (wall_end - wall_start),
+        peak_rss_mb=peak,
+        segments=len(read_manifest(recordings / "manifest.jsonl")),
+        audio_fed_s=feeder.samples_sent / SAMPLE_RATE,
+        feeder_opens=feeder.opens,
+    )
