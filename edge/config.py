@@ -63,7 +63,7 @@ class SegmenterSettings:
     """Speech shorter than this is a blip and is not stored, in milliseconds."""
     min_silence_ms: int = field(default=800, metadata=bounded(0, 60000))
     """Pauses shorter than this stay inside one segment, in milliseconds."""
-    pre_roll_ms: int = field(default=512, metadata=bounded(0, 10000))
+    pre_roll_ms: int = field(default=640, metadata=bounded(0, 10000))
     """Audio kept from before the detector was sure speech began, in milliseconds."""
     post_roll_ms: int = field(default=256, metadata=bounded(0, 10000))
     """Audio kept after speech ended, in milliseconds."""
