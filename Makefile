@@ -8,6 +8,7 @@ DEB_PACKAGES := portaudio19-dev python3-venv alsa-utils
 SILERO_PIN := silero-vad==6.2.3
 
 .PHONY: deb venv test run demo model bench soak install uninstall clean
+SOAK_CUTS ?= 200
 
 # Debian packages are installed only when missing and only when we are root; otherwise
 # the build of PyAudio says what is missing.
@@ -34,8 +35,18 @@ test: venv
 run: venv
 	$(BIN)/edge run --config $(CONFIG)
 
+# The same pipeline as `make run`, on the bundled recordings instead of a microphone.
 demo: venv
-	$(BIN)/edge process tests/data/*.wav --out demo-recordings --config $(CONFIG)
+	rm -rf demo-recordings
+	$(BIN)/edge --log-level warning process tests/data/lesson_15s.wav tests/data/silero_test_6s.wav \
+	  --out demo-recordings --config $(CONFIG)
+	@echo "segments on disk:"; find demo-recordings -name '*.wav' | sort
+	@echo "manifest: demo-recordings/manifest.jsonl"
+
+# A longer, differently seeded run of the power-cut test than `make test` does.
+soak: venv
+	@seed=$$(date +%s); echo "power cuts: $(SOAK_CUTS), seed $$seed (EDGE_POWER_CUT_SEED=$$seed repeats it)"; \
+	EDGE_POWER_CUTS=$(SOAK_CUTS) EDGE_POWER_CUT_SEED=$$seed $(BIN)/python -m pytest -q tests/test_power_cut.py
 
 # The model is rebuilt in its own venv: TensorFlow is never needed on the device.
 $(BUILD_VENV)/bin/python: models/requirements-build.txt

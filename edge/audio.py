@@ -10,7 +10,6 @@ import logging
 import os
 import queue
 import re
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional, Protocol
@@ -19,6 +18,7 @@ import numpy as np
 
 from .config import AudioSettings
 from .errors import EdgeError
+from .logs import quiet_stderr
 from .resample import TARGET_RATE, StreamingResampler
 from .wavio import iter_wav_16k
 
@@ -93,21 +93,6 @@ class WavFileSource:
 
     def close(self) -> None:
         self._frames = None
-
-
-@contextmanager
-def quiet_stderr():
-    """Hide what ALSA and JACK print to fd 2 while PortAudio probes every device: dozens
-    of lines per open that would bury the recorder's own messages in the journal."""
-    saved = os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
-    try:
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
 
 
 @dataclass(frozen=True)

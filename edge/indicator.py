@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import warnings
 from typing import Optional, Protocol
 
 from .config import LedSettings
@@ -83,7 +84,10 @@ def make_indicator(settings: LedSettings, pin_factory=None) -> Indicator:
         log.info("no LED configured (led.pin is null)")
         return NullIndicator()
     try:
-        return LedIndicator(settings.pin, settings.active_high, settings.heartbeat, pin_factory)
+        with warnings.catch_warnings():
+            # gpiozero warns once per pin library it tries; the outcome is logged below.
+            warnings.simplefilter("ignore")
+            return LedIndicator(settings.pin, settings.active_high, settings.heartbeat, pin_factory)
     except Exception as exc:  # gpiozero raises many kinds when there is no GPIO at all
         log.warning("LED on GPIO%d unavailable, running without it: %s", settings.pin, exc)
         return NullIndicator()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from contextlib import contextmanager
 from typing import Optional, TextIO, Union
 
 from .errors import EdgeError
@@ -82,3 +83,19 @@ def setup_logging(level: Union[int, str] = logging.INFO, stream: Optional[TextIO
     _handler = handler
     root.addHandler(handler)
     root.setLevel(level)
+
+
+@contextmanager
+def quiet_stderr():
+    """Hide what C libraries print straight to fd 2 (ALSA and JACK while PortAudio probes
+    every device, TFLite's delegate banner): dozens of lines per open that would bury the
+    recorder's own messages in the journal. Their real failures arrive as exceptions."""
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)

@@ -70,6 +70,7 @@ class Recorder:
         self.clock = clock
         self.monotonic = monotonic
         self.extra_pattern = extra_pattern
+        self._extra: Optional[LedPattern] = None  # extra_pattern() as of the last check
         self.guard = FreeSpaceGuard(writer.root, settings.storage.min_free_mb, settings.storage.when_full)
         self.status = RecorderStatus(pid=os.getpid())
         self.entries: list[dict] = []
@@ -331,17 +332,22 @@ class Recorder:
         state = self.state()
         pattern = state.led
         if state is RecorderState.LISTENING:
-            pattern = self.extra_pattern() or pattern
+            pattern = self._extra or pattern
         if not self._live and state is RecorderState.LISTENING:
             pattern = LedPattern.OFF
         self.indicator.show(pattern)
 
     def _housekeeping(self) -> None:
+        """Checks that need not run 31 times a second: once a second at most."""
         now = self.monotonic()
-        if self.writer.is_open and now - self._last_space_check >= SPACE_CHECK_S:
+        if now - self._last_space_check >= SPACE_CHECK_S:
             self._last_space_check = now
-            if not self.guard.has_room():
+            if self.writer.is_open and not self.guard.has_room():
                 self._storage_lost(f"less than {self.guard.min_free_mb} MB free on the card")
+            extra = self.extra_pattern()
+            if extra is not self._extra:
+                self._extra = extra
+                self._show()
         if self._disk_full and now - self._last_storage_retry >= self.storage_retry_s:
             self._retry_storage()
         self._publish()

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import EdgeError
+from .logs import quiet_stderr
 from .wavio import read_wav_16k
 
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "silero_vad_int8.tflite"
@@ -72,8 +73,9 @@ class SileroVad:
             raise VadModelError(f"{self.model_path}: VAD model file not found (expected a Silero VAD .tflite file)")
         interpreter = interpreter_class(runtime)
         try:
-            self._interpreter = interpreter(model_path=str(self.model_path), num_threads=1)
-            self._interpreter.allocate_tensors()
+            with quiet_stderr():
+                self._interpreter = interpreter(model_path=str(self.model_path), num_threads=1)
+                self._interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise VadModelError(f"{self.model_path}: not a valid TFLite model ({reason})") from None
