@@ -25,7 +25,8 @@ from .indicator import Indicator, LedPattern, NullIndicator
 from .notify import ServiceNotifier
 from .segmenter import SegmentAudio, SegmentClosed, SegmentOpened, SpeechSegmenter
 from .status import RecorderState, RecorderStatus, publish_status
-from .storage import FreeSpaceGuard, SegmentEnd, SegmentStart, SegmentWriter, StorageUnavailable
+from .storage import (FreeSpaceGuard, SegmentEnd, SegmentStart, SegmentWriter, StorageUnavailable,
+                      read_manifest)
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,11 @@ class Recorder:
         self._extra: Optional[LedPattern] = None  # extra_pattern() as of the last check
         self.guard = FreeSpaceGuard(writer.root, settings.storage.min_free_mb, settings.storage.when_full)
         self.status = RecorderStatus(pid=os.getpid())
+        self._today = clock.wall().date()
+        # A restart mid-day must not reset the count people see in `edge status`.
+        self.status.segments_today = sum(
+            datetime.fromisoformat(e["start"]).date() == self._today
+            for e in read_manifest(writer.manifest))
         self.entries: list[dict] = []
         self._segmenter = self._new_segmenter()
         self._live = False
@@ -218,6 +224,9 @@ class Recorder:
         if entry is None:
             return
         self.entries.append(entry)
+        today = self.clock.wall().date()
+        if today != self._today:
+            self._today, self.status.segments_today = today, 0
         self.status.segments_today += 1
         self.status.last_speech = entry["end"]
         log.info("stored %s (%.1f s)", entry["file"], entry["duration_s"])

@@ -35,6 +35,10 @@ def test_status_shows_what_the_recorder_published(tmp_path, lesson, detector, ca
     assert f"segments today: {len(recorder.entries)}" in out and len(recorder.entries) == 6
     assert "recent problem: none" in out
 
+    # A restart the same day goes on counting from what the manifest holds.
+    restarted = make_recorder(settings, detector, tmp_path / "rec")
+    assert restarted.status.segments_today == 6
+
     status = json.loads((tmp_path / "status.json").read_text())
     status["updated"] = (datetime.fromisoformat(status["updated"]) - timedelta(minutes=5)).isoformat()
     (tmp_path / "status.json").write_text(json.dumps(status))
