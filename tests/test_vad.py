@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import re
 import wave
 from pathlib import Path
 
 import numpy as np
-import onnxruntime
 import pytest
 
+from bench.detectors import OnnxSilero, silero_onnx_path
 from edge.errors import EdgeError
 from edge.vad import DEFAULT_MODEL, RUNTIMES, SileroVad, add_command, window_probabilities
 from edge.wavio import read_wav_16k, write_wav_16k
@@ -23,29 +22,11 @@ SPEECH_WAV = Path(__file__).parent / "data" / "silero_test_6s.wav"
 WINDOW = SileroVad.WINDOW
 
 
-def silero_onnx_path() -> Path:
-    # Located without importing silero_vad: its __init__ imports torch.
-    spec = importlib.util.find_spec("silero_vad")
-    assert spec is not None, "silero-vad must be installed (pip install --no-deps silero-vad==6.2.3)"
-    return Path(spec.submodule_search_locations[0]) / "data" / "silero_vad.onnx"
-
-
 def onnx_reference_probabilities(samples: np.ndarray) -> np.ndarray:
-    """Silero's OnnxWrapper, minus torch: the last 64 samples of the previous model input are
-    put in front of each 512-sample window, state [2, 1, 128] is carried, sr is 16000."""
-    session = onnxruntime.InferenceSession(str(silero_onnx_path()), providers=["CPUExecutionProvider"])
-    audio = samples.astype(np.float32) / 32768
-    state = np.zeros((2, 1, 128), np.float32)
-    context = np.zeros((1, 64), np.float32)
-    probs = []
-    for start in range(0, len(audio) - WINDOW + 1, WINDOW):
-        model_input = np.concatenate([context, audio[None, start : start + WINDOW]], axis=1)
-        prob, state = session.run(
-            None, {"input": model_input, "state": state, "sr": np.array(16000, np.int64)}
-        )
-        context = model_input[:, -64:]
-        probs.append(float(prob[0, 0]))
-    return np.array(probs)
+    """Silero's own ONNX model, fed as its OnnxWrapper feeds it (bench/detectors.py)."""
+    path = silero_onnx_path()
+    assert path is not None, "silero-vad must be installed (pip install --no-deps silero-vad==6.2.3)"
+    return window_probabilities(OnnxSilero(path), samples)
 
 
 @pytest.fixture(scope="module")
