@@ -117,7 +117,6 @@ def test_plot_without_matplotlib_says_so(monkeypatch, tmp_path):
         plot.draw(tmp_path / "x.png", np.zeros(1024, np.int16), np.zeros(2), (0.5, 0.35), [], "x")
 
 
-@pytest.mark.skipif(importlib.util.find_spec("matplotlib") is None, reason="matplotlib not installed")
 def test_plot_command_writes_a_png(tmp_path):
     from edge import plot
 
