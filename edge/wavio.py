@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 import wave
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,6 +14,9 @@ from .errors import EdgeError
 from .resample import TARGET_RATE, resample_blocks
 
 BLOCK_FRAMES = 1 << 16
+# What the wave module raises on damaged files (RuntimeError and struct.error on chunk sizes
+# that point outside the file).
+UNREADABLE = (wave.Error, EOFError, OSError, RuntimeError, struct.error)
 
 
 @contextmanager
@@ -23,8 +27,8 @@ def _open_pcm16(path: Path):
         raise EdgeError(f"{path}: no such file") from None
     except IsADirectoryError:
         raise EdgeError(f"{path}: is a folder, expected a WAV file") from None
-    except (wave.Error, EOFError, OSError) as exc:
-        raise EdgeError(f"{path}: not a readable PCM WAV file ({exc})") from None
+    except UNREADABLE as exc:
+        raise EdgeError(f"{path}: not a readable PCM WAV file ({str(exc) or type(exc).__name__})") from None
     with wav:
         if wav.getsampwidth() != 2:
             raise EdgeError(
@@ -49,7 +53,7 @@ def iter_wav_16k(path: str | Path) -> Iterator[np.ndarray]:
             while True:
                 try:
                     raw = wav.readframes(BLOCK_FRAMES)
-                except (wave.Error, EOFError, OSError) as exc:
+                except UNREADABLE as exc:
                     raise EdgeError(f"{path}: cannot read audio data ({exc})") from None
                 if not raw:
                     return
