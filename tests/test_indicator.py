@@ -114,3 +114,28 @@ def test_led_is_on_while_a_segment_is_open_following_the_audio(factory, lesson, 
     assert [s.state for s in pin.states] == [False, True, False]
     pin.assert_states_and_times([(0.0, False), (on_at, True), (off_at - on_at, False)])
     assert len(recorder.entries) == 1
+
+
+def test_daemon_led_shows_the_usb_export_while_it_listens(factory, detector, tmp_path):
+    from conftest import LoopingSource, wait_until
+    from edge.clock import SystemClock
+    from edge.export import ExportStatePublisher, export_led_pattern
+
+    state_file = tmp_path / "export.json"
+    export = ExportStatePublisher(state_file)
+    export.publish("copying", 0, 10)
+    led = LedIndicator(PIN, heartbeat=False, pin_factory=factory)
+    recorder = make_recorder(settings_from_dict({"led": {"pin": PIN, "heartbeat": False}}), detector,
+                             tmp_path / "rec", indicator=led,
+                             extra_pattern=lambda: export_led_pattern(state_file, SystemClock().wall()))
+    stop = threading.Event()
+    thread = threading.Thread(target=recorder.run, args=(LoopingSource(np.zeros(16000, np.int16)), stop))
+    thread.start()
+    try:
+        wait_until(lambda: led._pattern is LedPattern.EXPORTING, "the export pattern")
+        export.publish("failed", 3, 10)
+        wait_until(lambda: led._pattern is LedPattern.EXPORT_FAILED, "the failed-export pattern")
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+        led.close()
