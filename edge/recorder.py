@@ -99,6 +99,7 @@ class Recorder:
     def process_file(self, source: FrameSource) -> FileSummary:
         """Run one file through the pipeline from a fresh detector state."""
         self._live = False
+        source.open()
         self._begin(source)
         summary = FileSummary(source.name)
         first_entry = len(self.entries)
@@ -135,10 +136,10 @@ class Recorder:
         self._begin(source)
         self.notifier.ready()
         self._publish(force=True)
-        if missing is not None:
-            self._recover_microphone(missing, stop)
-        last_frame = self.monotonic()
         try:
+            if missing is not None:
+                self._recover_microphone(missing, stop)
+            last_frame = self.monotonic()
             while not stop.is_set():
                 try:
                     frame = source.read(READ_TIMEOUT_S)
@@ -171,8 +172,6 @@ class Recorder:
 
     def _begin(self, source: FrameSource) -> None:
         self._source = source
-        if not self._live:
-            source.open()
         self.vad.reset()
         self._segmenter = self._new_segmenter()
         self._samples = 0
@@ -312,9 +311,10 @@ class Recorder:
         open stops the pings and gets the daemon restarted."""
         deadline = self.monotonic() + seconds
         while (left := deadline - self.monotonic()) > 0:
-            if stop.wait(min(left, self.watchdog_every or left)):
+            if stop.wait(min(left, self.watchdog_every or STATUS_EVERY_S, STATUS_EVERY_S)):
                 return True
             self._ping_watchdog()
+            self._publish()  # `edge status` must not take a long wait for a dead daemon
         return stop.is_set()
 
     def _ping_watchdog(self) -> None:

@@ -100,3 +100,17 @@ def test_edge_run_without_the_microphone_fails_in_one_line_naming_make_demo(alsa
     errors = [line for line in result.stderr.splitlines() if line.startswith("edge:")]
     assert len(errors) == 1
     assert "audio.device 'nothere' not found" in errors[0] and "make demo" in errors[0]
+
+
+def test_edge_devices_lists_rates_and_marks_the_configured_device(alsa, lesson, tmp_path, capsys):
+    from edge.cli import main
+
+    alsa.add("testmic", lesson[:16000])
+    alsa.add("classmic", lesson[:16000])
+    config = tmp_path / "edge.yaml"
+    config.write_text("audio: {device: classmic}\n")
+    assert main(["devices", "--config", str(config)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    marked = [line for line in lines if line.startswith("*")]
+    assert marked == ["* classmic  [128 ch; 16000, 44100, 48000 Hz]"]
+    assert any(line.startswith("  testmic  [") for line in lines)
