@@ -17,7 +17,6 @@ from typing import Iterator, Optional, Protocol
 import numpy as np
 
 from .config import AudioSettings
-from .errors import EdgeError
 from .logs import quiet_stderr
 from .resample import TARGET_RATE, StreamingResampler
 from .wavio import iter_wav_16k

@@ -12,34 +12,20 @@ from typing import Optional
 
 from . import __version__, doctor, export, plot, vad
 from .audio import CaptureError, MicrophoneSource, WavFileSource, describe_devices
-from .config import DEFAULT_CONFIG, Settings, device_name, load_config, resolve_data_path
+from .config import DEFAULT_CONFIG, load_config, resolve_data_path
 from .errors import EdgeError
-from .indicator import NullIndicator, make_indicator
+from .indicator import make_indicator
 from .logs import setup_logging
 from .notify import ServiceNotifier, watchdog_interval
-from .recorder import Recorder
-from .storage import SegmentWriter
-from .vad import DEFAULT_MODEL, SileroVad
+from .recorder import Recorder, make_writer
+from .vad import SileroVad, configured_model
 
 log = logging.getLogger("edge")
 
 
-def model_path(settings: Settings) -> Path:
-    return Path(settings.detector.model) if settings.detector.model else DEFAULT_MODEL
-
-
-def make_writer(settings: Settings, recordings_dir: Path, detector: SileroVad) -> SegmentWriter:
-    writer = SegmentWriter(recordings_dir, device_name(settings.storage), detector.sha256,
-                           __version__, settings.storage.fsync_interval_s)
-    recovered = writer.prepare()
-    if recovered:
-        log.warning("recovered %d interrupted segments", len(recovered))
-    return writer
-
-
 def run_command(args: argparse.Namespace) -> int:
     settings = load_config(args.config)
-    detector = SileroVad(model_path(settings))
+    detector = SileroVad(configured_model(settings.detector))
     writer = make_writer(settings, resolve_data_path(settings.storage.recordings_dir), detector)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -64,7 +50,7 @@ def run_command(args: argparse.Namespace) -> int:
 
 def process_command(args: argparse.Namespace) -> int:
     settings = load_config(args.config)
-    detector = SileroVad(model_path(settings))
+    detector = SileroVad(configured_model(settings.detector))
     writer = make_writer(settings, args.out, detector)
     recorder = Recorder(settings, detector, writer)
     for path in args.inputs:

@@ -6,9 +6,10 @@ from __future__ import annotations
 import argparse
 import os
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Callable
+
+import numpy as np
 
 from .audio import CaptureError, MicrophoneSource
 from .clock import SystemClock
@@ -16,6 +17,7 @@ from .config import DEFAULT_CONFIG, Settings, load_config, resolve_data_path
 from .errors import EdgeError
 from .status import read_status, status_age_s
 from .storage import FreeSpaceGuard
+from .vad import SileroVad, configured_model
 
 STALE_AFTER_S = 30.0
 
@@ -53,12 +55,9 @@ class CheckResult:
 
 
 def check_model(settings: Settings) -> CheckResult:
-    from .cli import model_path
-    from .vad import SileroVad
-
     try:
-        detector = SileroVad(model_path(settings))
-        detector(__import__("numpy").zeros(512, "int16"))
+        detector = SileroVad(configured_model(settings.detector))
+        detector(np.zeros(SileroVad.WINDOW, np.int16))
     except EdgeError as exc:
         return CheckResult(False, str(exc), "set detector.model to a Silero .tflite file or reinstall")
     return CheckResult(True, f"{detector.model_path.name} loads and runs")

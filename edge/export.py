@@ -28,7 +28,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Iterator, Optional, TextIO
+from typing import TYPE_CHECKING, Iterator, Optional, TextIO
 
 from .errors import EdgeError
 from .storage import (MANIFEST, fsync_dir, iter_segments, read_manifest, rewrite_manifest, safe_name,

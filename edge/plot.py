@@ -13,21 +13,18 @@ from pathlib import Path
 
 import numpy as np
 
+from .audio import WavFileSource
 from .config import DEFAULT_CONFIG, Settings, load_config, neg_threshold
 from .errors import EdgeError
+from .recorder import Recorder, make_writer
 from .storage import read_manifest
-from .vad import SileroVad, window_probabilities
+from .vad import SileroVad, configured_model, window_probabilities
 from .wavio import read_wav_16k
 
 
 def stored_segments(settings: Settings, detector: SileroVad, wav: Path) -> list[tuple[float, float]]:
     """(start_s, end_s) of the segments `edge process` stores for ``wav``, found by running
     that same pipeline into a throw-away folder."""
-    # edge.cli imports this module to register the subcommand.
-    from .audio import WavFileSource
-    from .cli import make_writer
-    from .recorder import Recorder
-
     with tempfile.TemporaryDirectory(prefix="edge-plot-") as out:
         Recorder(settings, detector, make_writer(settings, Path(out), detector)).process_file(WavFileSource(wav))
         return [(entry["start_s"], entry["end_s"]) for entry in read_manifest(Path(out) / "manifest.jsonl")]
@@ -70,9 +67,7 @@ def draw(path: Path, samples: np.ndarray, probabilities: np.ndarray, thresholds:
 
 def plot_command(args: argparse.Namespace) -> int:
     settings = load_config(args.config)
-    from .cli import model_path
-
-    detector = SileroVad(model_path(settings))
+    detector = SileroVad(configured_model(settings.detector))
     samples = read_wav_16k(args.wav)
     probabilities = window_probabilities(detector, samples)
     segments = stored_segments(settings, detector, args.wav)

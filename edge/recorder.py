@@ -11,16 +11,17 @@ import logging
 import os
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Callable, Optional
 
 import numpy as np
 
-from .audio import CaptureError, EndOfInput, FrameSource, WINDOW
+from .audio import CaptureError, EndOfInput, FrameSource
 from .clock import SystemClock
-from .config import Settings, neg_threshold
+from . import __version__
+from .config import Settings, device_name, neg_threshold
 from .indicator import Indicator, LedPattern, NullIndicator
 from .notify import ServiceNotifier
 from .segmenter import SegmentAudio, SegmentClosed, SegmentOpened, SpeechSegmenter
@@ -50,6 +51,16 @@ class FileSummary:
         found = "speech found" if self.segments else "no speech found"
         return (f"{self.source}: {found}, {self.segments} segments, "
                 f"{self.kept_s:.1f} s kept, {skipped:.1f} s skipped")
+
+
+def make_writer(settings: Settings, recordings_dir: Path, detector) -> SegmentWriter:
+    """The segment writer for ``recordings_dir``, with what a power cut left there finished."""
+    writer = SegmentWriter(recordings_dir, device_name(settings.storage), detector.sha256,
+                           __version__, settings.storage.fsync_interval_s)
+    recovered = writer.prepare()
+    if recovered:
+        log.warning("recovered %d interrupted segments", len(recovered))
+    return writer
 
 
 class Recorder:

@@ -17,7 +17,6 @@ import logging
 import os
 import re
 import struct
-import time
 from dataclasses import asdict, dataclass, field
 from contextlib import contextmanager
 from datetime import datetime, timedelta

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .config import DetectorSettings
 from .errors import EdgeError
 from .logs import quiet_stderr
 from .wavio import read_wav_16k
@@ -30,6 +31,11 @@ STATE = 128
 MODEL_INPUTS = {"audio": (1, CONTEXT + 512), "h": (1, STATE), "c": (1, STATE)}
 MODEL_OUTPUTS = {"prob": (1,), "h": (1, STATE), "c": (1, STATE)}
 INT16_SCALE = np.float32(1 / 32768)
+
+
+def configured_model(settings: DetectorSettings) -> Path:
+    """The model file the config names, or the bundled int8 model."""
+    return Path(settings.model) if settings.model else DEFAULT_MODEL
 
 
 class VadRuntimeError(EdgeError):

@@ -4,7 +4,6 @@ listening, says so (STATUS, status file, log, LED) and resumes when it can write
 from __future__ import annotations
 
 import errno
-import json
 import os
 import socket
 import subprocess
