@@ -57,7 +57,13 @@ def make_writer(settings: Settings, recordings_dir: Path, detector) -> SegmentWr
     """The segment writer for ``recordings_dir``, with what a power cut left there finished."""
     writer = SegmentWriter(recordings_dir, device_name(settings.storage), detector.sha256,
                            __version__, settings.storage.fsync_interval_s)
-    recovered = writer.prepare()
+    try:
+        recovered = writer.prepare()
+    except OSError as exc:
+        # A read-only or failing card must not become a crash loop: the recorder starts,
+        # listens, reports the card, and finishes the repair once it can write again.
+        log.warning("%s: cannot finish interrupted segments now (%s)", recordings_dir, exc.strerror)
+        return writer
     if recovered:
         log.warning("recovered %d interrupted segments", len(recovered))
     return writer

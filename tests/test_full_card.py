@@ -179,3 +179,22 @@ def test_delete_oldest_makes_room_and_keeps_recording(tmp_path, card, lesson, de
         running.finish()
     entries = assert_card_consistent(card / "rec")
     assert first["file"] not in {e["file"] for e in entries}
+
+
+def test_read_only_card_at_start_is_reported_not_a_crash(tmp_path, card, lesson, detector, caplog):
+    from edge.recorder import make_writer
+    from edge.storage import SegmentStart
+
+    root = card / "rec"
+    writer = make_writer(settings_from_dict({}), root, detector)
+    writer.open(SegmentStart("mic:x", 0.0, "2026-11-24T09:00:00+00:00", 1.0, "b", False))
+    writer.append(lesson[:16000])
+    writer._file.close()  # the power went here: the kernel has what was written
+    subprocess.run(["mount", "-o", "remount,ro", str(card)], check=True)
+    try:
+        writer = make_writer(settings_from_dict({}), root, detector)
+        assert "cannot finish interrupted segments now (Read-only file system)" in caplog.text
+    finally:
+        subprocess.run(["mount", "-o", "remount,rw", str(card)], check=True)
+    assert len(writer.recover()) == 1  # what the recorder does once the card takes writes
+    assert_card_consistent(root)
