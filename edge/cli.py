@@ -12,7 +12,7 @@ from typing import Optional
 
 from . import __version__, doctor, export, plot, vad
 from .audio import CaptureError, MicrophoneSource, WavFileSource, describe_devices
-from .config import DEFAULT_CONFIG, load_config, resolve_data_path
+from .config import add_config_argument, load_config, resolve_data_path
 from .errors import EdgeError
 from .indicator import make_indicator
 from .logs import setup_logging
@@ -72,8 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        p.add_argument("--config", type=Path, default=None,
-                       help=f"YAML settings (default: {DEFAULT_CONFIG})")
+        add_config_argument(p)
         return p
 
     run = with_config(sub.add_parser("run", help="listen to the microphone and store the speech"))

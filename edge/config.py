@@ -21,6 +21,9 @@ from .errors import EdgeError
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = PACKAGE_ROOT / "config" / "edge.yaml"
+# Where `make install` puts the service's config: every command reads it when it exists, so
+# `edge status` or `edge export` on the Pi need no --config.
+SYSTEM_CONFIG = Path("/etc/edge-recorder/edge.yaml")
 
 
 def bounded(low: float | None = None, high: float | None = None) -> dict:
@@ -101,7 +104,14 @@ class ServiceSettings:
     """Where the daemon publishes its state for `edge status`; relative like recordings_dir."""
 
 
-from .export import ExportSettings  # noqa: E402  (export imports config lazily)
+@dataclass(frozen=True)
+class ExportSettings:
+    usb_label: str = "EDGE-EXPORT"
+    """Filesystem label of a USB stick that triggers the automatic export when plugged in."""
+    auto: bool = False
+    """Export to a stick labelled usb_label as soon as it is plugged in (the installer adds a udev rule and a systemd unit)."""
+    move: bool = False
+    """On automatic exports, delete recordings from the card once their copy on the stick is verified."""
 
 
 @dataclass(frozen=True)
@@ -115,9 +125,18 @@ class Settings:
     export: ExportSettings = ExportSettings()
 
 
+def default_config_path() -> Path:
+    return SYSTEM_CONFIG if SYSTEM_CONFIG.exists() else DEFAULT_CONFIG
+
+
+def add_config_argument(parser) -> None:
+    parser.add_argument("--config", type=Path, default=None, metavar="FILE",
+                        help=f"YAML settings (default: {SYSTEM_CONFIG} when installed, else {DEFAULT_CONFIG})")
+
+
 def load_config(path: str | Path | None = None) -> Settings:
-    """Read a YAML config; a missing section or key keeps its default."""
-    path = Path(path) if path is not None else DEFAULT_CONFIG
+    """Read a YAML config (see default_config_path); a missing section or key keeps its default."""
+    path = Path(path) if path is not None else default_config_path()
     try:
         text = path.read_text()
     except FileNotFoundError:

@@ -13,7 +13,7 @@ import numpy as np
 
 from .audio import CaptureError, MicrophoneSource
 from .clock import SystemClock
-from .config import DEFAULT_CONFIG, Settings, load_config, resolve_data_path
+from .config import Settings, add_config_argument, default_config_path, load_config, resolve_data_path
 from .errors import EdgeError
 from .status import read_status, status_age_s
 from .storage import FreeSpaceGuard
@@ -25,7 +25,10 @@ STALE_AFTER_S = 30.0
 def status_command(args: argparse.Namespace) -> int:
     settings = load_config(args.config)
     path = resolve_data_path(settings.service.status_file)
-    status = read_status(path)
+    try:
+        status = read_status(path)
+    except PermissionError:
+        raise EdgeError(f"{path}: permission denied (the recorder's files are private: sudo edge status)") from None
     if status is None:
         raise EdgeError(f"{path}: no status published; is the recorder running? "
                         "(systemctl status edge-recorder)")
@@ -122,7 +125,7 @@ CHECKS: dict[str, Callable[[Settings], CheckResult]] = {
 
 def doctor_command(args: argparse.Namespace) -> int:
     settings = load_config(args.config)
-    print(f"OK   config: {args.config or DEFAULT_CONFIG}")
+    print(f"OK   config: {args.config or default_config_path()}")
     failed = 0
     for name, check in CHECKS.items():
         result = check(settings)
@@ -137,6 +140,5 @@ def add_command(subparsers) -> None:
         ("doctor", doctor_command, "check microphone, model, GPIO, storage and clock"),
     ):
         parser = subparsers.add_parser(name, help=text)
-        parser.add_argument("--config", type=Path, default=None,
-                            help=f"YAML settings (default: {DEFAULT_CONFIG})")
+        add_config_argument(parser)
         parser.set_defaults(func=func)

@@ -28,18 +28,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator, Optional, TextIO
+from typing import Iterator, Optional, TextIO
 
+from .config import Settings, add_config_argument, device_name, load_config, resolve_data_path
 from .errors import EdgeError
+from .indicator import LedPattern
 from .storage import (MANIFEST, fsync_dir, iter_segments, read_manifest, rewrite_manifest, safe_name,
                       write_json_atomically, write_lines_atomically)
-
-if TYPE_CHECKING:
-    from .config import Settings
-    from .indicator import LedPattern
-
-# edge.config imports ExportSettings from this module, and edge.indicator imports edge.config,
-# so both are imported where they are used: a module-level import would be circular.
 
 SUMS = "SHA256SUMS"
 EXPORTING_SUFFIX = ".exporting"
@@ -50,16 +45,6 @@ RESULT_SHOWN_S = 300
 """How long the LED shows that an export finished or failed, in seconds."""
 STATE_UPDATE_INTERVAL_S = 10
 """Least time between two writes of the state file while copying (it is on the SD card)."""
-
-
-@dataclass(frozen=True)
-class ExportSettings:
-    usb_label: str = "EDGE-EXPORT"
-    """Filesystem label of a USB stick that triggers the automatic export when plugged in."""
-    auto: bool = False
-    """Export to a stick labelled usb_label as soon as it is plugged in (the installer adds a udev rule and a systemd unit)."""
-    move: bool = False
-    """On automatic exports, delete recordings from the card once their copy on the stick is verified."""
 
 
 @dataclass
@@ -418,21 +403,17 @@ def hash_from_medium(path: Path) -> str:
     return digest.hexdigest()
 
 
-def export_state_file(settings: "Settings") -> Path:
+def export_state_file(settings: Settings) -> Path:
     """Where the export publishes its state: beside the daemon's status file."""
-    from .config import resolve_data_path
-
     return resolve_data_path(settings.service.status_file).with_name("export.json")
 
 
-def export_led_pattern(path: Path, now: datetime) -> Optional["LedPattern"]:
+def export_led_pattern(path: Path, now: datetime) -> Optional[LedPattern]:
     """The LED pattern the daemon should show for the export, or None when there is none.
 
     ``now`` is an aware datetime. An export that stopped publishing for a minute has died,
     so its "copying" no longer counts; a finished one is shown for five minutes.
     """
-    from .indicator import LedPattern
-
     try:
         state = json.loads(Path(path).read_text())
         age = (now - datetime.fromisoformat(state["updated"])).total_seconds()
@@ -462,19 +443,17 @@ def add_command(subparsers) -> None:
     export.add_argument("--auto", action="store_true",
                         help="started by the USB stick's udev rule: does nothing unless export.auto is "
                              "true; export.move decides whether originals are deleted")
-    export.add_argument("--config", type=Path, default=None, help="YAML settings file")
+    add_config_argument(export)
     export.set_defaults(func=run_export_command)
 
     listing = subparsers.add_parser("list", help="list the recorded segments",
                                     description="Show the segments on the card: a table, or CSV for a spreadsheet.")
     listing.add_argument("--csv", action="store_true", help="comma-separated values on stdout")
-    listing.add_argument("--config", type=Path, default=None, help="YAML settings file")
+    add_config_argument(listing)
     listing.set_defaults(func=run_list_command)
 
 
 def run_export_command(args: argparse.Namespace) -> int:
-    from .config import device_name, load_config, resolve_data_path
-
     settings = load_config(args.config)
     move = args.move
     if args.auto:
@@ -500,8 +479,6 @@ LIST_COLUMNS = ("file", "start", "duration_s", "prob_mean", "prob_max", "recover
 
 
 def run_list_command(args: argparse.Namespace) -> int:
-    from .config import load_config, resolve_data_path
-
     settings = load_config(args.config)
     entries = iter_segments(resolve_data_path(settings.storage.recordings_dir))
     rows = [_list_row(entry) for entry in entries]

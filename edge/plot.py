@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .audio import WavFileSource
-from .config import DEFAULT_CONFIG, Settings, load_config, neg_threshold
+from .config import Settings, add_config_argument, load_config, neg_threshold
 from .errors import EdgeError
 from .recorder import Recorder, make_writer
 from .storage import read_manifest
@@ -86,5 +86,5 @@ def add_command(subparsers: argparse._SubParsersAction) -> None:
                     "`edge process` would store.")
     parser.add_argument("wav", type=Path, metavar="IN.wav")
     parser.add_argument("--out", type=Path, required=True, metavar="F.png", help="image to write")
-    parser.add_argument("--config", type=Path, default=None, help=f"YAML settings (default: {DEFAULT_CONFIG})")
+    add_config_argument(parser)
     parser.set_defaults(func=plot_command)

@@ -92,7 +92,13 @@ install_venv() {
 }
 
 install_config() {
-    local default="$OPT/src/config/edge.yaml" config="$CONFIG_DIR/edge.yaml"
+    local default config="$CONFIG_DIR/edge.yaml"
+    default=$(mktemp)
+    # The bundled default with the service's data paths written out, so that `edge status`
+    # or `edge export` run from a shell (no $STATE_DIRECTORY there) find the same files.
+    sed -e 's#^  recordings_dir: recordings #  recordings_dir: /var/lib/edge-recorder/recordings #' \
+        -e 's#^  status_file: status.json #  status_file: /var/lib/edge-recorder/status.json #' \
+        "$OPT/src/config/edge.yaml" >"$default"
     mkdir -p "$CONFIG_DIR"
     if [ ! -e "$config" ]; then
         install -m 0640 "$default" "$config"
@@ -103,6 +109,7 @@ install_config() {
         install -m 0640 "$default" "$config.dist"
         say "kept your $config; the new default is beside it as edge.yaml.dist"
     fi
+    rm -f "$default"
     # Readable by the service, writable only by root.
     if live_system; then
         chgrp "$SERVICE_USER" "$CONFIG_DIR" "$CONFIG_DIR"/edge.yaml*

@@ -23,7 +23,8 @@ import pytest
 
 from edge import config
 from edge.cli import main
-from edge.export import ExportSettings, SegmentExporter, export_led_pattern
+from edge.config import ExportSettings
+from edge.export import SegmentExporter, export_led_pattern
 from edge.indicator import LedPattern
 from edge.storage import SegmentEnd, SegmentStart, SegmentWriter, read_manifest
 

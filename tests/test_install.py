@@ -87,6 +87,18 @@ def test_install_lays_out_the_service_and_twice_changes_nothing(checkout, root):
     assert state.is_dir() and stat.S_IMODE(state.stat().st_mode) == 0o700
 
 
+def test_installed_config_names_the_service_data_paths(checkout, root):
+    # `edge status` from a shell has no $STATE_DIRECTORY: the paths must be written out.
+    from edge.config import load_config
+
+    shutil.copy2(REPO / "config/edge.yaml", checkout / "config/edge.yaml")
+    run(checkout / "systemd" / "install.sh", root)
+    settings = load_config(root / "etc/edge-recorder/edge.yaml")
+    assert settings.storage.recordings_dir == "/var/lib/edge-recorder/recordings"
+    assert settings.service.status_file == "/var/lib/edge-recorder/status.json"
+    assert settings.audio == load_config(REPO / "config/edge.yaml").audio
+
+
 def test_an_edited_config_is_kept_and_the_new_default_goes_beside_it(checkout, root):
     run(checkout / "systemd" / "install.sh", root)
     config = root / "etc/edge-recorder/edge.yaml"
