@@ -89,6 +89,9 @@ install_venv() {
     # The service cannot write __pycache__ (ProtectSystem=strict): compile once now.
     "$venv/bin/python" -m compileall -q "$OPT/src/edge"
     [ -x "$venv/bin/edge" ] || die "$venv/bin/edge was not created"
+    # `edge status`, `edge export` and the rest from any shell.
+    mkdir -p "$ROOT/usr/local/bin"
+    ln -sfn /opt/edge-recorder/venv/bin/edge "$ROOT/usr/local/bin/edge"
 }
 
 install_config() {

@@ -33,7 +33,7 @@ if live_system; then
     fi
 fi
 
-rm -f "$UNIT_FILE" "$UDEV_RULE" "$EXPORT_RULE" "$EXPORT_UNIT"
+rm -f "$UNIT_FILE" "$UDEV_RULE" "$EXPORT_RULE" "$EXPORT_UNIT" "$ROOT/usr/local/bin/edge"
 rm -rf "$ROOT/opt/edge-recorder" "$ROOT/etc/edge-recorder"
 
 if live_system; then
