@@ -28,6 +28,14 @@ def read_labels(path: Path) -> list[tuple[float, float]]:
         return [(float(r["start_s"]), float(r["end_s"])) for r in csv.DictReader(f) if r["label"] == "1"]
 
 
+@pytest.fixture(autouse=True)
+def no_installed_config(monkeypatch, tmp_path):
+    """Tests mean the bundled defaults, even on a machine where the service is installed."""
+    import edge.config
+
+    monkeypatch.setattr(edge.config, "SYSTEM_CONFIG", tmp_path / "not-installed" / "edge.yaml")
+
+
 @pytest.fixture(scope="session")
 def lesson() -> np.ndarray:
     return read_wav_16k(LESSON_WAV)
