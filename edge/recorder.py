@@ -246,6 +246,8 @@ class Recorder:
         self.status.segments_today += 1
         self.status.last_speech = entry["end"]
         log.info("stored %s (%.1f s)", entry["file"], entry["duration_s"])
+        if self._live:
+            self._publish(force=True)
 
     def _segment_start(self, start_sample: int) -> SegmentStart:
         if self._live:
