@@ -114,3 +114,21 @@ def test_edge_devices_lists_rates_and_marks_the_configured_device(alsa, lesson, 
     marked = [line for line in lines if line.startswith("*")]
     assert marked == ["* classmic  [128 ch; 16000, 44100, 48000 Hz]"]
     assert any(line.startswith("  testmic  [") for line in lines)
+
+
+def test_device_names_from_the_config_find_portaudio_devices(monkeypatch):
+    from edge.audio import InputDevice, pick_device
+
+    devices = [InputDevice(0, "default", 128, 44100, (16000, 44100, 48000)),
+               InputDevice(3, "USB PnP Sound Device: Audio (hw:1,0)", 1, 48000, (48000,)),
+               InputDevice(4, "bcm2835 Headphones: - (hw:0,0)", 2, 44100, (44100,))]
+    real_readlink = __import__("os").readlink
+    # /proc/asound/<card id> links to the card's number: what ALSA does on the Pi.
+    monkeypatch.setattr("os.readlink", lambda p: "card1" if p == "/proc/asound/Device" else real_readlink(p))
+    assert pick_device(devices, "default").index == 0
+    assert pick_device(devices, "plughw:CARD=Device,DEV=0").index == 3
+    assert pick_device(devices, "hw:1,0").index == 3
+    assert pick_device(devices, "plughw:0").index == 4
+    assert pick_device(devices, "usb pnp").index == 3
+    assert pick_device(devices, "plughw:CARD=Other,DEV=0") is None
+    assert pick_device(devices, "webcam") is None
