@@ -227,8 +227,7 @@ class Recorder:
     def _open_segment(self, start_sample: int, audio: np.ndarray) -> None:
         if self._disk_full:
             return
-        if not self.guard.has_room():
-            self._storage_lost(f"less than {self.guard.min_free_mb} MB free on the card")
+        if not self._room_left():
             return
         self.writer.open(self._segment_start(start_sample))
         self._gaps = []
@@ -281,6 +280,13 @@ class Recorder:
                 pass  # recover() finishes the .part once the card takes writes again
         self._show()
         self._publish(force=True)
+
+    def _room_left(self) -> bool:
+        """Whether the card is above its free-space floor; below it, storing stops."""
+        if self.guard.has_room():
+            return True
+        self._storage_lost(f"less than {self.guard.min_free_mb} MB free on the card")
+        return False
 
     def _retry_storage(self) -> None:
         self._last_storage_retry = self.monotonic()
@@ -370,8 +376,8 @@ class Recorder:
         now = self.monotonic()
         if now - self._last_space_check >= SPACE_CHECK_S:
             self._last_space_check = now
-            if self.writer.is_open and not self.guard.has_room():
-                self._storage_lost(f"less than {self.guard.min_free_mb} MB free on the card")
+            if self.writer.is_open:
+                self._room_left()
             extra = self.extra_pattern()
             if extra is not self._extra:
                 self._extra = extra

@@ -61,13 +61,7 @@ def fsync_dir(path: Path) -> None:
 
 
 def write_json_atomically(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(data, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
+    write_lines_atomically(path, [json.dumps(data)])
 
 
 def read_manifest(path: Path) -> list[dict]:
