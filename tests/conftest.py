@@ -7,13 +7,13 @@ as they open a USB microphone, and it delivers the file's bytes unchanged.
 
 from __future__ import annotations
 
-import csv
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from bench.labels import read_speech_intervals
 from edge.audio import EndOfInput
 from edge.wavio import read_wav_16k
 
@@ -21,11 +21,6 @@ DATA = Path(__file__).parent / "data"
 LESSON_WAV = DATA / "lesson_15s.wav"
 RATE = 16000
 WINDOW = 512
-
-
-def read_labels(path: Path) -> list[tuple[float, float]]:
-    with open(path) as f:
-        return [(float(r["start_s"]), float(r["end_s"])) for r in csv.DictReader(f) if r["label"] == "1"]
 
 
 @pytest.fixture(autouse=True)
@@ -43,7 +38,7 @@ def lesson() -> np.ndarray:
 
 @pytest.fixture(scope="session")
 def lesson_speech() -> list[tuple[float, float]]:
-    return read_labels(DATA / "lesson_15s.csv")
+    return read_speech_intervals(DATA / "lesson_15s.csv")
 
 
 class AlsaDevices:
@@ -108,28 +103,33 @@ class StopAfter:
 
 
 class PacedSource:
-    """Frames of ``samples`` handed out at the pace a microphone would deliver them, so
-    that times seen by the LED follow the audio timeline."""
+    """Frames of ``samples`` handed out at ``speed`` times the pace a microphone would deliver
+    them (so that times seen by the LED follow the audio timeline), once or, with ``loop``,
+    over and over like a room where someone keeps talking; counts the frames delivered."""
 
-    name = "paced"
+    name = "mic:paced"
     overflows = 0
     dropped_frames = 0
 
-    def __init__(self, samples: np.ndarray):
+    def __init__(self, samples: np.ndarray, speed: float = 1.0, loop: bool = False):
         self.frames = [samples[i:i + WINDOW] for i in range(0, len(samples) - WINDOW + 1, WINDOW)]
-        self.next = 0
+        self.period = WINDOW / RATE / speed
+        self.loop = loop
+        self.delivered = 0
         self.start = None
 
     def open(self):
         self.start = time.monotonic()
+        self.delivered = 0
 
     def read(self, timeout):
-        if self.next >= len(self.frames):
+        if not self.loop and self.delivered >= len(self.frames):
             raise EndOfInput
-        due = self.start + (self.next + 1) * WINDOW / RATE
+        due = self.start + (self.delivered + 1) * self.period
         time.sleep(max(0.0, due - time.monotonic()))  # the audio clock, not synchronisation
-        self.next += 1
-        return self.frames[self.next - 1]
+        frame = self.frames[self.delivered % len(self.frames)]
+        self.delivered += 1
+        return frame
 
     def close(self):
         pass
@@ -170,32 +170,3 @@ def wait_until(condition, what: str, timeout: float = 20.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.01)
-
-
-class LoopingSource:
-    """The lesson clip over and over at ``speed`` times real time, like a microphone in a
-    room where someone keeps talking; counts the frames it delivered."""
-
-    name = "mic:loop"
-    overflows = 0
-    dropped_frames = 0
-
-    def __init__(self, samples: np.ndarray, speed: float = 20.0):
-        self.frames = [samples[i:i + WINDOW] for i in range(0, len(samples) - WINDOW + 1, WINDOW)]
-        self.period = WINDOW / RATE / speed
-        self.delivered = 0
-        self.start = None
-
-    def open(self):
-        self.start = time.monotonic()
-        self.delivered = 0
-
-    def read(self, timeout):
-        due = self.start + (self.delivered + 1) * self.period
-        time.sleep(max(0.0, due - time.monotonic()))  # the (fast) audio clock
-        frame = self.frames[self.delivered % len(self.frames)]
-        self.delivered += 1
-        return frame
-
-    def close(self):
-        pass

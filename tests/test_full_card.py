@@ -13,7 +13,7 @@ import pytest
 from gpiozero.pins.mock import MockFactory
 
 from cardcheck import assert_card_consistent
-from conftest import LoopingSource, make_recorder, wait_until
+from conftest import PacedSource, make_recorder, wait_until
 from edge.config import settings_from_dict
 from edge.indicator import LedIndicator, LedPattern
 from edge.notify import ServiceNotifier
@@ -60,7 +60,7 @@ class RunningRecorder:
                                       notifier=ServiceNotifier(str(tmp_path / "notify.sock")),
                                       status_path=self.status_path)
         self.recorder.storage_retry_s = 0.2
-        self.source = LoopingSource(lesson)
+        self.source = PacedSource(lesson, speed=20, loop=True)
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self.recorder.run, args=(self.source, self.stop))
         self.thread.start()

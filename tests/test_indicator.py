@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from gpiozero.pins.mock import MockFactory
 
-from conftest import PacedSource, make_recorder
+from conftest import PacedSource, make_recorder, wait_until
 from edge.config import LedSettings, neg_threshold, settings_from_dict
 from edge.indicator import LedIndicator, LedPattern, NullIndicator, make_indicator
 from edge.segmenter import SegmentClosed, SegmentOpened, SpeechSegmenter
@@ -117,7 +117,6 @@ def test_led_is_on_while_a_segment_is_open_following_the_audio(factory, lesson, 
 
 
 def test_daemon_led_shows_the_usb_export_while_it_listens(factory, detector, tmp_path):
-    from conftest import LoopingSource, wait_until
     from edge.clock import SystemClock
     from edge.export import ExportStatePublisher, export_led_pattern
 
@@ -129,7 +128,8 @@ def test_daemon_led_shows_the_usb_export_while_it_listens(factory, detector, tmp
                              tmp_path / "rec", indicator=led,
                              extra_pattern=lambda: export_led_pattern(state_file, SystemClock().wall()))
     stop = threading.Event()
-    thread = threading.Thread(target=recorder.run, args=(LoopingSource(np.zeros(16000, np.int16)), stop))
+    silence = PacedSource(np.zeros(16000, np.int16), speed=20, loop=True)
+    thread = threading.Thread(target=recorder.run, args=(silence, stop))
     thread.start()
     try:
         wait_until(lambda: led._pattern is LedPattern.EXPORTING, "the export pattern")

@@ -7,7 +7,7 @@ import re
 import threading
 from datetime import datetime, timedelta
 
-from conftest import LoopingSource, StopAfter, make_recorder
+from conftest import PacedSource, StopAfter, make_recorder
 from edge.cli import main
 from edge.config import load_config
 
@@ -25,7 +25,7 @@ def test_status_shows_what_the_recorder_published(tmp_path, lesson, detector, ca
     settings = load_config(config)
     recorder = make_recorder(settings, detector, tmp_path / "rec", status_path=tmp_path / "status.json")
     stop = threading.Event()
-    recorder.run(StopAfter(LoopingSource(lesson, speed=1000), 2 * len(lesson) // 512, stop), stop)
+    recorder.run(StopAfter(PacedSource(lesson, speed=1000, loop=True), 2 * len(lesson) // 512, stop), stop)
     capsys.readouterr()
 
     assert main(["status", "--config", str(config)]) == 0

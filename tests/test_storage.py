@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import edge.storage as storage
+from cardcheck import header_agrees_with_data
 from edge.storage import (MANIFEST, SegmentEnd, SegmentStart, SegmentWriter, file_sha256,
                           read_manifest)
 
@@ -34,12 +35,6 @@ def wav_samples(path):
     with wave.open(str(path)) as wav:
         assert (wav.getnchannels(), wav.getsampwidth(), wav.getframerate()) == (1, 2, 16000)
         return np.frombuffer(wav.readframes(wav.getnframes()), "<i2")
-
-
-def header_agrees_with_data(path) -> bool:
-    data = path.read_bytes()
-    return (int.from_bytes(data[4:8], "little") == len(data) - 8
-            and int.from_bytes(data[40:44], "little") == len(data) - 44)
 
 
 def test_segment_is_a_wav_listed_once_with_its_facts(tmp_path):
