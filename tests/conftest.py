@@ -7,6 +7,7 @@ as they open a USB microphone, and it delivers the file's bytes unchanged.
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -56,6 +57,15 @@ class AlsaDevices:
         self.pcms[name] = raw
         self._write()
         return raw
+
+    def add_fifo(self, name: str) -> Path:
+        """A capture PCM reading a FIFO: audio arrives only as a feeder writes it, and a
+        feeder that stops writing (but keeps the FIFO open) stalls the capture in read()."""
+        fifo = self.folder / f"{name}.fifo"
+        os.mkfifo(fifo)
+        self.pcms[name] = fifo
+        self._write()
+        return fifo
 
     def _write(self) -> None:
         # `pcm.default` must exist or PortAudio's device enumeration asserts.
