@@ -136,4 +136,5 @@ def test_stalled_capture_is_reopened_recovers_and_stops_promptly(alsa, tmp_path)
         daemon.close()
     entries = assert_card_consistent(recordings)
     gaps = [e["mic_gaps"] for e in entries if e["mic_gaps"]]
-    assert gaps and all(gap["start"] < gap["end"] for gap in gaps[0])
+    # One stall is one outage, however many reopens it took.
+    assert len(gaps) == 1 and len(gaps[0]) == 1 and gaps[0][0]["start"] < gaps[0][0]["end"]
