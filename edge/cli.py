@@ -58,6 +58,13 @@ def process_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def led_off_command(args: argparse.Namespace) -> int:
+    """What the service runs after the daemon ended, however it ended (ExecStopPost=)."""
+    settings = load_config(args.config)
+    make_indicator(settings.led).close()  # made with the LED off; closing releases the pin
+    return 0
+
+
 def devices_command(args: argparse.Namespace) -> int:
     settings = load_config(args.config)
     for line in describe_devices(settings.audio):
@@ -87,6 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     devices = with_config(sub.add_parser("devices", help="list capture devices and their rates"))
     devices.set_defaults(func=devices_command)
+
+    led_off = with_config(sub.add_parser(
+        "led-off", help="switch the LED off: dark means the recorder is not running"))
+    led_off.set_defaults(func=led_off_command)
 
     for module in (vad, doctor, export, plot):
         module.add_command(sub)
