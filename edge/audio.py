@@ -18,7 +18,7 @@ from typing import Iterator, Optional, Protocol
 
 import numpy as np
 
-from .capture import HEADER, InputDevice, list_input_devices, pick_device
+from .capture import HEADER, list_input_devices, pick_device
 from .config import AudioSettings
 from .logs import quiet_stderr
 from .resample import TARGET_RATE, StreamingResampler

@@ -15,7 +15,7 @@ from .audio import CaptureError, MicrophoneSource
 from .clock import SystemClock
 from .config import Settings, add_config_argument, default_config_path, load_config, resolve_data_path
 from .errors import EdgeError
-from .status import read_status, status_age_s
+from .status import RecorderState, is_recorder_process, read_status, status_age_s
 from .storage import FreeSpaceGuard
 from .vad import SileroVad, configured_model
 
@@ -32,10 +32,9 @@ def status_command(args: argparse.Namespace) -> int:
     if status is None:
         raise EdgeError(f"{path}: no status published; is the recorder running? "
                         "(systemctl status edge-recorder)")
-    age = status_age_s(status, SystemClock().wall())
-    running = "running" if age < STALE_AFTER_S else f"NOT RUNNING? last update {age:.0f} s ago"
+    running, line = daemon_state(status, SystemClock().wall())
     free = status.get("free_mb")
-    print(f"recorder:       {running} (pid {status['pid']})")
+    print(f"recorder:       {line}")
     print(f"state:          {status['state']} since {status['since']}")
     print(f"last speech:    {status['last_speech'] or 'none yet'}")
     print(f"segments today: {status['segments_today']}")
@@ -43,7 +42,27 @@ def status_command(args: argparse.Namespace) -> int:
     print(f"audio lost:     {status['overflows']} overflows, {status['dropped_frames']} dropped frames")
     for error in status["errors"] or ["none"]:
         print(f"recent problem: {error}")
-    return 0 if age < STALE_AFTER_S else 1
+    return 0 if running else 1
+
+
+def daemon_state(status: dict, now) -> tuple[bool, str]:
+    """Whether the daemon that published ``status`` runs, and the line that says so.
+
+    Its process must be alive and be `edge run` (the file outlives the daemon, and its pid
+    may be reused); a live daemon whose status stopped changing is hung."""
+    pid = status["pid"]
+    alive = is_recorder_process(pid)
+    age = status_age_s(status, now)
+    if alive is None:  # this user cannot see the process: the file's age is all there is
+        alive = age < STALE_AFTER_S
+    if not alive:
+        since = status["since"] if status["state"] == RecorderState.STOPPED.value else status["updated"]
+        errors = status["errors"]
+        last = f"; last error: {errors[-1]}" if errors else ""
+        return False, f"not running since {since} (was pid {pid}{last})"
+    if age >= STALE_AFTER_S:
+        return False, f"NOT RESPONDING (pid {pid}): last update {age:.0f} s ago"
+    return True, f"running (pid {pid})"
 
 
 @dataclass(frozen=True)

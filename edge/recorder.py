@@ -163,12 +163,16 @@ class Recorder:
                 if frame is not None:
                     self._frame(frame)
                 self._housekeeping()
+        except Exception as exc:
+            self.publisher.warn(f"stopped by an error: {exc!r}")  # for `edge status`; the log has the rest
+            raise
         finally:
             self.notifier.stopping()
             self._store(self._segmenter.flush())
             source.close()
             self._show()
-            self._publish(force=True)
+            # The last word: `edge status` tells a stopped daemon from a hung one.
+            self.publisher.publish(RecorderState.STOPPED.value, source, force=True)
 
     # -- frames and events ----------------------------------------------------------------
 

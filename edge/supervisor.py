@@ -19,7 +19,7 @@ import numpy as np
 from .audio import CaptureError, FrameSource
 from .config import AudioSettings
 from .notify import ServiceNotifier
-from .status import RecorderState, RecorderStatus, publish_status
+from .status import RecorderStatus, publish_status
 from .storage import FreeSpaceGuard, SegmentWriter
 
 log = logging.getLogger(__name__)

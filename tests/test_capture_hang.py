@@ -8,17 +8,13 @@ record again once audio returns, and stop promptly while the capture is stuck.
 
 from __future__ import annotations
 
-import os
 import signal
-import socket
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 from cardcheck import assert_card_consistent
-from conftest import LESSON_WAV, RATE, wait_until
+from conftest import LESSON_WAV, RATE, Daemon, wait_until
 from edge.config import load_config
 from edge.status import read_status
 from edge.storage import MANIFEST, read_manifest
@@ -40,48 +36,6 @@ while True:
     n += 1
     time.sleep(max(0.0, start + n * period - time.monotonic()))
 """
-
-
-class Daemon:
-    """`edge run` as systemd runs it: notify socket, watchdog, log lines collected."""
-
-    def __init__(self, tmp_path: Path, config: Path):
-        self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.notify.bind(str(tmp_path / "notify.sock"))
-        self.messages: list[bytes] = []
-        env = {**os.environ, "NOTIFY_SOCKET": str(tmp_path / "notify.sock"), "WATCHDOG_USEC": "1000000"}
-        self.process = subprocess.Popen([sys.executable, "-m", "edge", "run", "--config", str(config)],
-                                        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        self.log: list[str] = []
-        self._reader = threading.Thread(target=self._read_log, daemon=True)
-        self._reader.start()
-        threading.Thread(target=self._read_notify, daemon=True).start()
-
-    def _read_log(self):
-        for line in self.process.stderr:
-            self.log.append(line.rstrip("\n"))
-
-    def _read_notify(self):
-        while True:
-            try:
-                self.messages.append(self.notify.recv(4096))
-            except OSError:
-                return
-
-    def logged(self, text: str) -> int:
-        return sum(text in line for line in list(self.log))
-
-    def capture_processes(self) -> set[int]:
-        children = set()
-        for task in Path(f"/proc/{self.process.pid}/task").iterdir():
-            children.update(int(pid) for pid in (task / "children").read_text().split())
-        return {pid for pid in children if b"edge.capture" in Path(f"/proc/{pid}/cmdline").read_bytes()}
-
-    def close(self):
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-        self.notify.close()
 
 
 def test_stalled_capture_is_reopened_recovers_and_stops_promptly(alsa, tmp_path):
