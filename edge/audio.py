@@ -130,9 +130,12 @@ class MicrophoneSource:
         params = {"device": self.settings.device, "capture_rate": self.settings.capture_rate,
                   "parent": os.getpid()}
         self._failure = None
-        self._process = subprocess.Popen(
-            [sys.executable, "-m", "edge.capture", json.dumps(params)],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
+        try:
+            self._process = subprocess.Popen(
+                [sys.executable, "-m", "edge.capture", json.dumps(params)],
+                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
+        except OSError as exc:
+            raise CaptureError(f"cannot start the capture process {sys.executable}: {exc.strerror}") from None
         opened: queue.Queue = queue.Queue()
         self._queue = queue.Queue()  # sized once the rate is known; nothing arrives before
         self._drain = threading.Thread(target=self._forward, args=(self._process.stdout, opened),

@@ -13,7 +13,7 @@ from typing import Optional
 from . import __version__, doctor, export, plot, vad
 from .audio import CaptureError, MicrophoneSource, WavFileSource, describe_devices
 from .config import add_config_argument, load_config, resolve_data_path
-from .errors import EdgeError
+from .errors import EdgeError, permission_denied
 from .indicator import make_indicator
 from .logs import setup_logging
 from .notify import ServiceNotifier, watchdog_interval
@@ -111,6 +111,10 @@ def main(argv: Optional[list] = None) -> int:
         return args.func(args)
     except EdgeError as exc:
         print(f"edge: {exc}", file=sys.stderr)
+        return 2
+    except PermissionError as exc:
+        # Files of the service (recordings, status) read by a user who may not read them.
+        print(f"edge: {permission_denied(exc.filename)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -14,7 +14,7 @@ import numpy as np
 from .audio import CaptureError, MicrophoneSource
 from .clock import SystemClock
 from .config import Settings, add_config_argument, default_config_path, load_config, resolve_data_path
-from .errors import EdgeError
+from .errors import EdgeError, permission_denied
 from .status import RecorderState, is_recorder_process, read_status, status_age_s
 from .storage import FreeSpaceGuard
 from .vad import SileroVad, configured_model
@@ -25,10 +25,7 @@ STALE_AFTER_S = 30.0
 def status_command(args: argparse.Namespace) -> int:
     settings = load_config(args.config)
     path = resolve_data_path(settings.service.status_file)
-    try:
-        status = read_status(path)
-    except PermissionError:
-        raise EdgeError(f"{path}: permission denied (the recorder's files are private: sudo edge status)") from None
+    status = read_status(path)
     if status is None:
         raise EdgeError(f"{path}: no status published; is the recorder running? "
                         "(systemctl status edge-recorder)")
@@ -115,7 +112,10 @@ def check_gpio(settings: Settings) -> CheckResult:
 
 def check_storage(settings: Settings) -> CheckResult:
     root = resolve_data_path(settings.storage.recordings_dir)
-    existing = next((p for p in [root, *root.parents] if p.exists()), Path("/"))
+    try:
+        existing = next((p for p in [root, *root.parents] if p.exists()), Path("/"))
+    except PermissionError as exc:
+        return CheckResult(False, permission_denied(exc.filename))
     if not os.access(existing, os.W_OK):
         return CheckResult(False, f"{existing} is not writable by this user",
                            "run as the edge-recorder user or fix the folder's owner")

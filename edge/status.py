@@ -12,6 +12,8 @@ from typing import Optional
 
 from .indicator import LedPattern
 
+STATUS_MODE = 0o640
+
 
 class RecorderState(enum.Enum):
     LISTENING = "listening"
@@ -52,6 +54,8 @@ def publish_status(path: Path, status: RecorderStatus) -> None:
     """Replace the status file atomically (readers never see half of it)."""
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(asdict(status), indent=1))
+    # Readable by the service's group (`edge status` without sudo), whatever the umask.
+    os.chmod(tmp, STATUS_MODE)
     os.replace(tmp, path)
 
 
