@@ -94,6 +94,7 @@ class Recorder:
         # A restart mid-day must not reset the count people see in `edge status`.
         self.status = RecorderStatus(pid=os.getpid(), segments_today=sum(
             datetime.fromisoformat(e["start"]).date() == today for e in read_manifest(writer.manifest)))
+        self.status.led = getattr(indicator, "name", None)  # `edge doctor` must not open it again
         self.publisher = StatusPublisher(self.status, status_path, notifier, clock, monotonic, guard.free_mb)
         self.capture: Optional[CaptureSupervisor] = None
         self.entries: list[dict] = []

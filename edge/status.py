@@ -43,6 +43,8 @@ class RecorderStatus:
     """The last few warnings, newest last."""
     pid: int = 0
     updated: str = ""
+    led: Optional[str] = None
+    """The LED the daemon drives (GPIO17), None when it runs without one."""
 
     def summary(self) -> str:
         """The one line systemd shows as STATUS=."""

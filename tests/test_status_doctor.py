@@ -6,10 +6,15 @@ import json
 import os
 import re
 import signal
+import subprocess
+import sys
 import threading
 from datetime import datetime, timedelta
 
+import pytest
+
 from conftest import Daemon, PacedSource, StopAfter, make_recorder, wait_until
+from edge.audio import CaptureError
 from edge.cli import main
 from edge.config import load_config
 from edge.status import read_status
@@ -129,3 +134,72 @@ def test_doctor_says_how_to_fix_a_missing_microphone(alsa, lesson, tmp_path, cap
     assert code == 1
     assert lines["microphone"].startswith("FAIL microphone: audio.device 'usbmic' not found")
     assert lines["microphone"].endswith("-> plug in the microphone or set audio.device (see: edge devices)")
+
+
+class MicrophoneThatMustNotOpen:
+    opened = 0
+
+    def __init__(self, settings):
+        pass
+
+    def open(self):
+        MicrophoneThatMustNotOpen.opened += 1
+        raise CaptureError("opened by doctor")
+
+    def close(self):
+        pass
+
+
+def test_doctor_takes_microphone_and_led_from_the_running_recorder(alsa, lesson, tmp_path, capsys, monkeypatch):
+    import edge.doctor
+
+    alsa.add("testmic", lesson)
+    config = write_config(tmp_path)
+    config.write_text(config.read_text().replace("led: {pin: null}", "led: {pin: 17}"))
+    monkeypatch.setattr(edge.doctor, "MicrophoneSource", MicrophoneThatMustNotOpen)
+    daemon = Daemon(tmp_path, config)
+    try:
+        wait_until(lambda: (read_status(tmp_path / "status.json") or {}).get("pid") == daemon.process.pid,
+                   "the daemon's status")
+        capsys.readouterr()
+        _, lines = doctor_lines(config, capsys)
+        pid = daemon.process.pid
+        assert lines["microphone"] == f"OK   microphone: 'testmic' in use by the recorder (pid {pid}), audio arriving"
+        # This machine has no GPIO: the daemon runs without its LED, and says so in its status.
+        assert lines["gpio"] == (f"FAIL gpio: the recorder (pid {pid}) runs without its LED on GPIO17 "
+                                 "-> see why: journalctl -u edge-recorder -p warning")
+        assert MicrophoneThatMustNotOpen.opened == 0
+        daemon.process.send_signal(signal.SIGTERM)
+        assert daemon.process.wait(timeout=30) == 0
+    finally:
+        daemon.close()
+    _, lines = doctor_lines(config, capsys)
+    assert lines["microphone"].startswith("FAIL microphone: opened by doctor")
+    assert MicrophoneThatMustNotOpen.opened == 1
+
+
+DOCTOR_WITH_CHIPS = ("import sys, edge.doctor; edge.doctor.GPIO_CHIPS = sys.argv[1]; "
+                     "from edge.cli import main; sys.exit(main(['doctor', '--config', sys.argv[2]]))")
+
+
+@pytest.mark.parametrize("chips, gpio_line", [
+    ("none", "FAIL gpio: no GPIO on this machine (led.pin: 17) -> set led.pin: null where there is no LED"),
+    # Chips that gpiozero cannot use (not a Pi): it falls back through every pin library.
+    ("unusable", "FAIL gpio: GPIO17: "),
+])
+def test_doctor_prints_only_its_lines_and_names_a_machine_without_gpio(alsa, lesson, tmp_path, chips, gpio_line):
+    alsa.add("testmic", lesson)
+    config = write_config(tmp_path)
+    config.write_text(config.read_text().replace("led: {pin: null}", "led: {pin: 17}"))
+    (tmp_path / "dev").mkdir()
+    if chips == "unusable":
+        (tmp_path / "dev" / "gpiochip0").touch()
+    result = subprocess.run([sys.executable, "-c", DOCTOR_WITH_CHIPS, str(tmp_path / "dev" / "gpiochip*"),
+                             str(config)], capture_output=True, text=True, timeout=120)
+    if chips == "unusable" and "OK   gpio:" in result.stdout:
+        pytest.skip("gpiozero found usable GPIO here (a Pi)")
+    lines = {line.split()[1].rstrip(":"): line for line in result.stdout.splitlines()}
+    assert lines["gpio"].startswith(gpio_line)
+    assert "gpio group" not in lines["gpio"]
+    assert lines["microphone"] == "OK   microphone: 'testmic' gives audio at 16000 Hz"
+    assert result.stderr == ""  # no PinFactoryFallback warnings, no info lines
