@@ -217,10 +217,17 @@ class Daemon:
         return sum(text in line for line in list(self.log))
 
     def capture_processes(self) -> set[int]:
+        """The daemon's capture processes now (threads and children come and go meanwhile)."""
+        def read(path: Path) -> bytes:
+            try:
+                return path.read_bytes()
+            except (FileNotFoundError, ProcessLookupError):
+                return b""
+
         children = set()
         for task in Path(f"/proc/{self.process.pid}/task").iterdir():
-            children.update(int(pid) for pid in (task / "children").read_text().split())
-        return {pid for pid in children if b"edge.capture" in Path(f"/proc/{pid}/cmdline").read_bytes()}
+            children.update(int(pid) for pid in read(task / "children").split())
+        return {pid for pid in children if b"edge.capture" in read(Path(f"/proc/{pid}/cmdline"))}
 
     def close(self):
         if self.process.poll() is None:
