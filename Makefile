@@ -4,7 +4,7 @@ VENV := .venv
 BUILD_VENV := .buildvenv
 BIN := $(VENV)/bin
 CONFIG ?= config/edge.yaml
-DEB_PACKAGES := portaudio19-dev python3-venv python3-dev gcc alsa-utils
+DEB_PACKAGES := portaudio19-dev python3-venv python3-dev gcc alsa-utils age
 SILERO_PIN := silero-vad==6.2.3
 
 .PHONY: deb venv test run demo model bench soak install uninstall clean

@@ -115,6 +115,12 @@ class ExportSettings:
 
 
 @dataclass(frozen=True)
+class PrivacySettings:
+    recipients: tuple[str, ...] = ()
+    """age public keys ('age1...') and/or paths of recipients files; segments are stored encrypted to them (.wav.age) when any is given."""
+
+
+@dataclass(frozen=True)
 class Settings:
     audio: AudioSettings = AudioSettings()
     detector: DetectorSettings = DetectorSettings()
@@ -123,6 +129,7 @@ class Settings:
     led: LedSettings = LedSettings()
     service: ServiceSettings = ServiceSettings()
     export: ExportSettings = ExportSettings()
+    privacy: PrivacySettings = PrivacySettings()
 
 
 def default_config_path() -> Path:
@@ -184,6 +191,10 @@ def _check_value(key: str, hint: Any, metadata: Any, value: Any, origin: str) ->
         if optional:
             return None
         raise EdgeError(f"{origin}: {key} must not be empty")
+    if typing.get_origin(base) is tuple:
+        if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+            raise EdgeError(f"{origin}: {key} must be a list of texts, got {value!r}")
+        return tuple(value)
     expected = {bool: "true or false", int: "a whole number", float: "a number", str: "a text"}[base]
     if optional:
         expected += " or null"

@@ -14,6 +14,7 @@ import numpy as np
 from .audio import CaptureError, MicrophoneSource
 from .clock import SystemClock
 from .config import Settings, add_config_argument, default_config_path, load_config, resolve_data_path
+from .encryption import recipient_arguments
 from .errors import EdgeError
 from .status import read_status, status_age_s
 from .storage import FreeSpaceGuard
@@ -114,12 +115,27 @@ def check_clock(settings: Settings) -> CheckResult:
                        "file order is still right", "connect to a network once, or add an RTC")
 
 
+def check_encryption(settings: Settings) -> CheckResult:
+    recipients = settings.privacy.recipients
+    if not recipients:
+        return CheckResult(True, "off: segments are stored as plain WAV files (privacy.recipients is empty)")
+    try:
+        arguments = recipient_arguments(recipients)
+    except EdgeError as exc:
+        return CheckResult(False, str(exc), "give the 'age1...' public key that edge keygen printed")
+    keys = arguments.count("-r")
+    files = arguments.count("-R")
+    return CheckResult(True, f"segments are encrypted with age to {keys} public keys and "
+                       f"{files} recipients files")
+
+
 CHECKS: dict[str, Callable[[Settings], CheckResult]] = {
     "model": check_model,
     "microphone": check_microphone,
     "gpio": check_gpio,
     "storage": check_storage,
     "clock": check_clock,
+    "encryption": check_encryption,
 }
 
 
@@ -137,7 +153,7 @@ def doctor_command(args: argparse.Namespace) -> int:
 def add_command(subparsers) -> None:
     for name, func, text in (
         ("status", status_command, "what the running recorder is doing"),
-        ("doctor", doctor_command, "check microphone, model, GPIO, storage and clock"),
+        ("doctor", doctor_command, "check microphone, model, GPIO, storage, clock and encryption keys"),
     ):
         parser = subparsers.add_parser(name, help=text)
         add_config_argument(parser)

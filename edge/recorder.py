@@ -26,8 +26,9 @@ from .indicator import Indicator, LedPattern, NullIndicator
 from .notify import ServiceNotifier
 from .segmenter import SegmentAudio, SegmentClosed, SegmentOpened, SpeechSegmenter
 from .status import RecorderState, RecorderStatus, publish_status
-from .storage import (FreeSpaceGuard, SegmentEnd, SegmentStart, SegmentWriter, StorageUnavailable,
-                      read_manifest)
+from .encryption import AgeWav
+from .storage import (FreeSpaceGuard, PlainWav, SegmentEnd, SegmentStart, SegmentWriter,
+                      StorageUnavailable, read_manifest)
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +55,12 @@ class FileSummary:
 
 
 def make_writer(settings: Settings, recordings_dir: Path, detector) -> SegmentWriter:
-    """The segment writer for ``recordings_dir``, with what a power cut left there finished."""
+    """The segment writer for ``recordings_dir``, with what a power cut left there finished;
+    segments are encrypted when ``privacy.recipients`` names any (a bad one stops here)."""
+    recipients = settings.privacy.recipients
+    segment_format = AgeWav.for_recipients(recipients) if recipients else PlainWav()
     writer = SegmentWriter(recordings_dir, device_name(settings.storage), detector.sha256,
-                           __version__, settings.storage.fsync_interval_s)
+                           __version__, settings.storage.fsync_interval_s, segment_format)
     try:
         recovered = writer.prepare()
     except OSError as exc:

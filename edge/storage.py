@@ -6,6 +6,10 @@ a ``.part`` cut off by a power loss is a valid WAV of the audio it had. On close
 renamed to ``<name>.wav`` and one JSON line is appended to ``manifest.jsonl``; only then is
 the sidecar removed. ``recover()`` finishes whatever a power cut interrupted, so that every
 segment ends up listed in the manifest exactly once.
+
+How the audio itself reaches the file is a ``SegmentFormat``: a plain WAV here, an age
+stream in ``edge.encryption`` (``<name>.wav.age``); naming, sidecar, manifest and recovery
+are the same for both.
 """
 
 from __future__ import annotations
@@ -21,10 +25,11 @@ from dataclasses import asdict, dataclass, field
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Optional
+from typing import Callable, Iterable, Iterator, Optional, Protocol
 
 import numpy as np
 
+from .encryption import AGE_WAV_EXTENSION, age_wav_samples
 from .errors import EdgeError
 
 log = logging.getLogger(__name__)
@@ -34,7 +39,7 @@ HEADER_BYTES = 44
 MANIFEST = "manifest.jsonl"
 PART = ".part"
 SIDECAR = ".part.json"
-SEGMENT_NAME = re.compile(r"^(\d{6,})_\d{6}_.+\.wav(\.part)?$")
+SEGMENT_NAME = re.compile(r"^(\d{6,})_\d{6}_.+\.wav(\.age)?(\.part)?$")
 
 
 def wav_header(data_bytes: int) -> bytes:
@@ -174,19 +179,105 @@ class StorageUnavailable(Exception):
     """The card cannot take more audio now (full, read-only, failing)."""
 
 
+class SegmentFile(Protocol):
+    """One open segment file, fed int16 audio as bytes."""
+
+    def write(self, data: bytes) -> None: ...
+
+    def sync(self, data_bytes: int) -> None:
+        """Make what was written durable; ``data_bytes`` of audio were written so far."""
+
+    def close(self) -> None:
+        """Finish the file durably (raises OSError when it could not be finished)."""
+
+    def abandon(self) -> None:
+        """Let go of the file after an error, leaving it for recovery."""
+
+
+class SegmentFormat(Protocol):
+    """How segments are written: the file name's extension and the open file."""
+
+    extension: str
+
+    def create(self, part: Path) -> SegmentFile: ...
+
+
+class PlainWavFile:
+    """A WAV whose header is brought up to date at every sync."""
+
+    def __init__(self, part: Path):
+        self._file = open(part, "xb")
+        self._file.write(wav_header(0))
+
+    def write(self, data: bytes) -> None:
+        self._file.write(data)
+
+    def sync(self, data_bytes: int) -> None:
+        self._file.flush()
+        fd = self._file.fileno()
+        os.pwrite(fd, struct.pack("<I", 36 + data_bytes), 4)
+        os.pwrite(fd, struct.pack("<I", data_bytes), 40)
+        os.fsync(fd)
+
+    def close(self) -> None:
+        self._file.close()
+
+    def abandon(self) -> None:
+        try:
+            self._file.close()
+        except OSError:
+            pass
+
+
+class PlainWav:
+    """Segments as plain 16 kHz mono WAV files."""
+
+    extension = ".wav"
+
+    def create(self, part: Path) -> PlainWavFile:
+        return PlainWavFile(part)
+
+
+def repair_part(part: Path) -> int:
+    """Make an interrupted ``.part`` as whole as it can be without a key; returns its samples.
+
+    A plain WAV is cut to whole samples and given a header that matches. An encrypted one
+    stays as the power cut left it (ciphertext cannot be cut or given a new header without
+    the key; `edge decrypt` keeps what is authentic), and the count is what it holds at most."""
+    if part.name.endswith(AGE_WAV_EXTENSION + PART):
+        return age_wav_samples(part)
+    size = part.stat().st_size
+    samples = max(size - HEADER_BYTES, 0) // 2
+    with open(part, "r+b") as f:
+        f.truncate(HEADER_BYTES + 2 * samples)
+        f.seek(0)
+        f.write(wav_header(2 * samples))
+        f.flush()
+        os.fsync(f.fileno())
+    return samples
+
+
+def stored_samples(final: Path) -> int:
+    """The samples of a segment file, from its size (for an encrypted one: at most)."""
+    if final.name.endswith(AGE_WAV_EXTENSION):
+        return age_wav_samples(final)
+    return (final.stat().st_size - HEADER_BYTES) // 2
+
+
 class SegmentWriter:
     """Writes segments one at a time under ``recordings_dir`` and lists them in the manifest."""
 
     def __init__(self, recordings_dir: Path, device: str, model_sha256: str, version: str,
-                 fsync_interval_s: float = 1.0):
+                 fsync_interval_s: float = 1.0, segment_format: SegmentFormat = PlainWav()):
         self.root = Path(recordings_dir)
+        self.format = segment_format
         self.device = safe_name(device)
         self.model_sha256 = model_sha256
         self.version = version
         self.fsync_interval = int(fsync_interval_s * SAMPLE_RATE)
         self.manifest = self.root / MANIFEST
         self._part: Optional[Path] = None
-        self._file = None
+        self._file: Optional[SegmentFile] = None
         self._start: Optional[SegmentStart] = None
         self._samples = 0
         self._unsynced = 0
@@ -211,15 +302,14 @@ class SegmentWriter:
         wall = datetime.fromisoformat(start.start)
         seq = self._take_seq()
         folder = self.root / wall.strftime("%Y%m%d")
-        final = folder / f"{seq:06d}_{wall.strftime('%H%M%S')}_{self.device}.wav"
+        final = folder / f"{seq:06d}_{wall.strftime('%H%M%S')}_{self.device}{self.format.extension}"
         part = final.with_name(final.name + PART)
         try:
             folder.mkdir(exist_ok=True)
             # The sidecar exists before the .part, so a .part never lacks its metadata.
             write_json_atomically(final.with_name(final.name + SIDECAR),
                                   {"seq": seq, "file": self._relative(final), **asdict(start)})
-            self._file = open(part, "wb")
-            self._file.write(wav_header(0))
+            self._file = self.format.create(part)
         except OSError as exc:
             self._abandon()
             raise StorageUnavailable(f"{part}: {exc.strerror}") from exc
@@ -268,14 +358,14 @@ class SegmentWriter:
             meta.pop("seq")
             start = SegmentStart(**meta)
             if part.exists():
-                samples = self._repair_part(part)
+                samples = repair_part(part)
                 if samples == 0:
                     part.unlink()
                     sidecar.unlink()
                     continue
             elif final.exists() and self._relative(final) not in listed:
                 part = final  # renamed but not yet listed when the power went
-                samples = (final.stat().st_size - HEADER_BYTES) // 2
+                samples = stored_samples(final)
             else:
                 sidecar.unlink()
                 continue
@@ -325,34 +415,13 @@ class SegmentWriter:
         return entry
 
     def _sync(self) -> None:
-        """Write the audio out and make the header describe it, then fsync."""
-        self._file.flush()
-        data_bytes = 2 * self._samples
-        fd = self._file.fileno()
-        os.pwrite(fd, struct.pack("<I", 36 + data_bytes), 4)
-        os.pwrite(fd, struct.pack("<I", data_bytes), 40)
-        os.fsync(fd)
+        self._file.sync(2 * self._samples)
         self._unsynced = 0
-
-    def _repair_part(self, part: Path) -> int:
-        """Cut a .part to whole samples and give it a header that matches; returns samples."""
-        size = part.stat().st_size
-        samples = max(size - HEADER_BYTES, 0) // 2
-        with open(part, "r+b") as f:
-            f.truncate(HEADER_BYTES + 2 * samples)
-            f.seek(0)
-            f.write(wav_header(2 * samples))
-            f.flush()
-            os.fsync(f.fileno())
-        return samples
 
     def _abandon(self) -> None:
         """Give up the open file after a write error; recover() finishes it later."""
         if self._file is not None:
-            try:
-                self._file.close()
-            except OSError:
-                pass
+            self._file.abandon()
         self._file = None
         self._part = self._start = None
 

@@ -21,7 +21,7 @@ CONFIG_DIR="$ROOT/etc/edge-recorder"
 STATE_DIR="$ROOT/var/lib/edge-recorder"
 UNIT_DIR="$ROOT/etc/systemd/system"
 UDEV_RULE="$ROOT/etc/udev/rules.d/60-edge-recorder-gpiochip.rules"
-DEB_PACKAGES=(portaudio19-dev python3-venv python3-dev gcc libc6-dev alsa-utils)
+DEB_PACKAGES=(portaudio19-dev python3-venv python3-dev gcc libc6-dev alsa-utils age)
 # lgpio (in requirements.txt), gpiozero's backend for /dev/gpiochip*, has wheels for aarch64
 # and armv7l; on armv6 (Pi Zero W, Pi 1) pip builds it with SWIG, statically linked by PYPI=1.
 

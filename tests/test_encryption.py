@@ -1,0 +1,245 @@
+"""Encryption at rest: segments as age streams, opened with Debian's real `age` binary.
+
+A power cut is made for real on the encrypting side: the `age` process is killed with
+SIGKILL, losing the chunk it was filling, exactly as a power cut would.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import signal
+import struct
+import subprocess
+import termios
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge.cli import main
+from conftest import wait_until
+from edge.encryption import CHUNK_BYTES, AgeWav, age_payload_bytes
+from edge.errors import EdgeError
+from edge.storage import (MANIFEST, SegmentEnd, SegmentStart, SegmentWriter, file_sha256,
+                          read_manifest)
+
+END = SegmentEnd(prob_mean=0.8, prob_max=0.99, overflows=0, dropped_frames=0)
+FRAME = 512
+CHUNK_S = CHUNK_BYTES / 2 / 16000  # 2.048 s of audio in one age chunk
+
+
+@pytest.fixture(scope="module")
+def key(tmp_path_factory) -> tuple[Path, str]:
+    """An identity file made by the real age-keygen, and its public key."""
+    path = tmp_path_factory.mktemp("office") / "key.txt"
+    subprocess.run(["age-keygen", "-o", str(path)], check=True, capture_output=True)
+    public = subprocess.run(["age-keygen", "-y", str(path)], check=True, capture_output=True,
+                            text=True).stdout.strip()
+    return path, public
+
+
+def start(offset=0.0, wall="2026-11-24T09:30:12.000+01:00"):
+    return SegmentStart(source="mic:default", start_s=offset, start=wall, monotonic_s=100.0 + offset,
+                        boot_id="b00t", clock_synced=True)
+
+
+def audio(seconds, seed=0):
+    return np.random.default_rng(seed).integers(-3000, 3000, int(seconds * 16000)).astype(np.int16)
+
+
+def encrypting_writer(root, public, fsync_interval_s=1.0):
+    writer = SegmentWriter(root, "room1", "modelsha", "1.2.3", fsync_interval_s,
+                           AgeWav.for_recipients([public]))
+    writer.prepare()
+    return writer
+
+
+def age_decrypt(path: Path, identity: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(["age", "-d", "-i", str(identity), str(path)], capture_output=True)
+
+
+def pcm_after_header(wav_bytes: bytes) -> np.ndarray:
+    assert wav_bytes[:4] == b"RIFF" and wav_bytes[8:16] == b"WAVEfmt "
+    data = wav_bytes[44:]
+    return np.frombuffer(data[: len(data) // 2 * 2], "<i2")
+
+
+def age_has_sealed(stream, final: Path, plaintext_bytes: int) -> bool:
+    """Whether the pipe into age is empty and every whole chunk is in the file."""
+    in_pipe = struct.unpack("i", fcntl.ioctl(stream._age.stdin.fileno(), termios.FIONREAD, b"\0" * 4))[0]
+    part = final.with_name(final.name + ".part")
+    payload = age_payload_bytes(part)
+    chunks = plaintext_bytes // CHUNK_BYTES
+    return in_pipe == 0 and payload is not None and payload >= chunks * (CHUNK_BYTES + 16)
+
+
+def assert_no_plaintext(root: Path, samples: np.ndarray) -> None:
+    """No file under ``root`` holds a WAV header or any 64-byte run of ``samples``."""
+    pcm = samples.astype("<i2").tobytes()
+    runs = [pcm[i:i + 64] for i in range(0, len(pcm) - 64, max(len(pcm) // 40, 64))]
+    files = [p for p in root.rglob("*") if p.is_file()]
+    assert files
+    for path in files:
+        data = path.read_bytes()
+        assert b"RIFF" not in data and b"WAVEfmt" not in data, path
+        assert not any(run in data for run in runs), f"{path} holds plaintext audio"
+
+
+def test_segment_is_an_age_file_that_age_decrypts_to_the_audio(tmp_path, key):
+    identity, public = key
+    writer = encrypting_writer(tmp_path, public)
+    writer.open(start())
+    samples = audio(5.0)
+    for frame in np.split(samples, len(samples) // 1000):
+        writer.append(frame)
+    entry = writer.close(END)
+    path = tmp_path / entry["file"]
+    assert entry["file"] == "20261124/000001_093012_room1.wav.age"
+    assert entry["sha256"] == file_sha256(path) and entry["samples"] == len(samples)
+    assert path.read_bytes().startswith(b"age-encryption.org/v1\n")
+    assert_no_plaintext(tmp_path, samples)
+    result = age_decrypt(path, identity)
+    assert result.returncode == 0, result.stderr
+    assert np.array_equal(pcm_after_header(result.stdout), samples)
+    # A streamed WAV: players and Python's wave module read it as it is.
+    plain = tmp_path / "plain.wav"
+    plain.write_bytes(result.stdout)
+    with wave.open(str(plain)) as wav:
+        assert (wav.getframerate(), wav.getnchannels(), wav.getsampwidth()) == (16000, 1, 2)
+        assert np.array_equal(np.frombuffer(wav.readframes(len(samples) + 1000), "<i2"), samples)
+
+
+def test_open_segment_leaves_no_plaintext_on_the_card(tmp_path, key):
+    writer = encrypting_writer(tmp_path, key[1], fsync_interval_s=0.1)
+    writer.open(start())
+    samples = audio(6.0, seed=1)
+    for frame in np.array_split(samples, len(samples) // FRAME):
+        writer.append(frame)
+    # The .part, its sidecar and the manifest, mid-segment: ciphertext and metadata only.
+    assert_no_plaintext(tmp_path, samples)
+    sidecar = json.loads(next(tmp_path.rglob("*.part.json")).read_text())
+    assert sidecar["file"].endswith(".wav.age")
+    writer.close(END)
+    assert_no_plaintext(tmp_path, samples)
+
+
+@pytest.mark.parametrize("seconds", [0.7, 2.3, 4.1, 6.2, 9.9])
+def test_power_cut_loses_at_most_the_fsync_interval_and_one_chunk(tmp_path, key, seconds):
+    identity, public = key
+    fsync_interval_s = 0.5
+    writer = encrypting_writer(tmp_path, public, fsync_interval_s)
+    final = writer.open(start(offset=3.0))
+    samples = audio(seconds, seed=2)
+    for frame in np.array_split(samples, max(len(samples) // FRAME, 1)):
+        writer.append(frame)
+    writer._file.sync(0)  # the state of the card right after an fsync interval
+    # Audio arrives at 32 kB/s on a device, so age keeps up: give it the time to seal
+    # what the loop above wrote as fast as the CPU allows.
+    wait_until(lambda: age_has_sealed(writer._file, final, 44 + 2 * len(samples)),
+               "age to seal the whole chunks it was given")
+    # The power goes: age dies with the chunk it was filling.
+    os.kill(writer._file._age.pid, signal.SIGKILL)
+    writer._file.abandon()
+    # The next start, with encryption off and no key anywhere, closes it off as it is.
+    part = final.with_name(final.name + ".part")
+    stored = file_sha256(part) if part.exists() else None
+    SegmentWriter(tmp_path, "room1", "x", "x").prepare()
+    entries = read_manifest(tmp_path / MANIFEST)
+    limit = round((fsync_interval_s + CHUNK_S) * 16000)
+    if len(samples) - 22 < CHUNK_BYTES // 2:  # nothing sealed: the empty file is removed
+        assert entries == [] and not final.exists() and not part.exists()
+        return
+    [entry] = entries
+    assert entry["recovered"] is True and entry["file"].endswith(".wav.age")
+    assert file_sha256(final) == entry["sha256"] == stored  # not a byte changed
+    result = age_decrypt(final, identity)
+    assert result.returncode != 0  # age says the stream ends early, after what is authentic
+    decrypted = pcm_after_header(result.stdout)
+    assert np.array_equal(decrypted, samples[:len(decrypted)])
+    assert len(samples) - len(decrypted) <= limit
+    assert len(decrypted) <= entry["samples"]
+
+
+def test_recovery_of_a_segment_renamed_but_not_listed_needs_no_key(tmp_path, key, monkeypatch):
+    import edge.storage as storage
+
+    writer = encrypting_writer(tmp_path, key[1])
+    writer.open(start())
+    writer.append(audio(1.0))
+
+    def power_cut(manifest, entry):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(storage, "append_manifest", power_cut)
+    with pytest.raises(KeyboardInterrupt):
+        writer.close(END)
+    monkeypatch.undo()
+    SegmentWriter(tmp_path, "room1", "x", "x").prepare()
+    [entry] = read_manifest(tmp_path / MANIFEST)
+    assert entry["recovered"] is True and entry["samples"] == 16000
+    result = age_decrypt(tmp_path / entry["file"], key[0])
+    assert result.returncode == 0 and np.array_equal(pcm_after_header(result.stdout), audio(1.0))
+
+
+@pytest.mark.parametrize("recipient, message", [
+    ("age1xyz", r"privacy\.recipients: 'age1xyz' is not a valid age public key \(malformed recipient"),
+    ("AGE-SECRET-KEY-1HC743GQRN99ZQWRLX8FPQZJHZNZUMJCMHM8S494DPYEQ55J6U7FS6F0GR6",
+     r"privacy\.recipients: AGE-SECRET-KEY-1HC7\.\.\. is a secret key \(an identity\), not a public key"),
+    ("/nonexistent/recipients.txt",
+     r"privacy\.recipients: /nonexistent/recipients\.txt: cannot read recipients file"),
+])
+def test_bad_recipient_stops_the_recorder_at_start_naming_it(tmp_path, capsys, recipient, message):
+    config = tmp_path / "edge.yaml"
+    config.write_text(json.dumps({"privacy": {"recipients": [recipient]}, "led": {"pin": None}}))
+    code = main(["process", "tests/data/silero_test_6s.wav", "--out", str(tmp_path / "rec"),
+                 "--config", str(config)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert __import__("re").search(message, err), err
+    assert "6U7FS6F0GR6" not in err  # the secret key itself is never printed
+    assert not list(tmp_path.rglob("*.wav*"))
+
+
+def test_secret_key_in_a_recipients_file_is_refused(tmp_path, key):
+    recipients = tmp_path / "recipients.txt"
+    recipients.write_text(f"# office\n{key[1]}\n{key[0].read_text().splitlines()[-1]}\n")
+    with pytest.raises(EdgeError, match=r"recipients\.txt: line 3 is a secret key"):
+        AgeWav.for_recipients([str(recipients)])
+    recipients.write_text(f"# office\n{key[1]}\n")
+    assert AgeWav.for_recipients([str(recipients)]).arguments == ["-R", str(recipients)]
+
+
+def test_edge_process_with_recipients_stores_only_age_files(tmp_path, key, lesson, capsys):
+    config = tmp_path / "edge.yaml"
+    config.write_text(json.dumps({"privacy": {"recipients": [key[1]]}, "led": {"pin": None},
+                                  "storage": {"recordings_dir": str(tmp_path / "rec")}}))
+    assert main(["process", "tests/data/lesson_15s.wav", "--out", str(tmp_path / "rec"),
+                 "--config", str(config)]) == 0
+    entries = read_manifest(tmp_path / "rec" / MANIFEST)
+    assert entries and all(e["file"].endswith(".wav.age") for e in entries)
+    assert_no_plaintext(tmp_path / "rec", lesson)
+    for entry in entries:
+        result = age_decrypt(tmp_path / "rec" / entry["file"], key[0])
+        first = round(entry["start_s"] * 16000)
+        assert np.array_equal(pcm_after_header(result.stdout), lesson[first:first + entry["samples"]])
+    capsys.readouterr()
+    assert main(["list", "--config", str(config)]) == 0
+    assert f"{len(entries)} segments" in capsys.readouterr().out
+
+
+def test_doctor_checks_the_recipients(tmp_path, key, capsys, alsa, lesson):
+    alsa.add("testmic", lesson)
+    config = tmp_path / "edge.yaml"
+    for recipients, expected in (
+            ([key[1]], "OK   encryption: segments are encrypted with age to 1 public keys and 0 recipients files"),
+            (["age1qqqq"], "FAIL encryption: privacy.recipients: 'age1qqqq' is not a valid age public key")):
+        config.write_text(json.dumps({"privacy": {"recipients": recipients}, "led": {"pin": None},
+                                      "audio": {"device": "testmic"},
+                                      "storage": {"recordings_dir": str(tmp_path / "rec")}}))
+        main(["doctor", "--config", str(config)])
+        line = next(line for line in capsys.readouterr().out.splitlines() if "encryption" in line)
+        assert line.startswith(expected), line
