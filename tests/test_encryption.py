@@ -243,3 +243,170 @@ def test_doctor_checks_the_recipients(tmp_path, key, capsys, alsa, lesson):
         main(["doctor", "--config", str(config)])
         line = next(line for line in capsys.readouterr().out.splitlines() if "encryption" in line)
         assert line.startswith(expected), line
+
+
+def record(writer, seconds_list, seed=3, day="2026-11-24"):
+    """Segments of random audio through ``writer``; returns the audio of each."""
+    rng = np.random.default_rng(seed)
+    heard = []
+    for number, seconds in enumerate(seconds_list):
+        samples = rng.integers(-3000, 3000, int(seconds * 16000), dtype=np.int16)
+        writer.open(start(offset=60.0 * number, wall=f"{day}T09:{10 + number:02d}:00.000+01:00"))
+        for frame in np.array_split(samples, max(len(samples) // FRAME, 1)):
+            writer.append(frame)
+        writer.close(END)
+        heard.append(samples)
+    return heard
+
+
+def cut_short(writer, samples, wall="2026-11-24T10:00:00.000+01:00"):
+    """A segment interrupted by a power cut (age killed), recovered by the next start."""
+    final = writer.open(start(offset=600.0, wall=wall))
+    for frame in np.array_split(samples, len(samples) // FRAME):
+        writer.append(frame)
+    writer._file.sync(0)
+    wait_until(lambda: age_has_sealed(writer._file, final, 44 + 2 * len(samples)), "age to catch up")
+    os.kill(writer._file._age.pid, signal.SIGKILL)
+    writer._file.abandon()
+    writer._file = None
+    SegmentWriter(writer.root, "room1", "x", "x").prepare()
+    return final
+
+
+def wav_file_samples(path: Path) -> np.ndarray:
+    with wave.open(str(path)) as wav:
+        return np.frombuffer(wav.readframes(wav.getnframes()), "<i2")
+
+
+def tree(folder: Path) -> dict:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_keygen_writes_a_private_key_once_and_prints_the_config_lines(tmp_path, capsys):
+    from edge.config import settings_from_dict
+    import yaml
+
+    key_file = tmp_path / "office-key.txt"
+    assert main(["keygen", str(key_file)]) == 0
+    out, err = capsys.readouterr()
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    settings = settings_from_dict(yaml.safe_load(out))  # pasted into the config as printed
+    [public] = settings.privacy.recipients
+    identity = subprocess.run(["age-keygen", "-y", str(key_file)], capture_output=True, text=True).stdout
+    assert public == identity.strip() and AgeWav.for_recipients([public]).arguments == ["-r", public]
+    before = key_file.read_bytes()
+    assert main(["keygen", str(key_file)]) == 2
+    assert "already exists, not overwritten" in capsys.readouterr().err
+    assert key_file.read_bytes() == before
+
+
+def test_decrypt_an_export_folder(tmp_path, key, capsys):
+    from cardcheck import header_agrees_with_data
+    from edge.export import SegmentExporter
+
+    identity, public = key
+    card = tmp_path / "card"
+    writer = encrypting_writer(card, public)
+    heard = record(writer, [1.0, 2.5, 0.3])
+    interrupted = audio(5.0, seed=9)
+    cut_short(writer, interrupted)
+    stick = tmp_path / "stick"
+    stick.mkdir()
+    report = SegmentExporter(card, stick, "room1").run()
+    assert report.ok and report.copied == 4
+    assert_no_plaintext(stick, np.concatenate(heard + [interrupted]))
+    exported = tree(stick)
+    out = tmp_path / "office"
+    out.mkdir()
+    assert main(["decrypt", "--identity", str(identity), str(stick), str(out)]) == 0
+    assert "4 of 4 files decrypted" in capsys.readouterr().out
+    entries = read_manifest(stick / "room1" / MANIFEST)
+    for entry, samples in zip(entries, heard):
+        wav = out / "room1" / entry["file"][: -len(".age")]
+        assert header_agrees_with_data(wav)
+        assert np.array_equal(wav_file_samples(wav), samples)
+    recovered = out / "room1" / entries[3]["file"][: -len(".age")]
+    assert entries[3]["recovered"] and header_agrees_with_data(recovered)
+    kept = wav_file_samples(recovered)
+    assert np.array_equal(kept, interrupted[:len(kept)])
+    assert len(interrupted) - len(kept) <= CHUNK_BYTES // 2
+    # A second run overwrites nothing; nothing is ever deleted from the source.
+    decrypted = tree(out)
+    assert main(["decrypt", "--identity", str(identity), str(stick), str(out)]) == 1
+    assert capsys.readouterr().err.count("already exists, not overwritten") == 4
+    assert tree(out) == decrypted and tree(stick) == exported
+
+
+def test_decrypt_says_per_file_what_is_wrong(tmp_path, key, capsys):
+    identity, public = key
+    card = tmp_path / "card"
+    record(encrypting_writer(card, public), [0.5, 0.5])
+    other = tmp_path / "other-key.txt"
+    subprocess.run(["age-keygen", "-o", str(other)], check=True, capture_output=True)
+    out = tmp_path / "office"
+    out.mkdir()
+    source = tree(card)
+    assert main(["decrypt", "-i", str(other), str(card), str(out)]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2 and all(f"not encrypted to the key {other} (wrong key?)" in line for line in err)
+    assert list(out.rglob("*.wav*")) == []
+    # A damaged file is refused before it is opened; the other one is decrypted.
+    damaged = sorted(card.rglob("*.wav.age"))[0]
+    data = bytearray(damaged.read_bytes())
+    data[-100] ^= 0xFF
+    damaged.write_bytes(bytes(data))
+    assert main(["decrypt", "-i", str(identity), str(card), str(out)]) == 1
+    captured = capsys.readouterr()
+    assert f"edge: {damaged}: does not match its manifest entry (damaged or altered), not decrypted" in captured.err
+    assert "1 of 2 files decrypted" in captured.out
+    assert [p.name for p in out.rglob("*.wav")] == [sorted(card.rglob("*.wav.age"))[1].name[:-4]]
+    assert main(["decrypt", "-i", str(tmp_path / "nokey.txt"), str(card), str(out)]) == 2
+    assert capsys.readouterr().err.startswith(f"edge: {tmp_path / 'nokey.txt'}: cannot read the key")
+    assert set(tree(card)) == set(source)
+
+
+def test_decrypt_one_file_to_a_file_or_a_folder(tmp_path, key, capsys):
+    identity, public = key
+    card = tmp_path / "card"
+    [samples] = record(encrypting_writer(card, public), [1.5])
+    [path] = card.rglob("*.wav.age")
+    assert main(["decrypt", "-i", str(identity), str(path), str(tmp_path / "one.wav")]) == 0
+    assert np.array_equal(wav_file_samples(tmp_path / "one.wav"), samples)
+    assert main(["decrypt", "-i", str(identity), str(path), str(tmp_path)]) == 0
+    assert np.array_equal(wav_file_samples(tmp_path / path.name[:-4]), samples)
+
+
+def test_plain_and_encrypted_cards_in_one_export_folder(tmp_path, key, capsys):
+    """Two recorders (one encrypting) and one that turned encryption on half-way share a stick."""
+    identity, public = key
+    stick = tmp_path / "stick"
+    stick.mkdir()
+    plain_card, secret_card, switched = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    def prepared(writer):
+        writer.prepare()
+        return writer
+
+    record(prepared(SegmentWriter(plain_card, "room1", "m", "v")), [0.5, 0.5])
+    record(encrypting_writer(secret_card, public), [0.5, 0.5])
+    record(prepared(SegmentWriter(switched, "room3", "m", "v")), [0.5])
+    record(prepared(SegmentWriter(switched, "room3", "m", "v", segment_format=AgeWav.for_recipients([public]))),
+           [0.5], day="2026-11-25")
+    from edge.export import SegmentExporter
+
+    for card, device in ((plain_card, "room1"), (secret_card, "room2"), (switched, "room3")):
+        assert SegmentExporter(card, stick, device).run().ok
+    names = {p.relative_to(stick).as_posix() for p in stick.rglob("*.wav*")}
+    assert names == {
+        "room1/20261124/000001_091000_room1.wav", "room1/20261124/000002_091100_room1.wav",
+        "room2/20261124/000001_091000_room1.wav.age", "room2/20261124/000002_091100_room1.wav.age",
+        "room3/20261124/000001_091000_room3.wav", "room3/20261125/000002_091000_room3.wav.age"}
+    for device in ("room1", "room2", "room3"):
+        result = subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=stick / device,
+                                capture_output=True, text=True)
+        assert result.returncode == 0 and result.stdout.count(": OK") == 2, result.stdout
+    out = tmp_path / "office"
+    out.mkdir()
+    assert main(["decrypt", "-i", str(identity), str(stick), str(out)]) == 0
+    assert {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()} == {
+        "room2/20261124/000001_091000_room1.wav", "room2/20261124/000002_091100_room1.wav",
+        "room3/20261125/000002_091000_room3.wav"}
