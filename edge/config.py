@@ -86,6 +86,8 @@ class StorageSettings:
     """At the free-space floor: `stop` writing (keeps every recording) or `delete_oldest` segments."""
     fsync_interval_s: float = field(default=1.0, metadata=bounded(0.032, 60))
     """How much audio of an open segment a power cut may lose at most, in seconds."""
+    keep_days: Optional[float] = field(default=None, metadata=bounded(0.001, 36500))
+    """Segments older than this many days (by recording time) are deleted; null keeps them until exported."""
 
 
 @dataclass(frozen=True)

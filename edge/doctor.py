@@ -42,9 +42,21 @@ def status_command(args: argparse.Namespace) -> int:
     print(f"segments today: {status['segments_today']}")
     print(f"free space:     {'unknown' if free is None else f'{free:.0f} MB'}")
     print(f"audio lost:     {status['overflows']} overflows, {status['dropped_frames']} dropped frames")
+    print(f"oldest segment: {_oldest_segment(status, settings.storage.keep_days)}")
     for error in status["errors"] or ["none"]:
         print(f"recent problem: {error}")
     return 0 if age < STALE_AFTER_S else 1
+
+
+def _oldest_segment(status: dict, keep_days) -> str:
+    policy = (f"deleted after {keep_days:g} days" if keep_days is not None
+              else "kept until exported (storage.keep_days: null)")
+    name, days = status.get("oldest_segment"), status.get("oldest_segment_days")
+    if name is None:
+        return "none on the card"
+    if days is None:
+        return f"{name}, age unknown (recorded before the clock was synchronised); {policy}"
+    return f"{name}, recorded {days:.1f} days ago; {policy}"
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from . import __version__
 from .config import Settings, device_name, neg_threshold
 from .indicator import Indicator, LedPattern, NullIndicator
 from .notify import ServiceNotifier
+from .retention import SegmentRetention
 from .segmenter import SegmentAudio, SegmentClosed, SegmentOpened, SpeechSegmenter
 from .status import RecorderState, RecorderStatus, publish_status
 from .encryption import AgeWav
@@ -37,6 +38,7 @@ READ_TIMEOUT_S = 0.25
 SPACE_CHECK_S = 1.0
 STORAGE_RETRY_S = 10.0
 STATUS_EVERY_S = 5.0
+RETENTION_CHECK_S = 600.0
 MAX_ERRORS_KEPT = 5
 
 
@@ -94,6 +96,7 @@ class Recorder:
         self.extra_pattern = extra_pattern
         self._extra: Optional[LedPattern] = None  # extra_pattern() as of the last check
         self.guard = FreeSpaceGuard(writer.root, settings.storage.min_free_mb, settings.storage.when_full)
+        self.retention = SegmentRetention(writer.root, settings.storage.keep_days, clock)
         self.status = RecorderStatus(pid=os.getpid())
         self._today = clock.wall().date()
         # A restart mid-day must not reset the count people see in `edge status`.
@@ -113,6 +116,7 @@ class Recorder:
         self._disk_full = False
         self._gaps: list = []
         self._last_space_check = self._last_storage_retry = self._last_status = -1e9
+        self._last_retention = -1e9
         self._published_summary = ""
 
     # -- the two ways in ------------------------------------------------------------------
@@ -388,7 +392,21 @@ class Recorder:
                 self._show()
         if self._disk_full and now - self._last_storage_retry >= self.storage_retry_s:
             self._retry_storage()
+        if now - self._last_retention >= RETENTION_CHECK_S:
+            self._last_retention = now
+            self._apply_retention()
         self._publish()
+
+    def _apply_retention(self) -> None:
+        try:
+            self.retention.sweep()
+        except OSError as exc:
+            log.warning("cannot delete old segments now (%s)", exc.strerror)
+            return
+        oldest = self.retention.oldest
+        self.status.oldest_segment = oldest.file if oldest else None
+        self.status.oldest_segment_days = (None if oldest is None or oldest.age_s is None
+                                           else round(oldest.age_s / 86400, 3))
 
     def _publish(self, force: bool = False) -> None:
         now = self.monotonic()

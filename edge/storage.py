@@ -70,7 +70,21 @@ def write_json_atomically(path: Path, data: dict) -> None:
 
 
 def read_manifest(path: Path) -> list[dict]:
-    """All entries of a manifest; a torn last line (power cut mid-append) is skipped."""
+    """The segment entries of a manifest (not its tombstones); a torn last line (power cut
+    mid-append) is skipped."""
+    return [entry for entry in _manifest_lines(path) if not is_tombstone(entry)]
+
+
+def read_deletions(path: Path) -> list[dict]:
+    """The tombstones of a manifest: ``{"deleted": FILE, "reason": ..., ...}`` per deleted file."""
+    return [entry for entry in _manifest_lines(path) if is_tombstone(entry)]
+
+
+def is_tombstone(entry: dict) -> bool:
+    return "deleted" in entry
+
+
+def _manifest_lines(path: Path) -> list[dict]:
     try:
         lines = Path(path).read_text().splitlines()
     except FileNotFoundError:
@@ -131,8 +145,8 @@ def write_lines_atomically(path: Path, lines: Iterable[str], owner: Optional[tup
 
 def rewrite_manifest(manifest: Path, keep: Callable[[dict], bool]) -> None:
     """Rewrite the manifest with only the entries ``keep`` accepts (a torn last line is
-    left for SegmentWriter to repair). Owner and mode are kept: the export runs as root,
-    the recorder as its own user, which must still be able to append."""
+    left for SegmentWriter to repair, tombstones stay). Owner and mode are kept: the export
+    runs as root, the recorder as its own user, which must still be able to append."""
     with locked_manifest(manifest) as current:
         kept = []
         for line in Path(manifest).read_text().splitlines():
@@ -141,7 +155,7 @@ def rewrite_manifest(manifest: Path, keep: Callable[[dict], bool]) -> None:
             except json.JSONDecodeError:
                 kept.append(line)
                 continue
-            if keep(entry):
+            if is_tombstone(entry) or keep(entry):
                 kept.append(line)
         status = os.fstat(current.fileno())
         write_lines_atomically(Path(manifest), kept, owner=(status.st_uid, status.st_gid),
