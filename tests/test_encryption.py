@@ -13,6 +13,7 @@ import signal
 import struct
 import subprocess
 import termios
+import time
 import wave
 from pathlib import Path
 
@@ -410,3 +411,110 @@ def test_plain_and_encrypted_cards_in_one_export_folder(tmp_path, key, capsys):
     assert {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()} == {
         "room2/20261124/000001_091000_room1.wav", "room2/20261124/000002_091100_room1.wav",
         "room3/20261125/000002_091000_room3.wav"}
+
+
+# -- the real daemon, killed like a power cut --------------------------------------------
+
+KILLS = int(os.environ.get("EDGE_ENCRYPTED_POWER_CUTS", "10"))
+
+
+def pcm_runs(stream: np.ndarray, count: int = 60) -> list:
+    """64-byte runs of the input's PCM (not silence) that must never appear on the card."""
+    pcm = stream.astype("<i2").tobytes()
+    step = len(pcm) // count // 2 * 2
+    runs = [pcm[i:i + 64] for i in range(0, len(pcm) - 64, step)]
+    return [run for run in runs if len(set(run)) > 8]
+
+
+def assert_card_holds_no_plaintext(root: Path, runs: list) -> None:
+    for path in root.rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            assert b"RIFF" not in data and b"WAVEfmt" not in data, f"{path}: a WAV header"
+            assert not any(run in data for run in runs), f"{path}: raw PCM of the input"
+
+
+def dead(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in "ZX"
+    except FileNotFoundError:
+        return True
+
+
+def power_cut(daemon: subprocess.Popen) -> None:
+    """Every process of the recorder dies at once: the daemon is frozen first so that it
+    cannot notice its age processes dying, then they and it are killed."""
+    daemon.send_signal(signal.SIGSTOP)
+    children = [int(pid) for task in Path(f"/proc/{daemon.pid}/task").iterdir()
+                for pid in (task / "children").read_text().split()]
+    for pid in children:
+        os.kill(pid, signal.SIGKILL)
+    daemon.send_signal(signal.SIGKILL)
+    daemon.wait(timeout=30)
+    wait_until(lambda: all(dead(pid) for pid in children), "the age processes to die")
+
+
+def test_sigkill_with_encryption_leaves_no_plaintext_and_every_segment_decrypts(
+        alsa, lesson, tmp_path, key):
+    import random
+    import socket
+    import sys
+
+    identity, public = key
+    stream = np.tile(lesson, 8)  # two minutes of lessons, read as fast as the CPU allows
+    alsa.add("testmic", stream)
+    runs = pcm_runs(lesson)
+    recordings = tmp_path / "rec"
+    config = tmp_path / "edge.yaml"
+    config.write_text(json.dumps({
+        "audio": {"device": "testmic", "buffer_s": 120},
+        "storage": {"recordings_dir": str(recordings), "fsync_interval_s": 0.1, "min_free_mb": 0},
+        "led": {"pin": None}, "service": {"status_file": str(tmp_path / "status.json")},
+        "privacy": {"recipients": [public]}}))
+    notify = tmp_path / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(notify))
+    sock.settimeout(60)
+    env = {**os.environ, "NOTIFY_SOCKET": str(notify)}
+
+    def start_daemon():
+        daemon = subprocess.Popen([sys.executable, "-m", "edge", "run", "--config", str(config)],
+                                  env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        while b"READY=1" not in sock.recv(4096):
+            pass
+        return daemon
+
+    rng = random.Random(20261124)
+    try:
+        for _ in range(KILLS):
+            daemon = start_daemon()
+            time.sleep(rng.uniform(0.2, 0.8))  # the random moment of the power cut
+            power_cut(daemon)
+            assert_card_holds_no_plaintext(recordings, runs)  # before any recovery, too
+            SegmentWriter(recordings, "x", "x", "x").prepare()  # what the next start does first
+            assert_card_holds_no_plaintext(recordings, runs)
+        daemon = start_daemon()
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(timeout=30) == 0, daemon.stderr.read().decode()
+    finally:
+        sock.close()
+    entries = read_manifest(recordings / MANIFEST)
+    assert_card_holds_no_plaintext(recordings, runs)
+    on_card = sorted(p.relative_to(recordings).as_posix() for p in recordings.rglob("*")
+                     if p.is_file() and p.name != MANIFEST)
+    assert on_card == sorted(e["file"] for e in entries)  # no .part, sidecar or temporary left
+    recovered = [e for e in entries if e["recovered"]]
+    assert recovered, "no cut hit an open segment with a whole chunk: the test proved nothing"
+    assert len(entries) > len(recovered)
+    for entry in entries:
+        path = recordings / entry["file"]
+        assert entry["file"].endswith(".wav.age") and file_sha256(path) == entry["sha256"]
+        result = age_decrypt(path, identity)
+        audio_ = pcm_after_header(result.stdout)
+        first = round(entry["start_s"] * 16000)
+        assert np.array_equal(audio_, stream[first:first + len(audio_)]), entry["file"]
+        if entry["recovered"]:
+            # Cut inside the chunk age was filling: what is missing is less than that chunk.
+            assert entry["samples"] - CHUNK_BYTES // 2 < len(audio_) <= entry["samples"]
+        else:
+            assert result.returncode == 0 and len(audio_) == entry["samples"], entry["file"]
