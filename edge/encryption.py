@@ -6,7 +6,8 @@ hands it the ``.wav.age.part`` file as its standard output, so no plaintext samp
 reaches the card. The recorder keeps that file descriptor and fsyncs it at every
 ``storage.fsync_interval_s``. age seals its input in chunks of 64 KiB of plaintext (2.05 s of
 16 kHz mono audio) and writes only whole sealed chunks, so a power cut loses at most the
-fsync interval plus one chunk: the chunk age was filling, which lives only in its memory.
+fsync interval plus one chunk: the chunk age was filling, which lives only in its memory
+(plus the milliseconds age may take to seal a chunk that filled just before an fsync).
 
 The WAV header is the first thing encrypted and cannot be rewritten afterwards: it carries
 the "length unknown" sizes of a streamed WAV (0xFFFFFFFF), which players accept and

@@ -252,6 +252,8 @@ class Recorder:
             self._today, self.status.segments_today = today, 0
         self.status.segments_today += 1
         self.status.last_speech = entry["end"]
+        if self.status.oldest_segment is None:
+            self.status.oldest_segment, self.status.oldest_segment_days = entry["file"], 0.0
         log.info("stored %s (%.1f s)", entry["file"], entry["duration_s"])
         if self._live:
             self._publish(force=True)

@@ -169,3 +169,12 @@ def test_keep_days_is_checked_like_every_setting():
     assert settings_from_dict({"storage": {"keep_days": 30}}).storage.keep_days == 30.0
     with pytest.raises(EdgeError, match=r"storage\.keep_days must be a number or null, got 'a month'"):
         settings_from_dict({"storage": {"keep_days": "a month"}})
+
+
+def test_the_first_segment_on_an_empty_card_is_the_oldest_at_once(tmp_path, detector, lesson):
+    settings = settings_from_dict({"storage": {"keep_days": 1}, "led": {"pin": None}})
+    recorder = make_recorder(settings, detector, tmp_path / "rec", clock=FakeClock())
+    assert recorder.status.oldest_segment is None
+    recorder.run(PacedSource(lesson, speed=50), threading.Event())
+    first = read_manifest(tmp_path / "rec" / MANIFEST)[0]["file"]
+    assert (recorder.status.oldest_segment, recorder.status.oldest_segment_days) == (first, 0.0)
