@@ -14,7 +14,11 @@ are the same for both.
 
 from __future__ import annotations
 
-import fcntl
+try:
+    import fcntl
+except ImportError:  # Windows: only the office commands (list, decrypt) run there, without locks
+    fcntl = None
+
 import hashlib
 import json
 import logging

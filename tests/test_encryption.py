@@ -518,3 +518,26 @@ def test_sigkill_with_encryption_leaves_no_plaintext_and_every_segment_decrypts(
             assert entry["samples"] - CHUNK_BYTES // 2 < len(audio_) <= entry["samples"]
         else:
             assert result.returncode == 0 and len(audio_) == entry["samples"], entry["file"]
+
+
+def test_office_commands_need_no_fcntl(tmp_path, key):
+    """Windows has no fcntl: `edge list` and `edge decrypt` must not need it."""
+    import sys
+
+    identity, public = key
+    card = tmp_path / "card"
+    [samples] = record(encrypting_writer(card, public), [0.5])
+    stubs = tmp_path / "stubs"
+    stubs.mkdir()
+    (stubs / "fcntl.py").write_text("raise ImportError('no fcntl on this system (test)')\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(stubs), str(Path(__file__).parent.parent)])}
+    config = tmp_path / "edge.yaml"
+    config.write_text(json.dumps({"storage": {"recordings_dir": str(card)}}))
+    out = tmp_path / "office"
+    out.mkdir()
+    for argv in (["list", "--config", str(config)], ["decrypt", "-i", str(identity), str(card), str(out)]):
+        result = subprocess.run([sys.executable, "-m", "edge", *argv], env=env, capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+    assert np.array_equal(wav_file_samples(next(out.rglob("*.wav"))), samples)
+    blocked = subprocess.run([sys.executable, "-c", "import fcntl"], env=env, capture_output=True)
+    assert blocked.returncode != 0  # the stub really hides it
