@@ -119,7 +119,7 @@ class ExportSettings:
 @dataclass(frozen=True)
 class PrivacySettings:
     recipients: tuple[str, ...] = ()
-    """age public keys ('age1...') and/or paths of recipients files; segments are stored encrypted to them (.wav.age) when any is given."""
+    """age public keys ('age1...') and/or absolute paths of recipients files; segments are stored encrypted to them (.wav.age) when any is given."""
 
 
 @dataclass(frozen=True)

@@ -178,3 +178,16 @@ def test_the_first_segment_on_an_empty_card_is_the_oldest_at_once(tmp_path, dete
     recorder.run(PacedSource(lesson, speed=50), threading.Event())
     first = read_manifest(tmp_path / "rec" / MANIFEST)[0]["file"]
     assert (recorder.status.oldest_segment, recorder.status.oldest_segment_days) == (first, 0.0)
+
+
+def test_export_move_keeps_the_deletion_lines(tmp_path):
+    clock = FakeClock()
+    old = record(tmp_path / "card", clock)
+    clock.advance(3 * DAY)
+    new = record(tmp_path / "card", clock)
+    [tombstone] = SegmentRetention(tmp_path / "card", keep_days=2, clock=clock).sweep()
+    (tmp_path / "stick").mkdir()
+    report = SegmentExporter(tmp_path / "card", tmp_path / "stick", "room1", move=True).run()
+    assert report.ok and report.moved == 1
+    assert on_card(tmp_path / "card") == [] and (tmp_path / "stick" / "room1" / new).exists()
+    assert read_deletions(tmp_path / "card" / MANIFEST) == [tombstone] and tombstone["deleted"] == old
