@@ -126,7 +126,11 @@ class AgeStreamFile:
         except OSError:
             os.close(self._fd)
             raise
-        self.write(streaming_wav_header())
+        try:
+            self.write(streaming_wav_header())
+        except OSError:
+            self.abandon()
+            raise
 
     def write(self, data: bytes) -> None:
         try:

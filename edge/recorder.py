@@ -22,12 +22,12 @@ from .audio import CaptureError, EndOfInput, FrameSource
 from .clock import SystemClock
 from . import __version__
 from .config import Settings, device_name, neg_threshold
+from .encryption import AgeWav
 from .indicator import Indicator, LedPattern, NullIndicator
 from .notify import ServiceNotifier
 from .retention import SegmentRetention
 from .segmenter import SegmentAudio, SegmentClosed, SegmentOpened, SpeechSegmenter
 from .status import RecorderState, RecorderStatus, publish_status
-from .encryption import AgeWav
 from .storage import (FreeSpaceGuard, PlainWav, SegmentEnd, SegmentStart, SegmentWriter,
                       StorageUnavailable, read_manifest)
 

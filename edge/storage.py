@@ -343,8 +343,9 @@ class SegmentWriter:
             if self._unsynced >= self.fsync_interval:
                 self._sync()
         except OSError as exc:
+            part = self._part
             self._abandon()
-            raise StorageUnavailable(f"{self._part}: {exc.strerror}") from exc
+            raise StorageUnavailable(f"{part}: {exc.strerror}") from exc
 
     def close(self, end: SegmentEnd) -> Optional[dict]:
         """Finish the open segment and list it; an empty one is removed instead."""

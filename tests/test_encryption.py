@@ -579,3 +579,31 @@ def test_power_cut_below_the_page_cache_loses_at_most_the_stated_audio(tmp_path,
             assert len(samples) - len(kept) <= limit, f"cut {number}: lost {len(samples) - len(kept)} samples"
     finally:
         fs.close()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
+def test_a_full_card_stops_the_encrypted_segment_like_a_plain_one(tmp_path, key):
+    from edge.storage import StorageUnavailable
+
+    identity, public = key
+    card = tmp_path / "card"
+    card.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(card)], check=True)
+    try:
+        writer = encrypting_writer(card, public, fsync_interval_s=0.1)
+        writer.open(start())
+        samples = audio(30.0, seed=4)  # 960 kB: more than the card holds
+        with pytest.raises(StorageUnavailable, match=r"\.wav\.age\.part: age: .*no space left on device"):
+            for frame in np.array_split(samples, len(samples) // FRAME):
+                writer.append(frame)
+            writer.close(END)
+        assert not writer.is_open
+        # Space comes back: the next start lists what was kept.
+        subprocess.run(["mount", "-o", "remount,size=2m", str(card)], check=True)
+        [entry] = SegmentWriter(card, "room1", "x", "x").prepare()
+        assert entry["recovered"] and not list(card.rglob("*.part*"))
+        kept = pcm_after_header(age_decrypt(card / entry["file"], identity).stdout)
+        assert len(kept) > 16000 and np.array_equal(kept, samples[:len(kept)])
+        assert_no_plaintext(card, samples)
+    finally:
+        subprocess.run(["umount", str(card)], check=True)
