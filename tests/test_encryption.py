@@ -1,7 +1,8 @@
 """Encryption at rest: segments as age streams, opened with Debian's real `age` binary.
 
-A power cut is made for real on the encrypting side: the `age` process is killed with
-SIGKILL, losing the chunk it was filling, exactly as a power cut would.
+Power cuts are made for real: the `age` process is SIGKILLed, losing the chunk it was
+filling as a power cut would; on LazyFS the writes not fsynced are dropped too; and a real
+daemon on a real ALSA capture is killed together with its age processes.
 """
 
 from __future__ import annotations
@@ -9,9 +10,13 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import random
+import re
 import signal
+import socket
 import struct
 import subprocess
+import sys
 import termios
 import time
 import wave
@@ -20,8 +25,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge.cli import main
 from conftest import wait_until
+from edge.cli import main
 from edge.encryption import CHUNK_BYTES, AgeWav, age_payload_bytes
 from edge.errors import EdgeError
 from edge.storage import (MANIFEST, SegmentEnd, SegmentStart, SegmentWriter, file_sha256,
@@ -77,16 +82,36 @@ def age_has_sealed(stream, final: Path, plaintext_bytes: int) -> bool:
     return in_pipe == 0 and payload is not None and payload >= chunks * (CHUNK_BYTES + 16)
 
 
-def assert_no_plaintext(root: Path, samples: np.ndarray) -> None:
-    """No file under ``root`` holds a WAV header or any 64-byte run of ``samples``."""
+def pcm_runs(samples: np.ndarray, count: int = 60) -> list:
+    """64-byte runs of the input's PCM (not near-silence) that must never appear on the card."""
     pcm = samples.astype("<i2").tobytes()
-    runs = [pcm[i:i + 64] for i in range(0, len(pcm) - 64, max(len(pcm) // 40, 64))]
+    step = max(len(pcm) // count // 2 * 2, 64)
+    return [run for run in (pcm[i:i + 64] for i in range(0, len(pcm) - 64, step)) if len(set(run)) > 8]
+
+
+def assert_no_plaintext(root: Path, runs: list) -> None:
+    """No file under ``root`` holds a WAV header or any of the PCM ``runs``."""
     files = [p for p in root.rglob("*") if p.is_file()]
-    assert files
+    assert files and runs
     for path in files:
         data = path.read_bytes()
-        assert b"RIFF" not in data and b"WAVEfmt" not in data, path
-        assert not any(run in data for run in runs), f"{path} holds plaintext audio"
+        assert b"RIFF" not in data and b"WAVEfmt" not in data, f"{path}: a WAV header"
+        assert not any(run in data for run in runs), f"{path}: raw PCM of the input"
+
+
+def test_the_plaintext_scan_finds_wav_headers_and_raw_pcm(tmp_path):
+    samples = audio(1.0, seed=7)
+    writer = SegmentWriter(tmp_path / "plain", "room1", "m", "v")
+    writer.prepare()
+    writer.open(start())
+    writer.append(samples)
+    writer.close(END)
+    with pytest.raises(AssertionError, match="a WAV header"):
+        assert_no_plaintext(tmp_path / "plain", pcm_runs(samples))
+    (tmp_path / "raw").mkdir()
+    (tmp_path / "raw" / "x.bin").write_bytes(os.urandom(999) + samples[8000:8100].tobytes())
+    with pytest.raises(AssertionError, match="raw PCM of the input"):
+        assert_no_plaintext(tmp_path / "raw", pcm_runs(samples, count=400))
 
 
 def test_segment_is_an_age_file_that_age_decrypts_to_the_audio(tmp_path, key):
@@ -101,7 +126,7 @@ def test_segment_is_an_age_file_that_age_decrypts_to_the_audio(tmp_path, key):
     assert entry["file"] == "20261124/000001_093012_room1.wav.age"
     assert entry["sha256"] == file_sha256(path) and entry["samples"] == len(samples)
     assert path.read_bytes().startswith(b"age-encryption.org/v1\n")
-    assert_no_plaintext(tmp_path, samples)
+    assert_no_plaintext(tmp_path, pcm_runs(samples))
     result = age_decrypt(path, identity)
     assert result.returncode == 0, result.stderr
     assert np.array_equal(pcm_after_header(result.stdout), samples)
@@ -120,11 +145,11 @@ def test_open_segment_leaves_no_plaintext_on_the_card(tmp_path, key):
     for frame in np.array_split(samples, len(samples) // FRAME):
         writer.append(frame)
     # The .part, its sidecar and the manifest, mid-segment: ciphertext and metadata only.
-    assert_no_plaintext(tmp_path, samples)
+    assert_no_plaintext(tmp_path, pcm_runs(samples))
     sidecar = json.loads(next(tmp_path.rglob("*.part.json")).read_text())
     assert sidecar["file"].endswith(".wav.age")
     writer.close(END)
-    assert_no_plaintext(tmp_path, samples)
+    assert_no_plaintext(tmp_path, pcm_runs(samples))
 
 
 @pytest.mark.parametrize("seconds", [0.7, 2.3, 4.1, 6.2, 9.9])
@@ -200,7 +225,7 @@ def test_bad_recipient_stops_the_recorder_at_start_naming_it(tmp_path, capsys, r
     err = capsys.readouterr().err
     assert code == 2
     assert len(err.splitlines()) == 1 and "Traceback" not in err
-    assert __import__("re").search(message, err), err
+    assert re.search(message, err), err
     assert "6U7FS6F0GR6" not in err  # the secret key itself is never printed
     assert not list(tmp_path.rglob("*.wav*"))
 
@@ -222,7 +247,7 @@ def test_edge_process_with_recipients_stores_only_age_files(tmp_path, key, lesso
                  "--config", str(config)]) == 0
     entries = read_manifest(tmp_path / "rec" / MANIFEST)
     assert entries and all(e["file"].endswith(".wav.age") for e in entries)
-    assert_no_plaintext(tmp_path / "rec", lesson)
+    assert_no_plaintext(tmp_path / "rec", pcm_runs(lesson))
     for entry in entries:
         result = age_decrypt(tmp_path / "rec" / entry["file"], key[0])
         first = round(entry["start_s"] * 16000)
@@ -315,7 +340,7 @@ def test_decrypt_an_export_folder(tmp_path, key, capsys):
     stick.mkdir()
     report = SegmentExporter(card, stick, "room1").run()
     assert report.ok and report.copied == 4
-    assert_no_plaintext(stick, np.concatenate(heard + [interrupted]))
+    assert_no_plaintext(stick, pcm_runs(np.concatenate(heard + [interrupted])))
     exported = tree(stick)
     out = tmp_path / "office"
     out.mkdir()
@@ -418,22 +443,6 @@ def test_plain_and_encrypted_cards_in_one_export_folder(tmp_path, key, capsys):
 KILLS = int(os.environ.get("EDGE_ENCRYPTED_POWER_CUTS", "10"))
 
 
-def pcm_runs(stream: np.ndarray, count: int = 60) -> list:
-    """64-byte runs of the input's PCM (not silence) that must never appear on the card."""
-    pcm = stream.astype("<i2").tobytes()
-    step = len(pcm) // count // 2 * 2
-    runs = [pcm[i:i + 64] for i in range(0, len(pcm) - 64, step)]
-    return [run for run in runs if len(set(run)) > 8]
-
-
-def assert_card_holds_no_plaintext(root: Path, runs: list) -> None:
-    for path in root.rglob("*"):
-        if path.is_file():
-            data = path.read_bytes()
-            assert b"RIFF" not in data and b"WAVEfmt" not in data, f"{path}: a WAV header"
-            assert not any(run in data for run in runs), f"{path}: raw PCM of the input"
-
-
 def dead(pid: int) -> bool:
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in "ZX"
@@ -456,10 +465,6 @@ def power_cut(daemon: subprocess.Popen) -> None:
 
 def test_sigkill_with_encryption_leaves_no_plaintext_and_every_segment_decrypts(
         alsa, lesson, tmp_path, key):
-    import random
-    import socket
-    import sys
-
     identity, public = key
     stream = np.tile(lesson, 8)  # two minutes of lessons, read as fast as the CPU allows
     alsa.add("testmic", stream)
@@ -490,16 +495,16 @@ def test_sigkill_with_encryption_leaves_no_plaintext_and_every_segment_decrypts(
             daemon = start_daemon()
             time.sleep(rng.uniform(0.2, 0.8))  # the random moment of the power cut
             power_cut(daemon)
-            assert_card_holds_no_plaintext(recordings, runs)  # before any recovery, too
+            assert_no_plaintext(recordings, runs)  # before any recovery, too
             SegmentWriter(recordings, "x", "x", "x").prepare()  # what the next start does first
-            assert_card_holds_no_plaintext(recordings, runs)
+            assert_no_plaintext(recordings, runs)
         daemon = start_daemon()
         daemon.send_signal(signal.SIGTERM)
         assert daemon.wait(timeout=30) == 0, daemon.stderr.read().decode()
     finally:
         sock.close()
     entries = read_manifest(recordings / MANIFEST)
-    assert_card_holds_no_plaintext(recordings, runs)
+    assert_no_plaintext(recordings, runs)
     on_card = sorted(p.relative_to(recordings).as_posix() for p in recordings.rglob("*")
                      if p.is_file() and p.name != MANIFEST)
     assert on_card == sorted(e["file"] for e in entries)  # no .part, sidecar or temporary left
@@ -510,20 +515,18 @@ def test_sigkill_with_encryption_leaves_no_plaintext_and_every_segment_decrypts(
         path = recordings / entry["file"]
         assert entry["file"].endswith(".wav.age") and file_sha256(path) == entry["sha256"]
         result = age_decrypt(path, identity)
-        audio_ = pcm_after_header(result.stdout)
+        decrypted = pcm_after_header(result.stdout)
         first = round(entry["start_s"] * 16000)
-        assert np.array_equal(audio_, stream[first:first + len(audio_)]), entry["file"]
+        assert np.array_equal(decrypted, stream[first:first + len(decrypted)]), entry["file"]
         if entry["recovered"]:
             # Cut inside the chunk age was filling: what is missing is less than that chunk.
-            assert entry["samples"] - CHUNK_BYTES // 2 < len(audio_) <= entry["samples"]
+            assert entry["samples"] - CHUNK_BYTES // 2 < len(decrypted) <= entry["samples"]
         else:
-            assert result.returncode == 0 and len(audio_) == entry["samples"], entry["file"]
+            assert result.returncode == 0 and len(decrypted) == entry["samples"], entry["file"]
 
 
 def test_office_commands_need_no_fcntl(tmp_path, key):
     """Windows has no fcntl: `edge list` and `edge decrypt` must not need it."""
-    import sys
-
     identity, public = key
     card = tmp_path / "card"
     [samples] = record(encrypting_writer(card, public), [0.5])
@@ -604,6 +607,6 @@ def test_a_full_card_stops_the_encrypted_segment_like_a_plain_one(tmp_path, key)
         assert entry["recovered"] and not list(card.rglob("*.part*"))
         kept = pcm_after_header(age_decrypt(card / entry["file"], identity).stdout)
         assert len(kept) > 16000 and np.array_equal(kept, samples[:len(kept)])
-        assert_no_plaintext(card, samples)
+        assert_no_plaintext(card, pcm_runs(samples))
     finally:
         subprocess.run(["umount", str(card)], check=True)
