@@ -4,7 +4,7 @@ VENV := .venv
 BUILD_VENV := .buildvenv
 BIN := $(VENV)/bin
 CONFIG ?= config/edge.yaml
-DEB_PACKAGES := portaudio19-dev python3-venv python3-dev gcc alsa-utils
+DEB_PACKAGES := portaudio19-dev python3-venv python3-dev gcc alsa-utils age
 SILERO_PIN := silero-vad==6.2.3
 
 .PHONY: deb venv test run demo model bench soak install uninstall clean
@@ -12,15 +12,18 @@ SOAK_CUTS ?= 200
 
 # Debian packages are installed only when missing and only when we are root; otherwise
 # the build of PyAudio says what is missing.
+# edge/target.py: one line and a stop where no TFLite runtime exists (32-bit trixie), and the
+# pieces PyPI has no wheels for here (lgpio on Raspberry Pi OS, numpy on 32-bit ARM).
 deb:
-	@missing=""; for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	@$(PYTHON) edge/target.py check
+	@missing=""; for p in $(DEB_PACKAGES) $$($(PYTHON) edge/target.py debian-packages); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	  else echo "missing Debian packages:$$missing (run 'sudo make $(MAKECMDGOALS)' once or install them)"; fi; \
 	fi
 
 $(BIN)/edge: requirements.txt requirements-test.txt pyproject.toml | deb
-	$(PYTHON) -m venv $(VENV)
+	$(PYTHON) -m venv $$($(PYTHON) edge/target.py venv-options) $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -r requirements.txt -r requirements-test.txt
 	$(BIN)/pip install -q --no-deps $(SILERO_PIN)

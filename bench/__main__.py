@@ -18,7 +18,7 @@ from edge import vad as edge_vad
 from edge.errors import EdgeError
 from edge.wavio import read_wav_16k
 
-from . import report
+from . import encryption, report
 from .detectors import SILERO_ONNX, Detector, OnnxSilero, available_detectors, importable, silero_onnx_path
 from .labels import label_file_for, read_speech_intervals, window_truth
 from .metrics import RecordingScores, detection_scores, recording_scores
@@ -80,6 +80,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="folders of noise WAV files mixed under the streams")
     parser.add_argument("--config", type=Path, default=None, metavar="F", help="settings for `edge process`")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results", metavar="DIR")
+    parser.add_argument("--encryption-only", action="store_true",
+                        help="only what encryption at rest costs (edge process and the daemon, off and on)")
     return parser.parse_args(argv)
 
 
@@ -274,17 +276,18 @@ def main(argv: list[str] | None = None) -> int:
     rounds = 1 if quick else 3
     results = Results()
     today = datetime.date.today().isoformat()
-    stem = f"{today}-{platform.node().split('.')[0]}" + ("-quick" if quick else "")
+    stem = (f"{today}-{platform.node().split('.')[0]}" + ("-quick" if quick else "")
+            + ("-encryption" if args.encryption_only else ""))
     args.out.mkdir(parents=True, exist_ok=True)
     work = args.out / "tmp"
     command = "python -m bench " + " ".join(argv if argv is not None else sys.argv[1:])
     results.lines += [f"# edge-recorder benchmark, {today}", "", f"Command: `{command.strip()}`", "",
                       *report.machine_lines(), ""]
 
-    detectors = available_detectors(results.notes)
-    files = labelled_files(args.data or [d for d in DEFAULT_DATA if d.is_dir()], quick)
+    detectors = [] if args.encryption_only else available_detectors(results.notes)
+    files = [] if args.encryption_only else labelled_files(args.data or [d for d in DEFAULT_DATA if d.is_dir()], quick)
     pooled = window_accuracy(results, detectors, files) if files and detectors else {}
-    if not files:
+    if not files and not args.encryption_only:
         results.notes.append("No labelled data found: window-level accuracy skipped (pass --data DIR).")
 
     plt = report.pyplot()
@@ -299,14 +302,19 @@ def main(argv: list[str] | None = None) -> int:
     if not args.utterances.is_dir() or not noise_dirs:
         results.notes.append("No utterance or noise folder: classroom streams and speed of `edge process` skipped.")
     else:
-        streams = build_streams(args.utterances, noise_dirs, [TIMED_SNR_DB] if quick else SNRS_DB,
+        streams = build_streams(args.utterances, noise_dirs,
+                                [TIMED_SNR_DB] if quick or args.encryption_only else SNRS_DB,
                                 QUICK_STREAM_S if quick else STREAM_S, work / "streams", SEED)
-        capture, process_runs = classroom_streams(results, args, streams, rounds, work)
-        if plt is not None:
-            plot = args.out / f"{stem}-capture-vs-snr.png"
-            report.plot_capture_vs_snr({k: v for k, v in capture.items() if v}, plot)
-            results.lines += [f"![speech capture vs SNR]({plot.name})", ""]
-        speed_section(results, detectors, streams, process_runs, rounds, None if quick else work / "daemon")
+        if not args.encryption_only:
+            capture, process_runs = classroom_streams(results, args, streams, rounds, work)
+            if plt is not None:
+                plot = args.out / f"{stem}-capture-vs-snr.png"
+                report.plot_capture_vs_snr({k: v for k, v in capture.items() if v}, plot)
+                results.lines += [f"![speech capture vs SNR]({plot.name})", ""]
+            speed_section(results, detectors, streams, process_runs, rounds, None if quick else work / "daemon")
+        timed = next(s for s in streams if s.snr_db == TIMED_SNR_DB)
+        encryption.section(results, timed.path, read_wav_16k(timed.path), timed.duration_s,
+                           work / "encryption", args.config, rounds, None if quick else DAEMON_S)
 
     results.lines += ["## Goals", "", *report.table(
         ["goal", "measured", "met"],

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -94,8 +95,22 @@ class RealTimeFeeder(threading.Thread):
 
 
 def cpu_seconds(pid: int) -> float:
+    """CPU time of a process and of its children, those it has waited for and those still
+    running (the age process that encrypts the open segment)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    ticks = sum(int(f) for f in fields[11:15])
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            children = (task / "children").read_text().split()
+        except OSError:
+            continue
+        for child in children:
+            try:
+                child_fields = Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue  # ended and waited for in between: counted in the parent's fields
+            ticks += int(child_fields[11]) + int(child_fields[12])
+    return ticks / CLOCK_TICKS
 
 
 @dataclass(frozen=True)
@@ -110,9 +125,11 @@ class DaemonRun:
     feeder_opens: int
 
 
-def measure_daemon(samples: np.ndarray, seconds: float, work_dir: Path, warmup_s: float = 10.0) -> DaemonRun:
+def measure_daemon(samples: np.ndarray, seconds: float, work_dir: Path, warmup_s: float = 10.0,
+                   privacy: dict | None = None) -> DaemonRun:
     """``edge run`` capturing ``samples`` through ALSA's file plugin from a FIFO fed at real
-    time, for ``seconds``, then stopped with SIGTERM as systemd would."""
+    time, for ``seconds``, then stopped with SIGTERM as systemd would; ``privacy`` is the
+    config's privacy section (encryption)."""
     work_dir.mkdir(parents=True, exist_ok=True)
     fifo = work_dir / "mic.fifo"
     if fifo.exists():
@@ -122,11 +139,13 @@ def measure_daemon(samples: np.ndarray, seconds: float, work_dir: Path, warmup_s
     alsa_config.write_text(ALSA_CONFIG.format(infile=fifo))
     config = work_dir / "edge.yaml"
     recordings = work_dir / "recordings"
+    shutil.rmtree(recordings, ignore_errors=True)
     config.write_text(yaml.safe_dump({
         "audio": {"device": "default"},
         "storage": {"recordings_dir": str(recordings), "min_free_mb": 0},
         "led": {"pin": None},
         "service": {"status_file": str(work_dir / "status.json")},
+        **({"privacy": privacy} if privacy else {}),
     }))
     feeder = RealTimeFeeder(fifo, samples)
     feeder.start()

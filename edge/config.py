@@ -88,6 +88,8 @@ class StorageSettings:
     """At the free-space floor: `stop` writing (keeps every recording) or `delete_oldest` segments."""
     fsync_interval_s: float = field(default=1.0, metadata=bounded(0.032, 60))
     """How much audio of an open segment a power cut may lose at most, in seconds."""
+    keep_days: Optional[float] = field(default=None, metadata=bounded(0.001, 36500))
+    """Segments older than this many days (by recording time) are deleted; null keeps them until exported."""
 
 
 @dataclass(frozen=True)
@@ -117,6 +119,12 @@ class ExportSettings:
 
 
 @dataclass(frozen=True)
+class PrivacySettings:
+    recipients: tuple[str, ...] = ()
+    """age public keys ('age1...') and/or absolute paths of recipients files; segments are stored encrypted to them (.wav.age) when any is given."""
+
+
+@dataclass(frozen=True)
 class Settings:
     audio: AudioSettings = AudioSettings()
     detector: DetectorSettings = DetectorSettings()
@@ -125,6 +133,7 @@ class Settings:
     led: LedSettings = LedSettings()
     service: ServiceSettings = ServiceSettings()
     export: ExportSettings = ExportSettings()
+    privacy: PrivacySettings = PrivacySettings()
 
 
 def default_config_path() -> Path:
@@ -191,6 +200,10 @@ def _check_value(key: str, hint: Any, metadata: Any, value: Any, origin: str) ->
         if optional:
             return None
         raise EdgeError(f"{origin}: {key} must not be empty")
+    if typing.get_origin(base) is tuple:
+        if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+            raise EdgeError(f"{origin}: {key} must be a list of texts, got {value!r}")
+        return tuple(value)
     expected = {bool: "true or false", int: "a whole number", float: "a number", str: "a text"}[base]
     if optional:
         expected += " or null"

@@ -18,6 +18,7 @@ import numpy as np
 from .audio import CaptureError, MicrophoneSource
 from .clock import SystemClock
 from .config import Settings, add_config_argument, default_config_path, load_config, resolve_data_path
+from .encryption import recipient_arguments
 from .errors import EdgeError, permission_denied
 from .indicator import GPIO_CHIPS
 from .status import RecorderState, is_recorder_process, read_status, status_age_s
@@ -42,6 +43,7 @@ def status_command(args: argparse.Namespace) -> int:
     print(f"segments today: {status['segments_today']}")
     print(f"free space:     {'unknown' if free is None else f'{free:.0f} MB'}")
     print(f"audio lost:     {status['overflows']} overflows, {status['dropped_frames']} dropped frames")
+    print(f"oldest segment: {_oldest_segment(status, settings.storage.keep_days)}")
     for error in status["errors"] or ["none"]:
         print(f"recent problem: {error}")
     return 0 if running else 1
@@ -65,6 +67,17 @@ def daemon_state(status: dict, now) -> tuple[bool, str]:
     if age >= STALE_AFTER_S:
         return False, f"NOT RESPONDING (pid {pid}): last update {age:.0f} s ago"
     return True, f"running (pid {pid})"
+
+
+def _oldest_segment(status: dict, keep_days) -> str:
+    policy = (f"deleted after {keep_days:g} days" if keep_days is not None
+              else "kept until exported (storage.keep_days: null)")
+    name, days = status.get("oldest_segment"), status.get("oldest_segment_days")
+    if name is None:
+        return "none on the card"
+    if days is None:
+        return f"{name}, age unknown (recorded before the clock was synchronised); {policy}"
+    return f"{name}, recorded {days:.1f} days ago; {policy}"
 
 
 @dataclass(frozen=True)
@@ -159,12 +172,27 @@ def check_clock(settings: Settings, daemon: Optional[dict]) -> CheckResult:
                        "file order is still right", "connect to a network once, or add an RTC")
 
 
+def check_encryption(settings: Settings, daemon: Optional[dict]) -> CheckResult:
+    recipients = settings.privacy.recipients
+    if not recipients:
+        return CheckResult(True, "off: segments are stored as plain WAV files (privacy.recipients is empty)")
+    try:
+        arguments = recipient_arguments(recipients)
+    except EdgeError as exc:
+        return CheckResult(False, str(exc), "give the 'age1...' public key that edge keygen printed")
+    keys = arguments.count("-r")
+    files = arguments.count("-R")
+    return CheckResult(True, f"segments are encrypted with age to {keys} public keys and "
+                       f"{files} recipients files")
+
+
 CHECKS: dict[str, Callable[[Settings, Optional[dict]], CheckResult]] = {
     "model": check_model,
     "microphone": check_microphone,
     "gpio": check_gpio,
     "storage": check_storage,
     "clock": check_clock,
+    "encryption": check_encryption,
 }
 
 
@@ -208,7 +236,7 @@ def doctor_command(args: argparse.Namespace) -> int:
 def add_command(subparsers) -> None:
     for name, func, text in (
         ("status", status_command, "what the running recorder is doing"),
-        ("doctor", doctor_command, "check microphone, model, GPIO, storage and clock"),
+        ("doctor", doctor_command, "check microphone, model, GPIO, storage, clock and encryption keys"),
     ):
         parser = subparsers.add_parser(name, help=text)
         add_config_argument(parser)

@@ -14,10 +14,14 @@ state in a small JSON file that the daemon polls through ``export_led_pattern``.
 
 from __future__ import annotations
 
+try:
+    import fcntl
+except ImportError:  # Windows: only the office commands (list, decrypt) run there, without locks
+    fcntl = None
+
 import argparse
 import csv
 import errno
-import fcntl
 import hashlib
 import json
 import os

@@ -22,18 +22,21 @@ from .audio import CaptureError, EndOfInput, FrameSource
 from .clock import SystemClock
 from . import __version__
 from .config import Settings, device_name, neg_threshold
+from .encryption import AgeWav
 from .indicator import Indicator, LedPattern, NullIndicator
 from .notify import ServiceNotifier
+from .retention import SegmentRetention
 from .segmenter import SegmentAudio, SegmentClosed, SegmentOpened, SpeechSegmenter
 from .status import RecorderState, RecorderStatus
-from .storage import (FreeSpaceGuard, SegmentEnd, SegmentStart, SegmentWriter, StorageUnavailable,
-                      read_manifest)
+from .storage import (FreeSpaceGuard, PlainWav, SegmentEnd, SegmentStart, SegmentWriter,
+                      StorageUnavailable, read_manifest)
 from .supervisor import CaptureSupervisor, StatusPublisher, StorageSupervisor, Watchdog
 
 log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16000
 EXTRA_CHECK_S = 1.0
+RETENTION_CHECK_S = 600.0
 
 
 @dataclass
@@ -51,9 +54,12 @@ class FileSummary:
 
 
 def make_writer(settings: Settings, recordings_dir: Path, detector) -> SegmentWriter:
-    """The segment writer for ``recordings_dir``, with what a power cut left there finished."""
+    """The segment writer for ``recordings_dir``, with what a power cut left there finished;
+    segments are encrypted when ``privacy.recipients`` names any (a bad one stops here)."""
+    recipients = settings.privacy.recipients
+    segment_format = AgeWav.for_recipients(recipients) if recipients else PlainWav()
     writer = SegmentWriter(recordings_dir, device_name(settings.storage), detector.sha256,
-                           __version__, settings.storage.fsync_interval_s)
+                           __version__, settings.storage.fsync_interval_s, segment_format)
     try:
         recovered = writer.prepare()
     except OSError as exc:
@@ -89,6 +95,7 @@ class Recorder:
         self._extra: Optional[LedPattern] = None  # extra_pattern() as of the last check
         guard = FreeSpaceGuard(writer.root, settings.storage.min_free_mb, settings.storage.when_full)
         self.storage = StorageSupervisor(guard, writer, self, monotonic)
+        self.retention = SegmentRetention(writer.root, settings.storage.keep_days, clock)
         self.watchdog = Watchdog(notifier, watchdog_every, monotonic)
         today = clock.wall().date()
         # A restart mid-day must not reset the count people see in `edge status`.
@@ -108,6 +115,7 @@ class Recorder:
         self._offset0 = 0.0  # session offset of sample 0 of the current opening
         self._gaps: list = []  # microphone outages since the last segment began
         self._last_extra_check = float("-inf")
+        self._last_retention = float("-inf")
 
     # -- the two ways in ------------------------------------------------------------------
 
@@ -309,7 +317,21 @@ class Recorder:
             if extra is not self._extra:
                 self._extra = extra
                 self._show()
+        if now - self._last_retention >= RETENTION_CHECK_S:
+            self._last_retention = now
+            self._apply_retention()
         self._publish()
+
+    def _apply_retention(self) -> None:
+        try:
+            self.retention.sweep()
+        except OSError as exc:
+            log.warning("cannot delete old segments now (%s)", exc.strerror)
+            return
+        oldest = self.retention.oldest
+        self.status.oldest_segment = oldest.file if oldest else None
+        self.status.oldest_segment_days = (None if oldest is None or oldest.age_s is None
+                                           else round(oldest.age_s / 86400, 3))
 
     def _publish(self, force: bool = False) -> None:
         self.publisher.publish(self.state().value, self._source, force)

@@ -45,6 +45,10 @@ class RecorderStatus:
     updated: str = ""
     led: Optional[str] = None
     """The LED the daemon drives (GPIO17), None when it runs without one."""
+    oldest_segment: Optional[str] = None
+    """The oldest segment on the card, as of the last retention check (every 10 minutes)."""
+    oldest_segment_days: Optional[float] = None
+    """How many days ago it was recorded, at least; None when the clock cannot tell."""
 
     def summary(self) -> str:
         """The one line systemd shows as STATUS=."""

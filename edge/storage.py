@@ -6,11 +6,19 @@ a ``.part`` cut off by a power loss is a valid WAV of the audio it had. On close
 renamed to ``<name>.wav`` and one JSON line is appended to ``manifest.jsonl``; only then is
 the sidecar removed. ``recover()`` finishes whatever a power cut interrupted, so that every
 segment ends up listed in the manifest exactly once.
+
+How the audio itself reaches the file is a ``SegmentFormat``: a plain WAV here, an age
+stream in ``edge.encryption`` (``<name>.wav.age``); naming, sidecar, manifest and recovery
+are the same for both.
 """
 
 from __future__ import annotations
 
-import fcntl
+try:
+    import fcntl
+except ImportError:  # Windows: only the office commands (list, decrypt) run there, without locks
+    fcntl = None
+
 import hashlib
 import json
 import logging
@@ -21,10 +29,11 @@ from dataclasses import asdict, dataclass, field
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Optional
+from typing import Callable, Iterable, Iterator, Optional, Protocol
 
 import numpy as np
 
+from .encryption import AGE_WAV_EXTENSION, age_wav_samples
 from .errors import EdgeError
 
 log = logging.getLogger(__name__)
@@ -34,7 +43,7 @@ HEADER_BYTES = 44
 MANIFEST = "manifest.jsonl"
 PART = ".part"
 SIDECAR = ".part.json"
-SEGMENT_NAME = re.compile(r"^(\d{6,})_\d{6}_.+\.wav(\.part)?$")
+SEGMENT_NAME = re.compile(r"^(\d{6,})_\d{6}_.+\.wav(\.age)?(\.part)?$")
 
 
 def wav_header(data_bytes: int) -> bytes:
@@ -65,7 +74,21 @@ def write_json_atomically(path: Path, data: dict) -> None:
 
 
 def read_manifest(path: Path) -> list[dict]:
-    """All entries of a manifest; a torn last line (power cut mid-append) is skipped."""
+    """The segment entries of a manifest (not its tombstones); a torn last line (power cut
+    mid-append) is skipped."""
+    return [entry for entry in _manifest_lines(path) if not is_tombstone(entry)]
+
+
+def read_deletions(path: Path) -> list[dict]:
+    """The tombstones of a manifest: ``{"deleted": FILE, "reason": ..., ...}`` per deleted file."""
+    return [entry for entry in _manifest_lines(path) if is_tombstone(entry)]
+
+
+def is_tombstone(entry: dict) -> bool:
+    return "deleted" in entry
+
+
+def _manifest_lines(path: Path) -> list[dict]:
     try:
         lines = Path(path).read_text().splitlines()
     except FileNotFoundError:
@@ -126,8 +149,8 @@ def write_lines_atomically(path: Path, lines: Iterable[str], owner: Optional[tup
 
 def rewrite_manifest(manifest: Path, keep: Callable[[dict], bool]) -> None:
     """Rewrite the manifest with only the entries ``keep`` accepts (a torn last line is
-    left for SegmentWriter to repair). Owner and mode are kept: the export runs as root,
-    the recorder as its own user, which must still be able to append."""
+    left for SegmentWriter to repair, tombstones stay). Owner and mode are kept: the export
+    runs as root, the recorder as its own user, which must still be able to append."""
     with locked_manifest(manifest) as current:
         kept = []
         for line in Path(manifest).read_text().splitlines():
@@ -136,7 +159,7 @@ def rewrite_manifest(manifest: Path, keep: Callable[[dict], bool]) -> None:
             except json.JSONDecodeError:
                 kept.append(line)
                 continue
-            if keep(entry):
+            if is_tombstone(entry) or keep(entry):
                 kept.append(line)
         status = os.fstat(current.fileno())
         write_lines_atomically(Path(manifest), kept, owner=(status.st_uid, status.st_gid),
@@ -174,19 +197,105 @@ class StorageUnavailable(Exception):
     """The card cannot take more audio now (full, read-only, failing)."""
 
 
+class SegmentFile(Protocol):
+    """One open segment file, fed int16 audio as bytes."""
+
+    def write(self, data: bytes) -> None: ...
+
+    def sync(self, data_bytes: int) -> None:
+        """Make what was written durable; ``data_bytes`` of audio were written so far."""
+
+    def close(self) -> None:
+        """Finish the file durably (raises OSError when it could not be finished)."""
+
+    def abandon(self) -> None:
+        """Let go of the file after an error, leaving it for recovery."""
+
+
+class SegmentFormat(Protocol):
+    """How segments are written: the file name's extension and the open file."""
+
+    extension: str
+
+    def create(self, part: Path) -> SegmentFile: ...
+
+
+class PlainWavFile:
+    """A WAV whose header is brought up to date at every sync."""
+
+    def __init__(self, part: Path):
+        self._file = open(part, "xb")
+        self._file.write(wav_header(0))
+
+    def write(self, data: bytes) -> None:
+        self._file.write(data)
+
+    def sync(self, data_bytes: int) -> None:
+        self._file.flush()
+        fd = self._file.fileno()
+        os.pwrite(fd, struct.pack("<I", 36 + data_bytes), 4)
+        os.pwrite(fd, struct.pack("<I", data_bytes), 40)
+        os.fsync(fd)
+
+    def close(self) -> None:
+        self._file.close()
+
+    def abandon(self) -> None:
+        try:
+            self._file.close()
+        except OSError:
+            pass
+
+
+class PlainWav:
+    """Segments as plain 16 kHz mono WAV files."""
+
+    extension = ".wav"
+
+    def create(self, part: Path) -> PlainWavFile:
+        return PlainWavFile(part)
+
+
+def repair_part(part: Path) -> int:
+    """Make an interrupted ``.part`` as whole as it can be without a key; returns its samples.
+
+    A plain WAV is cut to whole samples and given a header that matches. An encrypted one
+    stays as the power cut left it (ciphertext cannot be cut or given a new header without
+    the key; `edge decrypt` keeps what is authentic), and the count is what it holds at most."""
+    if part.name.endswith(AGE_WAV_EXTENSION + PART):
+        return age_wav_samples(part)
+    size = part.stat().st_size
+    samples = max(size - HEADER_BYTES, 0) // 2
+    with open(part, "r+b") as f:
+        f.truncate(HEADER_BYTES + 2 * samples)
+        f.seek(0)
+        f.write(wav_header(2 * samples))
+        f.flush()
+        os.fsync(f.fileno())
+    return samples
+
+
+def stored_samples(final: Path) -> int:
+    """The samples of a segment file, from its size (for an encrypted one: at most)."""
+    if final.name.endswith(AGE_WAV_EXTENSION):
+        return age_wav_samples(final)
+    return (final.stat().st_size - HEADER_BYTES) // 2
+
+
 class SegmentWriter:
     """Writes segments one at a time under ``recordings_dir`` and lists them in the manifest."""
 
     def __init__(self, recordings_dir: Path, device: str, model_sha256: str, version: str,
-                 fsync_interval_s: float = 1.0):
+                 fsync_interval_s: float = 1.0, segment_format: SegmentFormat = PlainWav()):
         self.root = Path(recordings_dir)
+        self.format = segment_format
         self.device = safe_name(device)
         self.model_sha256 = model_sha256
         self.version = version
         self.fsync_interval = int(fsync_interval_s * SAMPLE_RATE)
         self.manifest = self.root / MANIFEST
         self._part: Optional[Path] = None
-        self._file = None
+        self._file: Optional[SegmentFile] = None
         self._start: Optional[SegmentStart] = None
         self._samples = 0
         self._unsynced = 0
@@ -211,15 +320,14 @@ class SegmentWriter:
         wall = datetime.fromisoformat(start.start)
         seq = self._take_seq()
         folder = self.root / wall.strftime("%Y%m%d")
-        final = folder / f"{seq:06d}_{wall.strftime('%H%M%S')}_{self.device}.wav"
+        final = folder / f"{seq:06d}_{wall.strftime('%H%M%S')}_{self.device}{self.format.extension}"
         part = final.with_name(final.name + PART)
         try:
             folder.mkdir(exist_ok=True)
             # The sidecar exists before the .part, so a .part never lacks its metadata.
             write_json_atomically(final.with_name(final.name + SIDECAR),
                                   {"seq": seq, "file": self._relative(final), **asdict(start)})
-            self._file = open(part, "wb")
-            self._file.write(wav_header(0))
+            self._file = self.format.create(part)
         except OSError as exc:
             self._abandon()
             raise StorageUnavailable(f"{part}: {exc.strerror}") from exc
@@ -235,8 +343,9 @@ class SegmentWriter:
             if self._unsynced >= self.fsync_interval:
                 self._sync()
         except OSError as exc:
+            part = self._part
             self._abandon()
-            raise StorageUnavailable(f"{self._part}: {exc.strerror}") from exc
+            raise StorageUnavailable(f"{part}: {exc.strerror}") from exc
 
     def close(self, end: SegmentEnd) -> Optional[dict]:
         """Finish the open segment and list it; an empty one is removed instead."""
@@ -268,14 +377,14 @@ class SegmentWriter:
             meta.pop("seq")
             start = SegmentStart(**meta)
             if part.exists():
-                samples = self._repair_part(part)
+                samples = repair_part(part)
                 if samples == 0:
                     part.unlink()
                     sidecar.unlink()
                     continue
             elif final.exists() and self._relative(final) not in listed:
                 part = final  # renamed but not yet listed when the power went
-                samples = (final.stat().st_size - HEADER_BYTES) // 2
+                samples = stored_samples(final)
             else:
                 sidecar.unlink()
                 continue
@@ -325,34 +434,13 @@ class SegmentWriter:
         return entry
 
     def _sync(self) -> None:
-        """Write the audio out and make the header describe it, then fsync."""
-        self._file.flush()
-        data_bytes = 2 * self._samples
-        fd = self._file.fileno()
-        os.pwrite(fd, struct.pack("<I", 36 + data_bytes), 4)
-        os.pwrite(fd, struct.pack("<I", data_bytes), 40)
-        os.fsync(fd)
+        self._file.sync(2 * self._samples)
         self._unsynced = 0
-
-    def _repair_part(self, part: Path) -> int:
-        """Cut a .part to whole samples and give it a header that matches; returns samples."""
-        size = part.stat().st_size
-        samples = max(size - HEADER_BYTES, 0) // 2
-        with open(part, "r+b") as f:
-            f.truncate(HEADER_BYTES + 2 * samples)
-            f.seek(0)
-            f.write(wav_header(2 * samples))
-            f.flush()
-            os.fsync(f.fileno())
-        return samples
 
     def _abandon(self) -> None:
         """Give up the open file after a write error; recover() finishes it later."""
         if self._file is not None:
-            try:
-                self._file.close()
-            except OSError:
-                pass
+            self._file.abandon()
         self._file = None
         self._part = self._start = None
 

@@ -76,6 +76,8 @@ class StatusPublisher:
             self._today, self.status.segments_today = today, 0
         self.status.segments_today += 1
         self.status.last_speech = entry["end"]
+        if self.status.oldest_segment is None:
+            self.status.oldest_segment, self.status.oldest_segment_days = entry["file"], 0.0
 
     def publish(self, state: str, source: Optional[FrameSource], force: bool = False) -> None:
         now = self.monotonic()

@@ -8,9 +8,16 @@ new 512 (models/README.md describes the model files).
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import importlib
+import importlib.util
+import logging
+import os
+import signal
+import subprocess
 import sys
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
@@ -20,6 +27,8 @@ from .config import DetectorSettings
 from .errors import EdgeError
 from .logs import quiet_stderr
 from .wavio import read_wav_16k
+
+log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "silero_vad_int8.tflite"
 
@@ -67,6 +76,87 @@ def interpreter_class(runtime: str | None):
     )
 
 
+# Run in a child Python: import a runtime, create its interpreter on the model and run it once.
+# Exit status 3: the import failed; 4: the interpreter refused the model. The reason is the
+# last stderr line starting with "probe: " (runtimes log to stderr too).
+_PROBE = """
+import importlib, sys
+def fail(status, exc):
+    lines = str(exc).strip().splitlines()
+    print("probe:", lines[0] if lines else type(exc).__name__, file=sys.stderr)
+    sys.exit(status)
+try:
+    Interpreter = importlib.import_module(sys.argv[1] + ".interpreter").Interpreter
+except Exception as exc:
+    fail(3, exc)
+try:
+    interpreter = Interpreter(model_path=sys.argv[2], num_threads=1)
+    interpreter.allocate_tensors()
+    interpreter.invoke()
+except Exception as exc:
+    fail(4, exc)
+"""
+# Far above the probe's cost (0.4 s on x86_64, seconds under emulation), for a hung child only.
+PROBE_TIMEOUT_S = 300.0
+
+
+@dataclass(frozen=True)
+class ProbeFailure:
+    """Why one runtime cannot run the model; ``model_refused`` when the model is the likely cause."""
+
+    reason: str
+    model_refused: bool = False
+
+
+@functools.lru_cache(maxsize=None)
+def probe_runtime(runtime: str, model_path: str) -> ProbeFailure | None:
+    """None if a child Python imports ``runtime``, creates its interpreter on ``model_path`` and runs
+    it once; else why not. In a child because a crash there (SIGSEGV in Interpreter() under qemu
+    with the host's /proc/cpuinfo) cannot be caught in this process; once per runtime, model and
+    process."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    try:
+        child = subprocess.run([sys.executable, "-c", _PROBE, runtime, model_path], env=env,
+                               capture_output=True, text=True, timeout=PROBE_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        return ProbeFailure(f"creating its interpreter took over {PROBE_TIMEOUT_S:.0f} s")
+    if child.returncode == 0:
+        return None
+    if child.returncode < 0:
+        return ProbeFailure(f"creating its interpreter crashed ({signal.Signals(-child.returncode).name})")
+    said = [line[len("probe: "):].strip() for line in child.stderr.splitlines() if line.startswith("probe: ")]
+    last = said[-1] if said else f"exit status {child.returncode}"
+    if child.returncode == 3:
+        return ProbeFailure(f"import failed ({last})")
+    return ProbeFailure(last, model_refused=child.returncode == 4)
+
+
+def usable_runtime(model_path: Path, runtimes: tuple[str, ...] = RUNTIMES) -> str:
+    """The first of ``runtimes`` that is installed and runs ``model_path`` in a child process;
+    the log says which runtimes were passed over and why."""
+    failures: dict[str, ProbeFailure] = {}
+    missing = []
+    for name in runtimes:
+        if importlib.util.find_spec(name) is None:
+            missing.append(name)
+            continue
+        failure = probe_runtime(name, str(model_path))
+        if failure is None:
+            for failed, why in failures.items():
+                log.warning("TFLite runtime %s is not used: %s; using %s", failed, why.reason, name)
+            log.debug("TFLite runtime: %s", name)
+            return name
+        failures[name] = failure
+    if not failures:
+        raise VadRuntimeError(
+            "no TFLite runtime installed: install ai-edge-litert or tflite-runtime (pip install tflite-runtime)")
+    refused = [f.reason for f in failures.values() if f.model_refused]
+    if refused:
+        raise VadModelError(f"{model_path}: not a valid TFLite model ({refused[0]})")
+    raise VadRuntimeError("no usable TFLite runtime: " + "; ".join(
+        [f"{name}: {f.reason}" for name, f in failures.items()] + [f"{name}: not installed" for name in missing]))
+
+
 class SileroVad:
     """Speech probability of consecutive 512-sample windows of one 16 kHz stream."""
 
@@ -74,10 +164,12 @@ class SileroVad:
     SAMPLE_RATE = 16000
 
     def __init__(self, model_path: str | Path, runtime: str | None = None):
+        """``runtime``: an import name from RUNTIMES, used as is; None takes the first that works."""
         self.model_path = Path(model_path)
         if not self.model_path.is_file():
             raise VadModelError(f"{self.model_path}: VAD model file not found (expected a Silero VAD .tflite file)")
-        interpreter = interpreter_class(runtime)
+        self.runtime = runtime or usable_runtime(self.model_path)
+        interpreter = interpreter_class(self.runtime)
         try:
             with quiet_stderr():
                 self._interpreter = interpreter(model_path=str(self.model_path), num_threads=1)

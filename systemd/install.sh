@@ -21,9 +21,9 @@ CONFIG_DIR="$ROOT/etc/edge-recorder"
 STATE_DIR="$ROOT/var/lib/edge-recorder"
 UNIT_DIR="$ROOT/etc/systemd/system"
 UDEV_RULE="$ROOT/etc/udev/rules.d/60-edge-recorder-gpiochip.rules"
-DEB_PACKAGES=(portaudio19-dev python3-venv python3-dev gcc libc6-dev alsa-utils)
-# lgpio (in requirements.txt), gpiozero's backend for /dev/gpiochip*, has wheels for aarch64
-# and armv7l; on armv6 (Pi Zero W, Pi 1) pip builds it with SWIG, statically linked by PYPI=1.
+DEB_PACKAGES=(portaudio19-dev python3-venv python3-dev gcc libc6-dev alsa-utils age)
+# Plus what edge/target.py names for this machine: lgpio, gpiozero's backend for
+# /dev/gpiochip*, from Raspberry Pi OS (python3-lgpio); numpy and PyYAML on 32-bit ARM.
 
 say() { echo "install: $*"; }
 die() { echo "install: $*" >&2; exit 1; }
@@ -40,7 +40,8 @@ fi
 
 install_debian_packages() {
     local packages=("${DEB_PACKAGES[@]}") missing=()
-    [ "$(uname -m)" = armv6l ] && packages+=(swig)
+    # shellcheck disable=SC2207 # space-separated package names
+    packages+=($("$PYTHON" "$SOURCE/edge/target.py" debian-packages))
     for package in "${packages[@]}"; do
         dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
     done
@@ -81,8 +82,9 @@ copy_source() {
 
 install_venv() {
     local venv="$OPT/venv"
-    [ -x "$venv/bin/python" ] || "$PYTHON" -m venv "$venv"
-    PYPI=1 "$venv/bin/pip" install -q -r "$OPT/src/requirements.txt"
+    # shellcheck disable=SC2046 # no option or one
+    [ -x "$venv/bin/python" ] || "$PYTHON" -m venv $("$PYTHON" "$SOURCE/edge/target.py" venv-options) "$venv"
+    "$venv/bin/pip" install -q -r "$OPT/src/requirements.txt"
     # Editable on purpose: the default model and config are found relative to the package
     # (edge.config.PACKAGE_ROOT), so edge/ must stay next to models/ and config/ in src/.
     "$venv/bin/pip" install -q --no-deps -e "$OPT/src"
@@ -175,6 +177,9 @@ start_service() {
     fi
 }
 
+if [ "${EDGE_SKIP_VENV:-0}" != 1 ]; then
+    "$PYTHON" "$SOURCE/edge/target.py" check || exit 1
+fi
 mkdir -p "$OPT"
 if live_system; then
     install_debian_packages

@@ -152,6 +152,7 @@ def test_quick_bench_reports_every_table(tmp_path):
     assert "| 10 | edge process (int8 TFLite + segmenter) |" in text
     assert "µs per 32 ms window" in text
     assert "edge process real-time factor" in text
+    assert "## Encryption at rest (age)" in text and "\n| on | " in text and "\n| off | " in text
 
 
 @needs_shared_data

@@ -93,7 +93,7 @@ def test_interrupted_segment_is_recovered_with_the_audio_it_had(tmp_path):
     final = writer.open(start())
     samples = audio(1.7)
     writer.append(samples)
-    writer._file.flush()  # what the kernel has when the process dies without closing
+    writer._file._file.flush()  # what the kernel has when the process dies without closing
     part = final.with_name(final.name + ".part")
     with open(part, "ab") as f:
         f.write(b"\x01")  # half a sample: the power went mid-write
@@ -110,7 +110,7 @@ def test_interrupted_segment_is_recovered_with_the_audio_it_had(tmp_path):
 def test_empty_interrupted_segment_is_removed(tmp_path):
     writer = writer_at(tmp_path)
     final = writer.open(start())
-    writer._file.flush()
+    writer._file._file.flush()
     assert writer_at(tmp_path).recover() == []
     assert list(final.parent.iterdir()) == []
     assert read_manifest(tmp_path / MANIFEST) == []

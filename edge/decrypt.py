@@ -1,0 +1,203 @@
+"""The office side of encrypted recordings: `edge keygen` and `edge decrypt`.
+
+Both run the `age` tools (age-keygen, age), so what they do is what a person could do by
+hand with the same files. `edge decrypt` adds what a folder of segments needs: each file is
+checked against its manifest before it is opened, the WAV header that could not be
+rewritten inside the ciphertext is given its real sizes, a segment cut short by a power cut
+keeps every chunk age can authenticate, nothing existing is overwritten and nothing is
+deleted (the encrypted files stay where they are).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from .encryption import AGE_WAV_EXTENSION, WAV_HEADER_BYTES, age_program
+from .errors import EdgeError
+from .storage import MANIFEST, file_sha256, read_manifest, wav_header
+
+PARTIAL_SUFFIX = ".decrypting"
+WRONG_KEY = "no identity matched"
+# What age says when the payload ends before its final chunk: every chunk before the cut
+# was authenticated and written out already.
+CUT_SHORT = ("failed to decrypt and authenticate payload chunk", "last chunk is empty",
+             "unexpected EOF")
+
+
+@dataclass
+class DecryptReport:
+    decrypted: int = 0
+    problems: list = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class EncryptedSegment:
+    """A .wav.age file to decrypt, with its manifest entry when one lists it."""
+
+    source: Path
+    target: Path
+    entry: Optional[dict]
+
+
+def keygen_command(args: argparse.Namespace) -> int:
+    key = args.key
+    if key.exists():
+        raise EdgeError(f"{key}: already exists, not overwritten (a key that is replaced can no "
+                        "longer open what was encrypted to it)")
+    result = subprocess.run([age_program("age-keygen"), "-o", str(key)], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise EdgeError(f"{key}: cannot write the key ({_age_error(result.stderr)})")
+    public = subprocess.run([age_program("age-keygen"), "-y", str(key)], capture_output=True,
+                            text=True, check=True).stdout.strip()
+    print(f"secret key written to {key}: keep it on this computer and make a backup; without it "
+          "the recordings cannot be opened", file=sys.stderr)
+    print("put these lines in the recorder's config (/etc/edge-recorder/edge.yaml):", file=sys.stderr)
+    print(f"privacy:\n  recipients: [{public}]")
+    return 0
+
+
+def decrypt_command(args: argparse.Namespace) -> int:
+    identity = args.identity
+    try:
+        identity.read_bytes()
+    except OSError as exc:
+        raise EdgeError(f"{identity}: cannot read the key ({exc.strerror})") from None
+    segments = find_segments(args.src, args.dest)
+    if not segments:
+        raise EdgeError(f"{args.src}: no encrypted segments (.wav.age) found")
+    report = DecryptReport()
+    for segment in segments:
+        problem = decrypt_segment(segment, identity)
+        if problem is None:
+            report.decrypted += 1
+            print(f"decrypted {segment.target}", flush=True)
+        else:
+            report.problems.append(problem)
+            print(f"edge: {segment.source}: {problem}", file=sys.stderr, flush=True)
+    print(f"{report.decrypted} of {len(segments)} files decrypted to {args.dest}"
+          + (f"; {len(report.problems)} not (see above)" if report.problems else ""))
+    return 1 if report.problems else 0
+
+
+def find_segments(src: Path, dest: Path) -> list:
+    """The encrypted segments under ``src`` (a card's or an export's folder, or one file) and
+    where their decrypted copies go under ``dest``."""
+    if src.is_file():
+        if not src.name.endswith(AGE_WAV_EXTENSION):
+            raise EdgeError(f"{src}: not an encrypted segment (expected a .wav.age file)")
+        target = dest / src.name[: -len(".age")] if dest.is_dir() else dest
+        if not target.parent.is_dir():
+            raise EdgeError(f"{target.parent}: destination folder does not exist")
+        return [EncryptedSegment(src, target, _listing_entry(src))]
+    if not src.is_dir():
+        raise EdgeError(f"{src}: no such file or folder")
+    if not dest.is_dir():
+        raise EdgeError(f"{dest}: destination folder does not exist")
+    listed = {}
+    for manifest in sorted(src.rglob(MANIFEST)):
+        for entry in read_manifest(manifest):
+            path = manifest.parent / entry["file"]
+            if entry["file"].endswith(AGE_WAV_EXTENSION) and path.exists():
+                listed[path] = entry
+    segments = []
+    for path in sorted(src.rglob("*" + AGE_WAV_EXTENSION)):
+        target = dest / path.relative_to(src).as_posix()[: -len(".age")]
+        segments.append(EncryptedSegment(path, target, listed.get(path)))
+    return segments
+
+
+def _listing_entry(path: Path) -> Optional[dict]:
+    """The manifest entry of one file: the manifest is at the top of a card's or an export's
+    device folder, one date folder above the file."""
+    for folder in (path.parent, path.parent.parent):
+        for entry in read_manifest(folder / MANIFEST):
+            if (folder / entry["file"]).resolve() == path.resolve():
+                return entry
+    return None
+
+
+def decrypt_segment(segment: EncryptedSegment, identity: Path) -> Optional[str]:
+    """Decrypt one segment; returns None, or the one-line reason it was not decrypted."""
+    target, entry = segment.target, segment.entry
+    if target.exists():
+        return f"{target} already exists, not overwritten"
+    if entry is not None and file_sha256(segment.source) != entry["sha256"]:
+        return "does not match its manifest entry (damaged or altered), not decrypted"
+    partial = target.with_name(target.name + PARTIAL_SUFFIX)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        out = open(partial, "xb")
+    except FileExistsError:
+        return f"{partial} exists: is another decrypt running? Remove it if not"
+    with out:
+        result = subprocess.run([age_program(), "--decrypt", "-i", str(identity), str(segment.source)],
+                                stdout=out, stderr=subprocess.PIPE, text=True)
+    error = _age_error(result.stderr) if result.returncode else ""
+    cut_short = bool(error) and any(text in error for text in CUT_SHORT)
+    if error and not cut_short:
+        partial.unlink()
+        if WRONG_KEY in error:
+            return f"not encrypted to the key {identity} (wrong key?)"
+        return f"cannot decrypt ({error})"
+    samples = _repair_header(partial)
+    if samples is None:
+        partial.unlink()
+        return "nothing authentic to decrypt: the file was cut off before its first chunk was whole"
+    expected = entry["samples"] if entry else None
+    if expected is not None and samples > expected or (
+            expected is not None and samples < expected and not entry.get("recovered")):
+        os.replace(partial, target.with_name(target.name + ".damaged"))
+        return (f"decrypts to {samples} samples, its manifest says {expected}; "
+                f"kept as {target.name}.damaged")
+    os.replace(partial, target)
+    if cut_short and not (entry and entry.get("recovered")):
+        return f"ends early (cut short), the authentic {samples / 16000:.1f} s are in {target}"
+    return None
+
+
+def _repair_header(path: Path) -> Optional[int]:
+    """Give a decrypted WAV the real sizes of the audio it holds; returns its samples, or
+    None when not even the header survived."""
+    with open(path, "r+b") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size < WAV_HEADER_BYTES or f.read(4) != b"RIFF":
+            return None
+        samples = (size - WAV_HEADER_BYTES) // 2
+        f.truncate(WAV_HEADER_BYTES + 2 * samples)
+        f.seek(0)
+        f.write(wav_header(2 * samples))
+        f.flush()
+        os.fsync(f.fileno())
+    return samples
+
+
+def _age_error(stderr: str) -> str:
+    line = next((line for line in stderr.splitlines() if "error:" in line), stderr.strip())
+    return line.split("error:", 1)[-1].strip()
+
+
+def add_command(subparsers) -> None:
+    keygen = subparsers.add_parser(
+        "keygen", help="make a key for encrypted recordings (on the office computer)",
+        description="Write a new age secret key to KEYFILE (readable by you only) and print the "
+                    "public key to put in the recorder's config.")
+    keygen.add_argument("key", type=Path, metavar="KEYFILE")
+    keygen.set_defaults(func=keygen_command)
+
+    decrypt = subparsers.add_parser(
+        "decrypt", help="decrypt exported recordings (.wav.age) with your key",
+        description="Decrypt a folder of exported recordings, or one .wav.age file, into DEST. "
+                    "Each file is checked against its manifest first; nothing is overwritten or "
+                    "deleted.")
+    decrypt.add_argument("--identity", "-i", type=Path, required=True, metavar="KEYFILE",
+                         help="the secret key made by edge keygen")
+    decrypt.add_argument("src", type=Path, metavar="SRC", help="an export folder, or one .wav.age file")
+    decrypt.add_argument("dest", type=Path, metavar="DEST",
+                         help="folder for the WAV files (or, for one file, the WAV file to write)")
+    decrypt.set_defaults(func=decrypt_command)

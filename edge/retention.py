@@ -1,0 +1,117 @@
+"""Retention: segments recorded more than ``storage.keep_days`` ago are deleted.
+
+A Pi has no real-time clock: until NTP syncs, its wall clock may be years behind or ahead,
+and it may jump when it syncs. A segment is therefore never aged by comparing a wall time
+with a wall time that may be wrong. What is known of a segment's age, in this order:
+
+- recorded in the current boot: CLOCK_BOOTTIME now minus its ``monotonic_s`` (exact, whatever
+  the wall clock says);
+- recorded with a synchronised clock, the clock synchronised now: wall time now minus its
+  ``start``;
+- recorded with an unsynchronised clock in a boot where another segment had a synchronised
+  one: that segment's time plus the difference of their ``monotonic_s`` (same boot, same
+  CLOCK_BOOTTIME), when the clock is synchronised now.
+
+A segment is also at least as old as any segment recorded after it (sequence numbers only
+grow), so an unknown age takes the largest known age of a later segment. A segment whose age
+stays unknown (recorded unsynchronised, with nothing recorded after it whose age is known) is
+kept: retention waits for evidence rather than deleting on a guess.
+
+Deleted files are logged and a tombstone line is appended to the manifest:
+``{"deleted": FILE, "seq": N, "reason": ..., "at": ISO}``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Optional
+
+from .storage import MANIFEST, append_manifest, fsync_dir, iter_segments
+
+log = logging.getLogger(__name__)
+
+DAY_S = 86400.0
+
+
+@dataclass(frozen=True)
+class SegmentAge:
+    file: str
+    seq: int
+    age_s: Optional[float]
+    """Seconds since the segment was recorded, at least; None when nothing tells."""
+
+
+def segment_ages(entries: list, clock) -> list:
+    """How old each listed segment is at least (see the module's docstring), oldest first."""
+    entries = sorted(entries, key=lambda e: e["seq"])
+    boot_now, boot_id_now = clock.boottime(), clock.boot_id()
+    synced_now = clock.synced()
+    wall_now = clock.wall()
+    # One synchronised segment per boot anchors that boot's CLOCK_BOOTTIME to true time.
+    anchors = {}
+    for entry in entries:
+        if entry.get("clock_synced") and entry.get("boot_id") not in anchors:
+            anchors[entry["boot_id"]] = entry
+
+    def known_age(entry: dict) -> Optional[float]:
+        if entry.get("boot_id") == boot_id_now and boot_id_now != "unknown":
+            return boot_now - entry["monotonic_s"]
+        if not synced_now:
+            return None
+        anchor = anchors.get(entry.get("boot_id"))
+        if anchor is None:
+            return None
+        recorded = (datetime.fromisoformat(anchor["start"]).timestamp()
+                    + entry["monotonic_s"] - anchor["monotonic_s"])
+        return wall_now.timestamp() - recorded
+
+    ages = []
+    later = None  # the largest known age of the segments recorded after this one
+    for entry in reversed(entries):
+        own = known_age(entry)
+        age = max((a for a in (own, later) if a is not None), default=None)
+        if age is not None:
+            age = max(age, 0.0)
+            later = age
+        ages.append(SegmentAge(entry["file"], entry["seq"], age))
+    return ages[::-1]
+
+
+class SegmentRetention:
+    """Deletes the segments under ``root`` that are older than ``keep_days`` (None: none)."""
+
+    def __init__(self, root: Path, keep_days: Optional[float], clock):
+        self.root = Path(root)
+        self.keep_days = keep_days
+        self.clock = clock
+        self.oldest: Optional[SegmentAge] = None
+        """The oldest segment left after the last sweep."""
+
+    def sweep(self) -> list:
+        """Delete what is too old; returns the tombstones written to the manifest."""
+        ages = segment_ages(list(iter_segments(self.root)), self.clock)
+        tombstones = []
+        for age in ages:
+            if self.keep_days is None or age.age_s is None or age.age_s <= self.keep_days * DAY_S:
+                continue
+            tombstones.append(self._delete(age))
+        deleted = {t["deleted"] for t in tombstones}
+        self.oldest = next((age for age in ages if age.file not in deleted), None)
+        return tombstones
+
+    def _delete(self, age: SegmentAge) -> dict:
+        path = self.root / age.file
+        path.unlink(missing_ok=True)
+        fsync_dir(path.parent)
+        # File first, tombstone after: a power cut in between leaves a listed file that is
+        # gone (skipped everywhere), never a tombstone for a file still on the card.
+        tombstone = {"deleted": age.file, "seq": age.seq,
+                     "reason": f"retention: recorded {age.age_s / DAY_S:.2f} days ago, "
+                               f"storage.keep_days is {self.keep_days:g}",
+                     "at": self.clock.wall().isoformat(timespec="seconds")}
+        append_manifest(self.root / MANIFEST, tombstone)
+        log.warning("deleted %s: %s", age.file, tombstone["reason"])
+        return tombstone

@@ -1,0 +1,193 @@
+"""Retention (storage.keep_days): old segments go, by when they were recorded, never because
+the clock jumped. The clock is a fake one the tests set; the segments are real files."""
+
+from __future__ import annotations
+
+import json
+import threading
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+import pytest
+
+from conftest import PacedSource, make_recorder
+from edge.cli import main
+from edge.config import load_config, settings_from_dict
+from edge.errors import EdgeError
+from edge.export import SegmentExporter
+from edge.retention import SegmentRetention, segment_ages
+from edge.storage import (MANIFEST, SegmentEnd, SegmentStart, SegmentWriter, iter_segments,
+                          read_deletions, read_manifest)
+
+DAY = 86400.0
+T0 = datetime(2026, 11, 1, 9, 0, tzinfo=timezone.utc)
+END = SegmentEnd(prob_mean=0.8, prob_max=0.9, overflows=0, dropped_frames=0)
+
+
+class FakeClock:
+    """A Pi's clocks as the test sets them: wall time, CLOCK_BOOTTIME, boot id, NTP state."""
+
+    def __init__(self, wall=T0, boottime=100.0, boot="boot-a", synced=True):
+        self.now, self.boot_s, self.boot, self.is_synced = wall, boottime, boot, synced
+
+    def wall(self):
+        return self.now
+
+    def boottime(self):
+        return self.boot_s
+
+    def boot_id(self):
+        return self.boot
+
+    def synced(self):
+        return self.is_synced
+
+    def advance(self, seconds):
+        self.now += timedelta(seconds=seconds)
+        self.boot_s += seconds
+
+    def reboot(self, boot, wall, synced):
+        self.boot, self.boot_s, self.now, self.is_synced = boot, 10.0, wall, synced
+
+
+def record(root, clock, seconds=0.2):
+    """One segment recorded now, as the recorder stamps it."""
+    writer = SegmentWriter(root, "room1", "m", "v")
+    writer.prepare()
+    writer.open(SegmentStart(source="mic", start_s=0.0, start=clock.wall().isoformat(timespec="milliseconds"),
+                             monotonic_s=clock.boottime(), boot_id=clock.boot_id(),
+                             clock_synced=clock.synced()))
+    writer.append(np.ones(int(16000 * seconds), np.int16))
+    return writer.close(END)["file"]
+
+
+def on_card(root):
+    return [entry["file"] for entry in iter_segments(root)]
+
+
+def test_segments_older_than_keep_days_are_deleted_and_tombstoned(tmp_path):
+    clock = FakeClock()
+    files = []
+    for _ in range(6):  # one a day
+        files.append(record(tmp_path, clock))
+        clock.advance(DAY)
+    retention = SegmentRetention(tmp_path, keep_days=3.5, clock=clock)  # now: day 6
+    tombstones = retention.sweep()
+    assert [t["deleted"] for t in tombstones] == files[:3]  # 6, 5 and 4 days old
+    assert on_card(tmp_path) == files[3:]
+    assert not any((tmp_path / f).exists() for f in files[:3])
+    assert tombstones[0]["reason"] == "retention: recorded 6.00 days ago, storage.keep_days is 3.5"
+    assert read_deletions(tmp_path / MANIFEST) == tombstones
+    assert (retention.oldest.file, round(retention.oldest.age_s / DAY, 3)) == (files[3], 3.0)
+    assert retention.sweep() == []  # nothing more is old enough
+    # The commands that read the manifest still understand it.
+    dest = tmp_path / "stick"
+    dest.mkdir()
+    report = SegmentExporter(tmp_path, dest, "room1").run()
+    assert report.ok and report.copied == 3
+    assert [e["file"] for e in read_manifest(dest / "room1" / MANIFEST)] == files[3:]
+    # A new segment after a restart does not reuse a deleted one's number.
+    assert record(tmp_path, clock).startswith("20261107/000007_")
+
+
+def test_without_keep_days_nothing_is_deleted(tmp_path):
+    clock = FakeClock()
+    first = record(tmp_path, clock)
+    clock.advance(400 * DAY)
+    retention = SegmentRetention(tmp_path, keep_days=None, clock=clock)
+    assert retention.sweep() == [] and on_card(tmp_path) == [first]
+    assert retention.oldest.age_s == 400 * DAY
+
+
+def test_a_clock_that_jumps_deletes_nothing(tmp_path):
+    clock = FakeClock()
+    first = record(tmp_path, clock)
+    clock.advance(DAY)
+    second = record(tmp_path, clock)
+    # Reboot without network: the wall clock says 2036, then 1970; it is one hour later.
+    clock.reboot("boot-b", datetime(2036, 1, 1, tzinfo=timezone.utc), synced=False)
+    retention = SegmentRetention(tmp_path, keep_days=2, clock=clock)
+    assert retention.sweep() == []
+    clock.now = datetime(1970, 1, 1, tzinfo=timezone.utc)
+    third = record(tmp_path, clock)  # stamped 1970 in this boot
+    assert retention.sweep() == []
+    assert on_card(tmp_path) == [first, second, third]
+    # In this boot CLOCK_BOOTTIME counts, whatever the wall clock says: three days later the
+    # 1970 segment is three days old, and so (at least) are the two recorded before it.
+    clock.advance(3 * DAY)
+    clock.now = datetime(1970, 1, 1, tzinfo=timezone.utc)
+    assert [t["deleted"] for t in retention.sweep()] == [first, second, third]
+
+
+def test_unsynchronised_segments_are_aged_by_evidence_or_kept(tmp_path):
+    clock = FakeClock(synced=False, wall=datetime(1970, 1, 1, tzinfo=timezone.utc))
+    early = record(tmp_path, clock)  # before NTP, in boot a
+    clock.advance(60)
+    clock.now, clock.is_synced = T0, True  # NTP sets the clock
+    anchored = record(tmp_path, clock)
+    clock.reboot("boot-b", datetime(1970, 1, 1, tzinfo=timezone.utc), synced=False)
+    orphan = record(tmp_path, clock)  # boot b never synced
+    clock.reboot("boot-c", T0 + timedelta(days=10), synced=True)
+    ages = {a.file: a.age_s for a in segment_ages(list(iter_segments(tmp_path)), clock)}
+    # The early one is 60 s older than the synchronised one of its boot.
+    assert ages[anchored] == 10 * DAY and ages[early] == 10 * DAY + 60
+    # Boot b never knew the time and nothing was recorded after it: unknown, kept.
+    assert ages[orphan] is None
+    retention = SegmentRetention(tmp_path, keep_days=5, clock=clock)
+    assert [t["deleted"] for t in retention.sweep()] == [early, anchored]
+    assert on_card(tmp_path) == [orphan] and retention.oldest.age_s is None
+    # Something recorded now proves the orphan is older than that, never younger.
+    clock.advance(6 * DAY)
+    latest = record(tmp_path, clock)
+    clock.advance(6 * DAY)
+    assert [t["deleted"] for t in retention.sweep()] == [orphan, latest]
+
+
+def test_daemon_deletes_old_segments_and_edge_status_shows_the_oldest(tmp_path, detector, capsys):
+    clock = FakeClock()
+    recordings = tmp_path / "rec"
+    old = record(recordings, clock)
+    clock.advance(2 * DAY)
+    kept = record(recordings, clock)
+    clock.advance(DAY)
+    config = tmp_path / "edge.yaml"
+    config.write_text(json.dumps({"storage": {"recordings_dir": str(recordings), "keep_days": 2.5},
+                                  "service": {"status_file": str(tmp_path / "status.json")},
+                                  "led": {"pin": None}}))
+    settings = load_config(config)
+    recorder = make_recorder(settings, detector, recordings, clock=clock,
+                             status_path=tmp_path / "status.json")
+    recorder.run(PacedSource(np.zeros(16000, np.int16), speed=50), threading.Event())
+    assert on_card(recordings) == [kept]
+    assert [t["deleted"] for t in read_deletions(recordings / MANIFEST)] == [old]
+    main(["status", "--config", str(config)])  # exit 1: the fake clock's status is weeks old
+    out = capsys.readouterr().out
+    assert f"oldest segment: {kept}, recorded 1.0 days ago; deleted after 2.5 days" in out
+
+
+def test_keep_days_is_checked_like_every_setting():
+    assert settings_from_dict({"storage": {"keep_days": 30}}).storage.keep_days == 30.0
+    with pytest.raises(EdgeError, match=r"storage\.keep_days must be a number or null, got 'a month'"):
+        settings_from_dict({"storage": {"keep_days": "a month"}})
+
+
+def test_the_first_segment_on_an_empty_card_is_the_oldest_at_once(tmp_path, detector, lesson):
+    settings = settings_from_dict({"storage": {"keep_days": 1}, "led": {"pin": None}})
+    recorder = make_recorder(settings, detector, tmp_path / "rec", clock=FakeClock())
+    assert recorder.status.oldest_segment is None
+    recorder.run(PacedSource(lesson, speed=50), threading.Event())
+    first = read_manifest(tmp_path / "rec" / MANIFEST)[0]["file"]
+    assert (recorder.status.oldest_segment, recorder.status.oldest_segment_days) == (first, 0.0)
+
+
+def test_export_move_keeps_the_deletion_lines(tmp_path):
+    clock = FakeClock()
+    old = record(tmp_path / "card", clock)
+    clock.advance(3 * DAY)
+    new = record(tmp_path / "card", clock)
+    [tombstone] = SegmentRetention(tmp_path / "card", keep_days=2, clock=clock).sweep()
+    (tmp_path / "stick").mkdir()
+    report = SegmentExporter(tmp_path / "card", tmp_path / "stick", "room1", move=True).run()
+    assert report.ok and report.moved == 1
+    assert on_card(tmp_path / "card") == [] and (tmp_path / "stick" / "room1" / new).exists()
+    assert read_deletions(tmp_path / "card" / MANIFEST) == [tombstone] and tombstone["deleted"] == old
