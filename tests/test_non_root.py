@@ -37,12 +37,15 @@ class OtherUser:
     def _interpreter(self) -> list[str]:
         """This Python if the user may run it, else the system's of the same version with this
         venv's packages (a venv over a Python under /root cannot be run by others)."""
-        if self._run([sys.executable, "-c", "import edge.cli"]).returncode == 0:
+        # The recorder starts children with its own interpreter (the VAD runtime probe, the
+        # capture process): the user must be able to run it again from inside, too.
+        check = "import subprocess, sys; subprocess.run([sys.executable, '-c', ''], check=True); import edge.cli"
+        if self._run([sys.executable, "-c", check]).returncode == 0:
             return [sys.executable]
         system = f"/usr/bin/python{sys.version_info.major}.{sys.version_info.minor}"
         if os.path.exists(system):
             self.env = {"PYTHONPATH": f"{REPO}:{sysconfig.get_paths()['purelib']}"}
-            if self._run([system, "-c", "import edge.cli"]).returncode == 0:
+            if self._run([system, "-c", check]).returncode == 0:
                 return [system]
         pytest.skip(f"no Python with this project's packages that {self.name} may run")
 
@@ -131,4 +134,4 @@ def test_the_group_the_line_names_may_read_the_status_not_the_recordings(install
     assert "Traceback" not in doctor.stderr
     assert doctor.stdout.startswith(f"OK   config: {config}\n")
     checks = [line.split()[1].rstrip(":") for line in doctor.stdout.splitlines()]
-    assert checks == ["config", "model", "microphone", "gpio", "storage", "clock"], doctor.stdout + doctor.stderr
+    assert checks == ["config", "model", "microphone", "gpio", "storage", "clock", "encryption"], doctor.stdout + doctor.stderr
