@@ -15,7 +15,7 @@ import pytest
 
 from bench.detectors import webrtc_window_scores
 from bench.labels import read_speech_intervals, window_truth
-from bench.metrics import average_precision, precision_recall_f1, recording_scores
+from bench.metrics import average_precision, precision_recall_f1, recording_scores, speech_loss
 from bench.recorders import baseline_segments
 from bench.streams import mix_at_snr, speech_mask
 from edge.errors import EdgeError
@@ -150,6 +150,11 @@ def test_quick_bench_reports_every_table(tmp_path):
         assert "| Silero ONNX (onnxruntime, reference) |" in text
         assert "| 10 | baseline: Silero ONNX + VADIterator |" in text
     assert "| 10 | edge process (int8 TFLite + segmenter) |" in text
+    for kind in ("adult", "child-like"):
+        assert f"### {kind}" in text
+    for noise in ("babble", "transients", "music", "stationary", "all"):
+        assert f"| {noise} | 10 |" in text
+    assert "child-like, all noise types: speech capture at 10 dB" in text
     assert "µs per 32 ms window" in text
     assert "edge process real-time factor" in text
 
@@ -169,3 +174,12 @@ def test_quick_bench_without_comparison_packages_skips_them_with_notes(tmp_path)
     assert "webrtcvad is not installed" in text
     assert "matplotlib is not installed" in text
     assert not list((tmp_path / "out").glob("*.png"))
+
+
+def test_speech_loss_says_where_speech_was_lost():
+    # Utterance 1 (1-2 s) has its first 0.2 s and last 0.1 s cut; utterance 2 (4-5 s) has a hole
+    # of 0.3 s; utterance 3 (7-7.5 s) is never stored. Labelled speech: 2.5 s.
+    utterances = [[(1.0, 2.0)], [(4.0, 5.0)], [(7.0, 7.5)]]
+    stored = [(1.2, 1.9), (3.9, 4.3), (4.6, 5.1)]
+    loss = speech_loss(utterances, stored)
+    assert (loss.heads, loss.tails, loss.inside, loss.missed) == pytest.approx((0.2 / 2.5, 0.1 / 2.5, 0.3 / 2.5, 0.5 / 2.5))
