@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 from edge import vad as edge_vad
 from edge.errors import EdgeError
@@ -314,6 +315,33 @@ def pooled_scores(streams: list[Stream], stored_of) -> list[str]:
             f"{100 * lost_missed / speech:.2f} / {100 * lost_heads / speech:.2f} / {100 * lost_tails / speech:.2f}"]
 
 
+def fp16_comparison(results: Results, args, streams: list[TypedStream], work: Path, int8_rows: dict) -> None:
+    """The same streams with the fp16 model, pooled over noise types, beside the default int8."""
+    fp16 = edge_vad.DEFAULT_MODEL.parent / "silero_vad_fp16.tflite"
+    if not fp16.is_file():
+        return
+    config = yaml.safe_load(args.config.read_text()) if args.config else {}
+    config = config or {}
+    config.setdefault("detector", {})["model"] = str(fp16)
+    path = work / "fp16.yaml"
+    path.write_text(yaml.safe_dump(config))
+    out = work / "process-typed-fp16"
+    shutil.rmtree(out, ignore_errors=True)
+    stored, _ = edge_process([s.path for s in streams], out, path)
+    shutil.rmtree(out)
+    rows = []
+    for kind in ("adult", "child-like"):
+        chosen = [s for s in streams if s.speech_kind == kind]
+        fp16_rows = [row for row in typed_rows(chosen, stored, None) if row[0] == "all"]
+        for ours, theirs in zip(int8_rows[kind], fp16_rows):
+            rows.append([kind, ours[1], *ours[2:5], *theirs[2:5]])
+    results.lines += [
+        "### int8 (default) and fp16 models, all noise types", "",
+        *report.table(["speech", "SNR dB", "int8 capture", "int8 clipped", "int8 non-speech",
+                       "fp16 capture", "fp16 clipped", "fp16 non-speech"], rows), "",
+    ]
+
+
 def typed_section(results: Results, args, streams: list[TypedStream], work: Path) -> None:
     out = work / "process-typed"
     shutil.rmtree(out, ignore_errors=True)
@@ -340,10 +368,12 @@ def typed_section(results: Results, args, streams: list[TypedStream], work: Path
         "noise types. Baseline: Silero ONNX + VADIterator as above.",
         "",
     ]
+    model_rows: dict[str, list] = {}
     for kind in ("adult", "child-like"):
         chosen = [s for s in streams if s.speech_kind == kind]
         rows = typed_rows(chosen, stored, baseline)
         results.lines += [f"### {kind}", "", *report.table(header, rows), ""]
+        model_rows[kind] = [row for row in rows if row[0] == "all"]
         if kind != "child-like":
             continue
         for row in rows:
@@ -360,6 +390,7 @@ def typed_section(results: Results, args, streams: list[TypedStream], work: Path
                              row[3], clipped <= onsets * GOALS["child_clipped_10db"])
                 results.goal(f"child-like at 10 dB: stored non-speech <= {100 * GOALS['non_speech_10db']:.0f} %",
                              row[4], float(row[4].split()[0]) <= 100 * GOALS["non_speech_10db"])
+    fp16_comparison(results, args, streams, work, model_rows)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,6 +4,8 @@ decisions can be made relative to them instead of to fixed numbers."""
 
 from __future__ import annotations
 
+from .onset import SILENT_DB
+
 WINDOW_S = 512 / 16000
 
 
@@ -14,13 +16,20 @@ class NoiseFloor:
 
     def __init__(self, rise_db_per_s: float):
         self.rise_per_window = rise_db_per_s * WINDOW_S
-        self.level_db: float | None = None
+        self._level: float | None = None
+
+    @property
+    def level_db(self) -> float:
+        """The floor in dB re full scale (SILENT_DB until a window with sound was seen)."""
+        return SILENT_DB if self._level is None else self._level
 
     def update(self, level: float) -> float:
-        if self.level_db is None or level < self.level_db:
-            self.level_db = level
-        else:
-            self.level_db = min(level, self.level_db + self.rise_per_window)
+        # Digital silence (a gap in a file, a muted input) is no room's noise.
+        if level > SILENT_DB:
+            if self._level is None or level < self._level:
+                self._level = level
+            else:
+                self._level = min(level, self._level + self.rise_per_window)
         return self.level_db
 
 

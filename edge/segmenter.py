@@ -44,6 +44,8 @@ class SegmentOpened:
     """Offset of the segment's first sample in the stream."""
     audio: np.ndarray
     """The segment's first samples (pre-roll and the speech that confirmed it)."""
+    speech_sample: int
+    """Offset of the first window of the speech that opened it (after the pre-roll kept)."""
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,8 @@ class SegmentClosed:
     prob_max: float
     split: bool
     """True when closed for length: the next segment continues without a gap."""
+    speech_end_sample: int
+    """Offset just past the last speech window (before the post-roll kept)."""
 
 
 SegmentEvent = Union[SegmentOpened, SegmentAudio, SegmentClosed]
@@ -149,7 +153,7 @@ class SpeechSegmenter:
         self._emitted = len(preroll)
         self._prob_sum = sum(w.prob for w in preroll)
         self._prob_max = max((w.prob for w in preroll), default=0.0)
-        return SegmentOpened(first_index * WINDOW, self._audio(preroll))
+        return SegmentOpened(first_index * WINDOW, self._audio(preroll), (first_index + len(preroll)) * WINDOW)
 
     def _release(self, count: int) -> list[SegmentEvent]:
         released, self._held = self._held[:count], self._held[count:]
@@ -166,13 +170,15 @@ class SpeechSegmenter:
         keep = max(self._silence, near_split, 0)
         return self._release(len(self._held) - keep)
 
-    def _close(self, split: bool) -> SegmentClosed:
+    def _close(self, split: bool, speech_end: int | None = None) -> SegmentClosed:
         self._opened = False
+        end = self._segment_start + self._emitted
         return SegmentClosed(
-            end_sample=(self._segment_start + self._emitted) * WINDOW,
+            end_sample=end * WINDOW,
             prob_mean=round(self._prob_sum / max(self._emitted, 1), 4),
             prob_max=round(self._prob_max, 4),
             split=split,
+            speech_end_sample=(end if speech_end is None else speech_end) * WINDOW,
         )
 
     def _end_speech(self) -> list[SegmentEvent]:
@@ -181,9 +187,10 @@ class SpeechSegmenter:
             self._held = []
             return []
         speech = len(self._held) - self._silence
+        speech_end = self._held_start + speech
         tail = self.onset_finder.tail(self._held[speech : speech + self.post_roll], self.noise_floor.level_db)
         events = self._release(speech + tail)
-        events.append(self._close(split=False))
+        events.append(self._close(split=False, speech_end=speech_end))
         self._history.extend(self._held)
         self._held = []
         return events

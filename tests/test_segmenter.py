@@ -132,12 +132,14 @@ def test_level_of_a_full_scale_square_wave_is_3_db_above_a_full_scale_sine():
 
 def test_noise_floor_falls_at_once_and_rises_slowly():
     floor = NoiseFloor(rise_db_per_s=3.125)  # 0.1 dB per 32 ms window
+    assert floor.update(-100.0) == -100.0  # nothing heard yet
     assert floor.update(-60.0) == -60.0
     assert floor.update(-20.0) == pytest.approx(-59.9)
     for _ in range(99):
         floor.update(-20.0)
     assert floor.level_db == pytest.approx(-50.0)  # 100 windows: 10 dB
     assert floor.update(-70.0) == -70.0
+    assert floor.update(-100.0) == -70.0  # digital silence is not the room
 
 
 def test_adaptive_threshold_follows_the_background_between_its_bounds():
