@@ -37,8 +37,8 @@ class AdaptiveThreshold:
     """The start threshold follows the detector's background probability (a moving average
     over ``time_s`` of the windows the caller says are outside speech): ``margin`` above it, never below ``lowest`` nor above ``highest`` (the
     configured threshold). In a quiet room a soft voice that never reaches the configured
-    threshold still starts speech; where babble or music keep the probability up, the
-    threshold stays where it was configured."""
+    threshold still starts speech; where babble keeps the probability up, the threshold
+    stays where it was configured."""
 
     def __init__(self, highest: float, lowest: float | None, margin: float, time_s: float):
         self.highest = highest
