@@ -35,8 +35,8 @@ class NoiseFloor:
 
 class AdaptiveThreshold:
     """The start threshold follows the detector's background probability (a moving average
-    over ``time_s`` of the windows the caller says are outside speech): ``margin`` above it, never below ``lowest`` nor above ``highest`` (the
-    configured threshold). In a quiet room a soft voice that never reaches the configured
+    over ``time_s`` of the windows the caller says are outside speech): ``margin`` above it,
+    never below ``lowest`` nor above ``highest`` (the configured threshold). In a quiet room a soft voice that never reaches the configured
     threshold still starts speech; where babble keeps the probability up, the threshold
     stays where it was configured."""
 

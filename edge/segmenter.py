@@ -72,7 +72,7 @@ def frames(ms: float) -> int:
     return int(np.ceil(ms * SAMPLE_RATE / 1000 / WINDOW))
 
 
-def _margin(ms):
+def _margin(ms: int | None) -> int | None:
     return None if ms is None else frames(ms)
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from edge.background import AdaptiveThreshold, NoiseFloor
 from edge.config import SegmenterSettings
+from edge.onset import OnsetFinder, Window, level_db
 from edge.segmenter import SegmentAudio, SegmentClosed, SegmentOpened, SpeechSegmenter
 
 # Without margins the whole pre- and post-roll is kept: these rules are tested apart from the
@@ -98,9 +100,6 @@ def test_probability_statistics_of_a_segment():
 
 
 # The mechanisms around the detector: background level, adaptive threshold, onset and end search.
-
-from edge.background import AdaptiveThreshold, NoiseFloor  # noqa: E402
-from edge.onset import OnsetFinder, Window, level_db  # noqa: E402
 
 QUIET, LOUD = 30, 3000  # sample amplitudes: 40 dB apart
 
