@@ -112,3 +112,36 @@ def recording_scores(
         stored_non_speech=(stored_time - captured) / stored_time if stored_time else 0.0,
         segments_per_minute=len(stored) / (duration_s / 60),
     )
+
+
+@dataclass(frozen=True)
+class SpeechLoss:
+    """Where labelled speech that was not stored lies, as fractions of all labelled speech."""
+
+    missed: float
+    """In utterances of which nothing was stored (never triggered)."""
+    heads: float
+    """Before the first stored part of an utterance (clipped onsets)."""
+    tails: float
+    """After the last stored part of an utterance (clipped ends)."""
+    inside: float
+    """Between stored parts of one utterance."""
+
+
+def speech_loss(utterances: list[Intervals], stored: Intervals) -> SpeechLoss:
+    """``utterances``: each utterance's labelled speech intervals."""
+    stored = merge_intervals(stored)
+    total = sum(total_length(u) for u in utterances)
+    missed = heads = tails = inside = 0.0
+    for speech in utterances:
+        lost = total_length(speech) - overlap_length(speech, stored)
+        kept = [(max(s, speech[0][0]), min(e, speech[-1][1])) for s, e in stored
+                if overlap_length(speech, [(s, e)]) > 0] if speech else []
+        if not kept:
+            missed += lost
+            continue
+        head = total_length(speech) - overlap_length(speech, [(kept[0][0], speech[-1][1])])
+        tail = total_length(speech) - overlap_length(speech, [(speech[0][0], kept[-1][1])])
+        heads, tails, inside = heads + head, tails + tail, inside + lost - head - tail
+    scale = 1 / total if total else 0.0
+    return SpeechLoss(missed * scale, heads * scale, tails * scale, inside * scale)

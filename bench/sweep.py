@@ -1,11 +1,16 @@
-"""python -m bench.sweep: the measurement behind the segmenter's defaults.
+"""python -m bench.sweep [--typed]: the measurement behind the segmenter's defaults.
 
 Runs `edge process` on the classroom streams of the benchmark (same seed) with each
 candidate setting and prints speech capture, clipped onsets, stored non-speech and
-segments per minute at each SNR, so the trade-off is a table, not a guess."""
+segments per minute at each SNR, so the trade-off is a table, not a guess.
+
+With --typed, the candidates are those of the mechanisms around the detector (adaptive
+threshold, onset and end search), run on the per-noise-type adult and child-like streams of
+the "tune" split: speakers and noise files that the benchmark's report does not use."""
 
 from __future__ import annotations
 
+import argparse
 import itertools
 import shutil
 import sys
@@ -15,10 +20,10 @@ from pathlib import Path
 import yaml
 
 from . import report
-from .__main__ import SEED, SHARED, STREAM_S
+from .__main__ import SEED, SHARED, STREAM_S, TYPED_STREAM_S, pooled_scores
 from .metrics import recording_scores
 from .recorders import edge_process
-from .streams import build_streams
+from .streams import build_streams, build_typed_streams
 
 SNRS_DB = [10.0, 5.0]  # where the choices differ; at 20 dB all keep over 99 %
 CANDIDATES = {
@@ -26,29 +31,61 @@ CANDIDATES = {
     "post_roll_ms": [128, 256],
     "min_silence_ms": [500, 800],
 }
+TYPED_SNRS_DB = [20.0, 10.0, 5.0, 0.0]
+TYPED_CANDIDATES = {
+    "adaptive_threshold_min": [None, 0.3, 0.2],
+    "adaptive_threshold_margin": [0.3, 0.2],
+    "onset_margin_ms": [None, 320],
+    "tail_margin_ms": [None, 160],
+}
 
 
-def main() -> int:
+def run(candidates: dict, streams, work: Path, rows_of) -> list[list[str]]:
+    rows = []
+    for values in itertools.product(*candidates.values()):
+        config = work / "edge.yaml"
+        config.write_text(yaml.safe_dump({"segmenter": dict(zip(candidates, values))}))
+        stored, _ = edge_process([s.path for s in streams], work / "out", config)
+        shutil.rmtree(work / "out")
+        rows += [[*map(str, values), *row] for row in rows_of(stored)]
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.sweep", description=__doc__)
+    parser.add_argument("--typed", action="store_true", help="sweep the mechanisms on the tune split")
+    args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="edge-sweep-"))
     try:
-        noise = [SHARED / "noise" / "speech-commands-background", SHARED / "noise" / "recorded-ambient"]
-        streams = build_streams(SHARED / "speechocean762-adult", noise, SNRS_DB, STREAM_S, work / "streams", SEED)
-        rows = []
-        for values in itertools.product(*CANDIDATES.values()):
-            segmenter = dict(zip(CANDIDATES, values))
-            config = work / "edge.yaml"
-            config.write_text(yaml.safe_dump({"segmenter": segmenter}))
-            stored, _ = edge_process([s.path for s in streams], work / "out", config)
-            shutil.rmtree(work / "out")
-            for stream in streams:
-                scores = recording_scores(stream.speech, stream.onsets, stored.get(str(stream.path), []),
-                                          stream.duration_s)
-                rows.append([*map(str, values), f"{stream.snr_db:g}", f"{100 * scores.speech_capture:.2f} %",
-                             f"{scores.clipped_onsets}/{scores.utterances}",
-                             f"{100 * scores.stored_non_speech:.1f} %", f"{scores.segments_per_minute:.1f}"])
-        print("\n".join(report.table(
-            [*CANDIDATES, "SNR dB", "speech capture", "clipped onsets", "stored non-speech", "segments/min"],
-            rows)))
+        if args.typed:
+            streams = build_typed_streams(SHARED / "speechocean762-adult", SHARED / "noise", TYPED_SNRS_DB,
+                                          TYPED_STREAM_S, work / "streams", SEED, split="tune")
+
+            def rows_of(stored):
+                return [[kind, f"{snr:g}", *pooled_scores(
+                    [s for s in streams if s.speech_kind == kind and s.snr_db == snr],
+                    lambda s: stored.get(str(s.path), []))] for kind in ("adult", "child-like") for snr in TYPED_SNRS_DB]
+
+            rows = run(TYPED_CANDIDATES, streams, work, rows_of)
+            header = [*TYPED_CANDIDATES, "speech", "SNR dB", "speech capture", "clipped onsets", "stored non-speech",
+                      "lost % (missed / heads / tails)"]
+        else:
+            noise = [SHARED / "noise" / "speech-commands-background", SHARED / "noise" / "recorded-ambient"]
+            streams = build_streams(SHARED / "speechocean762-adult", noise, SNRS_DB, STREAM_S, work / "streams", SEED)
+
+            def rows_of(stored):
+                rows = []
+                for stream in streams:
+                    scores = recording_scores(stream.speech, stream.onsets, stored.get(str(stream.path), []),
+                                              stream.duration_s)
+                    rows.append([f"{stream.snr_db:g}", f"{100 * scores.speech_capture:.2f} %",
+                                 f"{scores.clipped_onsets}/{scores.utterances}",
+                                 f"{100 * scores.stored_non_speech:.1f} %", f"{scores.segments_per_minute:.1f}"])
+                return rows
+
+            rows = run(CANDIDATES, streams, work, rows_of)
+            header = [*CANDIDATES, "SNR dB", "speech capture", "clipped onsets", "stored non-speech", "segments/min"]
+        print("\n".join(report.table(header, rows)))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0

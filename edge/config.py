@@ -69,9 +69,27 @@ class SegmenterSettings:
     min_silence_ms: int = field(default=800, metadata=bounded(0, 60000))
     """Pauses shorter than this stay inside one segment, in milliseconds."""
     pre_roll_ms: int = field(default=640, metadata=bounded(0, 10000))
-    """Audio kept from before the detector was sure speech began, in milliseconds."""
+    """Most audio kept from before the detector was sure speech began (searched back for the onset), in milliseconds."""
     post_roll_ms: int = field(default=256, metadata=bounded(0, 10000))
-    """Audio kept after speech ended, in milliseconds."""
+    """Most audio kept after speech ended (as far as speech-like windows go on), in milliseconds."""
+    speech_like_prob: float = field(default=0.15, metadata=bounded(0.0, 1.0))
+    """Speech probability (0-1) at or above which a window next to speech counts as part of it (onset and end search)."""
+    speech_like_rise_db: float = field(default=6.0, metadata=bounded(0.0, 60.0))
+    """Level above the noise floor at which a window next to speech counts as part of it, in dB."""
+    speech_bridge_ms: int = field(default=224, metadata=bounded(0, 10000))
+    """Quieter gaps shorter than this between speech-like windows are part of the speech, in milliseconds."""
+    onset_margin_ms: Optional[int] = field(default=None, metadata=bounded(0, 10000))
+    """Audio kept before the searched start of speech, in milliseconds; null keeps the whole pre-roll (no search)."""
+    tail_margin_ms: Optional[int] = field(default=160, metadata=bounded(0, 10000))
+    """Audio kept after the searched end of speech, in milliseconds; null keeps the whole post-roll (no search)."""
+    adaptive_threshold_min: Optional[float] = field(default=0.2, metadata=bounded(0.0, 1.0))
+    """Lowest start threshold (speech probability 0-1) while the background probability is low; null keeps detector.threshold."""
+    adaptive_threshold_margin: float = field(default=0.2, metadata=bounded(0.0, 1.0))
+    """How far above the background speech probability (0-1) the start threshold stays."""
+    background_s: float = field(default=10.0, metadata=bounded(0.1, 3600))
+    """Time over which the background speech probability is averaged, in seconds."""
+    noise_floor_rise_db_per_s: float = field(default=3.0, metadata=bounded(0.01, 100.0))
+    """How fast the tracked background level may rise (it falls at once), in dB per second."""
     max_segment_s: float = field(default=300.0, metadata=bounded(5, 86400))
     """Longest segment before it is split at the quietest recent window, in seconds."""
 

@@ -1,6 +1,8 @@
 """`edge plot IN.wav --out F.png`: what the detector heard in a file and what the recorder
-would store of it: the waveform, the speech probability of every 32 ms window, the start and
-end thresholds, and the stored segments.
+would store of it: the waveform, the level of every 32 ms window with the tracked noise floor,
+the speech probability with the (adaptive) start and end thresholds, where the detector's
+speech began and ended inside each stored segment (the rest is the pre- and post-roll kept),
+and the stored segments.
 
 matplotlib is optional (it is not needed on the device), so it is imported only here.
 """
@@ -9,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +19,9 @@ import numpy as np
 from .audio import WavFileSource
 from .config import Settings, add_config_argument, load_config, neg_threshold
 from .errors import EdgeError
+from .onset import level_db
 from .recorder import Recorder, make_writer
+from .segmenter import SegmentClosed, SegmentOpened, SpeechSegmenter
 from .storage import read_manifest
 from .vad import SileroVad, configured_model, window_probabilities
 from .wavio import read_wav_16k
@@ -30,7 +35,46 @@ def stored_segments(settings: Settings, detector: SileroVad, wav: Path) -> list[
         return [(entry["start_s"], entry["end_s"]) for entry in read_manifest(Path(out) / "manifest.jsonl")]
 
 
-def draw(path: Path, samples: np.ndarray, probabilities: np.ndarray, thresholds: tuple[float, float],
+@dataclass
+class Decisions:
+    """What the segmenter decided, window by window, on one file."""
+
+    start_threshold: np.ndarray
+    end_threshold: np.ndarray
+    level_db: np.ndarray
+    noise_floor_db: np.ndarray
+    speech_like_db: float
+    """Level above the noise floor at which a window next to speech counts as speech."""
+    speech: list[tuple[float, float]]
+    """(start_s, end_s) of the speech the detector was sure of, inside each stored segment."""
+
+
+def decisions(settings: Settings, samples: np.ndarray, probabilities: np.ndarray) -> Decisions:
+    detector = settings.detector
+    segmenter = SpeechSegmenter(settings.segmenter, detector.threshold, neg_threshold(detector))
+    window, rate = SileroVad.WINDOW, SileroVad.SAMPLE_RATE
+    count = len(probabilities)
+    starts, floors, levels = np.empty(count), np.empty(count), np.empty(count)
+    speech, began = [], None
+    for index, prob in enumerate(probabilities):
+        frame = samples[index * window : (index + 1) * window]
+        starts[index] = segmenter.start_threshold.value
+        levels[index] = level_db(frame)
+        for event in segmenter.push(frame, float(prob)):
+            if isinstance(event, SegmentOpened):
+                began = event.speech_sample / rate
+            elif isinstance(event, SegmentClosed):
+                speech.append((began, event.speech_end_sample / rate))
+                began = event.speech_end_sample / rate  # a split: the speech goes on
+        floors[index] = segmenter.noise_floor.level_db
+    for event in segmenter.flush():
+        if isinstance(event, SegmentClosed):
+            speech.append((began, event.speech_end_sample / rate))
+    return Decisions(starts, starts * segmenter.end_ratio, levels, floors,
+                     settings.segmenter.speech_like_rise_db, speech)
+
+
+def draw(path: Path, samples: np.ndarray, probabilities: np.ndarray, decided: Decisions,
          segments: list[tuple[float, float]], title: str) -> None:
     try:
         import matplotlib
@@ -40,21 +84,32 @@ def draw(path: Path, samples: np.ndarray, probabilities: np.ndarray, thresholds:
     import matplotlib.pyplot as plt
 
     rate, window = SileroVad.SAMPLE_RATE, SileroVad.WINDOW
-    figure, (wave_axes, prob_axes) = plt.subplots(2, 1, sharex=True, figsize=(12, 5), height_ratios=(1, 1))
+    figure, (wave_axes, level_axes, prob_axes) = plt.subplots(3, 1, sharex=True, figsize=(12, 7),
+                                                              height_ratios=(1, 1, 1.2))
     wave_axes.plot(np.arange(len(samples)) / rate, samples / 32768, linewidth=0.4, color="0.3")
     wave_axes.set(ylabel="amplitude", ylim=(-1, 1), title=title)
     window_starts = np.arange(len(probabilities)) * window / rate
+    level_axes.step(window_starts, decided.level_db, where="post", linewidth=0.6, color="0.4", label="level")
+    level_axes.step(window_starts, decided.noise_floor_db, where="post", linewidth=0.9, color="tab:blue",
+                    label="noise floor")
+    level_axes.step(window_starts, decided.noise_floor_db + decided.speech_like_db, where="post",
+                    linewidth=0.8, color="tab:purple", linestyle=":",
+                    label=f"speech-like next to speech (+{decided.speech_like_db:g} dB)")
+    level_axes.set(ylabel="dB re full scale", ylim=(max(min(decided.noise_floor_db.min(initial=0), -20) - 10, -100), 5))
+    level_axes.legend(loc="upper right", fontsize=7)
     prob_axes.step(window_starts, probabilities, where="post", linewidth=0.8, label="speech probability")
-    start_threshold, end_threshold = thresholds
-    prob_axes.axhline(start_threshold, color="tab:red", linestyle="--", linewidth=0.8,
-                      label=f"speech starts at >= {start_threshold:g}")
-    prob_axes.axhline(end_threshold, color="tab:orange", linestyle=":", linewidth=0.8,
-                      label=f"may end below {end_threshold:g}")
+    prob_axes.step(window_starts, decided.start_threshold, where="post", color="tab:red", linestyle="--",
+                   linewidth=0.8, label="speech starts at (follows the background)")
+    prob_axes.step(window_starts, decided.end_threshold, where="post", color="tab:orange", linestyle=":",
+                   linewidth=0.8, label="may end below")
     prob_axes.set(xlabel="time (s)", ylabel="probability", ylim=(-0.02, 1.02), xlim=(0, len(samples) / rate))
     for number, (start, end) in enumerate(segments):
-        for axes in (wave_axes, prob_axes):
+        for axes in (wave_axes, level_axes, prob_axes):
             axes.axvspan(start, end, color="tab:green", alpha=0.15, linewidth=0,
                          label="stored" if axes is prob_axes and number == 0 else None)
+    for number, (start, end) in enumerate(decided.speech):
+        prob_axes.hlines(1.0, start, end, color="tab:green", linewidth=3,
+                         label="detector sure (the rest: pre-/post-roll kept)" if number == 0 else None)
     prob_axes.legend(loc="upper right", fontsize=7)
     figure.tight_layout()
     try:
@@ -71,18 +126,18 @@ def plot_command(args: argparse.Namespace) -> int:
     samples = read_wav_16k(args.wav)
     probabilities = window_probabilities(detector, samples)
     segments = stored_segments(settings, detector, args.wav)
-    thresholds = (settings.detector.threshold, neg_threshold(settings.detector))
     kept = sum(end - start for start, end in segments)
     title = f"{args.wav.name}: {len(segments)} segments, {kept:.1f} s of {len(samples) / SileroVad.SAMPLE_RATE:.1f} s stored"
-    draw(args.out, samples, probabilities, thresholds, segments, title)
+    draw(args.out, samples, probabilities, decisions(settings, samples, probabilities), segments, title)
     print(f"{args.out}: {title}")
     return 0
 
 
 def add_command(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "plot", help="draw a WAV file's waveform, speech probability and stored segments (needs matplotlib)",
-        description="Plot FILE.wav: waveform, per-window speech probability, thresholds, and the segments "
+        "plot", help="draw a WAV file's waveform, level, speech probability and stored segments (needs matplotlib)",
+        description="Plot FILE.wav: waveform, per-window level and noise floor, speech probability with the "
+                    "adaptive thresholds, where the detector was sure of speech, and the segments "
                     "`edge process` would store.")
     parser.add_argument("wav", type=Path, metavar="IN.wav")
     parser.add_argument("--out", type=Path, required=True, metavar="F.png", help="image to write")

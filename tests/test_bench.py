@@ -15,9 +15,10 @@ import pytest
 
 from bench.detectors import webrtc_window_scores
 from bench.labels import read_speech_intervals, window_truth
-from bench.metrics import average_precision, precision_recall_f1, recording_scores
+from bench.metrics import average_precision, precision_recall_f1, recording_scores, speech_loss
 from bench.recorders import baseline_segments
 from bench.streams import mix_at_snr, speech_mask
+from edge.config import SegmenterSettings, Settings
 from edge.errors import EdgeError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -113,8 +114,26 @@ def test_plot_without_matplotlib_says_so(monkeypatch, tmp_path):
     from edge import plot
 
     monkeypatch.setitem(sys.modules, "matplotlib", None)
+    decided = plot.decisions(Settings(), np.zeros(1024, np.int16), np.zeros(2))
     with pytest.raises(EdgeError, match="matplotlib"):
-        plot.draw(tmp_path / "x.png", np.zeros(1024, np.int16), np.zeros(2), (0.5, 0.35), [], "x")
+        plot.draw(tmp_path / "x.png", np.zeros(1024, np.int16), np.zeros(2), decided, [], "x")
+
+
+def test_plot_shows_what_the_segmenter_decided():
+    from edge import plot
+
+    # 2 s of quiet, 1 s of loud "speech" (probability 0.9), 2 s of quiet; windows of 32 ms.
+    quiet, loud = [(30, 0.0)] * 62, [(3000, 0.9)] * 31
+    windows = quiet + loud + quiet
+    samples = np.concatenate([np.full(512, a, np.int16) * np.where(np.arange(512) % 2, 1, -1).astype(np.int16)
+                              for a, _ in windows])
+    settings = Settings(segmenter=SegmenterSettings(background_s=0.5))
+    decided = plot.decisions(settings, samples, np.array([p for _, p in windows]))
+    # The start threshold fell from 0.5 towards 0.2 in the quiet before speech.
+    assert decided.start_threshold[0] == 0.5 and decided.start_threshold[61] < 0.4
+    assert decided.end_threshold[61] == pytest.approx(decided.start_threshold[61] * 0.7)
+    assert decided.noise_floor_db[61] == pytest.approx(decided.level_db[0])
+    assert decided.speech == [(pytest.approx(62 * 0.032), pytest.approx(93 * 0.032))]
 
 
 def test_plot_command_writes_a_png(tmp_path):
@@ -150,6 +169,12 @@ def test_quick_bench_reports_every_table(tmp_path):
         assert "| Silero ONNX (onnxruntime, reference) |" in text
         assert "| 10 | baseline: Silero ONNX + VADIterator |" in text
     assert "| 10 | edge process (int8 TFLite + segmenter) |" in text
+    for kind in ("adult", "child-like"):
+        assert f"### {kind}" in text
+    for noise in ("babble", "transients", "music", "stationary", "all"):
+        assert f"| {noise} | 10 |" in text
+    assert "child-like, all noise types: speech capture at 10 dB" in text
+    assert "### int8 (default) and fp16 models" in text
     assert "µs per 32 ms window" in text
     assert "edge process real-time factor" in text
     assert "## Encryption at rest (age)" in text and "\n| on | " in text and "\n| off | " in text
@@ -170,3 +195,12 @@ def test_quick_bench_without_comparison_packages_skips_them_with_notes(tmp_path)
     assert "webrtcvad is not installed" in text
     assert "matplotlib is not installed" in text
     assert not list((tmp_path / "out").glob("*.png"))
+
+
+def test_speech_loss_says_where_speech_was_lost():
+    # Utterance 1 (1-2 s) has its first 0.2 s and last 0.1 s cut; utterance 2 (4-5 s) has a hole
+    # of 0.3 s; utterance 3 (7-7.5 s) is never stored. Labelled speech: 2.5 s.
+    utterances = [[(1.0, 2.0)], [(4.0, 5.0)], [(7.0, 7.5)]]
+    stored = [(1.2, 1.9), (3.9, 4.3), (4.6, 5.1)]
+    loss = speech_loss(utterances, stored)
+    assert (loss.heads, loss.tails, loss.inside, loss.missed) == pytest.approx((0.2 / 2.5, 0.1 / 2.5, 0.3 / 2.5, 0.5 / 2.5))
