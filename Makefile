@@ -5,9 +5,11 @@ BUILD_VENV := .buildvenv
 BIN := $(VENV)/bin
 CONFIG ?= config/edge.yaml
 DEB_PACKAGES := portaudio19-dev python3-venv python3-dev gcc alsa-utils
+# Only for `make test` (the sync tests' real servers), never installed on the device.
+TEST_DEB_PACKAGES := openssh-server openssh-client rclone
 SILERO_PIN := silero-vad==6.2.3
 
-.PHONY: deb venv test run demo model bench soak install uninstall clean
+.PHONY: deb test-deb venv test run demo model bench soak install uninstall clean
 SOAK_CUTS ?= 200
 
 # Debian packages are installed only when missing and only when we are root; otherwise
@@ -19,6 +21,9 @@ deb:
 	  else echo "missing Debian packages:$$missing (run 'sudo make $(MAKECMDGOALS)' once or install them)"; fi; \
 	fi
 
+test-deb:
+	@$(MAKE) --no-print-directory deb DEB_PACKAGES="$(TEST_DEB_PACKAGES)"
+
 $(BIN)/edge: requirements.txt requirements-test.txt pyproject.toml | deb
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
@@ -29,7 +34,7 @@ $(BIN)/edge: requirements.txt requirements-test.txt pyproject.toml | deb
 
 venv: $(BIN)/edge
 
-test: venv
+test: venv test-deb
 	$(BIN)/python -m pytest -q
 
 run: venv

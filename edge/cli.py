@@ -10,7 +10,7 @@ import threading
 from pathlib import Path
 from typing import Optional
 
-from . import __version__, doctor, export, plot, vad
+from . import __version__, doctor, export, plot, sync, vad
 from .audio import CaptureError, MicrophoneSource, WavFileSource, describe_devices
 from .config import add_config_argument, load_config, resolve_data_path
 from .errors import EdgeError
@@ -88,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     devices = with_config(sub.add_parser("devices", help="list capture devices and their rates"))
     devices.set_defaults(func=devices_command)
 
-    for module in (vad, doctor, export, plot):
+    for module in (vad, doctor, export, plot, sync):
         module.add_command(sub)
     return parser
 

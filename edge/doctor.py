@@ -17,6 +17,7 @@ from .config import Settings, add_config_argument, default_config_path, load_con
 from .errors import EdgeError
 from .status import read_status, status_age_s
 from .storage import FreeSpaceGuard
+from .sync import SyncFailed, configured_remote, make_rclone, status_lines, split_remote
 from .vad import SileroVad, configured_model
 
 STALE_AFTER_S = 30.0
@@ -43,6 +44,8 @@ def status_command(args: argparse.Namespace) -> int:
     print(f"audio lost:     {status['overflows']} overflows, {status['dropped_frames']} dropped frames")
     for error in status["errors"] or ["none"]:
         print(f"recent problem: {error}")
+    for line in status_lines(settings):
+        print(line)
     return 0 if age < STALE_AFTER_S else 1
 
 
@@ -114,12 +117,28 @@ def check_clock(settings: Settings) -> CheckResult:
                        "file order is still right", "connect to a network once, or add an RTC")
 
 
+def check_sync(settings: Settings) -> CheckResult:
+    if settings.sync.remote is None:
+        return CheckResult(True, "off (no sync.remote)")
+    try:
+        remote, _ = split_remote(configured_remote(settings))
+        rclone = make_rclone(settings.sync, transfer=False)
+        rclone.check_ready()
+        # Listing the folder (absent before the first sync: exit 3) proves host and login.
+        rclone.run("lsf", "--max-depth", "1", "--dirs-only", remote, allow=(3,),
+                   timeout=2 * settings.sync.timeout_s + 5)
+    except (EdgeError, SyncFailed) as exc:
+        return CheckResult(False, str(exc), "check sync.remote and the rclone config (rclone config --config FILE)")
+    return CheckResult(True, f"{remote} reachable")
+
+
 CHECKS: dict[str, Callable[[Settings], CheckResult]] = {
     "model": check_model,
     "microphone": check_microphone,
     "gpio": check_gpio,
     "storage": check_storage,
     "clock": check_clock,
+    "sync": check_sync,
 }
 
 
@@ -137,7 +156,7 @@ def doctor_command(args: argparse.Namespace) -> int:
 def add_command(subparsers) -> None:
     for name, func, text in (
         ("status", status_command, "what the running recorder is doing"),
-        ("doctor", doctor_command, "check microphone, model, GPIO, storage and clock"),
+        ("doctor", doctor_command, "check microphone, model, GPIO, storage, clock and the sync remote"),
     ):
         parser = subparsers.add_parser(name, help=text)
         add_config_argument(parser)
