@@ -278,6 +278,7 @@ class RemoteSync:
         self.rclone = rclone
         self.delete = delete_after_verified
         self.out = out or sys.stderr
+        self._verify_by: Optional[list] = None
 
     def run(self, dry_run: bool = False) -> SyncReport:
         self.rclone.check_ready()
@@ -389,7 +390,9 @@ class RemoteSync:
     def _verification(self) -> list:
         """rclone check's way of comparing: by hash when the backend keeps one, else by
         downloading each file and comparing bytes."""
-        return [] if self.rclone.hashes(self.remote) else ["--download"]
+        if self._verify_by is None:
+            self._verify_by = [] if self.rclone.hashes(self.remote) else ["--download"]
+        return self._verify_by
 
     def _verify(self, names: list, remote: str, how: list, tolerate_missing: bool = False,
                 source: Optional[Path] = None) -> tuple:
@@ -439,7 +442,9 @@ class RemoteSync:
         current = self.rclone.run("cat", posixpath.join(self.remote, MANIFEST), allow=NOT_FOUND)
         existing = [json.loads(line) for line in current.stdout.splitlines() if line.strip()] \
             if current.returncode == 0 else []
-        merged = merge_manifest(existing, [local[name] for name in unlisted])
+        # In recording order, as on the card, whatever order the copies arrived in.
+        merged = sorted(merge_manifest(existing, [local[name] for name in unlisted]),
+                        key=lambda entry: (entry["seq"], entry["file"]))
         with tempfile.TemporaryDirectory(prefix="edge-sync-") as folder:
             folder = Path(folder)
             (folder / MANIFEST).write_text("".join(json.dumps(entry) + "\n" for entry in merged))

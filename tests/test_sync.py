@@ -458,3 +458,18 @@ def test_doctor_checks_rclone_and_the_remote(tmp_path, recordings, remote, monke
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     result = doctor.check_sync(settings)
     assert result.detail == "rclone is not installed (apt install rclone)"
+
+
+def test_the_service_gets_a_one_line_status(tmp_path, recordings, remote, capsys, monkeypatch):
+    import socket
+
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    listener.bind(str(tmp_path / "notify"))
+    listener.settimeout(10)
+    monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "notify"))
+    try:
+        assert edge(capsys, "sync", "--once", "--config", str(write_config(tmp_path, recordings, remote)))[0] == 0
+        message = listener.recv(4096).decode()
+    finally:
+        listener.close()
+    assert message == "STATUS=sync ok · 6 uploaded · 0 waiting (0.0 MB)"
