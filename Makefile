@@ -9,7 +9,7 @@ DEB_PACKAGES := portaudio19-dev python3-venv python3-dev gcc alsa-utils
 TEST_DEB_PACKAGES := openssh-server openssh-client rclone
 SILERO_PIN := silero-vad==6.2.3
 
-.PHONY: deb test-deb venv test run demo model bench soak install uninstall clean
+.PHONY: deb test-deb venv test run demo model bench bench-sync soak install uninstall clean
 SOAK_CUTS ?= 200
 
 # Debian packages are installed only when missing and only when we are root; otherwise
@@ -80,6 +80,11 @@ bench: venv
 	    || echo "bench: could not install $$requirement: its columns are skipped"; \
 	done
 	$(BIN)/python -m bench $(BENCH_ARGS)
+	$(MAKE) --no-print-directory bench-sync
+
+# `edge sync` of a synthesized week (1 GB) to sshd on 127.0.0.1 beside plain `rclone copy`.
+bench-sync: venv test-deb
+	$(BIN)/python -m bench.sync $(BENCH_SYNC_ARGS)
 
 clean:
 	rm -rf $(VENV) $(BUILD_VENV) demo-recordings .pytest_cache

@@ -124,6 +124,9 @@ def check_sync(settings: Settings) -> CheckResult:
         remote, _ = split_remote(configured_remote(settings))
         rclone = make_rclone(settings.sync, transfer=False)
         rclone.check_ready()
+        if rclone.config.stat().st_mode & 0o077:
+            return CheckResult(False, f"{rclone.config} (the remote's credentials) is readable by other users",
+                               f"chmod 600 {rclone.config}")
         # Listing the folder (absent before the first sync: exit 3) proves host and login.
         rclone.run("lsf", "--max-depth", "1", "--dirs-only", remote, allow=(3,),
                    timeout=2 * settings.sync.timeout_s + 5)

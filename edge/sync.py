@@ -314,8 +314,7 @@ class RemoteSync:
         # Already in place (a run stopped before it recorded them, or a lost state file):
         # verified where they are, sent again only if that fails.
         in_place = [n for n in pending if remote_files.get(n, (None,))[0] == sizes[n]]
-        verify_by = self._verification()
-        good, _ = self._verify(in_place, self.remote, verify_by)
+        good, _ = self._verify(in_place, self.remote)
         upload = [n for n in pending if n not in good]
         copy_error = None
         if upload:
@@ -324,7 +323,7 @@ class RemoteSync:
             except SyncFailed as exc:
                 copy_error = exc
             try:
-                staged, bad = self._verify(upload, self.staging, verify_by, tolerate_missing=copy_error is not None)
+                staged, bad = self._verify(upload, self.staging, tolerate_missing=copy_error is not None)
             except SyncFailed as verify_error:
                 raise (copy_error or verify_error) from None  # the remote is gone: the first failure says why
             if copy_error:
@@ -394,13 +393,13 @@ class RemoteSync:
             self._verify_by = [] if self.rclone.hashes(self.remote) else ["--download"]
         return self._verify_by
 
-    def _verify(self, names: list, remote: str, how: list, tolerate_missing: bool = False,
+    def _verify(self, names: list, remote: str, tolerate_missing: bool = False,
                 source: Optional[Path] = None) -> tuple:
         """(matching, differing) among ``names`` under ``remote``; a file missing there counts
         as neither when an interrupted copy is being collected (``tolerate_missing``)."""
         if not names:
             return [], []
-        result = self.rclone.run("check", "--one-way", "--combined", "-", *how,
+        result = self.rclone.run("check", "--one-way", "--combined", "-", *self._verification(),
                                  "--files-from", self._list_file(names), str(source or self.root), remote,
                                  allow=(1,))
         marks = {}
@@ -419,7 +418,7 @@ class RemoteSync:
         # rclone's own after-upload hash comparison is skipped: _verify does it, for every
         # file, and a file is only counted when that passes.
         self.rclone.run("copy", "--files-from", self._list_file(names), "--ignore-checksum",
-                        "--no-traverse", str(source or self.root), remote, transfer=True)
+                        str(source or self.root), remote, transfer=True)
 
     def _move_into_place(self, names: list) -> None:
         # --ignore-times: a damaged copy of the same size (and, without modification times,
@@ -451,7 +450,7 @@ class RemoteSync:
             (folder / SUMS).write_text("".join(line + "\n" for line in sha256sums(merged)))
             index = [MANIFEST, SUMS]
             self._copy(index, self.staging, source=folder)
-            good, bad = self._verify(index, self.staging, self._verification(), source=folder)
+            good, bad = self._verify(index, self.staging, source=folder)
             if bad or len(good) != len(index):
                 raise SyncFailed(f"the copy of {MANIFEST} on the remote does not match, sent again next run")
             self._move_into_place(index)
@@ -502,7 +501,9 @@ def _remove_list_files() -> None:
 @contextmanager
 def _sync_lock(folder: Path) -> Iterator[None]:
     try:
-        fd = os.open(folder / SYNC_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        # Read-only and readable by all: a manual `sudo edge sync` must not lock the service
+        # user out of the lock file it created (flock needs no write access).
+        fd = os.open(folder / SYNC_LOCK, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
     except FileNotFoundError:
         raise EdgeError(f"{folder}: recordings folder does not exist (nothing recorded yet?)") from None
     except OSError as exc:

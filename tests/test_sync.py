@@ -451,6 +451,9 @@ def test_doctor_checks_rclone_and_the_remote(tmp_path, recordings, remote, monke
     settings = load_config(write_config(tmp_path, recordings, remote))
     result = doctor.check_sync(settings)
     assert result.ok, result.detail
+    remote.rclone_config.chmod(0o644)
+    assert doctor.check_sync(settings).line("sync").endswith(f"-> chmod 600 {remote.rclone_config}")
+    remote.rclone_config.chmod(0o600)
     remote.server.kill()
     result = doctor.check_sync(settings)
     assert not result.ok and "\n" not in result.line("sync")
