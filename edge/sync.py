@@ -277,7 +277,7 @@ class RemoteSync:
         self.remote, self.staging = split_remote(remote)
         self.rclone = rclone
         self.delete = delete_after_verified
-        self.out = out or sys.stderr
+        self.out = out or sys.stdout
         self._verify_by: Optional[list] = None
 
     def run(self, dry_run: bool = False) -> SyncReport:
@@ -441,9 +441,9 @@ class RemoteSync:
         current = self.rclone.run("cat", posixpath.join(self.remote, MANIFEST), allow=NOT_FOUND)
         existing = [json.loads(line) for line in current.stdout.splitlines() if line.strip()] \
             if current.returncode == 0 else []
-        # In recording order, as on the card, whatever order the copies arrived in.
-        merged = sorted(merge_manifest(existing, [local[name] for name in unlisted]),
-                        key=lambda entry: (entry["seq"], entry["file"]))
+        # New lines in the card's order after those already there (seq alone cannot order
+        # them: it starts again at 1 once every segment has left the card).
+        merged = merge_manifest(existing, [local[name] for name in local if name in unlisted])
         with tempfile.TemporaryDirectory(prefix="edge-sync-") as folder:
             folder = Path(folder)
             (folder / MANIFEST).write_text("".join(json.dumps(entry) + "\n" for entry in merged))

@@ -151,7 +151,9 @@ def assert_remote_matches(remote: Remote, entries: list[dict]) -> None:
     assert files_under(remote.disk) == sorted(e["file"] for e in entries)
     for entry in entries:
         assert sha256(remote.disk / entry["file"]) == entry["sha256"], entry["file"]
-    assert read_manifest(remote.disk / "manifest.jsonl") == entries
+    # Lines arrive as their segments do (a full server lets the small ones through first).
+    by_file = sorted(read_manifest(remote.disk / "manifest.jsonl"), key=lambda e: e["file"])
+    assert by_file == sorted(entries, key=lambda e: e["file"])
     check = subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=remote.disk, capture_output=True, text=True)
     assert check.returncode == 0 and check.stdout.count(": OK") == len(entries), check.stdout
 
@@ -218,7 +220,7 @@ def test_dry_run_lists_and_copies_nothing(tmp_path, recordings, remote, capsys):
     config = write_config(tmp_path, recordings, remote)
     code, out, err = edge(capsys, "sync", "--dry-run", "--config", str(config))
     assert code == 0, err
-    assert err.count("would copy ") == 6
+    assert out.count("would copy ") == 6 and not err
     assert not remote.disk.exists()
     assert not (recordings / SYNC_STATE).exists()
 
