@@ -518,21 +518,40 @@ def device_folders(dirs: list) -> list:
     """The device folders (holding a manifest.jsonl) that ``dirs`` name or contain."""
     folders = []
     for folder in dirs:
-        if (folder / MANIFEST).is_file():
-            folders.append(folder)
-        elif folder.is_dir():
-            folders += sorted(sub for sub in folder.iterdir()
-                              if not sub.name.startswith(".") and (sub / MANIFEST).is_file())
-        else:
-            raise EdgeError(f"{folder}: no such folder")
+        try:
+            if not folder.is_dir():
+                raise EdgeError(f"{folder}: no such folder")
+        except PermissionError:
+            raise EdgeError(f"{folder}: permission denied") from None
+        candidates = [folder] + sorted(sub for sub in _listing(folder) if not sub.name.startswith("."))
+        folders += [candidate for candidate in candidates if _readable_file(candidate / MANIFEST)]
     if not folders:
         raise EdgeError(f"{', '.join(map(str, dirs))}: no {MANIFEST} here nor in a folder one level down")
     return folders
 
 
+def _listing(folder: Path) -> list:
+    try:
+        return [sub for sub in folder.iterdir() if sub.is_dir()]
+    except PermissionError:
+        raise EdgeError(f"{folder}: permission denied") from None
+
+
+def _readable_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except PermissionError:
+        raise EdgeError(f"{path.parent}: permission denied") from None
+
+
 def merged_segments(dirs: list) -> list:
     """(device folder, entry) of every segment present in the folders, by start time."""
-    found = [(folder, entry) for folder in device_folders(dirs) for entry in iter_segments(folder)]
+    found = []
+    for folder in device_folders(dirs):
+        try:
+            found += [(folder, entry) for entry in iter_segments(folder)]
+        except PermissionError:
+            raise EdgeError(f"{folder}: permission denied") from None
     return sorted(found, key=lambda pair: (datetime.fromisoformat(pair[1]["start"]), pair[0].name, pair[1]["seq"]))
 
 

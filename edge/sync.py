@@ -541,8 +541,11 @@ def status_lines(settings: Settings) -> list:
     if settings.sync.remote is None:
         return ["sync:           off (no sync.remote)"]
     root = resolve_data_path(settings.storage.recordings_dir)
-    state = SyncState.load(root)
-    count, size = backlog(root, state)
+    try:
+        state = SyncState.load(root)
+        count, size = backlog(root, state)
+    except PermissionError:
+        raise EdgeError(f"{root}: permission denied (the recordings are private: sudo edge status)") from None
     return [f"last sync:      {state.last_success or 'never'} to {configured_remote(settings)}",
             f"waiting:        {count} segments ({_mb(size)})",
             f"sync problem:   {state.last_error or 'none'}"]

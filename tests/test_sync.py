@@ -478,3 +478,20 @@ def test_the_service_gets_a_one_line_status(tmp_path, recordings, remote, capsys
     finally:
         listener.close()
     assert message == "STATUS=sync ok · 6 uploaded · 0 waiting (0.0 MB)"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run a command as another user")
+def test_list_of_folders_another_user_cannot_read_is_one_line(tmp_path, recordings):
+    # The office's user, on a share where the recorder's files are private: one line, no traceback.
+    recordings.chmod(0o700)
+
+    def as_nobody(code: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable,
+                               "-c", code], capture_output=True, text=True, timeout=60,
+                              env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
+
+    if as_nobody("import edge.cli").returncode != 0:
+        pytest.skip("this Python and its packages cannot be run by another user here")
+    result = as_nobody(f"import sys; from edge.cli import main; sys.exit(main(['list', '{recordings.parent}']))")
+    assert result.returncode == 2, result.stderr
+    assert re.fullmatch(r"edge: \S+: permission denied\n", result.stderr), result.stderr
