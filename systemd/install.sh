@@ -219,7 +219,8 @@ fi
 install_config
 create_state_dir
 install_unit_and_rule
-if [ "${EDGE_SKIP_VENV:-0}" != 1 ]; then
+# Both read the config with the venv's Python (an earlier install's, with EDGE_SKIP_VENV=1).
+if [ -x "$OPT/venv/bin/python" ]; then
     install_export_units
     install_sync_units
 fi

@@ -2,6 +2,7 @@
 test_systemd_unit.py does for the recorder): verify is clean, the exposure score stays low,
 and the directives the issue asks for are there."""
 
+import os
 import re
 import shutil
 import subprocess
@@ -9,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_install import checkout, root  # noqa: F401  (fixtures: install.sh's stand-in checkout and root)
 
 SYSTEMD = Path(__file__).resolve().parent.parent / "systemd"
 SERVICE = SYSTEMD / "edge-sync.service"
@@ -83,3 +85,31 @@ def test_only_the_sync_unit_has_network():
     recorder = dict(directives(SYSTEMD / "edge-recorder.service"))
     assert recorder["PrivateNetwork"] == "yes"
     assert "PrivateNetwork" not in dict(directives(SERVICE))
+
+
+def test_make_install_adds_the_sync_units_only_with_a_remote(checkout, root):
+    for name in ("edge-sync.service", "edge-sync.timer"):
+        shutil.copy2(SYSTEMD / name, checkout / "systemd" / name)
+    venv_python = root / "opt/edge-recorder/venv/bin/python"
+    venv_python.parent.mkdir(parents=True)
+    venv_python.symlink_to(sys.executable)  # what install_venv made on an earlier run
+    env = dict(os.environ, EDGE_ROOT=str(root), EDGE_SKIP_VENV="1", PYTHONPATH=str(SYSTEMD.parent))
+
+    def install() -> subprocess.CompletedProcess:
+        result = subprocess.run(["bash", str(checkout / "systemd/install.sh")], env=env, capture_output=True,
+                                text=True, timeout=60)
+        assert result.returncode == 0, result.stderr + result.stdout
+        return result
+
+    units = [root / "etc/systemd/system" / name for name in ("edge-sync.service", "edge-sync.timer")]
+    install()
+    assert not any(unit.exists() for unit in units)
+    config = root / "etc/edge-recorder/edge.yaml"
+    config.write_text(config.read_text() + 'sync:\n  remote: "school-nas:recordings/{device}"\n')
+    result = install()
+    assert [unit.read_text() for unit in units] == [(SYSTEMD / u.name).read_text() for u in units]
+    assert "network copy to school-nas:recordings/{device} every 15 minutes" in result.stdout
+    config.write_text(config.read_text().replace('remote: "school-nas:recordings/{device}"', "remote: null"))
+    result = install()
+    assert not any(unit.exists() for unit in units)
+    assert "removed edge-sync.timer" in result.stdout
