@@ -5,9 +5,11 @@ BUILD_VENV := .buildvenv
 BIN := $(VENV)/bin
 CONFIG ?= config/edge.yaml
 DEB_PACKAGES := portaudio19-dev python3-venv python3-dev gcc alsa-utils age
+# Only for `make test` (the sync tests' real servers), never installed on the device.
+TEST_DEB_PACKAGES := openssh-server openssh-client rclone
 SILERO_PIN := silero-vad==6.2.3
 
-.PHONY: deb venv test run demo model bench soak install uninstall clean
+.PHONY: deb test-deb venv test run demo model bench bench-sync soak install uninstall clean
 SOAK_CUTS ?= 200
 
 # Debian packages are installed only when missing and only when we are root; otherwise
@@ -22,6 +24,9 @@ deb:
 	  else echo "missing Debian packages:$$missing (run 'sudo make $(MAKECMDGOALS)' once or install them)"; fi; \
 	fi
 
+test-deb:
+	@$(MAKE) --no-print-directory deb DEB_PACKAGES="$(TEST_DEB_PACKAGES)"
+
 $(BIN)/edge: requirements.txt requirements-test.txt pyproject.toml | deb
 	$(PYTHON) -m venv $$($(PYTHON) edge/target.py venv-options) $(VENV)
 	$(BIN)/pip install -q --upgrade pip
@@ -32,7 +37,7 @@ $(BIN)/edge: requirements.txt requirements-test.txt pyproject.toml | deb
 
 venv: $(BIN)/edge
 
-test: venv
+test: venv test-deb
 	$(BIN)/python -m pytest -q
 
 run: venv
@@ -78,6 +83,11 @@ bench: venv
 	    || echo "bench: could not install $$requirement: its columns are skipped"; \
 	done
 	$(BIN)/python -m bench $(BENCH_ARGS)
+	$(MAKE) --no-print-directory bench-sync
+
+# `edge sync` of a synthesized week (1 GB) to sshd on 127.0.0.1 beside plain `rclone copy`.
+bench-sync: venv test-deb
+	$(BIN)/python -m bench.sync $(BENCH_SYNC_ARGS)
 
 clean:
 	rm -rf $(VENV) $(BUILD_VENV) demo-recordings .pytest_cache

@@ -11,7 +11,7 @@ import threading
 from pathlib import Path
 from typing import Optional
 
-from . import __version__, decrypt, doctor, export, plot, vad
+from . import __version__, decrypt, doctor, export, plot, sync, vad
 from .audio import CaptureError, MicrophoneSource, WavFileSource, describe_devices
 from .config import add_config_argument, load_config, resolve_data_path
 from .errors import EdgeError, permission_denied
@@ -102,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
         "led-off", help="switch the LED off: dark means the recorder is not running"))
     led_off.set_defaults(func=led_off_command)
 
-    for module in (vad, doctor, export, plot, decrypt):
+    for module in (vad, doctor, export, plot, decrypt, sync):
         module.add_command(sub)
     return parser
 

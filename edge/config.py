@@ -143,6 +143,20 @@ class PrivacySettings:
 
 
 @dataclass(frozen=True)
+class SyncSettings:
+    remote: Optional[str] = None
+    """rclone remote and folder for this device's recordings, `{device}` standing for the device name (e.g. `school-nas:recordings/{device}`); null: no network copy."""
+    rclone_config: str = "rclone.conf"
+    """rclone's own config file (remotes and their credentials), readable only by the service user; relative like recordings_dir."""
+    bwlimit: Optional[float] = field(default=1.0, metadata=bounded(0.01, 10000))
+    """Most upload bandwidth rclone may use, in MiB/s; null for no limit."""
+    timeout_s: float = field(default=30.0, metadata=bounded(1, 3600))
+    """How long to wait for the remote to answer a connection before giving up, in seconds."""
+    delete_after_verified: bool = False
+    """Delete a segment from the card once its copy on the remote is verified and listed in the remote manifest."""
+
+
+@dataclass(frozen=True)
 class Settings:
     audio: AudioSettings = AudioSettings()
     detector: DetectorSettings = DetectorSettings()
@@ -152,6 +166,7 @@ class Settings:
     service: ServiceSettings = ServiceSettings()
     export: ExportSettings = ExportSettings()
     privacy: PrivacySettings = PrivacySettings()
+    sync: SyncSettings = SyncSettings()
 
 
 def default_config_path() -> Path:

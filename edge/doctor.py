@@ -23,6 +23,7 @@ from .errors import EdgeError, permission_denied
 from .indicator import GPIO_CHIPS
 from .status import RecorderState, is_recorder_process, read_status, status_age_s
 from .storage import FreeSpaceGuard
+from .sync import SyncFailed, configured_remote, make_rclone, status_lines, split_remote
 from .vad import SileroVad, configured_model
 
 STALE_AFTER_S = 30.0
@@ -46,6 +47,8 @@ def status_command(args: argparse.Namespace) -> int:
     print(f"oldest segment: {_oldest_segment(status, settings.storage.keep_days)}")
     for error in status["errors"] or ["none"]:
         print(f"recent problem: {error}")
+    for line in status_lines(settings):
+        print(line)
     return 0 if running else 1
 
 
@@ -172,6 +175,24 @@ def check_clock(settings: Settings, daemon: Optional[dict]) -> CheckResult:
                        "file order is still right", "connect to a network once, or add an RTC")
 
 
+def check_sync(settings: Settings, daemon: Optional[dict]) -> CheckResult:
+    if settings.sync.remote is None:
+        return CheckResult(True, "off (no sync.remote)")
+    try:
+        remote, _ = split_remote(configured_remote(settings))
+        rclone = make_rclone(settings.sync, transfer=False)
+        rclone.check_ready()
+        if rclone.config.stat().st_mode & 0o077:
+            return CheckResult(False, f"{rclone.config} (the remote's credentials) is readable by other users",
+                               f"chmod 600 {rclone.config}")
+        # Listing the folder (absent before the first sync: exit 3) proves host and login.
+        rclone.run("lsf", "--max-depth", "1", "--dirs-only", remote, allow=(3,),
+                   timeout=2 * settings.sync.timeout_s + 5)
+    except (EdgeError, SyncFailed) as exc:
+        return CheckResult(False, str(exc), "check sync.remote and the rclone config (rclone config --config FILE)")
+    return CheckResult(True, f"{remote} reachable")
+
+
 def check_encryption(settings: Settings, daemon: Optional[dict]) -> CheckResult:
     recipients = settings.privacy.recipients
     if not recipients:
@@ -193,6 +214,7 @@ CHECKS: dict[str, Callable[[Settings, Optional[dict]], CheckResult]] = {
     "storage": check_storage,
     "clock": check_clock,
     "encryption": check_encryption,
+    "sync": check_sync,
 }
 
 
@@ -236,7 +258,7 @@ def doctor_command(args: argparse.Namespace) -> int:
 def add_command(subparsers) -> None:
     for name, func, text in (
         ("status", status_command, "what the running recorder is doing"),
-        ("doctor", doctor_command, "check microphone, model, GPIO, storage, clock and encryption keys"),
+        ("doctor", doctor_command, "check microphone, model, GPIO, storage, clock, encryption keys and the sync remote"),
     ):
         parser = subparsers.add_parser(name, help=text)
         add_config_argument(parser)

@@ -32,7 +32,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
-from typing import Iterator, Optional, TextIO
+from typing import Iterable, Iterator, Optional, TextIO
 
 from .config import Settings, add_config_argument, device_name, load_config, resolve_data_path
 from .errors import EdgeError
@@ -300,39 +300,13 @@ class SegmentExporter:
         if not verified:
             return
         manifest = self.target / MANIFEST
-        merged = {json.dumps(entry): entry for entry in read_manifest(manifest)}
-        keys = {_entry_key(entry) for entry in merged.values()}
-        for entry in verified:
-            if _entry_key(entry) not in keys:
-                keys.add(_entry_key(entry))
-                merged[json.dumps(entry)] = entry
-        write_lines_atomically(manifest, list(merged))
-        sums = [f"{entry['sha256']}  {entry['file']}" for entry in merged.values()
-                if (self.target / entry["file"]).exists()]
-        write_lines_atomically(self.target / SUMS, sums)
+        merged = merge_manifest(read_manifest(manifest), verified)
+        write_lines_atomically(manifest, [json.dumps(entry) for entry in merged])
+        write_lines_atomically(self.target / SUMS,
+                               sha256sums(e for e in merged if (self.target / e["file"]).exists()))
 
     def _remove_originals(self, verified: list, report: ExportReport) -> int:
-        # Files first, manifest lines after: a run stopped in between leaves lines whose file
-        # is gone (skipped everywhere), never a file that no manifest lists.
-        removed = []
-        for entry in verified:
-            try:
-                (self.root / entry["file"]).unlink(missing_ok=True)
-            except OSError as exc:
-                report.problems.append(f"{entry['file']}: exported, but cannot remove it from the "
-                                       f"card ({exc.strerror})")
-                continue
-            removed.append(entry)
-        try:
-            for folder in {(self.root / entry["file"]).parent for entry in removed}:
-                fsync_dir(folder)
-            removed_keys = {_entry_key(entry) for entry in removed}
-            rewrite_manifest(self.root / MANIFEST, lambda entry: _entry_key(entry) not in removed_keys)
-        except OSError as exc:
-            # Lines whose file is gone are skipped everywhere: untidy, not harmful.
-            report.problems.append(f"{self.root / MANIFEST}: cannot remove the exported segments' "
-                                   f"lines ({exc.strerror})")
-        return len(removed)
+        return len(remove_segments(self.root, verified, report.problems))
 
     def _select(self, since: Optional[date], until: Optional[date]) -> list:
         selected = []
@@ -368,6 +342,47 @@ class SegmentExporter:
             path.unlink()
         except OSError:
             pass  # a pulled stick: the next run removes it
+
+
+def merge_manifest(existing: list, verified: list) -> list:
+    """``existing`` manifest entries plus those of ``verified`` not yet among them (same file
+    and SHA-256), in order: a copy's manifest only ever grows."""
+    merged = {json.dumps(entry): entry for entry in existing}
+    keys = {_entry_key(entry) for entry in merged.values()}
+    for entry in verified:
+        if _entry_key(entry) not in keys:
+            keys.add(_entry_key(entry))
+            merged[json.dumps(entry)] = entry
+    return list(merged.values())
+
+
+def sha256sums(entries: Iterable[dict]) -> list:
+    """Lines of a SHA256SUMS file that `sha256sum -c` accepts."""
+    return [f"{entry['sha256']}  {entry['file']}" for entry in entries]
+
+
+def remove_segments(root: Path, verified: list, problems: list) -> list:
+    """Delete the segments of ``verified`` (copied elsewhere and verified) from the card and
+    their manifest lines; returns the entries removed, and notes a line per failure."""
+    # Files first, manifest lines after: a run stopped in between leaves lines whose file
+    # is gone (skipped everywhere), never a file that no manifest lists.
+    removed = []
+    for entry in verified:
+        try:
+            (root / entry["file"]).unlink(missing_ok=True)
+        except OSError as exc:
+            problems.append(f"{entry['file']}: copied, but cannot remove it from the card ({exc.strerror})")
+            continue
+        removed.append(entry)
+    try:
+        for folder in {(root / entry["file"]).parent for entry in removed}:
+            fsync_dir(folder)
+        removed_keys = {_entry_key(entry) for entry in removed}
+        rewrite_manifest(root / MANIFEST, lambda entry: _entry_key(entry) not in removed_keys)
+    except OSError as exc:
+        # Lines whose file is gone are skipped everywhere: untidy, not harmful.
+        problems.append(f"{root / MANIFEST}: cannot remove the copied segments' lines ({exc.strerror})")
+    return removed
 
 
 @contextmanager
@@ -451,7 +466,11 @@ def add_command(subparsers) -> None:
     export.set_defaults(func=run_export_command)
 
     listing = subparsers.add_parser("list", help="list the recorded segments",
-                                    description="Show the segments on the card: a table, or CSV for a spreadsheet.")
+                                    description="Show the segments on the card, or with DIR... those of "
+                                                "many devices' folders merged (a copy, a NAS share, an "
+                                                "rclone mount): a table, or CSV for a spreadsheet.")
+    listing.add_argument("dirs", nargs="*", type=Path, metavar="DIR",
+                         help="a device's folder (with manifest.jsonl) or a folder of such folders")
     listing.add_argument("--csv", action="store_true", help="comma-separated values on stdout")
     add_config_argument(listing)
     listing.set_defaults(func=run_list_command)
@@ -483,16 +502,61 @@ LIST_COLUMNS = ("file", "start", "duration_s", "prob_mean", "prob_max", "recover
 
 
 def run_list_command(args: argparse.Namespace) -> int:
-    settings = load_config(args.config)
-    entries = iter_segments(resolve_data_path(settings.storage.recordings_dir))
-    rows = [_list_row(entry) for entry in entries]
+    if args.dirs:
+        columns = ("device",) + LIST_COLUMNS
+        rows = [[folder.name] + _list_row(entry) for folder, entry in merged_segments(args.dirs)]
+    else:
+        settings = load_config(args.config)
+        columns = LIST_COLUMNS
+        rows = [_list_row(entry) for entry in iter_segments(resolve_data_path(settings.storage.recordings_dir))]
     if args.csv:
         writer = csv.writer(sys.stdout)
-        writer.writerow(LIST_COLUMNS)
+        writer.writerow(columns)
         writer.writerows(rows)
     else:
-        _print_table(rows)
+        _print_table(columns, rows)
     return 0
+
+
+def device_folders(dirs: list) -> list:
+    """The device folders (holding a manifest.jsonl) that ``dirs`` name or contain."""
+    folders = []
+    for folder in dirs:
+        try:
+            if not folder.is_dir():
+                raise EdgeError(f"{folder}: no such folder")
+        except PermissionError:
+            raise EdgeError(f"{folder}: permission denied") from None
+        candidates = [folder] + sorted(sub for sub in _listing(folder) if not sub.name.startswith("."))
+        folders += [candidate for candidate in candidates if _readable_file(candidate / MANIFEST)]
+    if not folders:
+        raise EdgeError(f"{', '.join(map(str, dirs))}: no {MANIFEST} here nor in a folder one level down")
+    return folders
+
+
+def _listing(folder: Path) -> list:
+    try:
+        return [sub for sub in folder.iterdir() if sub.is_dir()]
+    except PermissionError:
+        raise EdgeError(f"{folder}: permission denied") from None
+
+
+def _readable_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except PermissionError:
+        raise EdgeError(f"{path.parent}: permission denied") from None
+
+
+def merged_segments(dirs: list) -> list:
+    """(device folder, entry) of every segment present in the folders, by start time."""
+    found = []
+    for folder in device_folders(dirs):
+        try:
+            found += [(folder, entry) for entry in iter_segments(folder)]
+        except PermissionError:
+            raise EdgeError(f"{folder}: permission denied") from None
+    return sorted(found, key=lambda pair: (datetime.fromisoformat(pair[1]["start"]), pair[0].name, pair[1]["seq"]))
 
 
 def _list_row(entry: dict) -> list:
@@ -507,11 +571,12 @@ def _probability(value: Optional[float]) -> str:
     return "" if value is None else f"{value:.3f}"
 
 
-def _print_table(rows: list) -> None:
-    widths = [max([len(column)] + [len(row[i]) for row in rows]) for i, column in enumerate(LIST_COLUMNS)]
-    for row in [list(LIST_COLUMNS)] + rows:
+def _print_table(columns: tuple, rows: list) -> None:
+    widths = [max([len(column)] + [len(row[i]) for row in rows]) for i, column in enumerate(columns)]
+    for row in [list(columns)] + rows:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
-    seconds = round(sum(float(row[2]) for row in rows))
+    duration = columns.index("duration_s")
+    seconds = round(sum(float(row[duration]) for row in rows))
     print(f"{len(rows)} segments, {seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d} of speech")
 
 

@@ -103,6 +103,7 @@ install_config() {
     # or `edge export` run from a shell (no $STATE_DIRECTORY there) find the same files.
     sed -e 's#^  recordings_dir: recordings #  recordings_dir: /var/lib/edge-recorder/recordings #' \
         -e 's#^  status_file: status.json #  status_file: /var/lib/edge-recorder/status.json #' \
+        -e 's#^  rclone_config: rclone.conf #  rclone_config: /var/lib/edge-recorder/rclone.conf #' \
         "$OPT/src/config/edge.yaml" >"$default"
     mkdir -p "$CONFIG_DIR"
     if [ ! -e "$config" ]; then
@@ -160,6 +161,37 @@ s = load_config(sys.argv[1]).export; print(int(s.auto), s.usb_label)' "$CONFIG_D
     if live_system && [ -S /run/udev/control ]; then udevadm control --reload; fi
 }
 
+install_sync_units() {
+    # The network copy is opt-in (sync.remote): without it no timer runs and no unit of
+    # edge-recorder has network.
+    local remote service="$UNIT_DIR/edge-sync.service" timer="$UNIT_DIR/edge-sync.timer"
+    remote=$("$OPT/venv/bin/python" -c 'import sys; from edge.config import load_config
+print(load_config(sys.argv[1]).sync.remote or "")' "$CONFIG_DIR/edge.yaml") \
+        || die "$CONFIG_DIR/edge.yaml: fix the config first (see the message above)"
+    if [ -n "$remote" ]; then
+        install -m 0644 "$SOURCE/systemd/edge-sync.service" "$service"
+        install -m 0644 "$SOURCE/systemd/edge-sync.timer" "$timer"
+        if live_system; then
+            if ! dpkg -s rclone >/dev/null 2>&1; then
+                say "installing Debian package: rclone"
+                apt-get update -qq
+                DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rclone
+            fi
+            if systemd_running; then
+                systemctl daemon-reload
+                systemctl enable --now edge-sync.timer
+            else
+                systemctl enable edge-sync.timer >/dev/null 2>&1 || true
+            fi
+        fi
+        say "network copy to $remote every 15 minutes (edge-sync.timer; rclone config: sync.rclone_config)"
+    elif [ -e "$timer" ]; then
+        if live_system && systemd_running; then systemctl disable --now edge-sync.timer || true; fi
+        rm -f "$service" "$timer"
+        say "sync.remote is not set: removed edge-sync.timer"
+    fi
+}
+
 start_service() {
     if systemd_running; then
         systemctl daemon-reload
@@ -194,8 +226,10 @@ fi
 install_config
 create_state_dir
 install_unit_and_rule
-if [ "${EDGE_SKIP_VENV:-0}" != 1 ]; then
+# Both read the config with the venv's Python (an earlier install's, with EDGE_SKIP_VENV=1).
+if [ -x "$OPT/venv/bin/python" ]; then
     install_export_units
+    install_sync_units
 fi
 if live_system; then
     start_service

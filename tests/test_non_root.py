@@ -134,4 +134,4 @@ def test_the_group_the_line_names_may_read_the_status_not_the_recordings(install
     assert "Traceback" not in doctor.stderr
     assert doctor.stdout.startswith(f"OK   config: {config}\n")
     checks = [line.split()[1].rstrip(":") for line in doctor.stdout.splitlines()]
-    assert checks == ["config", "model", "microphone", "gpio", "storage", "clock", "encryption"], doctor.stdout + doctor.stderr
+    assert checks == ["config", "model", "microphone", "gpio", "storage", "clock", "encryption", "sync"], doctor.stdout + doctor.stderr

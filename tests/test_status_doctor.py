@@ -124,7 +124,7 @@ def doctor_lines(config, capsys) -> tuple[int, dict]:
 def test_doctor_passes_each_check_on_a_working_setup(alsa, lesson, tmp_path, capsys):
     alsa.add("testmic", lesson)
     code, lines = doctor_lines(write_config(tmp_path), capsys)
-    assert set(lines) == {"config", "model", "microphone", "gpio", "storage", "clock", "encryption"}
+    assert set(lines) == {"config", "model", "microphone", "gpio", "storage", "clock", "encryption", "sync"}
     for name in ("config", "model", "microphone", "gpio", "storage", "encryption"):
         assert lines[name].startswith("OK "), lines[name]
     assert "'testmic' gives audio at 16000 Hz" in lines["microphone"]

@@ -1,0 +1,497 @@
+"""`edge sync` against real servers on 127.0.0.1: OpenSSH's sshd (SFTP) and `rclone serve
+webdav`, started and stopped by the fixtures here.
+
+The bad cases are real too: the server is SIGKILLed in the middle of an upload (found by
+polling the staging folder on its disk, not by sleeping), `edge sync` itself is SIGKILLed
+mid-transfer, a byte of a copy is flipped on the server's disk, the server's folder is a
+small tmpfs that fills up, and the password or host is wrong.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge import doctor
+from edge.cli import main
+from edge.config import load_config
+from edge.status import RecorderStatus, publish_status
+from edge.storage import SegmentEnd, SegmentStart, SegmentWriter, read_manifest
+from edge.sync import STAGING, SYNC_STATE, SyncState, is_synced, rclone_error
+from tests.servers import SftpServer, WebdavServer, descendants, missing_server_binaries, wait_gone
+
+DEVICE = "room-12"
+SECONDS = (0.5, 1.0, 1.25, 1.5, 1.75, 0.75)
+BIG_SECONDS = 60.0  # 1.9 MB: at a low bandwidth limit, long enough to be caught mid-transfer
+SLOW_MIB_S = 0.25
+RUN_TIMEOUT_S = 120
+
+pytestmark = pytest.mark.skipif(missing_server_binaries() is not None,
+                                reason=missing_server_binaries() or "")
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
+
+
+def record(root: Path, seconds: tuple, first_day: str = "2026-11-23", device: str = DEVICE) -> list[dict]:
+    """Segments written by the real SegmentWriter, dated an hour ago as on a real card."""
+    writer = SegmentWriter(root, device, model_sha256="0" * 64, version="test")
+    writer.prepare()
+    rng = np.random.default_rng(len(seconds))
+    for number, length in enumerate(seconds):
+        start = f"{first_day}T09:{10 + number:02d}:00.000+01:00"
+        writer.open(SegmentStart(source="mic", start_s=60.0 * number, start=start,
+                                 monotonic_s=100.0 + 60 * number, boot_id="boot-1", clock_synced=True))
+        writer.append(rng.integers(-3000, 3000, int(16000 * length), dtype=np.int16))
+        writer.close(SegmentEnd(prob_mean=0.6, prob_max=0.9, overflows=0, dropped_frames=0))
+    hour_ago = time.time() - 3600
+    for path in root.glob("*/*.wav"):
+        os.utime(path, (hour_ago, hour_ago))
+    return read_manifest(root / "manifest.jsonl")
+
+
+@dataclass
+class Remote:
+    kind: str
+    server: SftpServer | WebdavServer
+    rclone_config: Path
+    remote: str
+    """sync.remote as configured, with {device}."""
+    disk: Path
+    """The device's folder as it lies on the server's disk."""
+
+    @property
+    def staging(self) -> Path:
+        return self.disk.parent / STAGING / self.disk.name
+
+
+@pytest.fixture(params=["sftp", "webdav"])
+def remote(request, tmp_path):
+    served = tmp_path / "server"
+    served.mkdir()
+    folder = tmp_path / request.param
+    folder.mkdir()
+    if request.param == "sftp":
+        server = SftpServer(folder)
+        section, remote = server.rclone_section("nas"), f"nas:{served}/recordings/{{device}}"
+    else:
+        server = WebdavServer(folder, served)
+        section, remote = server.rclone_section("dav"), "dav:recordings/{device}"
+    config = folder / "rclone.conf"
+    config.write_text(section)
+    config.chmod(0o600)
+    server.start()
+    try:
+        yield Remote(request.param, server, config, remote, served / "recordings" / DEVICE)
+    finally:
+        server.kill()
+
+
+@pytest.fixture
+def recordings(tmp_path) -> Path:
+    root = tmp_path / "card" / "recordings"
+    record(root, SECONDS)
+    return root
+
+
+def write_config(tmp_path: Path, recordings: Path, remote: Remote, device: str = DEVICE, **sync) -> Path:
+    path = tmp_path / f"{device}.yaml"
+    path.write_text(json.dumps({
+        "storage": {"recordings_dir": str(recordings), "device_name": device},
+        "service": {"status_file": str(tmp_path / "status.json")},
+        "led": {"pin": None},
+        "sync": {"remote": remote.remote, "rclone_config": str(remote.rclone_config), "bwlimit": None,
+                 "timeout_s": 5, **sync},
+    }))
+    return path
+
+
+def edge(capsys, *argv) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def edge_process(*argv) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "edge", *argv], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def finish(process: subprocess.Popen) -> tuple[str, str]:
+    """Wait (bounded) for ``process``; one that hangs is killed and fails the test."""
+    try:
+        return process.communicate(timeout=RUN_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.communicate()
+        raise
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def files_under(folder: Path) -> list[str]:
+    return sorted(p.relative_to(folder).as_posix() for p in folder.glob("*/*.wav"))
+
+
+def assert_remote_matches(remote: Remote, entries: list[dict]) -> None:
+    """Every segment on the server's disk, whole, listed once in its manifest and SHA256SUMS."""
+    assert files_under(remote.disk) == sorted(e["file"] for e in entries)
+    for entry in entries:
+        assert sha256(remote.disk / entry["file"]) == entry["sha256"], entry["file"]
+    # Lines arrive as their segments do (a full server lets the small ones through first).
+    by_file = sorted(read_manifest(remote.disk / "manifest.jsonl"), key=lambda e: e["file"])
+    assert by_file == sorted(entries, key=lambda e: e["file"])
+    check = subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=remote.disk, capture_output=True, text=True)
+    assert check.returncode == 0 and check.stdout.count(": OK") == len(entries), check.stdout
+
+
+def assert_final_names_whole(remote: Remote, local: dict) -> None:
+    """No half-written file under a final name: whatever is there is the card's segment."""
+    for name in files_under(remote.disk):
+        assert sha256(remote.disk / name) == local[name], f"{name} is incomplete on the remote"
+
+
+def assert_state_consistent(recordings: Path, remote: Remote) -> None:
+    state = SyncState.load(recordings)
+    for name, record in state.synced.items():
+        assert (recordings / name).exists()
+        assert sha256(remote.disk / name) == record["sha256"], name
+
+
+def wait_for_partial_upload(remote: Remote, process: subprocess.Popen, total: int) -> Path:
+    deadline = time.monotonic() + RUN_TIMEOUT_S
+    while True:
+        for path in remote.staging.glob("*/*.wav"):
+            if 0 < path.stat().st_size < total:
+                return path
+        assert process.poll() is None, process.communicate()
+        if time.monotonic() > deadline:
+            process.kill()
+            raise AssertionError(f"no upload started in {RUN_TIMEOUT_S} s: {finish(process)}")
+        time.sleep(0.01)
+
+
+def test_copies_verifies_and_a_rerun_copies_nothing(tmp_path, recordings, remote, capsys):
+    config = write_config(tmp_path, recordings, remote)
+    entries = read_manifest(recordings / "manifest.jsonl")
+    code, out, err = edge(capsys, "sync", "--once", "--config", str(config))
+    assert code == 0, err
+    assert "6 segments verified" in out and "6 uploaded" in out and "0 waiting" in out
+    assert_remote_matches(remote, entries)
+    # Nothing deleted from the card unless asked.
+    assert read_manifest(recordings / "manifest.jsonl") == entries
+    assert all((recordings / e["file"]).exists() for e in entries)
+    assert all(is_synced(recordings, e["file"]) for e in entries)
+    assert not list(remote.staging.glob("*/*"))
+
+    before = {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in remote.disk.rglob("*") if p.is_file()}
+    code, out, err = edge(capsys, "sync", "--once", "--config", str(config))
+    assert code == 0, err
+    assert "0 uploaded" in out
+    assert {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in remote.disk.rglob("*") if p.is_file()} == before
+
+
+def test_new_segments_are_added_to_the_remote_manifest(tmp_path, recordings, remote, capsys):
+    config = write_config(tmp_path, recordings, remote)
+    assert edge(capsys, "sync", "--config", str(config))[0] == 0
+    record(recordings, (0.5, 0.5), first_day="2026-11-26")
+    entries = read_manifest(recordings / "manifest.jsonl")
+    assert len(entries) == 8
+    code, out, err = edge(capsys, "sync", "--config", str(config))
+    assert code == 0, err
+    assert "2 uploaded" in out
+    assert_remote_matches(remote, entries)
+
+
+def test_dry_run_lists_and_copies_nothing(tmp_path, recordings, remote, capsys):
+    config = write_config(tmp_path, recordings, remote)
+    code, out, err = edge(capsys, "sync", "--dry-run", "--config", str(config))
+    assert code == 0, err
+    assert out.count("would copy ") == 6 and not err
+    assert not remote.disk.exists()
+    assert not (recordings / SYNC_STATE).exists()
+
+
+def test_an_open_part_is_never_sent(tmp_path, recordings, remote, capsys):
+    writer = SegmentWriter(recordings, DEVICE, model_sha256="0" * 64, version="test")
+    part = writer.open(SegmentStart(source="mic", start_s=0.0, start="2026-11-27T09:00:00.000+01:00",
+                                    monotonic_s=1.0, boot_id="boot-2", clock_synced=True))
+    writer.append(np.zeros(16000, np.int16))
+    config = write_config(tmp_path, recordings, remote)
+    code, out, err = edge(capsys, "sync", "--config", str(config))
+    assert code == 0, err
+    assert not list(remote.disk.rglob(part.name + "*"))
+    assert len(files_under(remote.disk)) == 6
+
+
+def test_a_byte_flipped_on_the_server_is_found_and_copied_again(tmp_path, recordings, remote, capsys):
+    config = write_config(tmp_path, recordings, remote)
+    assert edge(capsys, "sync", "--config", str(config))[0] == 0
+    entries = read_manifest(recordings / "manifest.jsonl")
+    damaged = remote.disk / entries[3]["file"]
+    with open(damaged, "r+b") as f:  # same size: only a comparison of the bytes can tell
+        f.seek(5000)
+        byte = f.read(1)
+        f.seek(5000)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    # Written a minute after the upload (within the same second the server's clock, which
+    # WebDAV reports to the second, could not tell the two apart).
+    later = damaged.stat().st_mtime + 60
+    os.utime(damaged, (later, later))
+    assert sha256(damaged) != entries[3]["sha256"]
+    code, out, err = edge(capsys, "sync", "--config", str(config))
+    assert code == 0, err
+    assert "1 uploaded" in out
+    assert_remote_matches(remote, entries)
+
+
+def test_delete_after_verified_removes_only_synced_segments(tmp_path, recordings, remote, capsys):
+    config = write_config(tmp_path, recordings, remote, delete_after_verified=True)
+    entries = read_manifest(recordings / "manifest.jsonl")
+    code, out, err = edge(capsys, "sync", "--config", str(config))
+    assert code == 0, err
+    assert "6 deleted from the card" in out
+    assert_remote_matches(remote, entries)
+    assert not list(recordings.glob("*/*.wav"))
+    assert read_manifest(recordings / "manifest.jsonl") == []
+    # The remote keeps the whole history when later segments arrive.
+    later = record(recordings, (0.5,), first_day="2026-11-28")
+    assert edge(capsys, "sync", "--config", str(config))[0] == 0
+    assert_remote_matches(remote, entries + later)
+
+
+def test_server_killed_mid_transfer_then_resumed(tmp_path, remote):
+    recordings = tmp_path / "card" / "recordings"
+    local = {e["file"]: e["sha256"] for e in record(recordings, (1.0, BIG_SECONDS, 1.0))}
+    config = write_config(tmp_path, recordings, remote, bwlimit=SLOW_MIB_S)
+    run = edge_process("sync", "--once", "--config", str(config))
+    wait_for_partial_upload(remote, run, 2 * 16000 * int(BIG_SECONDS))
+    remote.server.kill()
+    out, err = finish(run)
+    assert run.returncode == 1, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("edge: sync to ") and " failed: " in lines[0], err
+    assert "Traceback" not in err
+    assert_final_names_whole(remote, local)
+    assert all((recordings / name).exists() for name in local)
+    assert_state_consistent(recordings, remote)
+
+    remote.server.start()
+    write_config(tmp_path, recordings, remote)  # no bandwidth limit from here on
+    rerun = edge_process("sync", "--once", "--config", str(config))
+    out, err = finish(rerun)
+    assert rerun.returncode == 0, err
+    assert_remote_matches(remote, read_manifest(recordings / "manifest.jsonl"))
+
+
+def test_sigkill_of_edge_sync_mid_transfer(tmp_path, remote):
+    recordings = tmp_path / "card" / "recordings"
+    local = {e["file"]: e["sha256"] for e in record(recordings, (1.0, BIG_SECONDS, 1.0))}
+    config = write_config(tmp_path, recordings, remote, bwlimit=SLOW_MIB_S)
+    run = edge_process("sync", "--once", "--config", str(config))
+    wait_for_partial_upload(remote, run, 2 * 16000 * int(BIG_SECONDS))
+    children = descendants(run.pid)
+    run.kill()
+    finish(run)
+    for pid in children:  # rclone dies with its parent, it does not write on alone
+        wait_gone(pid)
+    assert_final_names_whole(remote, local)
+    assert all((recordings / name).exists() for name in local)
+    assert_state_consistent(recordings, remote)
+
+    write_config(tmp_path, recordings, remote)  # no bandwidth limit from here on
+    rerun = edge_process("sync", "--once", "--config", str(config))
+    out, err = finish(rerun)
+    assert rerun.returncode == 0, err
+    assert_remote_matches(remote, read_manifest(recordings / "manifest.jsonl"))
+    assert all(is_synced(recordings, name) for name in local)
+
+
+@needs_root
+def test_full_server_is_one_clear_line_and_loses_nothing(tmp_path, recordings, capsys):
+    served = tmp_path / "server"
+    served.mkdir()
+    server = SftpServer(tmp_path)
+    (tmp_path / "rclone.conf").write_text(server.rclone_section("nas"))
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=160k", "tmpfs", str(served)], check=True)
+    server.start()
+    try:
+        remote = Remote("sftp", server, tmp_path / "rclone.conf", f"nas:{served}/recordings/{{device}}",
+                        served / "recordings" / DEVICE)
+        config = write_config(tmp_path, recordings, remote)
+        entries = read_manifest(recordings / "manifest.jsonl")
+        code, out, err = edge(capsys, "sync", "--config", str(config))
+        assert code == 1
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and "the remote is full" in lines[0], err
+        assert all((recordings / e["file"]).exists() for e in entries)
+        assert read_manifest(recordings / "manifest.jsonl") == entries
+        assert_final_names_whole(remote, {e["file"]: e["sha256"] for e in entries})
+        assert_state_consistent(recordings, remote)
+        assert SyncState.load(recordings).last_error.startswith("the remote is full")
+
+        subprocess.run(["mount", "-o", "remount,size=2m", str(served)], check=True)
+        code, out, err = edge(capsys, "sync", "--config", str(config))
+        assert code == 0, err
+        assert_remote_matches(remote, entries)
+        assert SyncState.load(recordings).last_error is None
+    finally:
+        server.kill()
+        subprocess.run(["umount", str(served)], check=True)
+
+
+def test_wrong_password_is_one_line(tmp_path, recordings, capsys):
+    server = WebdavServer(tmp_path, tmp_path)
+    server.start()
+    try:
+        (tmp_path / "rclone.conf").write_text(server.rclone_section("dav", password="wrong"))
+        remote = Remote("webdav", server, tmp_path / "rclone.conf", "dav:recordings/{device}", tmp_path)
+        code, out, err = edge(capsys, "sync", "--config", str(write_config(tmp_path, recordings, remote)))
+    finally:
+        server.kill()
+    assert code == 1
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("edge: sync to dav:recordings/room-12 failed: "), err
+    assert "401" in lines[0] or "Unauthorized" in lines[0]
+    assert SyncState.load(recordings).last_error
+
+
+def test_wrong_host_is_one_line(tmp_path, recordings, capsys):
+    server = SftpServer(tmp_path)  # its port: nothing listens there, the server is not started
+    (tmp_path / "rclone.conf").write_text(server.rclone_section("nas"))
+    remote = Remote("sftp", server, tmp_path / "rclone.conf", "nas:/srv/{device}", tmp_path)
+    code, out, err = edge(capsys, "sync", "--config", str(write_config(tmp_path, recordings, remote)))
+    assert code == 1
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "connection refused" in lines[0], err
+
+
+def test_missing_rclone_config_is_one_line(tmp_path, recordings, capsys):
+    remote = Remote("sftp", None, tmp_path / "nope.conf", "nas:/srv/{device}", tmp_path)
+    code, out, err = edge(capsys, "sync", "--config", str(write_config(tmp_path, recordings, remote)))
+    assert code == 2
+    assert err == f"edge: {tmp_path / 'nope.conf'}: rclone config not found (sync.rclone_config; " \
+                  "create it with: rclone config --config FILE)\n"
+
+
+def test_remote_without_a_folder_is_refused(tmp_path, recordings, capsys):
+    remote = Remote("sftp", None, tmp_path / "rclone.conf", "nas:", tmp_path)
+    (tmp_path / "rclone.conf").write_text("")
+    code, out, err = edge(capsys, "sync", "--config", str(write_config(tmp_path, recordings, remote)))
+    assert code == 2
+    assert "sync.remote must be an rclone remote and a folder" in err and err.count("\n") == 1
+
+
+def test_rclone_error_is_its_last_error_line():
+    stderr = ("2026/11/24 21:27:43 ERROR : : error listing: directory not found\n"
+              "2026/11/24 21:27:43 Failed to lsjson with 2 errors: last error was: directory not found\n")
+    assert rclone_error(stderr) == "lsjson with 2 errors: last error was: directory not found"
+
+
+def test_many_devices_list_as_one_table(tmp_path, remote, capsys):
+    rooms = {"room-12": (0.5, 1.0), "room-14": (0.75,)}
+    for number, (room, seconds) in enumerate(rooms.items()):
+        recordings = tmp_path / room / "recordings"
+        record(recordings, seconds, first_day=f"2026-11-2{3 + number}", device=room)
+        assert edge(capsys, "sync", "--config", str(write_config(tmp_path, recordings, remote, device=room)))[0] == 0
+    office = remote.disk.parent  # what a NAS share or an rclone mount of the remote shows
+    code, out, err = edge(capsys, "list", "--csv", str(office))
+    assert code == 0, err
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert [(row["device"], row["start"]) for row in rows] == [
+        ("room-12", "2026-11-23 09:10:00"), ("room-12", "2026-11-23 09:11:00"), ("room-14", "2026-11-24 09:10:00")]
+    assert [float(row["duration_s"]) for row in rows] == [0.5, 1.0, 0.75]
+    code, out, _ = edge(capsys, "list", str(office / "room-14"), str(office / "room-12"))
+    assert code == 0
+    assert out.splitlines()[0].split()[:2] == ["device", "file"]
+    assert out.splitlines()[-1] == "3 segments, 0:00:02 of speech"
+
+
+def test_list_of_a_folder_without_manifests_is_one_line(tmp_path, capsys):
+    code, out, err = edge(capsys, "list", str(tmp_path))
+    assert code == 2
+    assert err == f"edge: {tmp_path}: no manifest.jsonl here nor in a folder one level down\n"
+
+
+def test_status_shows_last_sync_waiting_and_last_error(tmp_path, recordings, remote, capsys):
+    config = write_config(tmp_path, recordings, remote)
+    publish_status(tmp_path / "status.json", RecorderStatus(
+        since="2026-11-24T09:00:00+01:00", pid=os.getpid(),
+        updated=datetime.now().astimezone().isoformat(timespec="seconds")))
+    remote.server.kill()
+    assert edge(capsys, "sync", "--config", str(config))[0] == 1
+    code, out, err = edge(capsys, "status", "--config", str(config))
+    assert code == 0, err
+    assert "last sync:      never to " in out
+    assert "waiting:        6 segments (0.2 MB)" in out
+    problem = next(line for line in out.splitlines() if line.startswith("sync problem:"))
+    assert problem != "sync problem:   none"
+
+    remote.server.start()
+    assert edge(capsys, "sync", "--config", str(config))[0] == 0
+    code, out, err = edge(capsys, "status", "--config", str(config))
+    assert "waiting:        0 segments (0.0 MB)" in out
+    assert "sync problem:   none" in out
+    last = re.search(r"last sync:      (\S+) to ", out).group(1)
+    assert abs((datetime.now().astimezone() - datetime.fromisoformat(last)).total_seconds()) < 300
+
+
+def test_doctor_checks_rclone_and_the_remote(tmp_path, recordings, remote, monkeypatch):
+    settings = load_config(write_config(tmp_path, recordings, remote))
+    result = doctor.check_sync(settings)
+    assert result.ok, result.detail
+    remote.rclone_config.chmod(0o644)
+    assert doctor.check_sync(settings).line("sync").endswith(f"-> chmod 600 {remote.rclone_config}")
+    remote.rclone_config.chmod(0o600)
+    remote.server.kill()
+    result = doctor.check_sync(settings)
+    assert not result.ok and "\n" not in result.line("sync")
+    assert result.line("sync").startswith("FAIL sync: ")
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    result = doctor.check_sync(settings)
+    assert result.detail == "rclone is not installed (apt install rclone)"
+
+
+def test_the_service_gets_a_one_line_status(tmp_path, recordings, remote, capsys, monkeypatch):
+    import socket
+
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    listener.bind(str(tmp_path / "notify"))
+    listener.settimeout(10)
+    monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "notify"))
+    try:
+        assert edge(capsys, "sync", "--once", "--config", str(write_config(tmp_path, recordings, remote)))[0] == 0
+        message = listener.recv(4096).decode()
+    finally:
+        listener.close()
+    assert message == "STATUS=sync ok · 6 uploaded · 0 waiting (0.0 MB)"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run a command as another user")
+def test_list_of_folders_another_user_cannot_read_is_one_line(tmp_path, recordings):
+    # The office's user, on a share where the recorder's files are private: one line, no traceback.
+    recordings.chmod(0o700)
+
+    def as_nobody(code: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable,
+                               "-c", code], capture_output=True, text=True, timeout=60,
+                              env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
+
+    if as_nobody("import edge.cli").returncode != 0:
+        pytest.skip("this Python and its packages cannot be run by another user here")
+    result = as_nobody(f"import sys; from edge.cli import main; sys.exit(main(['list', '{recordings.parent}']))")
+    assert result.returncode == 2, result.stderr
+    assert re.fullmatch(r"edge: \S+: permission denied\n", result.stderr), result.stderr
