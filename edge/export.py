@@ -306,7 +306,8 @@ class SegmentExporter:
                                sha256sums(e for e in merged if (self.target / e["file"]).exists()))
 
     def _remove_originals(self, verified: list, report: ExportReport) -> int:
-        return len(remove_segments(self.root, verified, report.problems))
+        return len(remove_segments(self.root, verified, report.problems,
+                                   f"moved: copy verified in {self.target}"))
 
     def _select(self, since: Optional[date], until: Optional[date]) -> list:
         selected = []
@@ -361,9 +362,10 @@ def sha256sums(entries: Iterable[dict]) -> list:
     return [f"{entry['sha256']}  {entry['file']}" for entry in entries]
 
 
-def remove_segments(root: Path, verified: list, problems: list) -> list:
-    """Delete the segments of ``verified`` (copied elsewhere and verified) from the card and
-    their manifest lines; returns the entries removed, and notes a line per failure."""
+def remove_segments(root: Path, verified: list, problems: list, reason: str) -> list:
+    """Delete the segments of ``verified`` (copied elsewhere and verified) from the card; their
+    manifest lines become tombstones saying ``reason`` (which also keep ``seq`` growing);
+    returns the entries removed, and notes a line per failure."""
     # Files first, manifest lines after: a run stopped in between leaves lines whose file
     # is gone (skipped everywhere), never a file that no manifest lists.
     removed = []
@@ -378,7 +380,9 @@ def remove_segments(root: Path, verified: list, problems: list) -> list:
         for folder in {(root / entry["file"]).parent for entry in removed}:
             fsync_dir(folder)
         removed_keys = {_entry_key(entry) for entry in removed}
-        rewrite_manifest(root / MANIFEST, lambda entry: _entry_key(entry) not in removed_keys)
+        at = datetime.now().astimezone().isoformat(timespec="seconds")
+        rewrite_manifest(root / MANIFEST, lambda entry: _entry_key(entry) not in removed_keys,
+                         lambda entry: {"deleted": entry["file"], "seq": entry["seq"], "reason": reason, "at": at})
     except OSError as exc:
         # Lines whose file is gone are skipped everywhere: untidy, not harmful.
         problems.append(f"{root / MANIFEST}: cannot remove the copied segments' lines ({exc.strerror})")

@@ -147,10 +147,12 @@ def write_lines_atomically(path: Path, lines: Iterable[str], owner: Optional[tup
     fsync_dir(path.parent)
 
 
-def rewrite_manifest(manifest: Path, keep: Callable[[dict], bool]) -> None:
-    """Rewrite the manifest with only the entries ``keep`` accepts (a torn last line is
-    left for SegmentWriter to repair, tombstones stay). Owner and mode are kept: the export
-    runs as root, the recorder as its own user, which must still be able to append."""
+def rewrite_manifest(manifest: Path, keep: Callable[[dict], bool],
+                     tombstone: Optional[Callable[[dict], dict]] = None) -> None:
+    """Rewrite the manifest with only the entries ``keep`` accepts, each other one replaced
+    by ``tombstone(entry)`` when given (a torn last line is left for SegmentWriter to repair,
+    tombstones stay). Owner and mode are kept: the export runs as root, the recorder as its
+    own user, which must still be able to append."""
     with locked_manifest(manifest) as current:
         kept = []
         for line in Path(manifest).read_text().splitlines():
@@ -161,6 +163,8 @@ def rewrite_manifest(manifest: Path, keep: Callable[[dict], bool]) -> None:
                 continue
             if is_tombstone(entry) or keep(entry):
                 kept.append(line)
+            elif tombstone is not None:
+                kept.append(json.dumps(tombstone(entry)))
         status = os.fstat(current.fileno())
         write_lines_atomically(Path(manifest), kept, owner=(status.st_uid, status.st_gid),
                                mode=status.st_mode & 0o7777)
@@ -450,7 +454,8 @@ class SegmentWriter:
         if self._next_seq is None:
             numbers = [int(m.group(1)) for p in self.root.glob("*/*")
                        if (m := SEGMENT_NAME.match(p.name))]
-            numbers += [entry["seq"] for entry in read_manifest(self.manifest)]
+            # Tombstones too: a card emptied by `export --move` must not start again at 1.
+            numbers += [entry["seq"] for entry in _manifest_lines(self.manifest) if "seq" in entry]
             self._next_seq = max(numbers, default=0) + 1
         seq = self._next_seq
         self._next_seq += 1

@@ -465,7 +465,8 @@ class RemoteSync:
 
     def _delete_synced(self, state: SyncState, local: dict, report: SyncReport) -> None:
         synced = [local[name] for name in local if state.is_synced(name)]
-        removed = remove_segments(self.root, synced, report.problems)
+        removed = remove_segments(self.root, synced, report.problems,
+                                  f"synced: copy verified on {self.remote}")
         for entry in removed:
             state.synced.pop(entry["file"], None)
         report.deleted = len(removed)

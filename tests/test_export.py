@@ -439,3 +439,23 @@ def test_template_unit_verifies(tmp_path):
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert [line for line in result.stderr.splitlines() if "edge-export@" in line] == []
+
+
+def test_a_card_emptied_by_move_keeps_numbering_upward(tmp_path, recordings, config_file, capsys):
+    before = entries(recordings)
+    dest = tmp_path / "stick"
+    dest.mkdir()
+    code, _, err = edge(capsys, "export", str(dest), "--config", str(config_file), "--move")
+    assert code == 0, err
+    assert entries(recordings) == []
+    deletions = [json.loads(line) for line in (recordings / "manifest.jsonl").read_text().splitlines()]
+    assert [(d["deleted"], d["seq"]) for d in deletions] == [(e["file"], e["seq"]) for e in before]
+    assert all(d["reason"] == f"moved: copy verified in {dest / DEVICE}" for d in deletions)
+    # A restart after the export: the next segment still sorts after every exported one.
+    writer = SegmentWriter(recordings, DEVICE, model_sha256="0" * 64, version="test")
+    writer.prepare()
+    writer.open(SegmentStart(source="mic", start_s=0.0, start="2026-11-25T09:00:00.000+01:00",
+                             monotonic_s=5.0, boot_id="boot-2", clock_synced=True))
+    writer.append(np.zeros(16000, np.int16))
+    entry = writer.close(SegmentEnd(prob_mean=0.6, prob_max=0.9, overflows=0, dropped_frames=0))
+    assert entry["seq"] == max(e["seq"] for e in before) + 1

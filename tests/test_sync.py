@@ -434,7 +434,8 @@ def test_status_shows_last_sync_waiting_and_last_error(tmp_path, recordings, rem
     remote.server.kill()
     assert edge(capsys, "sync", "--config", str(config))[0] == 1
     code, out, err = edge(capsys, "status", "--config", str(config))
-    assert code == 0, err
+    assert code == 1, err  # the status names this test's pid, not an `edge run`: not running
+    assert "recorder:       not running since " in out
     assert "last sync:      never to " in out
     assert "waiting:        6 segments (0.2 MB)" in out
     problem = next(line for line in out.splitlines() if line.startswith("sync problem:"))
@@ -451,17 +452,17 @@ def test_status_shows_last_sync_waiting_and_last_error(tmp_path, recordings, rem
 
 def test_doctor_checks_rclone_and_the_remote(tmp_path, recordings, remote, monkeypatch):
     settings = load_config(write_config(tmp_path, recordings, remote))
-    result = doctor.check_sync(settings)
+    result = doctor.check_sync(settings, None)
     assert result.ok, result.detail
     remote.rclone_config.chmod(0o644)
-    assert doctor.check_sync(settings).line("sync").endswith(f"-> chmod 600 {remote.rclone_config}")
+    assert doctor.check_sync(settings, None).line("sync").endswith(f"-> chmod 600 {remote.rclone_config}")
     remote.rclone_config.chmod(0o600)
     remote.server.kill()
-    result = doctor.check_sync(settings)
+    result = doctor.check_sync(settings, None)
     assert not result.ok and "\n" not in result.line("sync")
     assert result.line("sync").startswith("FAIL sync: ")
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
-    result = doctor.check_sync(settings)
+    result = doctor.check_sync(settings, None)
     assert result.detail == "rclone is not installed (apt install rclone)"
 
 
