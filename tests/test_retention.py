@@ -190,6 +190,6 @@ def test_export_move_keeps_the_deletion_lines(tmp_path):
     report = SegmentExporter(tmp_path / "card", tmp_path / "stick", "room1", move=True).run()
     assert report.ok and report.moved == 1
     assert on_card(tmp_path / "card") == [] and (tmp_path / "stick" / "room1" / new).exists()
-    retained, moved = read_deletions(tmp_path / "card" / MANIFEST)
+    retained, moved = sorted(read_deletions(tmp_path / "card" / MANIFEST), key=lambda d: d["seq"])
     assert retained == tombstone and tombstone["deleted"] == old
     assert moved["deleted"] == new and moved["reason"].startswith("moved: copy verified in ")
