@@ -547,10 +547,10 @@ class SystemTest:
                 log = journal(8)
                 why = "the start limit was hit: " if "repeated too quickly" in log else ""
                 raise Failed(f"start {done} of {starts} (in {time.monotonic() - started:.0f} s, after "
-                             f"{earlier} earlier starts by this test): {why}{UNIT} {state['ActiveState']}, "
+                             f"{earlier} earlier starts in this boot): {why}{UNIT} {state['ActiveState']}, "
                              f"Result={state['Result']} ({limit})", (result.stderr.strip() + "\n" + log).strip())
             wait_active(120)
-        return (f"{starts} starts in {time.monotonic() - started:.0f} s, each after a SIGKILL "
+        return (f"{starts} starts in {time.monotonic() - started:.0f} s after {earlier} earlier ones, each after a SIGKILL "
                 f"(RestartSec={timespan_s(self.unit['RestartUSec']):g} s allows at most {starts} in 10 minutes; "
                 f"{limit}): still active, Result={show(UNIT, 'Result')['Result']}")
 

@@ -20,7 +20,7 @@ cache=${EDGE_SYSTEM_CACHE-/var/cache/edge-system-test}
 checks_timeout_s=${EDGE_SYSTEM_TIMEOUT:-780}
 started=$(date +%s)
 
-say() { echo "system-test: $*" >&2; }
+say() { echo "system-test: [$(( $(date +%s) - started )) s] $*" >&2; }
 skip() { echo "SKIP system test: $*"; exit 0; }
 
 [ "$(id -u)" = 0 ] || skip "needs root (systemd-nspawn, debootstrap): run 'sudo make system-test'"
@@ -39,6 +39,7 @@ leader=""
 cleanup() {
     local status=$?
     trap - EXIT INT TERM
+    set +e  # every step of the clean-up runs, whatever the one before it did
     if [ -n "$leader" ] && kill -0 "$leader" 2>/dev/null; then
         timeout 30 nsenter -t "$leader" -a systemctl poweroff >/dev/null 2>&1 || true
     fi
@@ -54,7 +55,7 @@ cleanup() {
     fi
     # Anything still mounted below the root (nspawn unmounts on a clean exit) goes first.
     grep -o " $work[^ ]*" /proc/mounts | sort -r | while read -r mount_point; do
-        umount -l "$mount_point" 2>/dev/null || true
+        umount -l "$mount_point"
     done
     if [ "${EDGE_SYSTEM_KEEP:-0}" = 1 ]; then
         say "kept $work"
@@ -131,10 +132,12 @@ if [ -z "$booted" ]; then
 fi
 say "booted ($booted, systemd $(inside systemctl --version | awk 'NR==1{print $2}'), init pid $leader); running the checks"
 
-set +e
-inside timeout "$checks_timeout_s" python3 -u /root/edge-recorder/tests/system/checks.py | tee "$work/checks.log"
-checks_status=${PIPESTATUS[0]}
-set -e
+# In the background so that a signal to this script is handled at once (bash runs traps only
+# between foreground commands), and the clean-up powers the container off.
+(set -o pipefail; inside timeout "$checks_timeout_s" python3 -u /root/edge-recorder/tests/system/checks.py \
+    | tee "$work/checks.log") &
+checks_status=0
+wait $! || checks_status=$?
 passed=$(grep -c '^PASS ' "$work/checks.log" || true)
 failed=$(grep -c '^FAIL ' "$work/checks.log" || true)
 if [ "$checks_status" = 124 ]; then
