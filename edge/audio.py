@@ -6,16 +6,19 @@ with counts of what was lost on the way.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import queue
-import re
-from dataclasses import dataclass
+import subprocess
+import sys
+import threading
 from pathlib import Path
 from typing import Iterator, Optional, Protocol
 
 import numpy as np
 
+from .capture import HEADER, list_input_devices, pick_device
 from .config import AudioSettings
 from .logs import quiet_stderr
 from .resample import TARGET_RATE, StreamingResampler
@@ -24,6 +27,7 @@ from .wavio import iter_wav_16k
 log = logging.getLogger(__name__)
 
 WINDOW = 512
+KILL_WAIT_S = 5.0
 
 
 class EndOfInput(Exception):
@@ -94,74 +98,15 @@ class WavFileSource:
         self._frames = None
 
 
-@dataclass(frozen=True)
-class InputDevice:
-    index: int
-    name: str
-    channels: int
-    default_rate: int
-    rates: tuple
-
-
-PROBE_RATES = (16000, 44100, 48000)
-HW_NAME = re.compile(r"^(?:plug)?hw:(?:CARD=)?([^,]+)(?:,(?:DEV=)?(\d+))?$")
-
-
-def list_input_devices(pa) -> list[InputDevice]:
-    import pyaudio
-
-    devices = []
-    for index in range(pa.get_device_count()):
-        info = pa.get_device_info_by_index(index)
-        if info["maxInputChannels"] < 1:
-            continue
-        rates = []
-        for rate in PROBE_RATES:
-            try:
-                if pa.is_format_supported(rate, input_device=index, input_channels=1,
-                                          input_format=pyaudio.paInt16):
-                    rates.append(rate)
-            except ValueError:
-                pass
-        devices.append(InputDevice(index, info["name"], int(info["maxInputChannels"]),
-                                   int(info["defaultSampleRate"]), tuple(rates)))
-    return devices
-
-
-def _alsa_card_number(card: str) -> Optional[str]:
-    """ALSA card id (as in CARD=Device) to its number, through /proc/asound/<id> -> cardN."""
-    if card.isdigit():
-        return card
-    try:
-        return os.readlink(f"/proc/asound/{card}").removeprefix("card")
-    except OSError:
-        return None
-
-
-def pick_device(devices: list[InputDevice], wanted: str) -> Optional[InputDevice]:
-    """The device a config name means: an exact PortAudio name, an ALSA hw/plughw name
-    (PortAudio lists those as '... (hw:N,M)'), or else a unique-enough substring."""
-    for device in devices:
-        if device.name == wanted:
-            return device
-    match = HW_NAME.match(wanted)
-    if match:
-        number = _alsa_card_number(match.group(1))
-        tag = f"(hw:{number},{match.group(2) or 0})"
-        for device in devices:
-            if number is not None and device.name.endswith(tag):
-                return device
-    for device in devices:
-        if wanted.lower() in device.name.lower():
-            return device
-    return None
-
-
 class MicrophoneSource:
-    """An ALSA capture device through PyAudio, read in PortAudio's own thread.
+    """An ALSA capture device through PyAudio, captured in a process of its own.
 
-    The callback only queues the raw block: conversion and resampling happen in the reader.
-    A full queue means the detector fell behind; those blocks are counted, not hidden.
+    The capture process (edge.capture) only forwards raw blocks; conversion and resampling
+    happen in the reader. A thread here drains its pipe into a queue of ``buffer_s``
+    seconds: a full queue means the detector fell behind, and those blocks are counted, not
+    hidden. Neither opening nor closing can block for long: an open that does not finish
+    within ``open_timeout_s`` fails, and closing kills the process, whatever state its
+    driver is in.
     """
 
     def __init__(self, settings: AudioSettings):
@@ -169,8 +114,10 @@ class MicrophoneSource:
         self.name = f"mic:{settings.device}"
         self.overflows = 0
         self.dropped_frames = 0
-        self._pa = None
-        self._stream = None
+        self.device_name = ""
+        self._process: Optional[subprocess.Popen] = None
+        self._drain: Optional[threading.Thread] = None
+        self._failure: Optional[str] = None
         self._queue: queue.Queue = queue.Queue()
         self._assembler = FrameAssembler()
         self._ready: list = []
@@ -180,57 +127,75 @@ class MicrophoneSource:
         self.rate = TARGET_RATE
 
     def open(self) -> None:
-        import pyaudio
-
-        with quiet_stderr():
-            # A new PortAudio instance rescans ALSA, so a re-plugged USB mic is found again.
-            self._pa = pyaudio.PyAudio()
-            devices = list_input_devices(self._pa)
-        device = pick_device(devices, self.settings.device)
-        if device is None:
-            self._terminate()
-            names = "; ".join(d.name for d in devices) or "none"
-            raise CaptureError(f"audio.device '{self.settings.device}' not found "
-                               f"(capture devices: {names})")
-        self.rate = self.settings.capture_rate or (
-            TARGET_RATE if TARGET_RATE in device.rates else device.default_rate)
-        self._channels = 1 if device.rates or device.channels == 1 else min(2, device.channels)
-        block = round(WINDOW * self.rate / TARGET_RATE)
+        params = {"device": self.settings.device, "capture_rate": self.settings.capture_rate,
+                  "parent": os.getpid()}
+        self._failure = None
+        try:
+            self._process = subprocess.Popen(
+                [sys.executable, "-m", "edge.capture", json.dumps(params)],
+                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
+        except OSError as exc:
+            raise CaptureError(f"cannot start the capture process {sys.executable}: {exc.strerror}") from None
+        opened: queue.Queue = queue.Queue()
+        self._queue = queue.Queue()  # sized once the rate is known; nothing arrives before
+        self._drain = threading.Thread(target=self._forward, args=(self._process.stdout, opened),
+                                       name="capture-drain", daemon=True)
+        self._drain.start()
+        timeout = self.settings.open_timeout_s
+        try:
+            kind, payload = opened.get(timeout=timeout)
+        except queue.Empty:
+            self.close()
+            raise CaptureError(f"opening '{self.settings.device}' did not finish within {timeout:g} s "
+                               "(audio.open_timeout_s)") from None
+        if kind != b"R":
+            self.close()
+            raise CaptureError(payload.decode(errors="replace"))
+        info = json.loads(payload)
+        self.device_name, self.rate = info["name"], info["rate"]
+        self._channels, block = info["channels"], info["block"]
         self._block_windows = block * TARGET_RATE / self.rate / WINDOW
-        self._queue = queue.Queue(maxsize=max(2, int(self.settings.buffer_s * self.rate / block)))
         self._assembler = FrameAssembler()
         self._ready = []
         self._resampler = StreamingResampler(self.rate) if self.rate != TARGET_RATE else None
-        try:
-            with quiet_stderr():
-                self._stream = self._pa.open(
-                    format=pyaudio.paInt16, channels=self._channels, rate=self.rate, input=True,
-                    input_device_index=device.index, frames_per_buffer=block,
-                    stream_callback=self._on_audio)
-        except (OSError, ValueError) as exc:
-            self._terminate()
-            raise CaptureError(f"cannot open '{device.name}' at {self.rate} Hz: {exc}") from None
-        log.info("capturing from '%s' at %d Hz%s", device.name, self.rate,
+        log.info("capturing from '%s' at %d Hz%s", self.device_name, self.rate,
                  "" if self._resampler is None else ", resampled to 16000 Hz")
 
-    def _on_audio(self, data, frame_count, time_info, status):
-        import pyaudio
-
-        if status & pyaudio.paInputOverflow:
-            self.overflows += 1
-        try:
-            self._queue.put_nowait(data)
-        except queue.Full:
-            self.dropped_frames += round(self._block_windows)
-        return None, pyaudio.paContinue
+    def _forward(self, pipe, opened: queue.Queue) -> None:
+        """The drain thread: messages from the capture process to the queues."""
+        audio = None  # made when the format is known, before the first block
+        while True:
+            header = pipe.read(HEADER.size)
+            if len(header) < HEADER.size:
+                break
+            kind, length = HEADER.unpack(header)
+            payload = pipe.read(length)
+            if kind in (b"A", b"O"):
+                if kind == b"O":
+                    self.overflows += 1
+                try:
+                    audio.put_nowait(payload)
+                except queue.Full:
+                    self.dropped_frames += round(self._block_windows)
+            elif kind == b"R":
+                info = json.loads(payload)
+                audio = queue.Queue(maxsize=max(2, int(self.settings.buffer_s * info["rate"] / info["block"])))
+                self._queue = audio
+                opened.put((kind, payload))
+            else:
+                self._failure = payload.decode(errors="replace")
+                opened.put((kind, payload))
+                return
+        self._failure = self._failure or "the capture process ended"
+        opened.put((b"E", self._failure.encode()))
 
     def read(self, timeout: float) -> Optional[np.ndarray]:
         while not self._ready:
             try:
                 data = self._queue.get(timeout=timeout)
             except queue.Empty:
-                if self._stream is not None and not self._stream.is_active():
-                    raise CaptureError("the capture stream stopped") from None
+                if self._failure is not None:
+                    raise CaptureError(self._failure) from None
                 return None
             block = np.frombuffer(data, dtype="<i2")
             if self._channels > 1:
@@ -241,19 +206,20 @@ class MicrophoneSource:
         return self._ready.pop(0)
 
     def close(self) -> None:
-        if self._stream is not None:
-            try:
-                # Closing an active stream aborts it, which also ends a read stuck in the driver.
-                self._stream.close()
-            except OSError as exc:
-                log.debug("closing the capture stream: %s", exc)
-            self._stream = None
-        self._terminate()
-
-    def _terminate(self) -> None:
-        if self._pa is not None:
-            self._pa.terminate()
-            self._pa = None
+        process, self._process = self._process, None
+        if process is None:
+            return
+        # SIGKILL, not a polite stop: a process stuck in the driver cannot run a handler.
+        process.kill()
+        try:
+            process.wait(timeout=KILL_WAIT_S)
+        except subprocess.TimeoutExpired:
+            # Unkillable for now (uninterruptible sleep in a driver): not worth blocking on;
+            # subprocess reaps it later.
+            log.warning("capture process %d did not end within %g s", process.pid, KILL_WAIT_S)
+        else:
+            self._drain.join(timeout=KILL_WAIT_S)
+            process.stdout.close()
 
 
 def describe_devices(settings: AudioSettings) -> list[str]:

@@ -13,7 +13,7 @@ from typing import Optional
 from . import __version__, doctor, export, plot, vad
 from .audio import CaptureError, MicrophoneSource, WavFileSource, describe_devices
 from .config import add_config_argument, load_config, resolve_data_path
-from .errors import EdgeError
+from .errors import EdgeError, permission_denied
 from .indicator import make_indicator
 from .logs import setup_logging
 from .notify import ServiceNotifier, watchdog_interval
@@ -58,6 +58,13 @@ def process_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def led_off_command(args: argparse.Namespace) -> int:
+    """What the service runs after the daemon ended, however it ended (ExecStopPost=)."""
+    settings = load_config(args.config)
+    make_indicator(settings.led).close()  # made with the LED off; closing releases the pin
+    return 0
+
+
 def devices_command(args: argparse.Namespace) -> int:
     settings = load_config(args.config)
     for line in describe_devices(settings.audio):
@@ -88,6 +95,10 @@ def build_parser() -> argparse.ArgumentParser:
     devices = with_config(sub.add_parser("devices", help="list capture devices and their rates"))
     devices.set_defaults(func=devices_command)
 
+    led_off = with_config(sub.add_parser(
+        "led-off", help="switch the LED off: dark means the recorder is not running"))
+    led_off.set_defaults(func=led_off_command)
+
     for module in (vad, doctor, export, plot):
         module.add_command(sub)
     return parser
@@ -100,6 +111,10 @@ def main(argv: Optional[list] = None) -> int:
         return args.func(args)
     except EdgeError as exc:
         print(f"edge: {exc}", file=sys.stderr)
+        return 2
+    except PermissionError as exc:
+        # Files of the service (recordings, status) read by a user who may not read them.
+        print(f"edge: {permission_denied(exc.filename)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -17,7 +17,7 @@ from typing import Any, Optional
 
 import yaml
 
-from .errors import EdgeError
+from .errors import EdgeError, permission_denied
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = PACKAGE_ROOT / "config" / "edge.yaml"
@@ -48,6 +48,8 @@ class AudioSettings:
     """First wait before reopening a lost microphone, in seconds; doubles after each failed attempt."""
     reopen_backoff_max_s: float = field(default=30.0, metadata=bounded(0.05, 3600))
     """Longest wait between attempts to reopen a lost microphone, in seconds."""
+    open_timeout_s: float = field(default=10.0, metadata=bounded(1, 60))
+    """Seconds an attempt to open the microphone may take before it counts as failed."""
 
 
 @dataclass(frozen=True)
@@ -126,7 +128,10 @@ class Settings:
 
 
 def default_config_path() -> Path:
-    return SYSTEM_CONFIG if SYSTEM_CONFIG.exists() else DEFAULT_CONFIG
+    try:
+        return SYSTEM_CONFIG if SYSTEM_CONFIG.exists() else DEFAULT_CONFIG
+    except PermissionError:
+        return SYSTEM_CONFIG  # installed but closed to this user: load_config says how to run
 
 
 def add_config_argument(parser) -> None:
@@ -141,6 +146,8 @@ def load_config(path: str | Path | None = None) -> Settings:
         text = path.read_text()
     except FileNotFoundError:
         raise EdgeError(f"{path}: config file not found") from None
+    except PermissionError:
+        raise EdgeError(permission_denied(path)) from None
     except OSError as exc:
         raise EdgeError(f"{path}: cannot read config ({exc.strerror})") from None
     try:

@@ -4,38 +4,39 @@ ready to record: one line per check, OK or FAIL with how to fix it)."""
 from __future__ import annotations
 
 import argparse
+import glob
+import logging
 import os
+import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional
 
 import numpy as np
 
 from .audio import CaptureError, MicrophoneSource
 from .clock import SystemClock
 from .config import Settings, add_config_argument, default_config_path, load_config, resolve_data_path
-from .errors import EdgeError
-from .status import read_status, status_age_s
+from .errors import EdgeError, permission_denied
+from .status import RecorderState, is_recorder_process, read_status, status_age_s
 from .storage import FreeSpaceGuard
 from .vad import SileroVad, configured_model
 
 STALE_AFTER_S = 30.0
+GPIO_CHIPS = "/dev/gpiochip*"
 
 
 def status_command(args: argparse.Namespace) -> int:
     settings = load_config(args.config)
     path = resolve_data_path(settings.service.status_file)
-    try:
-        status = read_status(path)
-    except PermissionError:
-        raise EdgeError(f"{path}: permission denied (the recorder's files are private: sudo edge status)") from None
+    status = read_status(path)
     if status is None:
         raise EdgeError(f"{path}: no status published; is the recorder running? "
                         "(systemctl status edge-recorder)")
-    age = status_age_s(status, SystemClock().wall())
-    running = "running" if age < STALE_AFTER_S else f"NOT RUNNING? last update {age:.0f} s ago"
+    running, line = daemon_state(status, SystemClock().wall())
     free = status.get("free_mb")
-    print(f"recorder:       {running} (pid {status['pid']})")
+    print(f"recorder:       {line}")
     print(f"state:          {status['state']} since {status['since']}")
     print(f"last speech:    {status['last_speech'] or 'none yet'}")
     print(f"segments today: {status['segments_today']}")
@@ -43,7 +44,27 @@ def status_command(args: argparse.Namespace) -> int:
     print(f"audio lost:     {status['overflows']} overflows, {status['dropped_frames']} dropped frames")
     for error in status["errors"] or ["none"]:
         print(f"recent problem: {error}")
-    return 0 if age < STALE_AFTER_S else 1
+    return 0 if running else 1
+
+
+def daemon_state(status: dict, now) -> tuple[bool, str]:
+    """Whether the daemon that published ``status`` runs, and the line that says so.
+
+    Its process must be alive and be `edge run` (the file outlives the daemon, and its pid
+    may be reused); a live daemon whose status stopped changing is hung."""
+    pid = status["pid"]
+    alive = is_recorder_process(pid)
+    age = status_age_s(status, now)
+    if alive is None:  # this user cannot see the process: the file's age is all there is
+        alive = age < STALE_AFTER_S
+    if not alive:
+        since = status["since"] if status["state"] == RecorderState.STOPPED.value else status["updated"]
+        errors = status["errors"]
+        last = f"; last error: {errors[-1]}" if errors else ""
+        return False, f"not running since {since} (was pid {pid}{last})"
+    if age >= STALE_AFTER_S:
+        return False, f"NOT RESPONDING (pid {pid}): last update {age:.0f} s ago"
+    return True, f"running (pid {pid})"
 
 
 @dataclass(frozen=True)
@@ -57,7 +78,7 @@ class CheckResult:
         return text if self.ok or not self.fix else f"{text} -> {self.fix}"
 
 
-def check_model(settings: Settings) -> CheckResult:
+def check_model(settings: Settings, daemon: Optional[dict]) -> CheckResult:
     try:
         detector = SileroVad(configured_model(settings.detector))
         detector(np.zeros(SileroVad.WINDOW, np.int16))
@@ -66,7 +87,16 @@ def check_model(settings: Settings) -> CheckResult:
     return CheckResult(True, f"{detector.model_path.name} loads and runs")
 
 
-def check_microphone(settings: Settings) -> CheckResult:
+def check_microphone(settings: Settings, daemon: Optional[dict]) -> CheckResult:
+    device = settings.audio.device
+    if daemon is not None:
+        # The recorder holds the device: a second open would fail as busy on a real card.
+        if daemon["state"] == RecorderState.MIC_MISSING.value:
+            last = daemon["errors"][-1] if daemon["errors"] else "no details"
+            return CheckResult(False, f"the recorder (pid {daemon['pid']}) has been waiting for '{device}' "
+                               f"since {daemon['since']} ({last})",
+                               "plug in the microphone or set audio.device (see: edge devices)")
+        return CheckResult(True, f"'{device}' in use by the recorder (pid {daemon['pid']}), audio arriving")
     source = MicrophoneSource(settings.audio)
     try:
         source.open()
@@ -76,27 +106,42 @@ def check_microphone(settings: Settings) -> CheckResult:
     finally:
         source.close()
     if frame is None:
-        return CheckResult(False, f"'{settings.audio.device}' opened but gave no audio in 2 s",
+        return CheckResult(False, f"'{device}' opened but gave no audio in 2 s",
                            "check the cable or choose another device (edge devices)")
-    return CheckResult(True, f"'{settings.audio.device}' gives audio at {source.rate} Hz")
+    return CheckResult(True, f"'{device}' gives audio at {source.rate} Hz")
 
 
-def check_gpio(settings: Settings) -> CheckResult:
-    if settings.led.pin is None:
+def check_gpio(settings: Settings, daemon: Optional[dict]) -> CheckResult:
+    pin = settings.led.pin
+    if pin is None:
         return CheckResult(True, "no LED configured")
+    if daemon is not None:
+        if daemon.get("led") == f"GPIO{pin}":
+            return CheckResult(True, f"LED on GPIO{pin}, driven by the recorder (pid {daemon['pid']})")
+        return CheckResult(False, f"the recorder (pid {daemon['pid']}) runs without its LED on GPIO{pin}",
+                           "see why: journalctl -u edge-recorder -p warning")
+    chips = sorted(glob.glob(GPIO_CHIPS))
+    if not chips:
+        return CheckResult(False, f"no GPIO on this machine (led.pin: {pin})",
+                           "set led.pin: null where there is no LED")
+    if not any(os.access(chip, os.R_OK | os.W_OK) for chip in chips):
+        return CheckResult(False, f"{chips[0]} is not accessible to this user",
+                           "add the user to the gpio group, or set led.pin: null")
     try:
         from gpiozero import LED
 
-        LED(settings.led.pin).close()
-    except Exception as exc:  # gpiozero has many ways to say there is no GPIO
-        return CheckResult(False, f"GPIO{settings.led.pin}: {exc}",
-                           "add the user to the gpio group, or set led.pin: null")
-    return CheckResult(True, f"LED on GPIO{settings.led.pin}")
+        LED(pin).close()
+    except Exception as exc:  # gpiozero has many ways to say there is no usable GPIO
+        return CheckResult(False, f"GPIO{pin}: {exc}", "check led.pin (BCM numbering), or set led.pin: null")
+    return CheckResult(True, f"LED on GPIO{pin}")
 
 
-def check_storage(settings: Settings) -> CheckResult:
+def check_storage(settings: Settings, daemon: Optional[dict]) -> CheckResult:
     root = resolve_data_path(settings.storage.recordings_dir)
-    existing = next((p for p in [root, *root.parents] if p.exists()), Path("/"))
+    try:
+        existing = next((p for p in [root, *root.parents] if p.exists()), Path("/"))
+    except PermissionError as exc:
+        return CheckResult(False, permission_denied(exc.filename))
     if not os.access(existing, os.W_OK):
         return CheckResult(False, f"{existing} is not writable by this user",
                            "run as the edge-recorder user or fix the folder's owner")
@@ -107,14 +152,14 @@ def check_storage(settings: Settings) -> CheckResult:
     return CheckResult(True, f"{root} writable, {free:.0f} MB free")
 
 
-def check_clock(settings: Settings) -> CheckResult:
+def check_clock(settings: Settings, daemon: Optional[dict]) -> CheckResult:
     if SystemClock().synced():
         return CheckResult(True, "synchronised by systemd-timesyncd")
     return CheckResult(False, "not synchronised (no network time yet): wall times may be off, "
                        "file order is still right", "connect to a network once, or add an RTC")
 
 
-CHECKS: dict[str, Callable[[Settings], CheckResult]] = {
+CHECKS: dict[str, Callable[[Settings, Optional[dict]], CheckResult]] = {
     "model": check_model,
     "microphone": check_microphone,
     "gpio": check_gpio,
@@ -123,14 +168,40 @@ CHECKS: dict[str, Callable[[Settings], CheckResult]] = {
 }
 
 
+def running_daemon(settings: Settings) -> Optional[dict]:
+    """The status of the recorder if it runs, else None (also when this user cannot read it)."""
+    try:
+        status = read_status(resolve_data_path(settings.service.status_file))
+    except PermissionError:
+        return None
+    if status is None or not daemon_state(status, SystemClock().wall())[0]:
+        return None
+    return status
+
+
+@contextmanager
+def quiet_libraries():
+    """Only the check lines on the terminal: gpiozero's fallback warnings and the info lines
+    of what the checks open say nothing the lines do not."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        logging.disable(logging.INFO)
+        try:
+            yield
+        finally:
+            logging.disable(logging.NOTSET)
+
+
 def doctor_command(args: argparse.Namespace) -> int:
     settings = load_config(args.config)
     print(f"OK   config: {args.config or default_config_path()}")
+    daemon = running_daemon(settings)
     failed = 0
-    for name, check in CHECKS.items():
-        result = check(settings)
-        failed += not result.ok
-        print(result.line(name), flush=True)
+    with quiet_libraries():
+        for name, check in CHECKS.items():
+            result = check(settings, daemon)
+            failed += not result.ok
+            print(result.line(name), flush=True)
     return 1 if failed else 0
 
 

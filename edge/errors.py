@@ -4,3 +4,38 @@ key at fault and what was expected. The CLI prints it as ``edge: <message>`` and
 
 class EdgeError(Exception):
     """A user-facing error with a one-line message."""
+
+
+def permission_denied(path) -> str:
+    """One line for a file this user may not read: which, and how to run the command
+    (sudo, or the group that may read it where there is one)."""
+    import grp
+    import os
+    import pwd
+    import stat
+    from pathlib import Path
+
+    try:
+        user = pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        user = str(os.getuid())
+    path = Path(path)
+    join = ""
+    # The first folder (or the file) on the way that keeps this user out decides.
+    for part in [*reversed(path.parents), path]:
+        try:
+            info = part.stat()
+        except OSError:
+            break
+        wanted = os.R_OK | (os.X_OK if stat.S_ISDIR(info.st_mode) else 0)
+        if os.access(part, wanted):
+            continue
+        needed = stat.S_IRGRP | (stat.S_IXGRP if stat.S_ISDIR(info.st_mode) else 0)
+        if info.st_mode & needed == needed:
+            try:
+                group = grp.getgrgid(info.st_gid).gr_name
+            except KeyError:
+                break
+            join = f", or join the group {group} (sudo adduser {user} {group}, then log in again)"
+        break
+    return f"{path}: permission denied for user {user}: run it with sudo{join}"

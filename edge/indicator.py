@@ -43,6 +43,8 @@ class Indicator(Protocol):
 class NullIndicator:
     """Where there is no LED: every pattern is accepted and nothing happens."""
 
+    name = None
+
     def show(self, pattern: LedPattern) -> None:
         pass
 
@@ -57,6 +59,7 @@ class LedIndicator:
         from gpiozero import LED
 
         self._led = LED(pin, active_high=active_high, initial_value=False, pin_factory=pin_factory)
+        self.name = f"GPIO{pin}"
         self._heartbeat = heartbeat
         self._pattern: Optional[LedPattern] = LedPattern.OFF
 

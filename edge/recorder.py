@@ -25,18 +25,15 @@ from .config import Settings, device_name, neg_threshold
 from .indicator import Indicator, LedPattern, NullIndicator
 from .notify import ServiceNotifier
 from .segmenter import SegmentAudio, SegmentClosed, SegmentOpened, SpeechSegmenter
-from .status import RecorderState, RecorderStatus, publish_status
+from .status import RecorderState, RecorderStatus
 from .storage import (FreeSpaceGuard, SegmentEnd, SegmentStart, SegmentWriter, StorageUnavailable,
                       read_manifest)
+from .supervisor import CaptureSupervisor, StatusPublisher, StorageSupervisor, Watchdog
 
 log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16000
-READ_TIMEOUT_S = 0.25
-SPACE_CHECK_S = 1.0
-STORAGE_RETRY_S = 10.0
-STATUS_EVERY_S = 5.0
-MAX_ERRORS_KEPT = 5
+EXTRA_CHECK_S = 1.0
 
 
 @dataclass
@@ -70,6 +67,11 @@ def make_writer(settings: Settings, recordings_dir: Path, detector) -> SegmentWr
 
 
 class Recorder:
+    """frames -> detector -> segmenter -> sinks (segment writer, LED, status).
+
+    What can go wrong on the way is handled by the supervisors (edge.supervisor), which
+    call back here when the microphone or the card goes and comes back."""
+
     def __init__(self, settings: Settings, vad, writer: SegmentWriter,
                  indicator: Indicator = NullIndicator(), notifier: ServiceNotifier = ServiceNotifier(""),
                  watchdog_every: Optional[float] = None, status_path: Optional[Path] = None,
@@ -81,21 +83,20 @@ class Recorder:
         self.writer = writer
         self.indicator = indicator
         self.notifier = notifier
-        self.watchdog_every = watchdog_every
-        self._last_watchdog = -1e9
-        self.storage_retry_s = STORAGE_RETRY_S
-        self.status_path = status_path
         self.clock = clock
         self.monotonic = monotonic
         self.extra_pattern = extra_pattern
         self._extra: Optional[LedPattern] = None  # extra_pattern() as of the last check
-        self.guard = FreeSpaceGuard(writer.root, settings.storage.min_free_mb, settings.storage.when_full)
-        self.status = RecorderStatus(pid=os.getpid())
-        self._today = clock.wall().date()
+        guard = FreeSpaceGuard(writer.root, settings.storage.min_free_mb, settings.storage.when_full)
+        self.storage = StorageSupervisor(guard, writer, self, monotonic)
+        self.watchdog = Watchdog(notifier, watchdog_every, monotonic)
+        today = clock.wall().date()
         # A restart mid-day must not reset the count people see in `edge status`.
-        self.status.segments_today = sum(
-            datetime.fromisoformat(e["start"]).date() == self._today
-            for e in read_manifest(writer.manifest))
+        self.status = RecorderStatus(pid=os.getpid(), segments_today=sum(
+            datetime.fromisoformat(e["start"]).date() == today for e in read_manifest(writer.manifest)))
+        self.status.led = getattr(indicator, "name", None)  # `edge doctor` must not open it again
+        self.publisher = StatusPublisher(self.status, status_path, notifier, clock, monotonic, guard.free_mb)
+        self.capture: Optional[CaptureSupervisor] = None
         self.entries: list[dict] = []
         self._segmenter = self._new_segmenter()
         self._live = False
@@ -105,11 +106,8 @@ class Recorder:
         self._boot0 = clock.boottime()
         self._session_boot0: Optional[float] = None  # boot time of the first opening
         self._offset0 = 0.0  # session offset of sample 0 of the current opening
-        self._mic_missing = False
-        self._disk_full = False
-        self._gaps: list = []
-        self._last_space_check = self._last_storage_retry = self._last_status = -1e9
-        self._published_summary = ""
+        self._gaps: list = []  # microphone outages since the last segment began
+        self._last_extra_check = float("-inf")
 
     # -- the two ways in ------------------------------------------------------------------
 
@@ -143,6 +141,8 @@ class Recorder:
         must see it), unless ``wait_for_device``: a service waits for it as for a lost one,
         since a USB microphone may be plugged in after the Pi has booted."""
         self._live = True
+        self.capture = CaptureSupervisor(self.settings.audio, source, self, self.watchdog, self.clock,
+                                         self.monotonic, stop.wait)
         try:
             source.open()
             missing = None
@@ -155,35 +155,25 @@ class Recorder:
         self._publish(force=True)
         try:
             if missing is not None:
-                self._recover_microphone(missing, stop)
-            last_frame = self.monotonic()
+                self.capture.lost(missing)
             while not stop.is_set():
                 try:
-                    frame = source.read(READ_TIMEOUT_S)
+                    frame = self.capture.read()
                 except EndOfInput:
                     break
-                except CaptureError as exc:
-                    self._recover_microphone(str(exc), stop)
-                    last_frame = self.monotonic()
-                    continue
-                now = self.monotonic()
-                if frame is None:
-                    if now - last_frame >= self.settings.audio.stall_timeout_s:
-                        self._recover_microphone(
-                            f"no audio for {self.settings.audio.stall_timeout_s:g} s", stop)
-                        last_frame = self.monotonic()
-                    self._housekeeping()
-                    continue
-                last_frame = now
-                self._ping_watchdog()
-                self._frame(frame)
+                if frame is not None:
+                    self._frame(frame)
                 self._housekeeping()
+        except Exception as exc:
+            self.publisher.warn(f"stopped by an error: {exc!r}")  # for `edge status`; the log has the rest
+            raise
         finally:
             self.notifier.stopping()
             self._store(self._segmenter.flush())
             source.close()
             self._show()
-            self._publish(force=True)
+            # The last word: `edge status` tells a stopped daemon from a hung one.
+            self.publisher.publish(RecorderState.STOPPED.value, source, force=True)
 
     # -- frames and events ----------------------------------------------------------------
 
@@ -216,18 +206,16 @@ class Recorder:
                 elif isinstance(event, SegmentAudio):
                     if self.writer.is_open:
                         self.writer.append(event.audio)
-                    elif not self._disk_full:
+                    elif not self.storage.unavailable:
                         # Storage came back while someone was talking: keep the rest.
                         self._open_segment(self._samples - len(event.audio), event.audio)
                 elif isinstance(event, SegmentClosed) and self.writer.is_open:
                     self._close_segment(event.prob_mean, event.prob_max)
             except StorageUnavailable as exc:
-                self._storage_lost(str(exc))
+                self.storage.lost(str(exc))
 
     def _open_segment(self, start_sample: int, audio: np.ndarray) -> None:
-        if self._disk_full:
-            return
-        if not self._room_left():
+        if not self.storage.room_left():
             return
         self.writer.open(self._segment_start(start_sample))
         self._gaps = []
@@ -239,11 +227,7 @@ class Recorder:
         if entry is None:
             return
         self.entries.append(entry)
-        today = self.clock.wall().date()
-        if today != self._today:
-            self._today, self.status.segments_today = today, 0
-        self.status.segments_today += 1
-        self.status.last_speech = entry["end"]
+        self.publisher.segment_stored(entry)
         log.info("stored %s (%.1f s)", entry["file"], entry["duration_s"])
         if self._live:
             self._publish(force=True)
@@ -266,13 +250,25 @@ class Recorder:
             start=wall.isoformat(timespec="milliseconds"), monotonic_s=round(boot, 3),
             boot_id=self.clock.boot_id(), clock_synced=self.clock.synced(), mic_gaps=list(self._gaps))
 
-    # -- faults -----------------------------------------------------------------------------
+    # -- what the supervisors report (CaptureListener, StorageListener) ----------------------
 
-    def _storage_lost(self, reason: str) -> None:
-        if not self._disk_full:
-            self._warn(f"not storing audio: {reason}")
-        self._disk_full = True
-        self._last_storage_retry = self.monotonic()
+    def microphone_lost(self, reason: str) -> None:
+        self.publisher.warn(f"microphone lost: {reason}")
+        self._store(self._segmenter.flush())
+        self._show()
+        self._publish(force=True)
+
+    def microphone_back(self, gap: dict) -> None:
+        self._gaps.append(gap)
+        self._begin(self._source)
+        self._show()
+        self._publish(force=True)
+
+    def waiting(self) -> None:
+        self._publish()  # `edge status` must not take a long wait for a dead daemon
+
+    def storage_lost(self, reason: str) -> None:
+        self.publisher.warn(f"not storing audio: {reason}")
         if self.writer.is_open:
             try:
                 self._close_segment(None, None)
@@ -281,84 +277,16 @@ class Recorder:
         self._show()
         self._publish(force=True)
 
-    def _room_left(self) -> bool:
-        """Whether the card is above its free-space floor; below it, storing stops."""
-        if self.guard.has_room():
-            return True
-        self._storage_lost(f"less than {self.guard.min_free_mb} MB free on the card")
-        return False
-
-    def _retry_storage(self) -> None:
-        self._last_storage_retry = self.monotonic()
-        try:
-            if not self.guard.has_room():
-                return
-            self.writer.recover()
-        except OSError as exc:
-            log.debug("card still unavailable: %s", exc)
-            return
-        self._disk_full = False
-        log.warning("storing audio again (%.0f MB free)", self.guard.free_mb())
+    def storage_back(self) -> None:
         self._show()
         self._publish(force=True)
-
-    def _recover_microphone(self, reason: str, stop: threading.Event) -> None:
-        """Close the lost device and reopen it by name with growing waits; the gap is
-        recorded in the next segment's manifest entry."""
-        self._warn(f"microphone lost: {reason}")
-        self._store(self._segmenter.flush())
-        self._mic_missing = True
-        self._show()
-        self._publish(force=True)
-        gap_start = self.clock.wall()
-        self._source.close()
-        wait = self.settings.audio.reopen_backoff_s
-        while True:
-            if self._wait(wait, stop):
-                return
-            try:
-                self._source.open()
-                break
-            except CaptureError as exc:
-                log.info("microphone still missing: %s", exc)
-                wait = min(wait * 2, self.settings.audio.reopen_backoff_max_s)
-        self._gaps.append({"start": gap_start.isoformat(timespec="milliseconds"),
-                           "end": self.clock.wall().isoformat(timespec="milliseconds")})
-        self._mic_missing = False
-        self._begin(self._source)
-        log.warning("microphone back after %.1f s", (self.clock.wall() - gap_start).total_seconds())
-        self._show()
-        self._publish(force=True)
-
-    def _wait(self, seconds: float, stop: threading.Event) -> bool:
-        """Wait for ``seconds`` or until stopped (True); the watchdog keeps being pinged,
-        since waiting for a lost microphone is this loop doing its job, while a hung
-        open stops the pings and gets the daemon restarted."""
-        deadline = self.monotonic() + seconds
-        while (left := deadline - self.monotonic()) > 0:
-            if stop.wait(min(left, self.watchdog_every or STATUS_EVERY_S, STATUS_EVERY_S)):
-                return True
-            self._ping_watchdog()
-            self._publish()  # `edge status` must not take a long wait for a dead daemon
-        return stop.is_set()
-
-    def _ping_watchdog(self) -> None:
-        now = self.monotonic()
-        if self.watchdog_every is not None and now - self._last_watchdog >= self.watchdog_every:
-            self._last_watchdog = now
-            self.notifier.watchdog()
-
-    def _warn(self, message: str) -> None:
-        log.warning("%s", message)
-        stamp = self.clock.wall().isoformat(timespec="seconds")
-        self.status.errors = (self.status.errors + [f"{stamp} {message}"])[-MAX_ERRORS_KEPT:]
 
     # -- sinks that follow the state ---------------------------------------------------------
 
     def state(self) -> RecorderState:
-        if self._mic_missing:
+        if self.capture is not None and self.capture.missing:
             return RecorderState.MIC_MISSING
-        if self._disk_full:
+        if self.storage.unavailable:
             return RecorderState.DISK_FULL
         return RecorderState.SPEECH if self._segmenter.is_open else RecorderState.LISTENING
 
@@ -372,44 +300,16 @@ class Recorder:
         self.indicator.show(pattern)
 
     def _housekeeping(self) -> None:
-        """Checks that need not run 31 times a second: once a second at most."""
+        """Checks that need not run 31 times a second."""
+        self.storage.check()
         now = self.monotonic()
-        if now - self._last_space_check >= SPACE_CHECK_S:
-            self._last_space_check = now
-            if self.writer.is_open:
-                self._room_left()
+        if now - self._last_extra_check >= EXTRA_CHECK_S:
+            self._last_extra_check = now
             extra = self.extra_pattern()
             if extra is not self._extra:
                 self._extra = extra
                 self._show()
-        if self._disk_full and now - self._last_storage_retry >= self.storage_retry_s:
-            self._retry_storage()
         self._publish()
 
     def _publish(self, force: bool = False) -> None:
-        now = self.monotonic()
-        if not force and now - self._last_status < STATUS_EVERY_S:
-            return
-        self._last_status = now
-        state = self.state().value
-        wall = self.clock.wall().isoformat(timespec="seconds")
-        if state != self.status.state or not self.status.since:
-            self.status.since = wall
-        self.status.state = state
-        self.status.updated = wall
-        try:
-            self.status.free_mb = round(self.guard.free_mb(), 1)
-        except OSError:
-            self.status.free_mb = None
-        if self._source is not None:
-            self.status.overflows = self._source.overflows
-            self.status.dropped_frames = self._source.dropped_frames
-        summary = self.status.summary()
-        if summary != self._published_summary:
-            self._published_summary = summary
-            self.notifier.status(summary)
-        if self.status_path is not None:
-            try:
-                publish_status(self.status_path, self.status)
-            except OSError as exc:
-                log.debug("cannot publish status: %s", exc)
+        self.publisher.publish(self.state().value, self._source, force)

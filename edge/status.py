@@ -12,16 +12,20 @@ from typing import Optional
 
 from .indicator import LedPattern
 
+STATUS_MODE = 0o640
+
 
 class RecorderState(enum.Enum):
     LISTENING = "listening"
     SPEECH = "speech"
     MIC_MISSING = "mic missing"
     DISK_FULL = "disk full"
+    STOPPED = "stopped"
+    """The daemon's last word, published as it stops cleanly."""
 
     @property
     def led(self) -> LedPattern:
-        return LedPattern[self.name]
+        return LedPattern.OFF if self is RecorderState.STOPPED else LedPattern[self.name]
 
 
 @dataclass
@@ -39,6 +43,8 @@ class RecorderStatus:
     """The last few warnings, newest last."""
     pid: int = 0
     updated: str = ""
+    led: Optional[str] = None
+    """The LED the daemon drives (GPIO17), None when it runs without one."""
 
     def summary(self) -> str:
         """The one line systemd shows as STATUS=."""
@@ -50,6 +56,8 @@ def publish_status(path: Path, status: RecorderStatus) -> None:
     """Replace the status file atomically (readers never see half of it)."""
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(asdict(status), indent=1))
+    # Readable by the service's group (`edge status` without sudo), whatever the umask.
+    os.chmod(tmp, STATUS_MODE)
     os.replace(tmp, path)
 
 
@@ -62,3 +70,19 @@ def read_status(path: Path) -> Optional[dict]:
 
 def status_age_s(status: dict, now: datetime) -> float:
     return (now - datetime.fromisoformat(status["updated"])).total_seconds()
+
+
+def is_recorder_process(pid: int) -> Optional[bool]:
+    """Whether ``pid`` is a live `edge run` (not a process that reused the number);
+    None when this user cannot tell (/proc mounted with hidepid)."""
+    try:
+        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except FileNotFoundError:
+        return False
+    except PermissionError:
+        return None
+    if not args or args == [b""]:
+        return False  # a zombie: it has ended, its parent has not collected it yet
+    # `edge run ...` or `python -m edge run ...`, whatever the path of the interpreter.
+    names = [Path(arg.decode(errors="replace")).name for arg in args]
+    return "run" in names and ("edge" in names or "edge.__main__" in names)

@@ -113,7 +113,8 @@ install_config() {
         say "kept your $config; the new default is beside it as edge.yaml.dist"
     fi
     rm -f "$default"
-    # Readable by the service, writable only by root.
+    # root:edge-recorder 0750/0640: readable by the service and by people in its group (edge
+    # status without sudo), writable only by root.
     if live_system; then
         chgrp "$SERVICE_USER" "$CONFIG_DIR" "$CONFIG_DIR"/edge.yaml*
         chmod 0750 "$CONFIG_DIR"
@@ -121,9 +122,10 @@ install_config() {
 }
 
 create_state_dir() {
-    # systemd creates it too (StateDirectory=), but only once the service starts.
+    # systemd creates it too (StateDirectory=), but only once the service starts. The
+    # edge-recorder group may read the status in it; the recordings stay private (0700).
     mkdir -p "$STATE_DIR"
-    chmod 0700 "$STATE_DIR"
+    chmod 0750 "$STATE_DIR"
     if live_system; then chown "$SERVICE_USER:$SERVICE_USER" "$STATE_DIR"; fi
 }
 

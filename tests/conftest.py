@@ -7,6 +7,11 @@ as they open a USB microphone, and it delivers the file's bytes unchanged.
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
+import threading
 import time
 from pathlib import Path
 
@@ -56,6 +61,15 @@ class AlsaDevices:
         self.pcms[name] = raw
         self._write()
         return raw
+
+    def add_fifo(self, name: str) -> Path:
+        """A capture PCM reading a FIFO: audio arrives only as a feeder writes it, and a
+        feeder that stops writing (but keeps the FIFO open) stalls the capture in read()."""
+        fifo = self.folder / f"{name}.fifo"
+        os.mkfifo(fifo)
+        self.pcms[name] = fifo
+        self._write()
+        return fifo
 
     def _write(self) -> None:
         # `pcm.default` must exist or PortAudio's device enumeration asserts.
@@ -170,3 +184,53 @@ def wait_until(condition, what: str, timeout: float = 20.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.01)
+
+
+class Daemon:
+    """`edge run` as systemd runs it: notify socket, watchdog, log lines collected."""
+
+    def __init__(self, tmp_path: Path, config: Path, name: str = "daemon"):
+        sock = str(tmp_path / f"{name}.sock")
+        self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.notify.bind(sock)
+        self.messages: list[bytes] = []
+        env = {**os.environ, "NOTIFY_SOCKET": sock, "WATCHDOG_USEC": "1000000"}
+        self.process = subprocess.Popen([sys.executable, "-m", "edge", "run", "--config", str(config)],
+                                        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        self.log: list[str] = []
+        self._reader = threading.Thread(target=self._read_log, daemon=True)
+        self._reader.start()
+        threading.Thread(target=self._read_notify, daemon=True).start()
+
+    def _read_log(self):
+        for line in self.process.stderr:
+            self.log.append(line.rstrip("\n"))
+
+    def _read_notify(self):
+        while True:
+            try:
+                self.messages.append(self.notify.recv(4096))
+            except OSError:
+                return
+
+    def logged(self, text: str) -> int:
+        return sum(text in line for line in list(self.log))
+
+    def capture_processes(self) -> set[int]:
+        """The daemon's capture processes now (threads and children come and go meanwhile)."""
+        def read(path: Path) -> bytes:
+            try:
+                return path.read_bytes()
+            except (FileNotFoundError, ProcessLookupError):
+                return b""
+
+        children = set()
+        for task in Path(f"/proc/{self.process.pid}/task").iterdir():
+            children.update(int(pid) for pid in read(task / "children").split())
+        return {pid for pid in children if b"edge.capture" in read(Path(f"/proc/{pid}/cmdline"))}
+
+    def close(self):
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self.notify.close()

@@ -117,7 +117,7 @@ def test_edge_devices_lists_rates_and_marks_the_configured_device(alsa, lesson, 
 
 
 def test_device_names_from_the_config_find_portaudio_devices(monkeypatch):
-    from edge.audio import InputDevice, pick_device
+    from edge.capture import InputDevice, pick_device
 
     devices = [InputDevice(0, "default", 128, 44100, (16000, 44100, 48000)),
                InputDevice(3, "USB PnP Sound Device: Audio (hw:1,0)", 1, 48000, (48000,)),

@@ -59,7 +59,7 @@ class RunningRecorder:
         self.recorder = make_recorder(settings, detector, self.root, indicator=self.led,
                                       notifier=ServiceNotifier(str(tmp_path / "notify.sock")),
                                       status_path=self.status_path)
-        self.recorder.storage_retry_s = 0.2
+        self.recorder.storage.retry_s = 0.2
         self.source = PacedSource(lesson, speed=20, loop=True)
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self.recorder.run, args=(self.source, self.stop))

@@ -139,3 +139,20 @@ def test_daemon_led_shows_the_usb_export_while_it_listens(factory, detector, tmp
         stop.set()
         thread.join(timeout=30)
         led.close()
+
+
+@pytest.mark.parametrize("active_high", [True, False])
+def test_led_off_after_a_crash_leaves_the_led_dark_for_either_wiring(factory, tmp_path, monkeypatch, active_high):
+    from gpiozero import Device
+
+    from edge.cli import main
+
+    # The daemon died while recording speech: the line kept the level that lit the LED.
+    pin = factory.pin(PIN)
+    pin.function = "output"
+    pin.state = lit = active_high
+    config = tmp_path / "edge.yaml"
+    config.write_text(f"led: {{pin: {PIN}, active_high: {str(active_high).lower()}}}\n")
+    monkeypatch.setattr(Device, "pin_factory", factory)
+    assert main(["led-off", "--config", str(config)]) == 0
+    assert factory.pin(PIN).state == (not lit)

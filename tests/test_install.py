@@ -84,7 +84,7 @@ def test_install_lays_out_the_service_and_twice_changes_nothing(checkout, root):
     assert 'KERNEL=="gpiochip*", GROUP="gpio"' in rule
 
     state = root / "var/lib/edge-recorder"
-    assert state.is_dir() and stat.S_IMODE(state.stat().st_mode) == 0o700
+    assert state.is_dir() and stat.S_IMODE(state.stat().st_mode) == 0o750
 
 
 def test_installed_config_names_the_service_data_paths(checkout, root):

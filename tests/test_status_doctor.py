@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
+import subprocess
+import sys
 import threading
 from datetime import datetime, timedelta
 
-from conftest import PacedSource, StopAfter, make_recorder
+import pytest
+
+from conftest import Daemon, PacedSource, StopAfter, make_recorder, wait_until
+from edge.audio import CaptureError
 from edge.cli import main
 from edge.config import load_config
+from edge.status import read_status
 
 
 def write_config(tmp_path, device="testmic"):
@@ -20,7 +28,7 @@ def write_config(tmp_path, device="testmic"):
     return config
 
 
-def test_status_shows_what_the_recorder_published(tmp_path, lesson, detector, capsys):
+def test_status_counts_the_segments_of_the_day_across_restarts(tmp_path, lesson, detector, capsys):
     config = write_config(tmp_path)
     settings = load_config(config)
     recorder = make_recorder(settings, detector, tmp_path / "rec", status_path=tmp_path / "status.json")
@@ -28,10 +36,9 @@ def test_status_shows_what_the_recorder_published(tmp_path, lesson, detector, ca
     recorder.run(StopAfter(PacedSource(lesson, speed=1000, loop=True), 2 * len(lesson) // 512, stop), stop)
     capsys.readouterr()
 
-    assert main(["status", "--config", str(config)]) == 0
+    assert main(["status", "--config", str(config)]) == 1  # it has stopped
     out = capsys.readouterr().out
-    assert "recorder:       running" in out
-    assert "state:          listening" in out
+    assert "state:          stopped since" in out
     assert f"segments today: {len(recorder.entries)}" in out and len(recorder.entries) == 6
     assert "recent problem: none" in out
 
@@ -39,12 +46,63 @@ def test_status_shows_what_the_recorder_published(tmp_path, lesson, detector, ca
     restarted = make_recorder(settings, detector, tmp_path / "rec")
     assert restarted.status.segments_today == 6
 
-    status = json.loads((tmp_path / "status.json").read_text())
-    status["updated"] = (datetime.fromisoformat(status["updated"]) - timedelta(minutes=5)).isoformat()
-    (tmp_path / "status.json").write_text(json.dumps(status))
-    assert main(["status", "--config", str(config)]) == 1
-    # "updated" has whole seconds: 300 s and a fraction may show as 301.
-    assert re.search(r"NOT RUNNING\? last update 30[01] s ago", capsys.readouterr().out)
+
+def status_of(config, capsys) -> tuple[int, str]:
+    capsys.readouterr()
+    code = main(["status", "--config", str(config)])
+    return code, capsys.readouterr().out
+
+
+def test_status_knows_whether_the_daemon_runs(alsa, lesson, tmp_path, capsys):
+    alsa.add("testmic", lesson)  # the file plugin repeats its last block after the end: endless
+    config = write_config(tmp_path)
+    status_path = tmp_path / "status.json"
+
+    def published(pid, state):
+        status = read_status(status_path) or {}
+        return status.get("pid") == pid and status.get("state") == state
+
+    daemon = Daemon(tmp_path, config, "first")
+    try:
+        wait_until(lambda: published(daemon.process.pid, "listening"), "the daemon's status")
+        code, out = status_of(config, capsys)
+        assert code == 0 and f"recorder:       running (pid {daemon.process.pid})" in out
+        # Alive but silent for five minutes: hung.
+        daemon.process.send_signal(signal.SIGSTOP)
+        status = read_status(status_path)
+        status["updated"] = (datetime.fromisoformat(status["updated"]) - timedelta(minutes=5)).isoformat()
+        status_path.write_text(json.dumps(status))
+        code, out = status_of(config, capsys)
+        assert code == 1 and re.search(r"recorder: +NOT RESPONDING \(pid \d+\): last update 30[01] s ago", out)
+        daemon.process.send_signal(signal.SIGCONT)
+        daemon.process.send_signal(signal.SIGTERM)
+        assert daemon.process.wait(timeout=30) == 0
+    finally:
+        daemon.close()
+    code, out = status_of(config, capsys)
+    since = read_status(status_path)["since"]
+    assert code == 1
+    assert f"recorder:       not running since {since} (was pid {daemon.process.pid})" in out
+    assert f"state:          stopped since {since}" in out
+
+    # Killed: the file is fresh and still says listening, but the process is gone.
+    daemon = Daemon(tmp_path, config, "second")
+    try:
+        wait_until(lambda: published(daemon.process.pid, "listening"), "the restarted daemon's status")
+        daemon.process.kill()
+        daemon.process.wait()
+    finally:
+        daemon.close()
+    code, out = status_of(config, capsys)
+    assert code == 1 and f"not running since {read_status(status_path)['updated']}" in out
+    assert "state:          listening" in out
+
+    # The number now belongs to another process, alive and fresh: not the recorder.
+    status = read_status(status_path)
+    status.update(pid=os.getpid(), updated=datetime.now().astimezone().isoformat(timespec="seconds"))
+    status_path.write_text(json.dumps(status))
+    code, out = status_of(config, capsys)
+    assert code == 1 and "recorder:       not running since" in out
 
 
 def test_status_without_a_daemon_is_one_clear_line(tmp_path, capsys):
@@ -76,3 +134,72 @@ def test_doctor_says_how_to_fix_a_missing_microphone(alsa, lesson, tmp_path, cap
     assert code == 1
     assert lines["microphone"].startswith("FAIL microphone: audio.device 'usbmic' not found")
     assert lines["microphone"].endswith("-> plug in the microphone or set audio.device (see: edge devices)")
+
+
+class MicrophoneThatMustNotOpen:
+    opened = 0
+
+    def __init__(self, settings):
+        pass
+
+    def open(self):
+        MicrophoneThatMustNotOpen.opened += 1
+        raise CaptureError("opened by doctor")
+
+    def close(self):
+        pass
+
+
+def test_doctor_takes_microphone_and_led_from_the_running_recorder(alsa, lesson, tmp_path, capsys, monkeypatch):
+    import edge.doctor
+
+    alsa.add("testmic", lesson)
+    config = write_config(tmp_path)
+    config.write_text(config.read_text().replace("led: {pin: null}", "led: {pin: 17}"))
+    monkeypatch.setattr(edge.doctor, "MicrophoneSource", MicrophoneThatMustNotOpen)
+    daemon = Daemon(tmp_path, config)
+    try:
+        wait_until(lambda: (read_status(tmp_path / "status.json") or {}).get("pid") == daemon.process.pid,
+                   "the daemon's status")
+        capsys.readouterr()
+        _, lines = doctor_lines(config, capsys)
+        pid = daemon.process.pid
+        assert lines["microphone"] == f"OK   microphone: 'testmic' in use by the recorder (pid {pid}), audio arriving"
+        # This machine has no GPIO: the daemon runs without its LED, and says so in its status.
+        assert lines["gpio"] == (f"FAIL gpio: the recorder (pid {pid}) runs without its LED on GPIO17 "
+                                 "-> see why: journalctl -u edge-recorder -p warning")
+        assert MicrophoneThatMustNotOpen.opened == 0
+        daemon.process.send_signal(signal.SIGTERM)
+        assert daemon.process.wait(timeout=30) == 0
+    finally:
+        daemon.close()
+    _, lines = doctor_lines(config, capsys)
+    assert lines["microphone"].startswith("FAIL microphone: opened by doctor")
+    assert MicrophoneThatMustNotOpen.opened == 1
+
+
+DOCTOR_WITH_CHIPS = ("import sys, edge.doctor; edge.doctor.GPIO_CHIPS = sys.argv[1]; "
+                     "from edge.cli import main; sys.exit(main(['doctor', '--config', sys.argv[2]]))")
+
+
+@pytest.mark.parametrize("chips, gpio_line", [
+    ("none", "FAIL gpio: no GPIO on this machine (led.pin: 17) -> set led.pin: null where there is no LED"),
+    # Chips that gpiozero cannot use (not a Pi): it falls back through every pin library.
+    ("unusable", "FAIL gpio: GPIO17: "),
+])
+def test_doctor_prints_only_its_lines_and_names_a_machine_without_gpio(alsa, lesson, tmp_path, chips, gpio_line):
+    alsa.add("testmic", lesson)
+    config = write_config(tmp_path)
+    config.write_text(config.read_text().replace("led: {pin: null}", "led: {pin: 17}"))
+    (tmp_path / "dev").mkdir()
+    if chips == "unusable":
+        (tmp_path / "dev" / "gpiochip0").touch()
+    result = subprocess.run([sys.executable, "-c", DOCTOR_WITH_CHIPS, str(tmp_path / "dev" / "gpiochip*"),
+                             str(config)], capture_output=True, text=True, timeout=120)
+    if chips == "unusable" and "OK   gpio:" in result.stdout:
+        pytest.skip("gpiozero found usable GPIO here (a Pi)")
+    lines = {line.split()[1].rstrip(":"): line for line in result.stdout.splitlines()}
+    assert lines["gpio"].startswith(gpio_line)
+    assert "gpio group" not in lines["gpio"]
+    assert lines["microphone"] == "OK   microphone: 'testmic' gives audio at 16000 Hz"
+    assert result.stderr == ""  # no PinFactoryFallback warnings, no info lines

@@ -1,8 +1,9 @@
 """The service unit, checked by systemd's own tools rather than by reading it.
 
-`systemd-analyze verify` refuses a unit whose ExecStart binary does not exist, and the venv
-exists only on an installed Pi; the test verifies a copy whose ExecStart names this
-Python instead, which leaves every other directive as shipped.
+`systemd-analyze verify` refuses a unit whose Exec binaries do not exist, and the venv
+exists only on an installed Pi; the test verifies a copy whose Exec lines name this
+Python instead, which leaves every other directive as shipped. What the README says about
+the service (its directives, its exposure) is checked against the unit as it is.
 """
 
 import re
@@ -13,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-UNIT = Path(__file__).resolve().parent.parent / "systemd" / "edge-recorder.service"
+REPO = Path(__file__).resolve().parent.parent
+UNIT = REPO / "systemd" / "edge-recorder.service"
 INSTALLED_EDGE = "/opt/edge-recorder/venv/bin/edge"
 MAX_EXPOSURE = 2.0
 
@@ -40,7 +42,7 @@ def unit_text() -> str:
 def test_verify_is_clean(tmp_path, unit_text):
     assert f"ExecStart={INSTALLED_EDGE} " in unit_text
     copy = tmp_path / UNIT.name
-    copy.write_text(unit_text.replace(f"ExecStart={INSTALLED_EDGE} ", f"ExecStart={sys.executable} "))
+    copy.write_text(unit_text.replace(f"{INSTALLED_EDGE} ", f"{sys.executable} "))
     result = subprocess.run(
         ["systemd-analyze", "verify", str(copy)], capture_output=True, text=True, timeout=60
     )
@@ -50,7 +52,12 @@ def test_verify_is_clean(tmp_path, unit_text):
     assert about_unit == []
 
 
-def test_exposure_is_at_most_two(unit_text):
+def service_paragraph() -> str:
+    readme = (REPO / "README.md").read_text()
+    return readme[readme.index("**The service.**"):].split("\n\n")[0]
+
+
+def test_exposure_is_at_most_two_and_what_the_readme_says(unit_text):
     result = subprocess.run(
         ["systemd-analyze", "security", "--offline=true", str(UNIT)],
         capture_output=True, text=True, timeout=60,
@@ -58,6 +65,18 @@ def test_exposure_is_at_most_two(unit_text):
     match = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", result.stdout)
     assert match, result.stdout + result.stderr
     assert float(match.group(1)) <= MAX_EXPOSURE, result.stdout
+    stated = re.search(r"systemd/edge-recorder.service` reports (\d+\.\d+)", " ".join(service_paragraph().split()))
+    assert stated and stated.group(1) == match.group(1)
+
+
+def test_the_readme_states_the_units_restart_policy(unit_text):
+    unit = directives(unit_text)
+    # `Key=value` in the paragraph; all-capital keys are sd_notify messages, not directives.
+    stated = [(k, v) for k, v in re.findall(r"`([A-Za-z]+)=([^`]+)`", service_paragraph()) if not k.isupper()]
+    for key in ("Restart", "RestartSec", "StartLimitIntervalSec", "TimeoutStopSec"):
+        assert key in dict(stated), f"the README does not state {key}="
+    for pair in stated:
+        assert pair in unit, f"README says {pair[0]}={pair[1]}, the unit does not"
 
 
 @pytest.mark.parametrize(
@@ -96,8 +115,11 @@ def test_no_dynamic_user_or_hidden_devices(unit_text):
     assert "PrivateDevices" not in keys
 
 
-def test_restarts_are_bounded(unit_text):
+def test_the_unit_never_gives_up_and_shows_when_it_is_down(unit_text):
     settings = dict(directives(unit_text))
-    assert settings["StartLimitBurst"].isdigit() and int(settings["StartLimitBurst"]) <= 10
-    assert "StartLimitIntervalSec" in settings
-    assert "RestartSec" in settings
+    # No start limit: the unit never ends failed, whatever keeps it from running.
+    assert settings["StartLimitIntervalSec"] == "0"
+    assert "StartLimitBurst" not in settings
+    assert settings["Restart"] == "always"
+    # However the daemon ended, the LED is switched off (dark: not running).
+    assert settings["ExecStopPost"] == f"-{INSTALLED_EDGE} led-off --config /etc/edge-recorder/edge.yaml"

@@ -1,0 +1,169 @@
+"""The capture process: PortAudio/ALSA in a child process of its own, raw blocks to stdout.
+
+Why a process: a capture thread stuck in the driver cannot be stopped from inside the
+process. When the file behind ALSA's file plugin (or a driver) stops delivering without
+failing, PortAudio's callback thread blocks in read() with thread cancellation disabled, and
+Pa_CloseStream/Pa_AbortStream wait for it in pthread_join forever (the GIL is released, but
+the stream, its device and PortAudio's global state stay held, so no reopen can succeed).
+A process can always be ended: SIGKILL frees the device and every file it held, and the next
+open is a fresh process with a fresh PortAudio that rescans ALSA.
+
+Run as ``python -m edge.capture PARAMS_JSON``. Messages on stdout are a 5-byte header (kind,
+payload length as little-endian uint32) and the payload:
+
+- ``R`` ready: JSON with the device's ``name``, ``rate``, ``channels`` and ``block`` frames;
+- ``A`` a block of little-endian int16 audio; ``O`` the same after a driver overflow;
+- ``E`` an error, as one line of text; the process then exits.
+
+Only the standard library and PyAudio are imported here: this process lives as long as the
+microphone and should cost little memory.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import re
+import signal
+import struct
+import sys
+import time
+from dataclasses import dataclass
+from typing import Optional
+
+from .logs import quiet_stderr
+
+HEADER = struct.Struct("<cI")
+TARGET_RATE = 16000
+WINDOW = 512
+PROBE_RATES = (16000, 44100, 48000)
+HW_NAME = re.compile(r"^(?:plug)?hw:(?:CARD=)?([^,]+)(?:,(?:DEV=)?(\d+))?$")
+PR_SET_PDEATHSIG = 1
+STREAM_CHECK_S = 0.5
+
+
+@dataclass(frozen=True)
+class InputDevice:
+    index: int
+    name: str
+    channels: int
+    default_rate: int
+    rates: tuple
+
+
+def list_input_devices(pa) -> list[InputDevice]:
+    import pyaudio
+
+    devices = []
+    for index in range(pa.get_device_count()):
+        info = pa.get_device_info_by_index(index)
+        if info["maxInputChannels"] < 1:
+            continue
+        rates = []
+        for rate in PROBE_RATES:
+            try:
+                if pa.is_format_supported(rate, input_device=index, input_channels=1,
+                                          input_format=pyaudio.paInt16):
+                    rates.append(rate)
+            except ValueError:
+                pass
+        devices.append(InputDevice(index, info["name"], int(info["maxInputChannels"]),
+                                   int(info["defaultSampleRate"]), tuple(rates)))
+    return devices
+
+
+def _alsa_card_number(card: str) -> Optional[str]:
+    """ALSA card id (as in CARD=Device) to its number, through /proc/asound/<id> -> cardN."""
+    if card.isdigit():
+        return card
+    try:
+        return os.readlink(f"/proc/asound/{card}").removeprefix("card")
+    except OSError:
+        return None
+
+
+def pick_device(devices: list[InputDevice], wanted: str) -> Optional[InputDevice]:
+    """The device a config name means: an exact PortAudio name, an ALSA hw/plughw name
+    (PortAudio lists those as '... (hw:N,M)'), or else a unique-enough substring."""
+    for device in devices:
+        if device.name == wanted:
+            return device
+    match = HW_NAME.match(wanted)
+    if match:
+        number = _alsa_card_number(match.group(1))
+        tag = f"(hw:{number},{match.group(2) or 0})"
+        for device in devices:
+            if number is not None and device.name.endswith(tag):
+                return device
+    for device in devices:
+        if wanted.lower() in device.name.lower():
+            return device
+    return None
+
+
+def send(kind: bytes, payload: bytes) -> None:
+    os.write(1, HEADER.pack(kind, len(payload)) + payload)
+
+
+def _die_with_parent(parent: int) -> None:
+    # A capture process outliving a SIGKILLed daemon would hold the microphone forever.
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent:
+        sys.exit(0)
+
+
+def capture(device_name: str, capture_rate: Optional[int]) -> str:
+    """Open the device, stream its blocks to stdout until the stream stops; the reason."""
+    import pyaudio
+
+    with quiet_stderr():
+        # A new PortAudio instance rescans ALSA, so a re-plugged USB mic is found again.
+        pa = pyaudio.PyAudio()
+        devices = list_input_devices(pa)
+    device = pick_device(devices, device_name)
+    if device is None:
+        names = "; ".join(d.name for d in devices) or "none"
+        return f"audio.device '{device_name}' not found (capture devices: {names})"
+    rate = capture_rate or (TARGET_RATE if TARGET_RATE in device.rates else device.default_rate)
+    channels = 1 if device.rates or device.channels == 1 else min(2, device.channels)
+    block = round(WINDOW * rate / TARGET_RATE)
+
+    def on_audio(data, frame_count, time_info, status):
+        try:
+            send(b"O" if status & pyaudio.paInputOverflow else b"A", data)
+        except OSError:  # the recorder is gone
+            return None, pyaudio.paAbort
+        return None, pyaudio.paContinue
+
+    try:
+        with quiet_stderr():
+            stream = pa.open(format=pyaudio.paInt16, channels=channels, rate=rate, input=True,
+                             input_device_index=device.index, frames_per_buffer=block,
+                             stream_callback=on_audio, start=False)
+    except (OSError, ValueError) as exc:
+        return f"cannot open '{device.name}' at {rate} Hz: {exc}"
+    # Ready before the first block, so the reader knows the format of every block.
+    send(b"R", json.dumps({"name": device.name, "rate": rate, "channels": channels,
+                           "block": block}).encode())
+    stream.start_stream()
+    while stream.is_active():
+        time.sleep(STREAM_CHECK_S)
+    return "the capture stream stopped"
+
+
+def main(argv: list[str]) -> int:
+    params = json.loads(argv[0])
+    _die_with_parent(params["parent"])
+    try:
+        send(b"E", capture(params["device"], params["capture_rate"]).encode())
+    except BrokenPipeError:
+        return 0  # the recorder closed the microphone
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

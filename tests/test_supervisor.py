@@ -1,0 +1,223 @@
+"""The supervisors alone, on a fake clock: what they do, when, and what they report."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+import pytest
+
+from edge.audio import CaptureError
+from edge.config import AudioSettings
+from edge.status import RecorderStatus, read_status
+from edge.supervisor import (READ_TIMEOUT_S, STATUS_EVERY_S, CaptureSupervisor, StatusPublisher,
+                             StorageSupervisor, Watchdog)
+
+FRAME = np.zeros(512, np.int16)
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 0.0
+        self.start = datetime(2026, 11, 24, 9, 0, tzinfo=timezone.utc)
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def wall(self) -> datetime:
+        return self.start + timedelta(seconds=self.now)
+
+    def wait(self, seconds: float) -> bool:
+        self.now += seconds
+        return False
+
+
+class FakeNotifier:
+    def __init__(self, clock):
+        self.clock, self.pings, self.statuses = clock, [], []
+
+    def watchdog(self):
+        self.pings.append(self.clock.now)
+
+    def status(self, text):
+        self.statuses.append(text)
+
+
+class ScriptedMicrophone:
+    """Reads follow ``reads`` (a frame, None for silence, an exception), then frames;
+    the first ``failing_opens`` opens fail. A silent read takes its whole timeout."""
+
+    name, overflows, dropped_frames = "mic:fake", 0, 0
+
+    def __init__(self, clock, reads, failing_opens=0):
+        self.clock, self.reads, self.failing_opens = clock, list(reads), failing_opens
+        self.opened_at, self.closes = [], 0
+
+    def open(self):
+        self.opened_at.append(self.clock.now)
+        if len(self.opened_at) <= self.failing_opens:
+            raise CaptureError("no such device")
+
+    def close(self):
+        self.closes += 1
+
+    def read(self, timeout):
+        step = self.reads.pop(0) if self.reads else FRAME
+        if isinstance(step, Exception):
+            raise step
+        if step is None:
+            self.clock.now += timeout
+        return step
+
+
+class Listener:
+    def __init__(self):
+        self.lost, self.back, self.waits = [], [], 0
+
+    def microphone_lost(self, reason):
+        self.lost.append(reason)
+
+    def microphone_back(self, gap):
+        self.back.append(gap)
+
+    def waiting(self):
+        self.waits += 1
+
+
+def supervisor(clock, source, watchdog_every=None, **settings):
+    audio = AudioSettings(**{"stall_timeout_s": 2.0, "reopen_backoff_s": 1.0, "reopen_backoff_max_s": 4.0,
+                             **settings})
+    notifier, listener = FakeNotifier(clock), Listener()
+    watchdog = Watchdog(notifier, watchdog_every, clock.monotonic)
+    return CaptureSupervisor(audio, source, listener, watchdog, clock, clock.monotonic, clock.wait), listener, notifier
+
+
+def test_a_lost_microphone_is_reopened_with_doubling_waits_up_to_the_maximum():
+    clock = FakeClock()
+    source = ScriptedMicrophone(clock, [FRAME, CaptureError("Unanticipated host error")], failing_opens=4)
+    capture, listener, notifier = supervisor(clock, source, watchdog_every=1.5)
+    assert capture.read() is FRAME
+    assert capture.read() is None
+    assert listener.lost == ["Unanticipated host error"] and capture.missing
+    assert source.closes == 1
+    # Waits of 1, 2, 4, 4 s between failed attempts, then one more of 4 s.
+    assert source.opened_at == [1.0, 3.0, 7.0, 11.0, 15.0]
+    assert listener.back == []
+    assert capture.read() is FRAME
+    assert not capture.missing
+    assert listener.back == [{"start": "2026-11-24T09:00:00.000+00:00", "end": "2026-11-24T09:00:15.000+00:00"}]
+    # systemd kills a service whose pings are WatchdogSec (twice the interval) apart.
+    assert max(b - a for a, b in zip(notifier.pings, notifier.pings[1:])) < 2 * 1.5
+    assert listener.waits > 0
+
+
+def test_a_microphone_that_opens_but_stays_silent_is_one_outage():
+    clock = FakeClock()
+    silence = [None] * 40
+    source = ScriptedMicrophone(clock, [FRAME] + silence)
+    capture, listener, _ = supervisor(clock, source)
+    frames = [capture.read() for _ in range(len(silence) + 2)]
+    assert frames[0] is FRAME and frames[-1] is FRAME
+    assert listener.lost == ["no audio for 2 s"]
+    assert len(listener.back) == 1
+    # Each reopen found no audio within the stall timeout: the waits still grow.
+    waits = [b - a for a, b in zip(source.opened_at, source.opened_at[1:])]
+    assert waits[:3] == pytest.approx([2.0 + 2.0, 2.0 + 4.0, 2.0 + 4.0], abs=READ_TIMEOUT_S)
+
+
+def test_a_stall_is_noticed_after_the_stall_timeout_and_not_before():
+    clock = FakeClock()
+    source = ScriptedMicrophone(clock, [FRAME] + [None] * 7 + [FRAME])
+    capture, listener, _ = supervisor(clock, source, stall_timeout_s=2.0)
+    for _ in range(8):  # 7 silent reads of 0.25 s: 1.75 s
+        capture.read()
+    assert listener.lost == []
+    assert capture.read() is FRAME
+
+
+class FakeGuard:
+    min_free_mb = 200
+
+    def __init__(self):
+        self.room = True
+
+    def has_room(self):
+        return self.room
+
+    def free_mb(self):
+        return 500.0 if self.room else 100.0
+
+
+class FakeWriter:
+    def __init__(self):
+        self.is_open, self.recover_error, self.recovered = True, None, 0
+
+    def recover(self):
+        if self.recover_error:
+            raise self.recover_error
+        self.recovered += 1
+        return []
+
+
+class StorageListener:
+    def __init__(self):
+        self.events = []
+
+    def storage_lost(self, reason):
+        self.events.append(("lost", reason))
+
+    def storage_back(self):
+        self.events.append(("back",))
+
+
+def test_storage_stops_below_the_floor_and_retries_every_retry_interval():
+    clock, guard, writer, listener = FakeClock(), FakeGuard(), FakeWriter(), StorageListener()
+    storage = StorageSupervisor(guard, writer, listener, clock.monotonic, retry_s=10.0)
+    storage.check()
+    assert listener.events == []
+    guard.room = False
+    clock.now += 1.0
+    storage.check()
+    assert listener.events == [("lost", "less than 200 MB free on the card")]
+    assert not storage.room_left()
+    storage.lost("No space left on device")  # the same outage: reported once
+    assert len(listener.events) == 1
+    guard.room = True
+    writer.recover_error = OSError(30, "Read-only file system")
+    clock.now += 9.9
+    storage.check()
+    assert storage.unavailable and writer.recovered == 0
+    clock.now += 0.1
+    storage.check()  # tried, and the card still refuses writes
+    assert storage.unavailable
+    writer.recover_error = None
+    clock.now += 5.0
+    storage.check()
+    assert storage.unavailable  # not before the next retry
+    clock.now += 5.0
+    storage.check()
+    assert not storage.unavailable and writer.recovered == 1
+    assert listener.events[-1] == ("back",)
+
+
+def test_status_is_published_on_change_and_every_few_seconds_otherwise(tmp_path):
+    clock = FakeClock()
+    notifier = FakeNotifier(clock)
+    path = tmp_path / "status.json"
+    publisher = StatusPublisher(RecorderStatus(pid=42), path, notifier, clock, clock.monotonic, lambda: 12345.0)
+    publisher.publish("listening", None, force=True)
+    assert read_status(path)["state"] == "listening"
+    assert notifier.statuses == ["listening · 0 segments today · 12.3 GB free"]
+    clock.now += 1.0
+    publisher.status.segments_today = 3
+    publisher.publish("listening", None)
+    assert read_status(path)["segments_today"] == 0  # not yet: less than STATUS_EVERY_S
+    clock.now += STATUS_EVERY_S
+    publisher.publish("listening", None)
+    status = read_status(path)
+    assert status["segments_today"] == 3 and status["since"] == "2026-11-24T09:00:00+00:00"
+    publisher.publish("mic missing", None, force=True)
+    assert read_status(path)["since"] == "2026-11-24T09:00:06+00:00"
+    for n in range(7):
+        publisher.warn(f"problem {n}")
+    assert [e.split(" ", 1)[1] for e in publisher.status.errors] == [f"problem {n}" for n in range(2, 7)]
