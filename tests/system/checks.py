@@ -535,8 +535,9 @@ class SystemTest:
         while starts < 200 and budget >= delay(starts):
             budget -= delay(starts)
             starts += 1
-        limit = (f"StartLimitBurst={self.unit['StartLimitBurst']} in "
-                 f"StartLimitIntervalSec={timespan_s(self.unit['StartLimitIntervalUSec']):.0f} s")
+        interval = timespan_s(self.unit["StartLimitIntervalUSec"])
+        limit = (f"StartLimitBurst={self.unit['StartLimitBurst']} in StartLimitIntervalSec={interval:.0f} s"
+                 if interval > 0 and int(self.unit["StartLimitBurst"]) > 0 else "no start limit")
         earlier = starts_in_journal()
         started = time.monotonic()
         for done in range(1, starts + 1):

@@ -24,8 +24,17 @@ say() { echo "system-test: [$(( $(date +%s) - started )) s] $*" >&2; }
 skip() { echo "SKIP system test: $*"; exit 0; }
 
 [ "$(id -u)" = 0 ] || skip "needs root (systemd-nspawn, debootstrap): run 'sudo make system-test'"
+missing=()
+for tool in systemd-nspawn:systemd-container debootstrap:debootstrap git:git; do
+    command -v "${tool%%:*}" >/dev/null 2>&1 || missing+=("${tool#*:}")
+done
+if [ ${#missing[@]} -gt 0 ] && command -v apt-get >/dev/null 2>&1; then
+    say "installing ${missing[*]}"
+    apt-get -o DPkg::Lock::Timeout=600 update -qq && DEBIAN_FRONTEND=noninteractive \
+        apt-get -o DPkg::Lock::Timeout=600 install -y -qq "${missing[@]}" >/dev/null || true
+fi
 for tool in systemd-nspawn script nsenter debootstrap git; do
-    command -v "$tool" >/dev/null 2>&1 || skip "'$tool' is not installed (apt-get install systemd-container util-linux debootstrap git)"
+    command -v "$tool" >/dev/null 2>&1 || skip "'$tool' is missing and could not be installed"
 done
 [ -d /sys/fs/cgroup ] && grep -qw cgroup2 /proc/filesystems || skip "the kernel has no cgroup2: DevicePolicy= cannot be enforced"
 
