@@ -157,6 +157,11 @@ def capture(device_name: str, capture_rate: Optional[int]) -> str:
 
 def main(argv: list[str]) -> int:
     params = json.loads(argv[0])
+    # The recorder ends this process (SIGKILL) when it closes the microphone. A stop of the
+    # service (SIGTERM to every process of the unit) or Ctrl-C at a terminal (SIGINT to the
+    # whole process group) is the recorder's to handle: its audio must not end first.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _die_with_parent(params["parent"])
     try:
         send(b"E", capture(params["device"], params["capture_rate"]).encode())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import glob
 import logging
 import signal
 import sys
@@ -14,7 +15,7 @@ from . import __version__, doctor, export, plot, vad
 from .audio import CaptureError, MicrophoneSource, WavFileSource, describe_devices
 from .config import add_config_argument, load_config, resolve_data_path
 from .errors import EdgeError, permission_denied
-from .indicator import make_indicator
+from .indicator import GPIO_CHIPS, make_indicator
 from .logs import setup_logging
 from .notify import ServiceNotifier, watchdog_interval
 from .recorder import Recorder, make_writer
@@ -61,6 +62,8 @@ def process_command(args: argparse.Namespace) -> int:
 def led_off_command(args: argparse.Namespace) -> int:
     """What the service runs after the daemon ended, however it ended (ExecStopPost=)."""
     settings = load_config(args.config)
+    if settings.led.pin is None or not glob.glob(GPIO_CHIPS):
+        return 0  # no LED to switch off; the daemon has said so in the log already
     make_indicator(settings.led).close()  # made with the LED off; closing releases the pin
     return 0
 

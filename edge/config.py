@@ -48,8 +48,8 @@ class AudioSettings:
     """First wait before reopening a lost microphone, in seconds; doubles after each failed attempt."""
     reopen_backoff_max_s: float = field(default=30.0, metadata=bounded(0.05, 3600))
     """Longest wait between attempts to reopen a lost microphone, in seconds."""
-    open_timeout_s: float = field(default=10.0, metadata=bounded(1, 60))
-    """Seconds an attempt to open the microphone may take before it counts as failed."""
+    open_timeout_s: float = field(default=10.0, metadata=bounded(1, 15))
+    """Seconds an attempt to open the microphone may take before it counts as failed (at most 15: the service's watchdog waits 30 s, its stop 20 s)."""
 
 
 @dataclass(frozen=True)

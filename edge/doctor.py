@@ -19,12 +19,12 @@ from .audio import CaptureError, MicrophoneSource
 from .clock import SystemClock
 from .config import Settings, add_config_argument, default_config_path, load_config, resolve_data_path
 from .errors import EdgeError, permission_denied
+from .indicator import GPIO_CHIPS
 from .status import RecorderState, is_recorder_process, read_status, status_age_s
 from .storage import FreeSpaceGuard
 from .vad import SileroVad, configured_model
 
 STALE_AFTER_S = 30.0
-GPIO_CHIPS = "/dev/gpiochip*"
 
 
 def status_command(args: argparse.Namespace) -> int:

@@ -1,5 +1,11 @@
-"""The one exception type users see: its message is a single line that names the file or
-key at fault and what was expected. The CLI prints it as ``edge: <message>`` and exits 2."""
+"""The errors users see: one line that names the file or key at fault and what was expected
+(or how to run the command). The CLI prints it as ``edge: <message>`` and exits 2."""
+
+import grp
+import os
+import pwd
+import stat
+from pathlib import Path
 
 
 class EdgeError(Exception):
@@ -9,12 +15,6 @@ class EdgeError(Exception):
 def permission_denied(path) -> str:
     """One line for a file this user may not read: which, and how to run the command
     (sudo, or the group that may read it where there is one)."""
-    import grp
-    import os
-    import pwd
-    import stat
-    from pathlib import Path
-
     try:
         user = pwd.getpwuid(os.getuid()).pw_name
     except KeyError:

@@ -15,6 +15,8 @@ from .config import LedSettings
 
 log = logging.getLogger(__name__)
 
+GPIO_CHIPS = "/dev/gpiochip*"
+
 
 class LedPattern(enum.Enum):
     """What the LED shows, with its (on seconds, off seconds) blink timing.

@@ -132,3 +132,35 @@ def test_device_names_from_the_config_find_portaudio_devices(monkeypatch):
     assert pick_device(devices, "usb pnp").index == 3
     assert pick_device(devices, "plughw:CARD=Other,DEV=0") is None
     assert pick_device(devices, "webcam") is None
+
+
+def test_the_capture_process_outlives_signals_meant_for_the_recorder(alsa, lesson):
+    """systemd's stop sends SIGTERM to every process of the unit, Ctrl-C sends SIGINT to the
+    whole process group: the recorder stops, and its capture must not end first."""
+    import json
+    import os
+    import signal
+
+    from edge.capture import HEADER
+
+    alsa.add("testmic", lesson)
+    params = {"device": "testmic", "capture_rate": None, "parent": os.getpid()}
+    child = subprocess.Popen([sys.executable, "-m", "edge.capture", json.dumps(params)],
+                             stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
+
+    def message():
+        kind, length = HEADER.unpack(child.stdout.read(HEADER.size))
+        return kind, child.stdout.read(length)
+
+    try:
+        assert message()[0] == b"R"
+        first = message()
+        child.send_signal(signal.SIGTERM)
+        child.send_signal(signal.SIGINT)
+        # The file plugin delivers as fast as it is read: 200 blocks take well under a second.
+        blocks = [message() for _ in range(200)]
+        assert first[0] == b"A" and all(kind == b"A" for kind, _ in blocks)
+        assert child.poll() is None
+    finally:
+        child.kill()
+        child.wait()

@@ -154,5 +154,17 @@ def test_led_off_after_a_crash_leaves_the_led_dark_for_either_wiring(factory, tm
     config = tmp_path / "edge.yaml"
     config.write_text(f"led: {{pin: {PIN}, active_high: {str(active_high).lower()}}}\n")
     monkeypatch.setattr(Device, "pin_factory", factory)
+    (tmp_path / "gpiochip0").touch()  # the machine has GPIO (the mock's)
+    monkeypatch.setattr("edge.cli.GPIO_CHIPS", str(tmp_path / "gpiochip*"))
     assert main(["led-off", "--config", str(config)]) == 0
     assert factory.pin(PIN).state == (not lit)
+
+
+def test_led_off_where_there_is_no_gpio_does_nothing_and_says_nothing(tmp_path, monkeypatch, capsys):
+    from edge.cli import main
+
+    config = tmp_path / "edge.yaml"
+    config.write_text(f"led: {{pin: {PIN}}}\n")
+    monkeypatch.setattr("edge.cli.GPIO_CHIPS", str(tmp_path / "gpiochip*"))
+    assert main(["led-off", "--config", str(config)]) == 0
+    assert capsys.readouterr().err == ""  # not a warning in the journal at every restart

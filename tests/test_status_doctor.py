@@ -75,7 +75,9 @@ def test_status_knows_whether_the_daemon_runs(alsa, lesson, tmp_path, capsys):
         code, out = status_of(config, capsys)
         assert code == 1 and re.search(r"recorder: +NOT RESPONDING \(pid \d+\): last update 30[01] s ago", out)
         daemon.process.send_signal(signal.SIGCONT)
-        daemon.process.send_signal(signal.SIGTERM)
+        # A stop as systemd makes it: SIGTERM to every process of the unit.
+        for pid in [*daemon.capture_processes(), daemon.process.pid]:
+            os.kill(pid, signal.SIGTERM)
         assert daemon.process.wait(timeout=30) == 0
     finally:
         daemon.close()
@@ -84,6 +86,7 @@ def test_status_knows_whether_the_daemon_runs(alsa, lesson, tmp_path, capsys):
     assert code == 1
     assert f"recorder:       not running since {since} (was pid {daemon.process.pid})" in out
     assert f"state:          stopped since {since}" in out
+    assert "recent problem: none" in out  # the stop was not taken for a lost microphone
 
     # Killed: the file is fresh and still says listening, but the process is gone.
     daemon = Daemon(tmp_path, config, "second")
