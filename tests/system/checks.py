@@ -353,6 +353,10 @@ class SystemTest:
         part = wait_for(lambda: open_part(0.5), "a segment being recorded", 60)
         killed_at = time.monotonic()
         run(["systemctl", "kill", "--kill-whom=main", "-s", "SIGKILL", UNIT], check=True)
+        wait_for(lambda: not Path(f"/proc/{before['MainPID']}").exists(), "the killed process to end", 10)
+        if not part.exists():
+            raise Failed(f"{part.name} was finished by the recorder just before the SIGKILL landed: "
+                         "no proof either way (rerun)")
         restart_s = timespan_s(self.unit["RestartUSec"])
         state = wait_for(lambda: (lambda s: s if s["NRestarts"] != before["NRestarts"]
                                   and s["ActiveState"] == "active" else None)(
@@ -372,6 +376,9 @@ class SystemTest:
     def check_stop_finishes_segment(self) -> str:
         part = wait_for(lambda: open_part(0.5), "a segment being recorded", 60)
         started = time.monotonic()
+        if not part.exists():  # the segment ended by itself in the meantime: take the next one
+            part = wait_for(lambda: open_part(0.5), "a segment being recorded", 60)
+            started = time.monotonic()
         result = run(["systemctl", "stop", UNIT], timeout=120)
         took = time.monotonic() - started
         state = show(UNIT, "ActiveState", "Result")
@@ -414,7 +421,15 @@ class SystemTest:
     def check_stall(self) -> list[tuple[str, Callable[[], str]]]:
         """SIGSTOP on the feeder for a long stall, watched every half second; then SIGCONT."""
         wait_active(60)
-        before = show(UNIT, "NRestarts", "InvocationID")
+        before = show(UNIT, "NRestarts", "InvocationID", "ControlGroup")
+        procs = Path("/sys/fs/cgroup") / before["ControlGroup"].lstrip("/") / "cgroup.procs"
+
+        def processes() -> int:
+            try:
+                return len(procs.read_text().split())
+            except FileNotFoundError:
+                return 0
+        processes_before = processes()
         seqs_before = {e["seq"] for e in manifest()}
         stall_s, cycles = self.stall_duration_s()
         feeder_signal("SIGSTOP")
@@ -424,6 +439,7 @@ class SystemTest:
         while time.monotonic() - stopped_at < stall_s:
             state = show(UNIT, "ActiveState", "SubState", "Result", "NRestarts", "StatusText")
             now = time.monotonic() - stopped_at
+            state["processes"] = str(processes())
             seen.append((now, state))
             if reported is None and state["ActiveState"] == "active" and not flowing(state["StatusText"]):
                 reported = (now, state["StatusText"])
@@ -432,11 +448,12 @@ class SystemTest:
         resumed_wall = time.time()
         resumed_at = time.monotonic()
         restarts = int(seen[-1][1]["NRestarts"]) - int(before["NRestarts"])
+        most_processes = max(int(state["processes"]) for _, state in seen)
         failed = [(t, s) for t, s in seen if s["ActiveState"] == "failed"]
         watchdog = [(t, s) for t, s in seen if s["Result"] == "watchdog"]
         states = sorted({f"{s['ActiveState']}/{s['SubState']}" for _, s in seen})
         timeline = "\n".join(f"+{t:5.1f} s {s['ActiveState']}/{s['SubState']} Result={s['Result']} "
-                             f"NRestarts={s['NRestarts']} {s['StatusText']!r}"
+                             f"NRestarts={s['NRestarts']} processes={s['processes']} {s['StatusText']!r}"
                              for i, (t, s) in enumerate(seen) if i == 0 or s != seen[i - 1][1])
 
         def reported_check() -> str:
@@ -467,20 +484,30 @@ class SystemTest:
 
             def fresh():
                 return next((e for e in manifest() if e["seq"] not in seqs_before
-                             and iso_time(e["start"]) >= resumed_wall - 2.0 and not e["recovered"]), None)
+                             and iso_time(e["start"]) >= resumed_wall - 5.0 and not e["recovered"]), None)
             entry = wait_for(fresh, "a segment recorded after the audio came back", timeout)
             if not self.stream.offsets(segment_bytes(entry)):
                 raise Failed(f"{entry['file']} ({seconds(entry):.2f} s), recorded after the stall, "
                              "is not a stretch of the input")
             gaps = entry.get("mic_gaps") or []
+            if not gaps:
+                raise Failed(f"{entry['file']}, the first segment after the stall, has no mic_gaps "
+                             "in its manifest line", json.dumps(entry))
             return (f"{entry['file']} ({seconds(entry):.2f} s of input audio) began "
                     f"{iso_time(entry['start']) - resumed_wall:.1f} s after the audio came back, stored "
-                    f"{time.monotonic() - resumed_at:.1f} s after; mic_gaps in its manifest line: {len(gaps)}")
+                    f"{time.monotonic() - resumed_at:.1f} s after; its manifest line has the gap: {gaps[-1]}")
+
+        def no_leftovers_check() -> str:
+            after, = wait_for(lambda: (lambda n: (n,) if n <= processes_before else None)(processes()),
+                              f"the unit to be back to {processes_before} process(es)", 30)
+            return (f"processes in the unit: {processes_before} before the stall, at most {most_processes} "
+                    f"during it, {after} after")
 
         return [("stall: shown in systemctl status", reported_check),
                 ("stall: never a failed unit", never_failed_check),
                 ("stall: handled without a watchdog restart", no_watchdog_check),
-                ("stall: recording resumes once audio returns", resumes_check)]
+                ("stall: recording resumes once audio returns", resumes_check),
+                ("stall: no capture process left behind", no_leftovers_check)]
 
     def check_stop_during_stall(self) -> str:
         wait_active(60)

@@ -82,6 +82,7 @@ trap 'exit 143' TERM
 say "Debian $suite $arch root in $root"
 "$repo/tests/targets/debian-root.sh" "$suite" "$arch" "$root" >/dev/null
 head=$(git -C "$repo" rev-parse HEAD)
+[ -z "$(git -C "$repo" status --porcelain --untracked-files=no)" ] || say "uncommitted changes are not tested: only HEAD is"
 git clone --quiet --no-checkout "$repo" "$root/root/edge-recorder"
 git -C "$root/root/edge-recorder" checkout --quiet --detach "$head"
 say "installing $(git -C "$repo" log -1 --format='%h %s' "$head")"
