@@ -10,8 +10,8 @@ The file plugin reads as much as it is asked for at once and pads a short read w
 so the pipe is kept `--lead` seconds ahead of real time: every read finds whole data and the
 captured bytes are exactly the file's. The stream position goes on across the reader's
 closes and re-opens (PortAudio opens the device while probing, the recorder re-opens it after
-a fault), like a room that keeps talking while the recorder is away; ``--log`` records at
-which stream sample each opening began.
+a fault), like a room that keeps talking while the recorder is away; each opening is logged
+with the stream sample it began at.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import errno
 import os
-import sys
 import time
 
 RATE = 16000
@@ -33,7 +32,7 @@ def looped(data: bytes) -> bytes:
     return data[:len(data) // chunk_bytes * chunk_bytes]
 
 
-def feed(fifo: str, data: bytes, lead_s: float, log) -> None:
+def feed(fifo: str, data: bytes, lead_s: float) -> None:
     data = looped(data)
     chunk_bytes = CHUNK * SAMPLE_BYTES
     loop_chunks = len(data) // chunk_bytes
@@ -47,7 +46,7 @@ def feed(fifo: str, data: bytes, lead_s: float, log) -> None:
             time.sleep(0.005)
             continue
         os.set_blocking(fd, True)
-        print(f"open {position * CHUNK}", file=log, flush=True)
+        print(f"opened at stream sample {position * CHUNK}", flush=True)
         started = time.monotonic() - lead_s
         written = 0
         try:
@@ -71,12 +70,10 @@ def main() -> None:
     parser.add_argument("fifo")
     parser.add_argument("raw", help="16 kHz mono int16 little-endian audio, looped")
     parser.add_argument("--lead", type=float, default=1.0, help="seconds kept in the pipe ahead of real time")
-    parser.add_argument("--log", help="file for one 'open <stream sample>' line per opening")
     args = parser.parse_args()
     with open(args.raw, "rb") as raw:
         data = raw.read()
-    log = open(args.log, "a") if args.log else sys.stderr
-    feed(args.fifo, data, args.lead, log)
+    feed(args.fifo, data, args.lead)
 
 
 if __name__ == "__main__":
