@@ -6,7 +6,8 @@
 #   EDGE_SYSTEM_SUITE=trixie   Debian suite of the booted system (trixie, bookworm)
 #   EDGE_SYSTEM_CACHE=DIR      apt and pip downloads kept between runs (default
 #                              /var/cache/edge-system-test; empty: none)
-#   EDGE_SYSTEM_KEEP=1         leave the stopped root and logs in place for a look
+#   EDGE_SYSTEM_KEEP=1         leave the stopped root, its journal and the logs in place
+#   EDGE_SYSTEM_TIMEOUT=780    seconds after which the checks are stopped as hung
 #
 # Root only; skipped (exit 0) with the reason where nspawn cannot run. Everything it starts
 # or mounts is stopped and removed on exit, failed or not.
@@ -50,6 +51,9 @@ cleanup() {
     trap - EXIT INT TERM
     set +e  # every step of the clean-up runs, whatever the one before it did
     if [ -n "$leader" ] && kill -0 "$leader" 2>/dev/null; then
+        if [ "${EDGE_SYSTEM_KEEP:-0}" = 1 ]; then
+            timeout 30 nsenter -t "$leader" -a journalctl -b --no-pager >"$work/journal.txt" 2>&1
+        fi
         timeout 30 nsenter -t "$leader" -a systemctl poweroff >/dev/null 2>&1 || true
     fi
     if [ -n "$script_pid" ]; then
