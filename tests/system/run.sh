@@ -103,8 +103,10 @@ SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1 script -qfc "$(printf '%q ' systemd-nspawn \
     --quiet --directory="$root" --machine="$machine" --boot --register=no --keep-unit \
     --system-call-filter=bpf "${binds[@]}")" "$work/console.log" </dev/null >/dev/null 2>&1 &
 script_pid=$!
+disown "$script_pid"  # no "Killed" line from bash if the clean-up has to kill it
 
-# systemd-nspawn is below script (perhaps below a shell); the container's init is its child.
+# systemd-nspawn is below script (perhaps below a shell); the container's init is its child
+# named systemd (nspawn's first child is a helper that execs nothing and exits soon).
 child_named() {
     ps -eo pid=,ppid=,comm= | awk -v parent="$1" -v name="$2" '$2 == parent && (name == "" || $3 == name) {print $1; exit}'
 }
@@ -119,7 +121,7 @@ find_nspawn() {
 }
 for _ in $(seq 120); do
     [ -n "$nspawn" ] || nspawn=$(find_nspawn)
-    [ -n "$nspawn" ] && leader=$(child_named "$nspawn" "")
+    [ -n "$nspawn" ] && leader=$(child_named "$nspawn" systemd)
     [ -n "$leader" ] && break
     kill -0 "$script_pid" 2>/dev/null || break
     sleep 0.5
