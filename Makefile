@@ -75,6 +75,12 @@ install:
 uninstall:
 	bash systemd/uninstall.sh
 
+# The service under a real systemd: boots Debian (EDGE_SYSTEM_SUITE, default trixie) with
+# systemd-nspawn, `make install`s the committed HEAD there and checks it. Root only.
+.PHONY: system-test
+system-test:
+	bash tests/system/run.sh
+
 # Accuracy, speed and memory beside Silero ONNX and WebRTC VAD. A comparison package that
 # cannot be installed (on a Pi, say) only removes its columns.
 bench: venv
