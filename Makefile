@@ -7,8 +7,10 @@ CONFIG ?= config/edge.yaml
 DEB_PACKAGES := portaudio19-dev python3-venv python3-dev gcc alsa-utils
 SILERO_PIN := silero-vad==6.2.3
 
-.PHONY: deb venv test run demo model bench soak install uninstall clean
+.PHONY: deb venv test run demo model bench soak install uninstall clean lazyfs mutate
 SOAK_CUTS ?= 200
+LAZYFS_DIR ?= /var/tmp/edge-lazyfs
+LAZYFS_SRC ?= ../shared/tools/lazyfs
 
 # Debian packages are installed only when missing and only when we are root; otherwise
 # the build of PyAudio says what is missing.
@@ -29,8 +31,20 @@ $(BIN)/edge: requirements.txt requirements-test.txt pyproject.toml | deb
 
 venv: $(BIN)/edge
 
-test: venv
-	$(BIN)/python -m pytest -q
+test: venv lazyfs
+	EDGE_LAZYFS_DIR=$(LAZYFS_DIR) $(BIN)/python -m pytest -q
+
+# LazyFS (a FUSE filesystem that drops unsynced writes on command: the power-cut test's SD
+# card), built once from Debian packages into a cache outside the repository. Without root
+# or FUSE the power-cut test is skipped and says why.
+lazyfs:
+	@if [ -x $(LAZYFS_DIR)/lazyfs ]; then :; \
+	elif [ "$$(id -u)" != 0 ] || [ ! -e /dev/fuse ]; then \
+	  echo "lazyfs: not built (needs root and /dev/fuse): the power-cut test is skipped"; \
+	elif [ ! -x $(LAZYFS_SRC)/build.sh ]; then \
+	  echo "lazyfs: $(LAZYFS_SRC)/build.sh not found (set LAZYFS_SRC)"; exit 1; \
+	else rm -rf $(LAZYFS_DIR).tmp && $(LAZYFS_SRC)/build.sh $(LAZYFS_DIR).tmp \
+	  && mv $(LAZYFS_DIR).tmp $(LAZYFS_DIR); fi
 
 run: venv
 	$(BIN)/edge run --config $(CONFIG)
@@ -44,9 +58,10 @@ demo: venv
 	@echo "manifest: demo-recordings/manifest.jsonl"
 
 # A longer, differently seeded run of the power-cut test than `make test` does.
-soak: venv
+soak: venv lazyfs
 	@seed=$$(date +%s); echo "power cuts: $(SOAK_CUTS), seed $$seed (EDGE_POWER_CUT_SEED=$$seed repeats it)"; \
-	EDGE_POWER_CUTS=$(SOAK_CUTS) EDGE_POWER_CUT_SEED=$$seed $(BIN)/python -m pytest -q tests/test_power_cut.py
+	EDGE_LAZYFS_DIR=$(LAZYFS_DIR) EDGE_POWER_CUTS=$(SOAK_CUTS) EDGE_POWER_CUT_SEED=$$seed \
+	  $(BIN)/python -m pytest -q -s tests/test_power_cut.py
 
 # The model is rebuilt in its own venv: TensorFlow is never needed on the device.
 $(BUILD_VENV)/bin/python: models/requirements-build.txt
