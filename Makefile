@@ -34,6 +34,10 @@ venv: $(BIN)/edge
 test: venv lazyfs
 	EDGE_LAZYFS_DIR=$(LAZYFS_DIR) $(BIN)/python -m pytest -q
 
+# One-line bugs planted one at a time in a copy of the tree: every one must fail its tests.
+mutate: venv lazyfs
+	EDGE_LAZYFS_DIR=$(LAZYFS_DIR) $(BIN)/python tests/mutate.py $(MUTATIONS)
+
 # LazyFS (a FUSE filesystem that drops unsynced writes on command: the power-cut test's SD
 # card), built once from Debian packages into a cache outside the repository. Without root
 # or FUSE the power-cut test is skipped and says why.

@@ -50,22 +50,39 @@ class AlsaDevices:
         self.pcms: dict[str, Path] = {}
         monkeypatch.setenv("ALSA_CONFIG_PATH", str(self.config))
 
-    def add(self, name: str, samples: np.ndarray) -> Path:
+    def add(self, name: str, samples: np.ndarray, only_rate: int | None = None) -> Path:
+        """A capture PCM delivering ``samples``; with ``only_rate``, one that opens at that
+        rate only (like a USB microphone that offers 48 kHz and nothing else)."""
         raw = self.folder / f"{name}.raw"
         raw.write_bytes(np.asarray(samples, dtype="<i2").tobytes())
-        self.pcms[name] = raw
+        self.pcms[name] = (raw, only_rate)
         self._write()
         return raw
 
     def _write(self) -> None:
         # `pcm.default` must exist or PortAudio's device enumeration asserts.
         lines = ["pcm.null { type null }", f'pcm.default "{next(iter(self.pcms))}"']
-        for name, raw in self.pcms.items():
-            lines.append(
-                f'pcm.{name} {{ type plug slave.pcm {{ type file slave.pcm "null" '
-                f'file "/dev/null" infile "{raw}" format "raw" }} }}'
-            )
+        for name, (raw, only_rate) in self.pcms.items():
+            file_pcm = f'{{ type file slave.pcm "null" file "/dev/null" infile "{raw}" format "raw" }}'
+            if only_rate is None:
+                lines.append(f"pcm.{name} {{ type plug slave.pcm {file_pcm} }}")
+            else:
+                # plug converts only through a rate converter, and this one does not exist.
+                lines.append(f"pcm.{name} {{ type plug slave {{ pcm {file_pcm} rate {only_rate} }} "
+                             'rate_converter "edge-test-no-such-converter" }')
         self.config.write_text("\n".join(lines) + "\n")
+
+
+@pytest.fixture
+def timesync(tmp_path, monkeypatch) -> Path:
+    """Where systemd-timesyncd would say the clock is synchronised: the test decides
+    (touch it: synchronised; leave it absent: not)."""
+    import edge.clock
+
+    flag = tmp_path / "timesync" / "synchronized"
+    flag.parent.mkdir()
+    monkeypatch.setattr(edge.clock, "TIMESYNC_FLAG", flag)
+    return flag
 
 
 @pytest.fixture

@@ -1,0 +1,182 @@
+"""`make mutate`: plant one-line bugs, one at a time, in a copy of the tree and check that the
+tests meant to catch each one fail. Not part of `make test` (it runs the slow tests many times).
+
+Each mutation names a file, the exact original line(s) (compared without leading spaces; a
+line of context may come first when the target line alone is not unique) and the
+replacement (indented like the first original line). A pattern that no longer matches
+exactly once is reported as an error, so that a refactoring shows which entries to update.
+
+    python tests/mutate.py            # all
+    python tests/mutate.py wave fsync # those whose name contains one of the words
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Mutation:
+    name: str
+    file: str
+    original: str
+    replacement: str
+    tests: tuple
+
+
+MUTATIONS = [
+    Mutation("riff size not updated at fsync", "edge/storage.py",
+             'os.pwrite(fd, struct.pack("<I", 36 + data_bytes), 4)', "pass",
+             ("tests/test_storage.py", "tests/test_power_cut.py")),
+    Mutation("data size not updated at fsync", "edge/storage.py",
+             'os.pwrite(fd, struct.pack("<I", data_bytes), 40)', "pass",
+             ("tests/test_storage.py", "tests/test_power_cut.py")),
+    Mutation("no fsync of the open segment", "edge/storage.py",
+             "os.fsync(fd)\nself._unsynced = 0", "self._unsynced = 0",
+             ("tests/test_power_cut.py",)),
+    Mutation("sigterm does not close the open segment", "edge/recorder.py",
+             "self.notifier.stopping()\nself._store(self._segmenter.flush())", "self.notifier.stopping()",
+             ("tests/test_service.py",)),
+    Mutation("dropped frames never counted", "edge/audio.py",
+             "self.dropped_frames += round(self._block_windows)", "pass",
+             ("tests/test_capture.py",)),
+    Mutation("wait_for_device ignored", "edge/cli.py",
+             "recorder.run(MicrophoneSource(settings.audio), stop, wait_for_device=notifier.enabled)",
+             "recorder.run(MicrophoneSource(settings.audio), stop)",
+             ("tests/test_service.py",)),
+    Mutation("no watchdog ping while waiting for the microphone", "edge/recorder.py",
+             "return True\nself._ping_watchdog()", "return True",
+             ("tests/test_service.py",)),
+    Mutation("two LED patterns alike", "edge/indicator.py",
+             "MIC_MISSING = (0.1, 0.1)", "MIC_MISSING = (0.25, 0.25)",
+             ("tests/test_indicator.py",)),
+    Mutation("clock_synced always false", "edge/clock.py",
+             "return TIMESYNC_FLAG.exists()", "return False",
+             ("tests/test_status_doctor.py", "tests/test_capture.py")),
+    Mutation("clock_synced not taken from the clock", "edge/recorder.py",
+             "boot_id=self.clock.boot_id(), clock_synced=self.clock.synced(), mic_gaps=list(self._gaps))",
+             "boot_id=self.clock.boot_id(), clock_synced=True, mic_gaps=list(self._gaps))",
+             ("tests/test_capture.py",)),
+    Mutation("settings lose their export section", "edge/config.py",
+             "export: ExportSettings = ExportSettings()", "",
+             ("tests/test_export.py",)),
+    Mutation("recover() returns nothing", "edge/storage.py",
+             "recovered.append(self._finish(part, start, samples, unknown, recovered=True))",
+             "self._finish(part, start, samples, unknown, recovered=True)",
+             ("tests/test_storage.py",)),
+    Mutation("unit sandbox loosened", "systemd/edge-recorder.service",
+             "ProtectKernelTunables=yes", "",
+             ("tests/test_systemd_unit.py",)),
+    Mutation("storage retried every 30 s", "edge/recorder.py",
+             "STORAGE_RETRY_S = 10.0", "STORAGE_RETRY_S = 30.0",
+             ("tests/test_full_card.py",)),
+    Mutation("write errors crash the recorder", "edge/storage.py",
+             "self._sync()\nexcept OSError as exc:", "self._sync()\nexcept ValueError as exc:",
+             ("tests/test_full_card.py",)),
+    Mutation("capture_rate null always asks for 16 kHz", "edge/audio.py",
+             "TARGET_RATE if TARGET_RATE in device.rates else device.default_rate)", "TARGET_RATE)",
+             ("tests/test_capture.py",)),
+    Mutation("relative paths ignore STATE_DIRECTORY", "edge/config.py",
+             'return (Path(state.split(":")[0]) if state else Path.cwd()) / path', "return Path.cwd() / path",
+             ("tests/test_service.py",)),
+    Mutation("max_segment_s doubled", "edge/segmenter.py",
+             "self.max_frames = frames(settings.max_segment_s * 1000)",
+             "self.max_frames = frames(settings.max_segment_s * 2000)",
+             ("tests/test_capture.py",)),
+    Mutation("doctor: storage floor never fails", "edge/doctor.py",
+             "if free < settings.storage.min_free_mb:", "if False:",
+             ("tests/test_status_doctor.py",)),
+    Mutation("doctor: GPIO never tried", "edge/doctor.py",
+             "LED(settings.led.pin).close()", "pass",
+             ("tests/test_status_doctor.py",)),
+    Mutation("doctor: clock always OK", "edge/doctor.py",
+             "if SystemClock().synced():", "if True:",
+             ("tests/test_status_doctor.py",)),
+    Mutation("installer ignores export.auto", "systemd/install.sh",
+             'if [ "${settings%% *}" = 1 ]; then', 'if [ "${settings%% *}" = 0 ]; then',
+             ("tests/test_install.py",)),
+    Mutation("export trusts an unverified copy", "edge/export.py",
+             'if copy_hash != entry["sha256"]:', "if False:",
+             ("tests/test_export.py",)),
+    Mutation("export keeps a killed run's temporary file", "edge/export.py",
+             "self._remove_leftovers()", "pass",
+             ("tests/test_export.py",)),
+    Mutation("detector state reset on every frame", "edge/recorder.py",
+             "probability = self.vad(frame)", "self.vad.reset(); probability = self.vad(frame)",
+             ("tests/test_indicator.py", "tests/test_capture.py")),
+]
+
+
+def apply(tree: Path, mutation: Mutation) -> str | None:
+    """Plant the mutation in ``tree``; returns an error when its pattern does not match once."""
+    path = tree / mutation.file
+    lines = path.read_text().split("\n")
+    wanted = [line.strip() for line in mutation.original.split("\n")]
+    hits = [i for i in range(len(lines) - len(wanted) + 1)
+            if [line.strip() for line in lines[i:i + len(wanted)]] == wanted]
+    if len(hits) != 1:
+        return f"pattern matches {len(hits)} times in {mutation.file}: {mutation.original!r}"
+    at = hits[0]
+    indent = lines[at][: len(lines[at]) - len(lines[at].lstrip())]
+    lines[at:at + len(wanted)] = [indent + line for line in mutation.replacement.split("\n")]
+    path.write_text("\n".join(lines))
+    return None
+
+
+def copy_tree(destination: Path) -> None:
+    listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, check=True,
+                            capture_output=True, text=True).stdout.split("\n")
+    for name in filter(None, listed):
+        source = REPO / name
+        if source.is_file():
+            (destination / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, destination / name)
+
+
+def run_tests(tree: Path, tests: tuple) -> tuple[bool, str]:
+    env = {**os.environ, "PYTHONPATH": str(tree), "PYTHONDONTWRITEBYTECODE": "1"}
+    result = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests],
+                            cwd=tree, env=env, capture_output=True, text=True)
+    return result.returncode == 0, result.stdout[-1500:]
+
+
+def main(words: list[str]) -> int:
+    chosen = [m for m in MUTATIONS if not words or any(w in m.name for w in words)]
+    results = []
+    with tempfile.TemporaryDirectory(prefix="edge-mutate-") as work:
+        pristine = Path(work) / "pristine"
+        copy_tree(pristine)
+        where = subprocess.run([sys.executable, "-c", "import edge; print(edge.__file__)"], cwd=pristine,
+                               env={**os.environ, "PYTHONPATH": str(pristine)}, capture_output=True, text=True)
+        assert where.stdout.startswith(str(pristine)), f"the copy's edge is not the one imported: {where.stdout}"
+        for mutation in chosen:
+            tree = Path(work) / "mutant"
+            shutil.rmtree(tree, ignore_errors=True)
+            shutil.copytree(pristine, tree, symlinks=True)
+            error = apply(tree, mutation)
+            started = time.monotonic()
+            if error:
+                verdict = f"ERROR   {error}"
+            else:
+                passed, output = run_tests(tree, mutation.tests)
+                verdict = "MISSED  the tests passed" if passed else "caught"
+                if passed:
+                    print(output)
+            line = f"{verdict:8} {mutation.name} ({mutation.file}; {time.monotonic() - started:.0f} s)"
+            print(line, flush=True)
+            results.append(verdict == "caught")
+    print(f"{sum(results)} of {len(results)} mutations caught")
+    return 0 if all(results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
