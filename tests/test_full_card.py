@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import socket
 import subprocess
 import threading
@@ -17,10 +18,31 @@ from conftest import PacedSource, make_recorder, wait_until
 from edge.config import settings_from_dict
 from edge.indicator import LedIndicator, LedPattern
 from edge.notify import ServiceNotifier
+from edge.recorder import STORAGE_RETRY_S
 from edge.status import RecorderState, read_status
 from edge.storage import MANIFEST, read_manifest
 
 PIN = 17
+README = (os.path.dirname(__file__) or ".") + "/../README.md"
+
+
+class AudioClockSource(PacedSource):
+    """Looping speech at 20 times real time whose audio timeline is also the recorder's clock
+    (``monotonic``), so every interval of the recorder is measured in audio, as on a Pi
+    whatever its speed. ``hooks`` run in the recorder's thread after each frame."""
+
+    def __init__(self, samples):
+        super().__init__(samples, speed=20, loop=True)
+        self.hooks = []
+
+    def audio_time(self) -> float:
+        return self.delivered * 512 / 16000
+
+    def read(self, timeout):
+        frame = super().read(timeout)
+        for hook in self.hooks:
+            hook()
+        return frame
 
 
 def can_mount_tmpfs(path) -> bool:
@@ -54,13 +76,16 @@ class RunningRecorder:
         self.led = LedIndicator(PIN, heartbeat=False, pin_factory=self.factory)
         self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.notify.bind(str(tmp_path / "notify.sock"))
-        self.notify.setblocking(False)
+        self.notify.settimeout(0.1)
+        self.received: list[str] = []
+        # Read as systemd does, all the time: a socket nobody reads blocks the sender.
+        self.listening = threading.Thread(target=self._listen, daemon=True)
+        self.listening.start()
         self.status_path = tmp_path / "status.json"
+        self.source = AudioClockSource(lesson)
         self.recorder = make_recorder(settings, detector, self.root, indicator=self.led,
                                       notifier=ServiceNotifier(str(tmp_path / "notify.sock")),
-                                      status_path=self.status_path)
-        self.recorder.storage_retry_s = 0.2
-        self.source = PacedSource(lesson, speed=20, loop=True)
+                                      status_path=self.status_path, monotonic=self.source.audio_time)
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self.recorder.run, args=(self.source, self.stop))
         self.thread.start()
@@ -68,13 +93,17 @@ class RunningRecorder:
     def segments(self) -> int:
         return len(read_manifest(self.root / MANIFEST))
 
-    def status_lines(self) -> list[str]:
-        lines = []
-        while True:
+    def _listen(self) -> None:
+        while self.notify.fileno() != -1:
             try:
-                lines.append(self.notify.recv(4096).decode())
-            except BlockingIOError:
-                return lines
+                self.received.append(self.notify.recv(4096).decode())
+            except (socket.timeout, OSError):
+                continue
+
+    def status_lines(self) -> list[str]:
+        """What the recorder told systemd since the last call."""
+        lines, self.received = self.received, []
+        return lines
 
     def keeps_listening(self) -> None:
         before = self.source.delivered
@@ -127,6 +156,35 @@ def test_free_space_floor_stops_writing_keeps_listening_and_resumes(tmp_path, ca
                    for line in running.status_lines())
     finally:
         running.finish()
+    assert_card_consistent(card / "rec")
+
+
+def test_resumes_within_the_readme_s_bound_once_space_comes_back(tmp_path, card, lesson, detector):
+    promised = re.search(r"resumes by itself within (\d+) s\s+of space coming back", open(README).read())
+    assert promised, "README.md no longer says how soon recording resumes"
+    assert STORAGE_RETRY_S <= float(promised.group(1))
+    running = RunningRecorder(tmp_path, card, lesson, detector, min_free_mb=1)
+    times = {}
+
+    def space_comes_back_when_full():
+        # In the recorder's thread, at the first frame after it declared the card full.
+        state = running.recorder.state()
+        if state is RecorderState.DISK_FULL and "back" not in times:
+            ballast.unlink()
+            times["back"] = running.source.audio_time()
+        elif state is not RecorderState.DISK_FULL and "back" in times and "resumed" not in times:
+            times["resumed"] = running.source.audio_time()
+
+    try:
+        wait_until(lambda: running.segments() >= 1, "the first segment")
+        ballast = fill(card, leave_bytes=500_000)
+        running.source.hooks.append(space_comes_back_when_full)
+        wait_until(lambda: "resumed" in times, "recording to resume", timeout=120)
+    finally:
+        running.finish()
+    # Seen at the first frame after it happened: one window late at most.
+    waited = times["resumed"] - times["back"] - 512 / 16000
+    assert waited <= float(promised.group(1)), f"resumed {waited:.2f} s of audio after space came back"
     assert_card_consistent(card / "rec")
 
 
