@@ -142,8 +142,10 @@ install_unit_and_rule() {
 install_export_units() {
     # The USB-stick export is opt-in (export.auto): without it no udev rule reacts to sticks.
     local rule="$ROOT/etc/udev/rules.d/99-edge-export.rules" unit="$UNIT_DIR/edge-export@.service"
-    local settings
-    settings=$("$OPT/venv/bin/python" -c 'import sys; from edge.config import load_config
+    local settings python="$OPT/venv/bin/python"
+    # Without the venv (EDGE_SKIP_VENV=1) the Python running the installer reads the config.
+    [ -x "$python" ] || python="$PYTHON"
+    settings=$(PYTHONPATH="$OPT/src" "$python" -c 'import sys; from edge.config import load_config
 s = load_config(sys.argv[1]).export; print(int(s.auto), s.usb_label)' "$CONFIG_DIR/edge.yaml") \
         || die "$CONFIG_DIR/edge.yaml: fix the config first (see the message above)"
     if [ "${settings%% *}" = 1 ]; then
@@ -187,9 +189,7 @@ fi
 install_config
 create_state_dir
 install_unit_and_rule
-if [ "${EDGE_SKIP_VENV:-0}" != 1 ]; then
-    install_export_units
-fi
+install_export_units
 if live_system; then
     start_service
 else
