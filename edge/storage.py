@@ -339,7 +339,8 @@ class SegmentWriter:
         size = part.stat().st_size
         samples = max(size - HEADER_BYTES, 0) // 2
         with open(part, "r+b") as f:
-            f.truncate(HEADER_BYTES + 2 * samples)
+            if size != HEADER_BYTES + 2 * samples:  # half a sample, or a header cut short
+                f.truncate(HEADER_BYTES + 2 * samples)
             f.seek(0)
             f.write(wav_header(2 * samples))
             f.flush()

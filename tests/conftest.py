@@ -7,6 +7,9 @@ as they open a USB microphone, and it delivers the file's bytes unchanged.
 
 from __future__ import annotations
 
+import socket
+import struct
+import threading
 import time
 from pathlib import Path
 
@@ -187,3 +190,55 @@ def wait_until(condition, what: str, timeout: float = 20.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.01)
+
+
+class NotifySocket:
+    """The socket systemd listens on for sd_notify: read all the time, as systemd does (a
+    queue nobody reads blocks the sender after a few datagrams), keeping every datagram
+    with the pid that sent it (SO_PASSCRED), so a dead daemon's READY=1 is never taken
+    for the next one's."""
+
+    def __init__(self, path: Path):
+        self.path = str(path)
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(self.path)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+        self.sock.settimeout(0.1)
+        self.received: list[tuple] = []  # (pid, datagram)
+        self.arrived = threading.Condition()
+        self._closed = False
+        self._thread = threading.Thread(target=self._listen, daemon=True)
+        self._thread.start()
+
+    def _listen(self) -> None:
+        while not self._closed:
+            try:
+                data, ancillary, _, _ = self.sock.recvmsg(4096, socket.CMSG_SPACE(12))
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            pid = next((struct.unpack("iII", payload[:12])[0] for level, kind, payload in ancillary
+                        if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS), None)
+            with self.arrived:
+                self.received.append((pid, data))
+                self.arrived.notify_all()
+
+    def count(self, wanted: bytes, pid: int) -> int:
+        with self.arrived:
+            return sum(p == pid and wanted in data for p, data in self.received)
+
+    def wait_for(self, wanted: bytes, process, times: int = 1, timeout: float = 60.0) -> None:
+        """Until ``process`` (a Popen) has sent ``times`` datagrams containing ``wanted``."""
+        deadline = time.monotonic() + timeout
+        with self.arrived:
+            while self.count(wanted, process.pid) < times:
+                assert process.poll() is None, f"the daemon exited ({process.returncode}) before {wanted!r}"
+                left = deadline - time.monotonic()
+                assert left > 0, f"no {wanted!r} x{times} from the daemon within {timeout} s"
+                self.arrived.wait(min(left, 0.5))
+
+    def close(self) -> None:
+        self._closed = True
+        self.sock.close()
+        self._thread.join(timeout=5)

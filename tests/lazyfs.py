@@ -72,8 +72,13 @@ class LazyFs:
             os.close(done)
 
     def close(self) -> None:
-        subprocess.run(["fusermount3", "-u", str(self.mount)], capture_output=True)
+        if subprocess.run(["fusermount3", "-u", str(self.mount)], capture_output=True).returncode:
+            subprocess.run(["fusermount3", "-uz", str(self.mount)], capture_output=True)  # busy: detach
         if self.process.poll() is None:
             self.process.terminate()
-        self.process.wait(timeout=30)
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
         self.log.close()

@@ -6,16 +6,14 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
 from cardcheck import assert_card_consistent
-from conftest import wait_until
+from conftest import NotifySocket, wait_until
 from edge.storage import HEADER_BYTES, MANIFEST, read_manifest
 
 
@@ -25,30 +23,20 @@ class Service:
     def __init__(self, tmp_path: Path, config_text: str, env: dict | None = None, cwd: Path | None = None):
         self.config = tmp_path / "edge.yaml"
         self.config.write_text(config_text)
-        self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.notify.bind(str(tmp_path / "notify.sock"))
+        self.notify = NotifySocket(tmp_path / "notify.sock")
         self.log = tmp_path / "daemon.log"
-        self.datagrams: list[bytes] = []
         with open(self.log, "wb") as stderr:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "edge", "run", "--config", str(self.config)],
                 env={**os.environ, "NOTIFY_SOCKET": str(tmp_path / "notify.sock"), **(env or {})},
                 cwd=cwd, stdout=subprocess.DEVNULL, stderr=stderr)
 
-    def wait_for(self, wanted: bytes, timeout: float = 60.0) -> None:
-        """Until a datagram containing ``wanted`` arrives from the daemon."""
-        deadline = time.monotonic() + timeout
-        while True:
-            assert self.process.poll() is None, f"daemon exited: {self.log.read_text()[-2000:]}"
-            left = deadline - time.monotonic()
-            assert left > 0, f"no {wanted!r} from the daemon within {timeout} s; got {self.datagrams[-5:]}"
-            self.notify.settimeout(min(left, 0.5))
-            try:
-                self.datagrams.append(self.notify.recv(4096))
-            except socket.timeout:
-                continue
-            if wanted in self.datagrams[-1]:
-                return
+    def wait_for(self, wanted: bytes, times: int = 1) -> None:
+        """Until the daemon has sent ``times`` datagrams containing ``wanted``."""
+        try:
+            self.notify.wait_for(wanted, self.process, times)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{self.log.read_text()[-2000:]}") from None
 
     def stop(self) -> int:
         self.process.send_signal(signal.SIGTERM)
@@ -126,8 +114,7 @@ def test_microphone_missing_at_boot_is_waited_for_with_watchdog_pings(alsa, less
         service.wait_for(b"READY=1")
         service.wait_for(b"STATUS=mic missing")
         # Waiting for the microphone is the daemon doing its job: systemd must hear so.
-        service.wait_for(b"WATCHDOG=1")
-        service.wait_for(b"WATCHDOG=1")
+        service.wait_for(b"WATCHDOG=1", times=2)
         assert read_manifest(recordings / MANIFEST) == []
         unplugged.rename(raw)
         wait_until(lambda: read_manifest(recordings / MANIFEST), "a segment once the microphone is there")
