@@ -46,7 +46,7 @@ lazyfs:
 	elif [ "$$(id -u)" != 0 ] || [ ! -e /dev/fuse ]; then \
 	  echo "lazyfs: not built (needs root and /dev/fuse): the power-cut test is skipped"; \
 	elif [ ! -x $(LAZYFS_SRC)/build.sh ]; then \
-	  echo "lazyfs: $(LAZYFS_SRC)/build.sh not found (set LAZYFS_SRC)"; exit 1; \
+	  echo "lazyfs: $(LAZYFS_SRC)/build.sh not found (set LAZYFS_SRC): the power-cut test will fail"; \
 	else rm -rf $(LAZYFS_DIR).tmp && $(LAZYFS_SRC)/build.sh $(LAZYFS_DIR).tmp \
 	  && mv $(LAZYFS_DIR).tmp $(LAZYFS_DIR); fi
 

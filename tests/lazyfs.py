@@ -28,7 +28,7 @@ class LazyFs:
 
     def __init__(self, folder: Path):
         binary = LAZYFS_DIR / "lazyfs"
-        assert binary.exists(), f"{binary} missing: `make lazyfs` builds it (as root)"
+        assert binary.exists(), f"{binary} missing: `make lazyfs` builds it (as root; LAZYFS_SRC names its sources)"
         self.folder = folder
         self.mount = folder / "mnt"
         self.backing = folder / "backing"

@@ -3,7 +3,7 @@ tests meant to catch each one fail. Not part of `make test` (it runs the slow te
 
 Each mutation names a file, the exact original line(s) (compared without leading spaces; a
 line of context may come first when the target line alone is not unique) and the
-replacement (indented like the first original line). A pattern that no longer matches
+replacement (line for line indented like the original, or like its first line). A pattern that no longer matches
 exactly once is reported as an error, so that a refactoring shows which entries to update.
 
     python tests/mutate.py            # all
@@ -126,8 +126,11 @@ def apply(tree: Path, mutation: Mutation) -> str | None:
     if len(hits) != 1:
         return f"pattern matches {len(hits)} times in {mutation.file}: {mutation.original!r}"
     at = hits[0]
-    indent = lines[at][: len(lines[at]) - len(lines[at].lstrip())]
-    lines[at:at + len(wanted)] = [indent + line for line in mutation.replacement.split("\n")]
+    indents = [line[: len(line) - len(line.lstrip())] for line in lines[at:at + len(wanted)]]
+    replacement = mutation.replacement.split("\n")
+    if len(replacement) != len(wanted):
+        indents = [indents[0]] * len(replacement)
+    lines[at:at + len(wanted)] = [indent + line for indent, line in zip(indents, replacement)]
     path.write_text("\n".join(lines))
     return None
 
