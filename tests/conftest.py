@@ -184,6 +184,18 @@ def covered(intervals, start: float, end: float) -> bool:
     return any(s <= start and end <= e for s, e in intervals)
 
 
+def pin_time_tolerance_s() -> float:
+    """How far a blink on a mock pin may be off its time here and now: gpiozero's 50 ms
+    for a non-realtime machine, plus four times the worst lateness of a sleeping thread
+    measured now (a loaded or slow machine wakes its blink thread late)."""
+    late = 0.0
+    for _ in range(10):
+        began = time.monotonic()
+        time.sleep(0.02)  # the measurement itself: how late does a 20 ms sleep end?
+        late = max(late, time.monotonic() - began - 0.02)
+    return 0.05 + 4 * late
+
+
 def wait_until(condition, what: str, timeout: float = 20.0) -> None:
     """Poll ``condition`` until it holds; fail naming ``what`` after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout

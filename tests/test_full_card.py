@@ -17,7 +17,7 @@ import pytest
 from gpiozero.pins.mock import MockFactory
 
 from cardcheck import assert_card_consistent
-from conftest import PacedSource, make_recorder, wait_until
+from conftest import PacedSource, make_recorder, pin_time_tolerance_s, wait_until
 from edge.config import settings_from_dict
 from edge.indicator import LedIndicator, LedPattern
 from edge.notify import ServiceNotifier
@@ -150,9 +150,10 @@ def test_free_space_floor_stops_writing_keeps_listening_and_resumes(tmp_path, ca
         assert any("STATUS=disk full" in line for line in running.status_lines())
         assert running.led._pattern is LedPattern.DISK_FULL
         on_time = LedPattern.DISK_FULL.value[0]
+        tolerance = pin_time_tolerance_s()
         pin = running.factory.pin(PIN)
         wait_until(lambda: len(pin.states) >= 2 and not pin.states[-1].state
-                   and abs(pin.states[-1].timestamp - on_time) < 0.1, "a disk-full blink")
+                   and abs(pin.states[-1].timestamp - on_time) < tolerance, "a disk-full blink")
         ballast.unlink()
         wait_until(lambda: running.segments() > stored, "recording to resume")
         assert any(line.startswith("STATUS=listening") or line.startswith("STATUS=speech")
