@@ -149,7 +149,7 @@ def test_power_cuts_lose_at_most_the_unsynced_audio_and_the_daemon_recovers(alsa
     losses, kinds, startup_s = [], [], None
     daemon = None
     try:
-        for cut in range(CUTS):
+        for _ in range(CUTS):
             started = time.monotonic()
             daemon = Daemon(config, notify, log)
             kind = "starting" if startup_s is not None and rng.random() < 0.2 else rng.choice(
