@@ -194,9 +194,18 @@ def test_resumes_within_the_readme_s_bound_once_space_comes_back(tmp_path, card,
 
 def test_write_errors_of_a_full_card_are_survived(tmp_path, card, lesson, detector):
     running = RunningRecorder(tmp_path, card, lesson, detector, min_free_mb=0)
+    filled = {}
+
+    def fill_while_recording():
+        # In the recorder's thread, between two frames of an open segment: the write that
+        # fails is the open segment's.
+        if not filled and running.recorder.entries and running.recorder.writer.is_open:
+            filled["ballast"] = fill(card, leave_bytes=0)
+
     try:
-        wait_until(lambda: running.segments() >= 1, "the first segment")
-        ballast = fill(card, leave_bytes=0)
+        running.source.hooks.append(fill_while_recording)
+        wait_until(lambda: filled, "the card to fill while a segment is open")
+        ballast = filled["ballast"]
         wait_until(lambda: running.recorder.state() is RecorderState.DISK_FULL, "ENOSPC to be noticed")
         running.keeps_listening()
         errors = read_status(running.status_path)["errors"]
@@ -290,13 +299,21 @@ def ext4_card(tmp_path):
 def test_io_errors_are_survived_and_recording_resumes_on_a_working_card(tmp_path, ext4_card, lesson, detector):
     loop, card = ext4_card
     running = RunningRecorder(tmp_path, card, lesson, detector, min_free_mb=0)
+    failed = []
+
+    def fail_while_recording():
+        # In the recorder's thread, between two frames of an open segment.
+        if not failed and len(running.recorder.entries) >= 2 and running.recorder.writer.is_open:
+            fd = os.open(card, os.O_RDONLY)
+            try:
+                fcntl.ioctl(fd, FS_IOC_SHUTDOWN, struct.pack("I", SHUTDOWN_NOLOGFLUSH))
+            finally:
+                os.close(fd)
+            failed.append(True)
+
     try:
-        wait_until(lambda: running.segments() >= 2, "the first segments")
-        fd = os.open(card, os.O_RDONLY)
-        try:
-            fcntl.ioctl(fd, FS_IOC_SHUTDOWN, struct.pack("I", SHUTDOWN_NOLOGFLUSH))
-        finally:
-            os.close(fd)
+        running.source.hooks.append(fail_while_recording)
+        wait_until(lambda: failed, "the card to fail while a segment is open")
         wait_until(lambda: running.recorder.state() is RecorderState.DISK_FULL, "EIO to be noticed")
         running.keeps_listening()
         assert any("Input/output error" in e for e in read_status(running.status_path)["errors"])
