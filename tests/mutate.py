@@ -152,11 +152,13 @@ def copy_tree(destination: Path) -> None:
             shutil.copy2(source, destination / name)
 
 
-def run_tests(tree: Path, tests: tuple) -> tuple[bool, str]:
+def run_tests(tree: Path, tests: tuple) -> tuple[int, str]:
+    """pytest's exit code (0 passed, 1 a test failed, else it could not run) and what says why."""
     env = {**os.environ, "PYTHONPATH": str(tree), "PYTHONDONTWRITEBYTECODE": "1"}
-    result = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests],
+    result = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-rf", "-p", "no:cacheprovider", *tests],
                             cwd=tree, env=env, capture_output=True, text=True)
-    return result.returncode == 0, result.stdout[-1500:]
+    failed = [line for line in result.stdout.splitlines() if line.startswith("FAILED ")]
+    return result.returncode, failed[0] if failed else result.stdout[-1500:]
 
 
 def main(words: list[str]) -> int:
@@ -174,16 +176,16 @@ def main(words: list[str]) -> int:
             shutil.copytree(pristine, tree, symlinks=True)
             error = apply(tree, mutation)
             started = time.monotonic()
+            caught = False
             if error:
                 verdict = f"ERROR   {error}"
             else:
-                passed, output = run_tests(tree, mutation.tests)
-                verdict = "MISSED  the tests passed" if passed else "caught"
-                if passed:
-                    print(output)
-            line = f"{verdict:8} {mutation.name} ({mutation.file}; {time.monotonic() - started:.0f} s)"
-            print(line, flush=True)
-            results.append(verdict == "caught")
+                code, output = run_tests(tree, mutation.tests)
+                caught = code == 1  # a test failed; not a collection error or a crash of pytest
+                verdict = {0: "MISSED  the tests passed", 1: "caught"}.get(code, f"ERROR   pytest exit {code}")
+                print(f"    {output.strip()[:300]}")
+            print(f"{verdict:8} {mutation.name} ({mutation.file}; {time.monotonic() - started:.0f} s)", flush=True)
+            results.append(caught)
     print(f"{sum(results)} of {len(results)} mutations caught")
     return 0 if all(results) else 1
 
