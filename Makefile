@@ -9,8 +9,10 @@ DEB_PACKAGES := portaudio19-dev python3-venv python3-dev gcc alsa-utils age
 TEST_DEB_PACKAGES := openssh-server openssh-client rclone
 SILERO_PIN := silero-vad==6.2.3
 
-.PHONY: deb test-deb venv test run demo model bench bench-sync soak install uninstall clean
+.PHONY: deb test-deb venv test run demo model bench bench-sync soak install uninstall clean lazyfs mutate
 SOAK_CUTS ?= 200
+LAZYFS_DIR ?= /var/tmp/edge-lazyfs
+LAZYFS_SRC ?= ../shared/tools/lazyfs
 
 # Debian packages are installed only when missing and only when we are root; otherwise
 # the build of PyAudio says what is missing.
@@ -37,8 +39,24 @@ $(BIN)/edge: requirements.txt requirements-test.txt pyproject.toml | deb
 
 venv: $(BIN)/edge
 
-test: venv test-deb
-	$(BIN)/python -m pytest -q
+test: venv test-deb lazyfs
+	EDGE_LAZYFS_DIR=$(LAZYFS_DIR) $(BIN)/python -m pytest -q
+
+# One-line bugs planted one at a time in a copy of the tree: every one must fail its tests.
+mutate: venv lazyfs
+	EDGE_LAZYFS_DIR=$(LAZYFS_DIR) $(BIN)/python tests/mutate.py $(MUTATIONS)
+
+# LazyFS (a FUSE filesystem that drops unsynced writes on command: the power-cut test's SD
+# card), built once from Debian packages into a cache outside the repository. Without root
+# or FUSE the power-cut test is skipped and says why.
+lazyfs:
+	@if [ -x $(LAZYFS_DIR)/lazyfs ]; then :; \
+	elif [ "$$(id -u)" != 0 ] || [ ! -e /dev/fuse ]; then \
+	  echo "lazyfs: not built (needs root and /dev/fuse): the power-cut test is skipped"; \
+	elif [ ! -x $(LAZYFS_SRC)/build.sh ]; then \
+	  echo "lazyfs: $(LAZYFS_SRC)/build.sh not found (set LAZYFS_SRC): the power-cut test will fail"; \
+	else rm -rf $(LAZYFS_DIR).tmp && $(LAZYFS_SRC)/build.sh $(LAZYFS_DIR).tmp \
+	  && mv $(LAZYFS_DIR).tmp $(LAZYFS_DIR); fi
 
 run: venv
 	$(BIN)/edge run --config $(CONFIG)
@@ -52,9 +70,10 @@ demo: venv
 	@echo "manifest: demo-recordings/manifest.jsonl"
 
 # A longer, differently seeded run of the power-cut test than `make test` does.
-soak: venv
+soak: venv lazyfs
 	@seed=$$(date +%s); echo "power cuts: $(SOAK_CUTS), seed $$seed (EDGE_POWER_CUT_SEED=$$seed repeats it)"; \
-	EDGE_POWER_CUTS=$(SOAK_CUTS) EDGE_POWER_CUT_SEED=$$seed $(BIN)/python -m pytest -q tests/test_power_cut.py
+	EDGE_LAZYFS_DIR=$(LAZYFS_DIR) EDGE_POWER_CUTS=$(SOAK_CUTS) EDGE_POWER_CUT_SEED=$$seed \
+	  $(BIN)/python -m pytest -q -s tests/test_power_cut.py
 
 # The model is rebuilt in its own venv: TensorFlow is never needed on the device.
 $(BUILD_VENV)/bin/python: models/requirements-build.txt

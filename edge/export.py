@@ -25,7 +25,6 @@ import errno
 import hashlib
 import json
 import os
-import signal
 import sys
 import time
 from contextlib import contextmanager
@@ -216,7 +215,7 @@ class SegmentExporter:
             return "already there"
         temporary = final.with_name(final.name + EXPORTING_SUFFIX)
         try:
-            source_hash = self._copy(source, temporary, report.copied)
+            source_hash = self._copy(source, temporary)
         except SourceUnreadable as exc:
             report.problems.append(f"{name}: cannot read it on the card ({exc}), not exported")
             return None
@@ -229,7 +228,6 @@ class SegmentExporter:
             report.problems.append(f"{name}: corrupted on the card (its SHA-256 does not match the "
                                    "manifest), not exported")
             return None
-        _test_hook_corrupt(temporary)
         try:
             copy_hash = hash_from_medium(temporary)
         except OSError as exc:
@@ -248,7 +246,7 @@ class SegmentExporter:
         report.copied_bytes += size
         return "copied"
 
-    def _copy(self, source: Path, temporary: Path, copied_so_far: int) -> str:
+    def _copy(self, source: Path, temporary: Path) -> str:
         """Copy ``source`` to ``temporary`` durably; returns the SHA-256 of what was read."""
         digest = hashlib.sha256()
         try:
@@ -264,7 +262,6 @@ class SegmentExporter:
                     for block in _read_blocks(src):
                         digest.update(block)
                         dst.write(block)
-                    _test_hook_kill(copied_so_far)
                     dst.flush()
                     os.fsync(dst.fileno())
                     # Clean pages can be dropped now, so the verification reads the medium.
@@ -598,23 +595,3 @@ def _entry_key(entry: dict) -> tuple:
 def _mb(size: int) -> str:
     return f"{size / 1e6:.1f} MB"
 
-
-def _test_hook_corrupt(temporary: Path) -> None:
-    """Tests: flip a byte of the written copy on disk, between its fsync and its verification."""
-    target = os.environ.get("EDGE_EXPORT_TEST_CORRUPT")
-    if target and temporary.name == target + EXPORTING_SUFFIX:
-        fd = os.open(temporary, os.O_RDWR)
-        try:
-            offset = os.fstat(fd).st_size // 2
-            os.pwrite(fd, bytes([os.pread(fd, 1, offset)[0] ^ 0xFF]), offset)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _test_hook_kill(copied_so_far: int) -> None:
-    """Tests: die like a pulled power cord once this many files were copied in this run,
-    with the next one's data written to its temporary file but not yet verified."""
-    after = os.environ.get("EDGE_EXPORT_TEST_KILL_AFTER")
-    if after is not None and copied_so_far >= int(after):
-        os.kill(os.getpid(), signal.SIGKILL)

@@ -147,8 +147,10 @@ install_unit_and_rule() {
 install_export_units() {
     # The USB-stick export is opt-in (export.auto): without it no udev rule reacts to sticks.
     local rule="$ROOT/etc/udev/rules.d/99-edge-export.rules" unit="$UNIT_DIR/edge-export@.service"
-    local settings
-    settings=$("$OPT/venv/bin/python" -c 'import sys; from edge.config import load_config
+    local settings python="$OPT/venv/bin/python"
+    # Without the venv (EDGE_SKIP_VENV=1) the Python running the installer reads the config.
+    [ -x "$python" ] || python="$PYTHON"
+    settings=$(PYTHONPATH="$OPT/src" "$python" -c 'import sys; from edge.config import load_config
 s = load_config(sys.argv[1]).export; print(int(s.auto), s.usb_label)' "$CONFIG_DIR/edge.yaml") \
         || die "$CONFIG_DIR/edge.yaml: fix the config first (see the message above)"
     if [ "${settings%% *}" = 1 ]; then
@@ -165,7 +167,9 @@ install_sync_units() {
     # The network copy is opt-in (sync.remote): without it no timer runs and no unit of
     # edge-recorder has network.
     local remote service="$UNIT_DIR/edge-sync.service" timer="$UNIT_DIR/edge-sync.timer"
-    remote=$("$OPT/venv/bin/python" -c 'import sys; from edge.config import load_config
+    local python="$OPT/venv/bin/python"
+    [ -x "$python" ] || python="$PYTHON"
+    remote=$(PYTHONPATH="$OPT/src" "$python" -c 'import sys; from edge.config import load_config
 print(load_config(sys.argv[1]).sync.remote or "")' "$CONFIG_DIR/edge.yaml") \
         || die "$CONFIG_DIR/edge.yaml: fix the config first (see the message above)"
     if [ -n "$remote" ]; then
@@ -226,11 +230,8 @@ fi
 install_config
 create_state_dir
 install_unit_and_rule
-# Both read the config with the venv's Python (an earlier install's, with EDGE_SKIP_VENV=1).
-if [ -x "$OPT/venv/bin/python" ]; then
-    install_export_units
-    install_sync_units
-fi
+install_export_units
+install_sync_units
 if live_system; then
     start_service
 else

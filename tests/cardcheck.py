@@ -18,7 +18,8 @@ def header_agrees_with_data(path: Path) -> bool:
 
 
 def assert_card_consistent(root: Path, stream: np.ndarray | None = None) -> list[dict]:
-    """Every WAV is whole and listed exactly once with its hash; nothing half-done is left.
+    """Every WAV is whole and listed exactly once with its hash and sample count; nothing
+    half-done is left.
     With ``stream`` (the audio the recorder heard, without drops), every segment's audio
     must be that stream's audio at the segment's offset."""
     entries = read_manifest(root / MANIFEST)
@@ -32,6 +33,7 @@ def assert_card_consistent(root: Path, stream: np.ndarray | None = None) -> list
         path = root / entry["file"]
         assert header_agrees_with_data(path), entry["file"]
         assert file_sha256(path) == entry["sha256"], entry["file"]
+        assert entry["samples"] == (path.stat().st_size - 44) // 2, entry["file"]
         if stream is not None:
             audio = read_wav_16k(path)
             first = round(entry["start_s"] * 16000)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -55,10 +56,12 @@ class AlsaDevices:
         self.pcms: dict[str, Path] = {}
         monkeypatch.setenv("ALSA_CONFIG_PATH", str(self.config))
 
-    def add(self, name: str, samples: np.ndarray) -> Path:
+    def add(self, name: str, samples: np.ndarray, only_rate: int | None = None) -> Path:
+        """A capture PCM delivering ``samples``; with ``only_rate``, one that opens at that
+        rate only (like a USB microphone that offers 48 kHz and nothing else)."""
         raw = self.folder / f"{name}.raw"
         raw.write_bytes(np.asarray(samples, dtype="<i2").tobytes())
-        self.pcms[name] = raw
+        self.pcms[name] = (raw, only_rate)
         self._write()
         return raw
 
@@ -74,12 +77,27 @@ class AlsaDevices:
     def _write(self) -> None:
         # `pcm.default` must exist or PortAudio's device enumeration asserts.
         lines = ["pcm.null { type null }", f'pcm.default "{next(iter(self.pcms))}"']
-        for name, raw in self.pcms.items():
-            lines.append(
-                f'pcm.{name} {{ type plug slave.pcm {{ type file slave.pcm "null" '
-                f'file "/dev/null" infile "{raw}" format "raw" }} }}'
-            )
+        for name, (raw, only_rate) in self.pcms.items():
+            file_pcm = f'{{ type file slave.pcm "null" file "/dev/null" infile "{raw}" format "raw" }}'
+            if only_rate is None:
+                lines.append(f"pcm.{name} {{ type plug slave.pcm {file_pcm} }}")
+            else:
+                # plug converts only through a rate converter, and this one does not exist.
+                lines.append(f"pcm.{name} {{ type plug slave {{ pcm {file_pcm} rate {only_rate} }} "
+                             'rate_converter "edge-test-no-such-converter" }')
         self.config.write_text("\n".join(lines) + "\n")
+
+
+@pytest.fixture
+def timesync(tmp_path, monkeypatch) -> Path:
+    """Where systemd-timesyncd would say the clock is synchronised: the test decides
+    (touch it: synchronised; leave it absent: not)."""
+    import edge.clock
+
+    flag = tmp_path / "timesync" / "synchronized"
+    flag.parent.mkdir()
+    monkeypatch.setattr(edge.clock, "TIMESYNC_FLAG", flag)
+    return flag
 
 
 @pytest.fixture
@@ -178,6 +196,18 @@ def covered(intervals, start: float, end: float) -> bool:
     return any(s <= start and end <= e for s, e in intervals)
 
 
+def pin_time_tolerance_s() -> float:
+    """How far a blink on a mock pin may be off its time here and now: gpiozero's 50 ms
+    for a non-realtime machine, plus four times the worst lateness of a sleeping thread
+    measured now (a loaded or slow machine wakes its blink thread late)."""
+    late = 0.0
+    for _ in range(10):
+        began = time.monotonic()
+        time.sleep(0.02)  # the measurement itself: how late does a 20 ms sleep end?
+        late = max(late, time.monotonic() - began - 0.02)
+    return 0.05 + 4 * late
+
+
 def wait_until(condition, what: str, timeout: float = 20.0) -> None:
     """Poll ``condition`` until it holds; fail naming ``what`` after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
@@ -234,3 +264,55 @@ class Daemon:
             self.process.kill()
             self.process.wait()
         self.notify.close()
+
+
+class NotifySocket:
+    """The socket systemd listens on for sd_notify: read all the time, as systemd does (a
+    queue nobody reads blocks the sender after a few datagrams), keeping every datagram
+    with the pid that sent it (SO_PASSCRED), so a dead daemon's READY=1 is never taken
+    for the next one's."""
+
+    def __init__(self, path: Path):
+        self.path = str(path)
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(self.path)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+        self.sock.settimeout(0.1)
+        self.received: list[tuple] = []  # (pid, datagram)
+        self.arrived = threading.Condition()
+        self._closed = False
+        self._thread = threading.Thread(target=self._listen, daemon=True)
+        self._thread.start()
+
+    def _listen(self) -> None:
+        while not self._closed:
+            try:
+                data, ancillary, _, _ = self.sock.recvmsg(4096, socket.CMSG_SPACE(12))
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            pid = next((struct.unpack("iII", payload[:12])[0] for level, kind, payload in ancillary
+                        if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS), None)
+            with self.arrived:
+                self.received.append((pid, data))
+                self.arrived.notify_all()
+
+    def count(self, wanted: bytes, pid: int) -> int:
+        with self.arrived:
+            return sum(p == pid and wanted in data for p, data in self.received)
+
+    def wait_for(self, wanted: bytes, process, times: int = 1, timeout: float = 60.0) -> None:
+        """Until ``process`` (a Popen) has sent ``times`` datagrams containing ``wanted``."""
+        deadline = time.monotonic() + timeout
+        with self.arrived:
+            while self.count(wanted, process.pid) < times:
+                assert process.poll() is None, f"the daemon exited ({process.returncode}) before {wanted!r}"
+                left = deadline - time.monotonic()
+                assert left > 0, f"no {wanted!r} x{times} from the daemon within {timeout} s"
+                self.arrived.wait(min(left, 0.5))
+
+    def close(self) -> None:
+        self._closed = True
+        self.sock.close()
+        self._thread.join(timeout=5)

@@ -153,7 +153,9 @@ needs_shared_data = pytest.mark.skipif(not (SHARED / "speechocean762-adult").is_
 def quick_bench_report(out: Path, env: dict | None = None) -> str:
     result = subprocess.run(
         [sys.executable, "-m", "bench", "--quick", "--data", str(SHARED / "speechocean762-adult"), "--out", str(out)],
-        cwd=REPO, capture_output=True, text=True, timeout=60, env=env,
+        # A guard against a hang, not a speed goal (those are in `make bench`): a machine ten
+        # times slower than a 2-core VM still finishes.
+        cwd=REPO, capture_output=True, text=True, timeout=900, env=env,
     )
     assert result.returncode == 0, result.stderr
     reports = list(out.glob("*-quick.md"))

@@ -9,7 +9,7 @@ import threading
 import numpy as np
 import pytest
 
-from conftest import StopAfter, covered, frame_count, make_recorder, segment_audio
+from conftest import StopAfter, covered, frame_count, make_recorder, segment_audio, wait_until
 from edge.audio import CaptureError, MicrophoneSource
 from edge.config import AudioSettings, settings_from_dict
 
@@ -80,6 +80,70 @@ def test_48khz_device_is_resampled_and_still_segmented(alsa, lesson, lesson_spee
     assert len(segments) == len(lesson_speech)
     for start, end in lesson_speech:
         assert covered(segments, start, end), f"speech {start}-{end} not stored in {segments}"
+
+
+def test_device_without_16khz_is_captured_at_its_default_rate(alsa, lesson, lesson_speech, detector, tmp_path):
+    alsa.add("mic48k", upsample_by_fft(lesson, 3), only_rate=48000)
+    settings = settings_from_dict({"audio": {"device": "mic48k", "buffer_s": NO_DROP_BUFFER_S}})
+    assert settings.audio.capture_rate is None  # the default
+    source = MicrophoneSource(settings.audio)
+    source.open()
+    source.close()
+    assert source.rate == 48000
+    recorder = run_live(settings, detector, tmp_path / "rec", lesson)
+    segments = [(e["start_s"], e["end_s"]) for e in recorder.entries]
+    assert len(segments) == len(lesson_speech)
+    for start, end in lesson_speech:
+        assert covered(segments, start, end), f"speech {start}-{end} not stored in {segments}"
+
+
+def test_frames_the_detector_had_no_room_for_are_counted(alsa):
+    blocks = 4000
+    alsa.add("testmic", np.repeat(np.arange(blocks, dtype=np.int16), 512))  # block i holds i
+    source = MicrophoneSource(AudioSettings(device="testmic", buffer_s=0.5))
+    source.open()
+    try:
+        # Nothing reads: the queue (0.5 s) fills and what the device delivers next is lost.
+        wait_until(lambda: source.dropped_frames > 0, "dropped frames to be counted")
+        first = [int(source.read(timeout=10)[0]) for _ in range(15)]
+        later = [int(source.read(timeout=10)[0]) for _ in range(200)]
+    finally:
+        source.close()
+    assert first == list(range(15))  # 15 frames of 32 ms: the 0.5 s buffer, kept in order
+    read = [v for v in first + later if v < blocks - 1]  # the file plugin repeats its end
+    missing = sum(b - a - 1 for a, b in zip(read, read[1:]))
+    assert missing > 0 and source.dropped_frames >= missing
+
+
+def test_long_talk_is_split_at_max_segment_s_in_the_live_recorder(alsa, lesson, lesson_speech, detector, tmp_path):
+    alsa.add("testmic", lesson)
+    # Every pause of the lesson stays inside the segment: one stretch of talk of ~13 s.
+    settings = settings_from_dict({"audio": {"device": "testmic", "buffer_s": NO_DROP_BUFFER_S},
+                                   "segmenter": {"min_silence_ms": 10000, "max_segment_s": 5}})
+    recordings = tmp_path / "rec"
+    recorder = run_live(settings, detector, recordings, lesson)
+    entries = recorder.entries
+    assert len(entries) >= 3
+    for entry in entries:
+        assert 2.5 <= entry["duration_s"] <= 5.0 or entry is entries[-1], entry
+        first = round(entry["start_s"] * 16000)
+        audio = segment_audio(recordings, entry)
+        assert np.array_equal(audio, lesson[first:first + len(audio)])
+    for before, after in zip(entries, entries[1:]):
+        assert before["end_s"] == after["start_s"]  # split, not cut: no audio between
+    assert entries[0]["start_s"] <= lesson_speech[0][0] and entries[-1]["end_s"] >= lesson_speech[-1][1]
+
+
+@pytest.mark.parametrize("synced", [False, True])
+def test_manifest_says_whether_the_clock_was_synchronised(detector, tmp_path, timesync, synced):
+    from conftest import LESSON_WAV
+    from edge.audio import WavFileSource
+
+    if synced:
+        timesync.touch()
+    recorder = make_recorder(settings_from_dict({}), detector, tmp_path / "rec")
+    recorder.process_file(WavFileSource(LESSON_WAV))
+    assert recorder.entries and {e["clock_synced"] for e in recorder.entries} == {synced}
 
 
 def test_missing_device_error_lists_the_devices_there_are(alsa, lesson):

@@ -1,19 +1,22 @@
 """`edge export` and `edge list` on recordings made by the real SegmentWriter.
 
-The bad cases are produced for real: a small tmpfs fills up, a read-only mount refuses
-writes, a byte of a file on disk is flipped, and an export is killed with SIGKILL by its own
-test hook at a point the test chooses (no sleeps). Tests that need mounts run as root only.
+The bad cases are produced for real and from outside the export: a small tmpfs fills up, a
+read-only mount refuses writes, a byte of a file on disk is flipped, and an export is killed
+with SIGKILL at a point the test holds it at (a segment on the card that is a FIFO the test
+feeds: no sleeps). Tests that need mounts run as root only.
 """
 
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import json
 import os
 import shutil
 import subprocess
 import sys
+import time
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -21,10 +24,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import wait_until
 from edge import config
+from edge import export as export_module
 from edge.cli import main
 from edge.config import ExportSettings
-from edge.export import SegmentExporter, export_led_pattern
+from edge.export import CHUNK, SegmentExporter, export_led_pattern
 from edge.indicator import LedPattern
 from edge.storage import SegmentEnd, SegmentStart, SegmentWriter, read_manifest
 
@@ -75,10 +80,8 @@ def edge(capsys, *argv) -> tuple[int, str, str]:
     return code, out, err
 
 
-def edge_process(*argv, env_extra: dict) -> subprocess.CompletedProcess:
-    env = {**os.environ, **env_extra}
-    return subprocess.run([sys.executable, "-m", "edge", *argv], capture_output=True, text=True,
-                          env=env, timeout=60)
+def edge_process(*argv) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "edge", *argv], capture_output=True, text=True, timeout=60)
 
 
 def sha256sum_check(target: Path) -> list[str]:
@@ -218,14 +221,42 @@ def test_killed_export_resumes_without_duplicates(tmp_path, recordings, config_f
     dest = tmp_path / "stick"
     dest.mkdir()
     target = dest / DEVICE
-    killed = edge_process("export", str(dest), "--config", str(config_file),
-                          env_extra={"EDGE_EXPORT_TEST_KILL_AFTER": "2"})
-    assert killed.returncode == -9, killed.stderr
+    third = recordings / entries(recordings)[2]["file"]
+    data = third.read_bytes()
+    third.unlink()
+    os.mkfifo(third)  # the export blocks on it after copying two segments, until fed
+    export = subprocess.Popen([sys.executable, "-m", "edge", "export", str(dest), "--config", str(config_file)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        feed = None
+        while feed is None:  # until the export opens it for reading
+            assert export.poll() is None, export.stderr.read()
+            try:
+                feed = os.open(third, os.O_WRONLY | os.O_NONBLOCK)
+            except OSError as exc:
+                assert exc.errno == errno.ENXIO
+                time.sleep(0.005)
+        # One whole read's worth (the export reads 1 MB at a time), then the FIFO stays open
+        # and silent: the export holds mid-copy, its first chunk written, not yet fsynced.
+        os.set_blocking(feed, True)
+        os.write(feed, data.ljust(CHUNK, b"\0"))
+        temporary = target / (entries(recordings)[2]["file"] + ".exporting")
+        wait_until(lambda: temporary.exists() and temporary.stat().st_size == CHUNK,
+                   "the third segment's first chunk written to its temporary file")
+        export.kill()  # the power goes: written, not yet fsynced nor verified
+        assert export.wait(timeout=30) == -9
+        os.close(feed)
+    finally:
+        if export.poll() is None:
+            export.kill()
+            export.wait()
+    third.unlink()
+    third.write_bytes(data)
     assert len(list(target.glob("*/*.wav"))) == 2
-    assert len(list(target.glob("*/*.exporting"))) == 1  # the third, cut off before its fsync
+    assert len(list(target.glob("*/*.exporting"))) == 1
     assert not (target / "manifest.jsonl").exists()
 
-    resumed = edge_process("export", str(dest), "--config", str(config_file), env_extra={})
+    resumed = edge_process("export", str(dest), "--config", str(config_file))
     assert resumed.returncode == 0, resumed.stderr
     assert "4 copied now" in resumed.stdout and "2 already there" in resumed.stdout
     source = entries(recordings)
@@ -233,7 +264,7 @@ def test_killed_export_resumes_without_duplicates(tmp_path, recordings, config_f
     assert exported_files(target) == sorted(e["file"] for e in source)
     assert entries(target) == source
 
-    again = edge_process("export", str(dest), "--config", str(config_file), env_extra={})
+    again = edge_process("export", str(dest), "--config", str(config_file))
     assert again.returncode == 0
     assert entries(target) == source  # merged by file + sha256: no duplicates
 
@@ -244,7 +275,19 @@ def test_move_keeps_the_original_of_a_copy_that_does_not_verify(tmp_path, record
     bad = source[2]["file"]
     dest = tmp_path / "stick"
     dest.mkdir()
-    monkeypatch.setenv("EDGE_EXPORT_TEST_CORRUPT", Path(bad).name)
+    read_back = export_module.hash_from_medium
+
+    def failing_medium(path):
+        # The stick returns something else than what was written and fsynced: one byte.
+        if path.name == Path(bad).name + ".exporting":
+            with open(path, "r+b") as f:
+                f.seek(path.stat().st_size // 2)
+                byte = f.read(1)
+                f.seek(-1, os.SEEK_CUR)
+                f.write(bytes([byte[0] ^ 0xFF]))
+        return read_back(path)
+
+    monkeypatch.setattr(export_module, "hash_from_medium", failing_medium)
     code, out, err = edge(capsys, "export", str(dest), "--move", "--config", str(config_file))
     assert code == 1
     assert f"{bad}: the copy on {dest} does not match" in err
@@ -257,7 +300,7 @@ def test_move_keeps_the_original_of_a_copy_that_does_not_verify(tmp_path, record
     assert sha256sum_check(target) == sorted(e["file"] for e in remaining)
     assert json.loads((tmp_path / "state" / "export.json").read_text())["state"] == "failed"
 
-    monkeypatch.delenv("EDGE_EXPORT_TEST_CORRUPT")
+    monkeypatch.setattr(export_module, "hash_from_medium", read_back)
     code, out, err = edge(capsys, "export", str(dest), "--move", "--config", str(config_file))
     assert code == 0, err
     assert entries(target) == remaining + [source[2]]
@@ -404,8 +447,6 @@ def test_led_pattern_after_a_real_export(tmp_path, recordings, config_file, caps
 
 
 def test_auto_export_does_nothing_unless_enabled(tmp_path, recordings, config_file, capsys):
-    if "export" not in {f.name for f in config.dataclasses.fields(config.Settings)}:
-        pytest.skip("edge.config.Settings has no `export` section yet")
     dest = tmp_path / "stick"
     dest.mkdir()
     code, out, _ = edge(capsys, "export", "--auto", str(dest), "--config", str(config_file))

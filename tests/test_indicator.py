@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from gpiozero.pins.mock import MockFactory
 
-from conftest import PacedSource, make_recorder, wait_until
+from conftest import PacedSource, make_recorder, pin_time_tolerance_s, wait_until
 from edge.config import LedSettings, neg_threshold, settings_from_dict
 from edge.indicator import LedIndicator, LedPattern, NullIndicator, make_indicator
 from edge.segmenter import SegmentClosed, SegmentOpened, SpeechSegmenter
@@ -59,14 +59,18 @@ def test_blink_patterns_have_their_timing(factory, pattern):
     pin.clear_states()
     led.show(pattern)
     on, off = pattern.value
+    tolerance = pin_time_tolerance_s()
     wait_for_states(pin, 4)
     led.close()
-    assert len(pin.states) >= 4
-    pin.assert_states_and_times([(0.0, False), (0.0, True), (on, False), (off, True)])
+    assert [state.state for state in pin.states[:4]] == [False, True, False, True]
+    for state, expected in zip(pin.states, [0.0, 0.0, on, off]):
+        assert abs(state.timestamp - expected) <= tolerance, (pin.states[:4], tolerance)
 
 
 def test_patterns_are_distinct():
-    timings = [p.value for p in LedPattern]
+    # Iterating an Enum skips aliases (a member whose value repeats another's): count names.
+    timings = [member.value for member in LedPattern.__members__.values()]
+    assert len(LedPattern.__members__) == 8
     assert len(set(timings)) == len(timings)
 
 
@@ -100,19 +104,42 @@ def expected_led_times(settings, detector, samples):
     return times
 
 
+def detector_step_s(detector, samples) -> float:
+    """The slowest step of the detector over ``samples`` on this machine, in seconds."""
+    steps = []
+    detector.reset()
+    for start in range(0, len(samples) - 511, 512):
+        began = time.perf_counter()
+        detector(samples[start:start + 512])
+        steps.append(time.perf_counter() - began)
+    detector.reset()
+    return max(steps)
+
+
 def test_led_is_on_while_a_segment_is_open_following_the_audio(factory, lesson, detector, tmp_path):
     samples = lesson[: int(4.5 * 16000)]  # one sentence, 1.55 s to 2.69 s
     settings = settings_from_dict({"led": {"pin": PIN, "heartbeat": False}})
     on_at, off_at = expected_led_times(settings, detector, samples)
+    # How late the LED may follow the audio is set by this machine's detector: two steps
+    # (the frame and one that was in flight) plus what a backlog of slow steps adds up to,
+    # plus the 50 ms gpiozero allows any non-realtime pin change.
+    step = detector_step_s(detector, samples)
+    period = 512 / 16000
+    late = 2 * step + len(samples) / 512 * max(step - period, 0.0) + 0.05
     led = LedIndicator(PIN, heartbeat=False, pin_factory=factory)
     recorder = make_recorder(settings, detector, tmp_path / "rec", indicator=led)
     source = PacedSource(samples)
     pin = factory.pin(PIN)
     pin.clear_states()
+    cleared = time.monotonic()
     recorder.run(source, threading.Event())
     led.close()
     assert [s.state for s in pin.states] == [False, True, False]
-    pin.assert_states_and_times([(0.0, False), (on_at, True), (off_at - on_at, False)])
+    heard_on = source.start - cleared + on_at  # the window that opened the segment was heard
+    lit, dark = pin.states[1].timestamp, pin.states[1].timestamp + pin.states[2].timestamp
+    assert heard_on - 1e-3 <= lit <= heard_on + late, (lit, heard_on, late)
+    heard_off = source.start - cleared + off_at
+    assert heard_off - 1e-3 <= dark <= heard_off + late, (dark, heard_off, late)
     assert len(recorder.entries) == 1
 
 

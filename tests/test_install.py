@@ -2,13 +2,15 @@
 
 They run from a small stand-in checkout, so the test checks the scripts and not whatever
 state the rest of the work tree is in; the venv and pip step is skipped (EDGE_SKIP_VENV=1)
-because it would download and build for minutes.
+because it would download and build for minutes: the Python running the tests reads the
+config instead (the stand-in carries the real config loader).
 """
 
 import os
 import shutil
 import stat
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -23,10 +25,13 @@ pytestmark = pytest.mark.skipif(shutil.which("bash") is None, reason="bash is no
 def checkout(tmp_path) -> Path:
     source = tmp_path / "checkout"
     (source / "systemd").mkdir(parents=True)
-    for name in ("install.sh", "uninstall.sh", "edge-recorder.service"):
+    for name in ("install.sh", "uninstall.sh", "edge-recorder.service", "99-edge-export.rules",
+                 "edge-export@.service"):
         shutil.copy2(REPO / "systemd" / name, source / "systemd" / name)
     (source / "edge").mkdir()
     (source / "edge" / "__init__.py").write_text('__version__ = "0.0.0"\n')
+    for module in ("config.py", "errors.py"):
+        shutil.copy2(REPO / "edge" / module, source / "edge" / module)
     (source / "edge" / "__pycache__").mkdir()
     (source / "edge" / "__pycache__" / "stale.cpython-311.pyc").write_bytes(b"")
     (source / "models").mkdir()
@@ -46,7 +51,7 @@ def root(tmp_path) -> Path:
 
 
 def run(script: Path, root: Path) -> subprocess.CompletedProcess:
-    env = dict(os.environ, EDGE_ROOT=str(root), EDGE_SKIP_VENV="1")
+    env = dict(os.environ, EDGE_ROOT=str(root), EDGE_SKIP_VENV="1", PYTHON=sys.executable)
     result = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stderr + result.stdout
     return result
@@ -119,6 +124,36 @@ def test_files_gone_from_the_checkout_are_gone_after_an_upgrade(checkout, root):
     (checkout / "models/old.tflite").unlink()
     run(checkout / "systemd" / "install.sh", root)
     assert not (root / "opt/edge-recorder/src/models/old.tflite").exists()
+
+
+def test_export_auto_adds_the_usb_rule_and_unit_and_turning_it_off_removes_them(checkout, root):
+    rule = root / "etc/udev/rules.d/99-edge-export.rules"
+    unit = root / "etc/systemd/system/edge-export@.service"
+    run(checkout / "systemd" / "install.sh", root)
+    assert not rule.exists() and not unit.exists()  # export.auto is off by default
+
+    config = root / "etc/edge-recorder/edge.yaml"
+    config.write_text(DEFAULT_CONFIG + "export:\n  auto: true\n  usb_label: CLASS-4B\n")
+    result = run(checkout / "systemd" / "install.sh", root)
+    assert "USB export enabled for sticks labelled CLASS-4B" in result.stdout
+    assert 'ENV{ID_FS_LABEL}=="CLASS-4B"' in rule.read_text()
+    assert "EDGE-EXPORT" not in rule.read_text()
+    assert unit.read_bytes() == (REPO / "systemd/edge-export@.service").read_bytes()
+
+    config.write_text(DEFAULT_CONFIG + "export:\n  auto: false\n")
+    run(checkout / "systemd" / "install.sh", root)
+    assert not rule.exists() and not unit.exists()
+
+
+def test_install_stops_at_a_config_it_cannot_read(checkout, root):
+    run(checkout / "systemd" / "install.sh", root)
+    (root / "etc/edge-recorder/edge.yaml").write_text("export:\n  auto: maybe\n")
+    env = dict(os.environ, EDGE_ROOT=str(root), EDGE_SKIP_VENV="1", PYTHON=sys.executable)
+    result = subprocess.run(["bash", str(checkout / "systemd/install.sh")], env=env, capture_output=True,
+                            text=True, timeout=30)
+    assert result.returncode == 1
+    assert "export.auto must be true or false, got 'maybe'" in result.stderr
+    assert result.stderr.strip().endswith("fix the config first (see the message above)")
 
 
 def test_uninstall_twice_removes_everything_but_the_recordings(checkout, root):

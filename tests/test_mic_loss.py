@@ -5,6 +5,7 @@ detector; the LED shows the outage."""
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 from gpiozero.pins.mock import MockFactory
@@ -50,6 +51,7 @@ class FailingMicrophone:
         if self.opens == 1 and self.unplugged.is_set():
             if self.fault == "raise":
                 raise CaptureError("Unanticipated host error")
+            time.sleep(timeout)  # a stalled driver: the read waits its time and gets nothing
             return None
         frame = self.source.read(timeout)
         if frame is not None:
@@ -71,13 +73,27 @@ class CountingDetector:
         self.detector.reset()
 
 
+def first_frame_s(settings) -> float:
+    """How long this machine takes from opening the device (AudioSettings) to its first frame."""
+    probe = MicrophoneSource(settings)
+    began = time.monotonic()
+    probe.open()
+    try:
+        assert probe.read(timeout=30) is not None
+    finally:
+        probe.close()
+    return time.monotonic() - began
+
+
 @pytest.mark.parametrize("fault", ["raise", "stall"])
 def test_lost_microphone_is_reopened_and_the_gap_recorded(alsa, lesson, detector, tmp_path, fault):
     raw = alsa.add("testmic", lesson)
-    settings = settings_from_dict({
-        "audio": {"device": "testmic", "buffer_s": 120, "stall_timeout_s": 0.3,
-                  "reopen_backoff_s": 0.05, "reopen_backoff_max_s": 0.2},
-        "led": {"pin": PIN, "heartbeat": False}})
+    audio = {"device": "testmic", "buffer_s": 120, "reopen_backoff_s": 0.05, "reopen_backoff_max_s": 0.2}
+    # Short, to keep the test short, but far longer than a healthy device ever takes to
+    # deliver on this machine: a slow machine must not see a stall where there is none.
+    stall = max(0.3, 20 * first_frame_s(settings_from_dict({"audio": audio}).audio))
+    settings = settings_from_dict({"audio": {**audio, "stall_timeout_s": min(stall, 60)},
+                                   "led": {"pin": PIN, "heartbeat": False}})
     factory = MockFactory()
     led = LedIndicator(PIN, heartbeat=False, pin_factory=factory)
     counting = CountingDetector(detector)

@@ -11,6 +11,9 @@ import sys
 import threading
 from datetime import datetime, timedelta
 
+import os
+import subprocess
+
 import pytest
 
 from conftest import Daemon, PacedSource, StopAfter, make_recorder, wait_until
@@ -20,11 +23,11 @@ from edge.config import load_config
 from edge.status import read_status
 
 
-def write_config(tmp_path, device="testmic"):
+def write_config(tmp_path, device="testmic", recordings=None, min_free_mb=200, pin="null"):
     config = tmp_path / "edge.yaml"
     config.write_text(f"audio: {{device: {device}, buffer_s: 120}}\n"
-                      f"storage: {{recordings_dir: {tmp_path / 'rec'}}}\n"
-                      f"led: {{pin: null}}\nservice: {{status_file: {tmp_path / 'status.json'}}}\n")
+                      f"storage: {{recordings_dir: {recordings or tmp_path / 'rec'}, min_free_mb: {min_free_mb}}}\n"
+                      f"led: {{pin: {pin}}}\nservice: {{status_file: {tmp_path / 'status.json'}}}\n")
     return config
 
 
@@ -121,14 +124,71 @@ def doctor_lines(config, capsys) -> tuple[int, dict]:
     return code, {line.split()[1].rstrip(":"): line for line in lines}
 
 
-def test_doctor_passes_each_check_on_a_working_setup(alsa, lesson, tmp_path, capsys):
+def test_doctor_passes_each_check_on_a_working_setup(alsa, lesson, tmp_path, capsys, timesync):
     alsa.add("testmic", lesson)
+    timesync.touch()
     code, lines = doctor_lines(write_config(tmp_path), capsys)
     assert set(lines) == {"config", "model", "microphone", "gpio", "storage", "clock", "encryption", "sync"}
-    for name in ("config", "model", "microphone", "gpio", "storage", "encryption"):
+    for name in lines:
         assert lines[name].startswith("OK "), lines[name]
     assert "'testmic' gives audio at 16000 Hz" in lines["microphone"]
-    assert code == (0 if lines["clock"].startswith("OK") else 1)
+    assert lines["clock"] == "OK   clock: synchronised by systemd-timesyncd"
+    assert code == 0
+
+
+def test_doctor_fails_an_unsynchronised_clock(alsa, lesson, tmp_path, capsys, timesync):
+    alsa.add("testmic", lesson)
+    code, lines = doctor_lines(write_config(tmp_path), capsys)
+    assert code == 1
+    assert lines["clock"].startswith("FAIL clock: not synchronised")
+    assert lines["clock"].endswith("-> connect to a network once, or add an RTC")
+    assert [name for name in lines if lines[name].startswith("FAIL")] == ["clock"]
+
+
+def test_doctor_fails_storage_below_the_free_space_floor(alsa, lesson, tmp_path, capsys, timesync):
+    alsa.add("testmic", lesson)
+    timesync.touch()
+    code, lines = doctor_lines(write_config(tmp_path, min_free_mb=10**7), capsys)  # 10 TB
+    assert code == 1
+    assert lines["storage"].startswith("FAIL storage: ") and "below the 10000000 MB floor" in lines["storage"]
+    assert lines["storage"].endswith("-> copy recordings off (edge export)")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a read-only tmpfs needs root")
+def test_doctor_fails_a_read_only_card(alsa, lesson, tmp_path, capsys, timesync):
+    alsa.add("testmic", lesson)
+    timesync.touch()
+    card = tmp_path / "card"
+    card.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,ro", "tmpfs", str(card)], check=True)
+    try:
+        code, lines = doctor_lines(write_config(tmp_path, recordings=card / "rec"), capsys)
+    finally:
+        subprocess.run(["umount", str(card)], check=True)
+    assert code == 1
+    assert lines["storage"] == (f"FAIL storage: {card} is not writable by this user -> run as the "
+                                "edge-recorder user or fix the folder's owner")
+
+
+def test_doctor_fails_a_gpio_pin_it_cannot_drive(alsa, lesson, tmp_path, capsys, timesync, monkeypatch):
+    from gpiozero import LED, Device
+    from gpiozero.pins.mock import MockFactory
+
+    alsa.add("testmic", lesson)
+    timesync.touch()
+    factory = MockFactory()
+    monkeypatch.setattr(Device, "pin_factory", factory)
+    try:
+        code, lines = doctor_lines(write_config(tmp_path, pin=17), capsys)
+        assert (code, lines["gpio"]) == (0, "OK   gpio: LED on GPIO17")
+        busy = LED(17)  # another program drives the line
+        code, lines = doctor_lines(write_config(tmp_path, pin=17), capsys)
+        busy.close()
+    finally:
+        factory.reset()
+    assert code == 1
+    assert lines["gpio"].startswith("FAIL gpio: GPIO17: ")
+    assert lines["gpio"].endswith("-> add the user to the gpio group, or set led.pin: null")
 
 
 def test_doctor_says_how_to_fix_a_missing_microphone(alsa, lesson, tmp_path, capsys):
