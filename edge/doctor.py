@@ -136,17 +136,23 @@ def check_gpio(settings: Settings, daemon: Optional[dict]) -> CheckResult:
             return CheckResult(True, f"LED on GPIO{pin}, driven by the recorder (pid {daemon['pid']})")
         return CheckResult(False, f"the recorder (pid {daemon['pid']}) runs without its LED on GPIO{pin}",
                            "see why: journalctl -u edge-recorder -p warning")
-    chips = sorted(glob.glob(GPIO_CHIPS))
-    if not chips:
-        return CheckResult(False, f"no GPIO on this machine (led.pin: {pin})",
-                           "set led.pin: null where there is no LED")
-    if not any(os.access(chip, os.R_OK | os.W_OK) for chip in chips):
-        return CheckResult(False, f"{chips[0]} is not accessible to this user",
-                           "add the user to the gpio group, or set led.pin: null")
-    try:
-        from gpiozero import LED
+    from gpiozero import LED, Device
+    from gpiozero.exc import BadPinFactory
 
+    # The chips are what a real pin library drives; a chosen factory (a mock) needs none.
+    if Device.pin_factory is None and not os.environ.get("GPIOZERO_PIN_FACTORY"):
+        chips = sorted(glob.glob(GPIO_CHIPS))
+        if not chips:
+            return CheckResult(False, f"no GPIO on this machine (led.pin: {pin})",
+                               "set led.pin: null where there is no LED")
+        if not any(os.access(chip, os.R_OK | os.W_OK) for chip in chips):
+            return CheckResult(False, f"{chips[0]} is not accessible to this user",
+                               "add the user to the gpio group, or set led.pin: null")
+    try:
         LED(pin).close()
+    except BadPinFactory:
+        return CheckResult(False, f"GPIO{pin}: no pin library could drive it",
+                           "on a Raspberry Pi: sudo apt install python3-lgpio, then reinstall (make install)")
     except Exception as exc:  # gpiozero has many ways to say there is no usable GPIO
         return CheckResult(False, f"GPIO{pin}: {exc}", "check led.pin (BCM numbering), or set led.pin: null")
     return CheckResult(True, f"LED on GPIO{pin}")

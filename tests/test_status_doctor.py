@@ -188,7 +188,7 @@ def test_doctor_fails_a_gpio_pin_it_cannot_drive(alsa, lesson, tmp_path, capsys,
         factory.reset()
     assert code == 1
     assert lines["gpio"].startswith("FAIL gpio: GPIO17: ")
-    assert lines["gpio"].endswith("-> add the user to the gpio group, or set led.pin: null")
+    assert lines["gpio"].endswith("-> check led.pin (BCM numbering), or set led.pin: null")
 
 
 def test_doctor_says_how_to_fix_a_missing_microphone(alsa, lesson, tmp_path, capsys):
