@@ -7,7 +7,7 @@ CONFIG ?= config/edge.yaml
 DEB_PACKAGES := portaudio19-dev python3-venv python3-dev gcc alsa-utils
 SILERO_PIN := silero-vad==6.2.3
 
-.PHONY: deb venv test run demo model bench soak install uninstall clean
+.PHONY: deb venv test run demo model bench soak install uninstall clean check-targets
 SOAK_CUTS ?= 200
 
 # Debian packages are installed only when missing and only when we are root; otherwise
@@ -78,6 +78,12 @@ bench: venv
 	    || echo "bench: could not install $$requirement: its columns are skipped"; \
 	done
 	$(BIN)/python -m bench $(BENCH_ARGS)
+
+# The README's commands in fresh Debian roots (ARM under qemu), compared with this machine's
+# output; as root. TARGETS="trixie-amd64" runs one (CI: that one).
+TARGETS ?= trixie-amd64 trixie-arm64 bookworm-arm64
+check-targets: venv
+	bash tests/targets/check_targets.sh $(TARGETS)
 
 clean:
 	rm -rf $(VENV) $(BUILD_VENV) demo-recordings .pytest_cache
