@@ -43,12 +43,13 @@ cleanup() {
     done
     mounts=()
 }
-trap cleanup EXIT INT TERM
+trap 'cleanup; rm -rf "${reference:-}"' EXIT
+trap 'exit 130' INT TERM
 mounted() { mount "$@"; mounts+=("${!#}"); }
 
 # The host's reference output.
-reference="$WORK/reference"
-mkdir -p "$reference"
+mkdir -p "$WORK"
+reference=$(mktemp -d "$WORK/reference.XXXXXX")
 (cd "$REPO" && .venv/bin/edge vad "$WAV" >"$reference/vad.csv" \
   && rm -rf "$reference/demo" && .venv/bin/edge --log-level warning process tests/data/lesson_15s.wav "$WAV" \
        --out "$reference/demo" --config config/edge.yaml >/dev/null)
@@ -129,7 +130,7 @@ check_target() {
         fi
     }
     local ok=1
-    say "$target: $(chroot "$root" python3 --version), $(chroot "$root" uname -m), HEAD $(git -C "$home/edge-recorder" rev-parse --short HEAD)"
+    say "$target: $(chroot "$root" python3 --version), $(chroot "$root" uname -m), HEAD $(git -C "$REPO" rev-parse --short HEAD)"
     step sudo-make-deb as_root "make deb" || ok=0
     [ $ok = 1 ] && { step make-venv as_tester "make venv" || ok=0; }
     if [ $ok = 1 ]; then
