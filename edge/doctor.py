@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -86,8 +87,15 @@ def check_gpio(settings: Settings) -> CheckResult:
         return CheckResult(True, "no LED configured")
     try:
         from gpiozero import LED
+        from gpiozero.exc import BadPinFactory
 
-        LED(settings.led.pin).close()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # one per pin library gpiozero tries; the outcome is below
+            LED(settings.led.pin).close()
+    except BadPinFactory:
+        return CheckResult(False, f"GPIO{settings.led.pin}: no GPIO here (no pin library could drive it)",
+                           "on a Raspberry Pi: sudo apt install python3-lgpio, then rm -rf .venv; "
+                           "elsewhere set led.pin: null")
     except Exception as exc:  # gpiozero has many ways to say there is no GPIO
         return CheckResult(False, f"GPIO{settings.led.pin}: {exc}",
                            "add the user to the gpio group, or set led.pin: null")

@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 import re
 import threading
+import warnings
 from datetime import datetime, timedelta
+
+import pytest
 
 from conftest import PacedSource, StopAfter, make_recorder
 from edge.cli import main
@@ -76,3 +79,22 @@ def test_doctor_says_how_to_fix_a_missing_microphone(alsa, lesson, tmp_path, cap
     assert code == 1
     assert lines["microphone"].startswith("FAIL microphone: audio.device 'usbmic' not found")
     assert lines["microphone"].endswith("-> plug in the microphone or set audio.device (see: edge devices)")
+
+
+def test_doctor_says_there_is_no_gpio_on_a_machine_without_a_pin_library(tmp_path, capsys, monkeypatch):
+    from gpiozero import Device
+    from gpiozero.exc import BadPinFactory
+
+    monkeypatch.delenv("GPIOZERO_PIN_FACTORY", raising=False)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            Device._default_pin_factory().close()
+        pytest.skip("this machine has GPIO: gpiozero found a pin library")
+    except BadPinFactory:
+        pass
+    config = write_config(tmp_path)
+    config.write_text(config.read_text().replace("led: {pin: null}", "led: {pin: 17}"))
+    code, lines = doctor_lines(config, capsys)
+    assert code == 1
+    assert lines["gpio"].startswith("FAIL gpio: GPIO17: no GPIO here (no pin library could drive it) -> ")
