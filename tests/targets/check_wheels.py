@@ -84,12 +84,14 @@ def applies(requirement: Requirement, target: Target) -> bool:
     return requirement.marker is None or requirement.marker.evaluate(target.environment())
 
 
-def download(requirements: list[Requirement], target: Target, folder: Path) -> dict[str, Path] | None:
-    """The wheels pip picks for ``requirements`` on ``target`` by canonical name, or None if
-    PyPI lacks a wheel for any of them. One pip run for the lot: pip's start and the index
-    dominate the time."""
+def download(requirements: list[Requirement], target: Target, folder: Path,
+             with_dependencies: bool = False) -> dict[str, Path] | None:
+    """The wheels pip picks for ``requirements`` (and their dependencies, resolved together as
+    on the device, if asked) on ``target`` by canonical name, or None if PyPI lacks a wheel
+    for any of them. One pip run for the lot: pip's start and the index dominate the time."""
+    deps = [] if with_dependencies else ["--no-deps"]
     result = subprocess.run(
-        [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--progress-bar", "off",
+        [sys.executable, "-m", "pip", "download", *deps, "--only-binary=:all:", "--progress-bar", "off",
          *target.pip_options(), "-d", str(folder), *map(str, requirements)],
         capture_output=True, text=True, env=pypi_only_env())
     if result.returncode != 0:
@@ -107,11 +109,22 @@ def dependencies(wheel: Path) -> list[Requirement]:
 
 def check_target(name: str, target: Target, wanted: list[Requirement]) -> tuple[list[str], list[str]]:
     """(one line per requirement found, one line per missing wheel) for ``target``: the
-    requirements that apply there, then their dependencies, level by level."""
+    requirements that apply there resolved together, or else one by one with their
+    dependencies, level by level."""
     folder = CACHE / name
     folder.mkdir(parents=True, exist_ok=True)
     found, missing, seen = [], [], set()
     level = [(r, None) for r in wanted if applies(r, target)]
+    if not target.from_debian:
+        # Resolved together, as pip does on the device (ml_dtypes 0.6 needs numpy 2: with numpy<2
+        # pip picks 0.5); only if that fails, the walk below names each missing wheel.
+        pypi = [Requirement(f"{r.name}{r.specifier}") for r, _ in level
+                if canonicalize_name(r.name) not in SOURCE_BUILDS]
+        wheels = download(pypi, target, folder, with_dependencies=True)
+        if wheels is not None:
+            built = [f"{r.name}{r.specifier}: source build (Debian {SOURCE_BUILDS[canonicalize_name(r.name)]})"
+                     for r, _ in level if canonicalize_name(r.name) in SOURCE_BUILDS]
+            return built + [wheel.name for wheel in wheels.values()], []
     while level:
         fetch = []
         for requirement, wanted_by in level:
