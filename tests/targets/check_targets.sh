@@ -130,7 +130,7 @@ check_target() {
         fi
     }
     local ok=1
-    say "$target: $(chroot "$root" python3 --version), $(chroot "$root" uname -m), HEAD $(git -C "$REPO" rev-parse --short HEAD)"
+    say "$target: $(chroot "$root" python3 --version), $(chroot "$root" uname -m), HEAD $(git -c safe.directory='*' -C "$home/edge-recorder" rev-parse --short HEAD)"
     step sudo-make-deb as_root "make deb" || ok=0
     [ $ok = 1 ] && { step make-venv as_tester "make venv" || ok=0; }
     if [ $ok = 1 ]; then
