@@ -132,9 +132,12 @@ def probe_runtime(runtime: str, model_path: str) -> ProbeFailure | None:
 
 
 def is_tflite_file(path: Path) -> bool:
-    """Whether ``path`` carries the TFLite flatbuffer identifier "TFL3" (bytes 4-8)."""
-    with open(path, "rb") as file:
-        return file.read(8)[4:8] == b"TFL3"
+    """Whether ``path`` carries the TFLite flatbuffer identifier "TFL3" (bytes 4-8); False if unreadable."""
+    try:
+        with open(path, "rb") as file:
+            return file.read(8)[4:8] == b"TFL3"
+    except OSError:
+        return False
 
 
 def usable_runtime(model_path: Path, runtimes: tuple[str, ...] = RUNTIMES) -> str:

@@ -124,3 +124,17 @@ def test_a_file_that_is_not_tflite_is_a_model_problem_whatever_the_runtimes(fake
     corrupt.write_bytes(b"this is not a flatbuffer" * 100)
     with pytest.raises(EdgeError, match=r"corrupt\.tflite: not a valid TFLite model"):
         usable_runtime(corrupt, (fake_runtimes["broken"], fake_runtimes["refusing"]))
+
+
+@needs_a_runtime
+def test_an_unreadable_model_is_named_in_one_line(tmp_path):
+    import os
+
+    if os.geteuid() == 0:
+        pytest.skip("root reads files whatever their mode")
+    locked = tmp_path / "locked.tflite"
+    locked.write_bytes(DEFAULT_MODEL.read_bytes())
+    locked.chmod(0)
+    with pytest.raises(EdgeError, match=r"locked\.tflite: not a valid TFLite model \(.+\)$") as caught:
+        SileroVad(locked)
+    assert "\n" not in str(caught.value)
