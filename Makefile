@@ -9,7 +9,7 @@ DEB_PACKAGES := portaudio19-dev python3-venv python3-dev gcc alsa-utils age
 TEST_DEB_PACKAGES := openssh-server openssh-client rclone
 SILERO_PIN := silero-vad==6.2.3
 
-.PHONY: deb test-deb venv test run demo model bench bench-sync soak install uninstall clean lazyfs mutate
+.PHONY: deb test-deb venv test run demo model bench bench-sync soak install uninstall clean lazyfs mutate check-targets
 SOAK_CUTS ?= 200
 LAZYFS_DIR ?= /var/tmp/edge-lazyfs
 LAZYFS_SRC ?= ../shared/tools/lazyfs
@@ -113,6 +113,12 @@ bench: venv
 # `edge sync` of a synthesized week (1 GB) to sshd on 127.0.0.1 beside plain `rclone copy`.
 bench-sync: venv test-deb
 	$(BIN)/python -m bench.sync $(BENCH_SYNC_ARGS)
+
+# The README's commands in fresh Debian roots (ARM under qemu), compared with this machine's
+# output; as root. TARGETS="trixie-amd64" runs one (CI: that one).
+TARGETS ?= trixie-amd64 trixie-arm64 bookworm-arm64
+check-targets: venv
+	bash tests/targets/check_targets.sh $(TARGETS)
 
 clean:
 	rm -rf $(VENV) $(BUILD_VENV) demo-recordings .pytest_cache

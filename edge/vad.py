@@ -131,6 +131,15 @@ def probe_runtime(runtime: str, model_path: str) -> ProbeFailure | None:
     return ProbeFailure(last, model_refused=child.returncode == 4)
 
 
+def is_tflite_file(path: Path) -> bool:
+    """Whether ``path`` carries the TFLite flatbuffer identifier "TFL3" (bytes 4-8); False if unreadable."""
+    try:
+        with open(path, "rb") as file:
+            return file.read(8)[4:8] == b"TFL3"
+    except OSError:
+        return False
+
+
 def usable_runtime(model_path: Path, runtimes: tuple[str, ...] = RUNTIMES) -> str:
     """The first of ``runtimes`` that is installed and runs ``model_path`` in a child process;
     the log says which runtimes were passed over and why."""
@@ -151,7 +160,9 @@ def usable_runtime(model_path: Path, runtimes: tuple[str, ...] = RUNTIMES) -> st
         raise VadRuntimeError(
             "no TFLite runtime installed: install ai-edge-litert or tflite-runtime (pip install tflite-runtime)")
     refused = [f.reason for f in failures.values() if f.model_refused]
-    if refused:
+    # Blame the model only when it is not a TFLite file or when every runtime got as far as
+    # reading it and refused it: tflite-runtime with numpy 2, say, refuses any model.
+    if refused and (not is_tflite_file(model_path) or len(refused) == len(failures)):
         raise VadModelError(f"{model_path}: not a valid TFLite model ({refused[0]})")
     raise VadRuntimeError("no usable TFLite runtime: " + "; ".join(
         [f"{name}: {f.reason}" for name, f in failures.items()] + [f"{name}: not installed" for name in missing]))

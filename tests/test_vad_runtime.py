@@ -23,6 +23,11 @@ INSTALLED = [name for name in RUNTIMES if importlib.util.find_spec(name) is not 
 needs_a_runtime = pytest.mark.skipif(not INSTALLED, reason="no TFLite runtime installed (ai-edge-litert or tflite-runtime)")
 
 BROKEN_IMPORT = 'raise ImportError("numpy.core.multiarray failed to import")\n'
+# What tflite-runtime 2.14 does with numpy 2: imports, then refuses every model.
+REFUSING = '''class Interpreter:
+    def __init__(self, model_path, num_threads=None):
+        raise ValueError("<built-in method CreateWrapperFromFile of PyCapsule object> returned a result with an exception set")
+'''
 CRASHING = '''import ctypes
 
 class Interpreter:
@@ -37,7 +42,7 @@ def fake_runtimes(tmp_path, monkeypatch, request):
     because probes are remembered per process."""
     suffix = request.node.name.replace("[", "_").replace("]", "").replace("-", "_")
     names = {}
-    for kind, source in (("broken", BROKEN_IMPORT), ("crashing", CRASHING)):
+    for kind, source in (("broken", BROKEN_IMPORT), ("crashing", CRASHING), ("refusing", REFUSING)):
         name = f"{kind}_rt_{suffix}"
         package = tmp_path / name
         package.mkdir()
@@ -105,3 +110,31 @@ def test_a_corrupt_model_is_refused_as_a_model_not_a_runtime(tmp_path):
 @needs_a_runtime
 def test_the_detector_says_which_runtime_it_chose():
     assert SileroVad(DEFAULT_MODEL).runtime == INSTALLED[0]
+
+
+def test_a_good_model_refused_by_the_only_runtime_that_imports_is_a_runtime_problem(fake_runtimes):
+    runtimes = (fake_runtimes["broken"], fake_runtimes["refusing"])
+    with pytest.raises(EdgeError, match=r"^no usable TFLite runtime: .*import failed.*; "
+                                        rf"{runtimes[1]}: <built-in method CreateWrapperFromFile"):
+        usable_runtime(DEFAULT_MODEL, runtimes)
+
+
+def test_a_file_that_is_not_tflite_is_a_model_problem_whatever_the_runtimes(fake_runtimes, tmp_path):
+    corrupt = tmp_path / "corrupt.tflite"
+    corrupt.write_bytes(b"this is not a flatbuffer" * 100)
+    with pytest.raises(EdgeError, match=r"corrupt\.tflite: not a valid TFLite model"):
+        usable_runtime(corrupt, (fake_runtimes["broken"], fake_runtimes["refusing"]))
+
+
+@needs_a_runtime
+def test_an_unreadable_model_is_named_in_one_line(tmp_path):
+    import os
+
+    if os.geteuid() == 0:
+        pytest.skip("root reads files whatever their mode")
+    locked = tmp_path / "locked.tflite"
+    locked.write_bytes(DEFAULT_MODEL.read_bytes())
+    locked.chmod(0)
+    with pytest.raises(EdgeError, match=r"locked\.tflite: not a valid TFLite model \(.+\)$") as caught:
+        SileroVad(locked)
+    assert "\n" not in str(caught.value)
