@@ -20,7 +20,7 @@ from typing import Optional
 
 from .encryption import AGE_WAV_EXTENSION, WAV_HEADER_BYTES, age_program
 from .errors import EdgeError
-from .storage import MANIFEST, file_sha256, read_manifest, wav_header
+from .storage import MANIFEST, file_sha256, fit_wav_header, read_manifest
 
 PARTIAL_SUFFIX = ".decrypting"
 WRONG_KEY = "no identity matched"
@@ -165,16 +165,9 @@ def _repair_header(path: Path) -> Optional[int]:
     """Give a decrypted WAV the real sizes of the audio it holds; returns its samples, or
     None when not even the header survived."""
     with open(path, "r+b") as f:
-        size = os.fstat(f.fileno()).st_size
-        if size < WAV_HEADER_BYTES or f.read(4) != b"RIFF":
+        if os.fstat(f.fileno()).st_size < WAV_HEADER_BYTES or f.read(4) != b"RIFF":
             return None
-        samples = (size - WAV_HEADER_BYTES) // 2
-        f.truncate(WAV_HEADER_BYTES + 2 * samples)
-        f.seek(0)
-        f.write(wav_header(2 * samples))
-        f.flush()
-        os.fsync(f.fileno())
-    return samples
+        return fit_wav_header(f)
 
 
 def _age_error(stderr: str) -> str:

@@ -268,17 +268,23 @@ def repair_part(part: Path) -> int:
     the key; `edge decrypt` keeps what is authentic), and the count is what it holds at most."""
     if part.name.endswith(AGE_WAV_EXTENSION + PART):
         return age_wav_samples(part)
-    size = part.stat().st_size
-    samples = max(size - HEADER_BYTES, 0) // 2
     with open(part, "r+b") as f:
-        # Only when it must: LazyFS (the power-cut test's card) zeroes a file whose cache it
-        # dropped on any ftruncate, and the size is already right after most cuts.
-        if size != HEADER_BYTES + 2 * samples:  # half a sample, or a header cut short
-            f.truncate(HEADER_BYTES + 2 * samples)
-        f.seek(0)
-        f.write(wav_header(2 * samples))
-        f.flush()
-        os.fsync(f.fileno())
+        return fit_wav_header(f)
+
+
+def fit_wav_header(f) -> int:
+    """Cut an open WAV file to whole samples and write the header that matches them, durably;
+    returns its samples."""
+    size = os.fstat(f.fileno()).st_size
+    samples = max(size - HEADER_BYTES, 0) // 2
+    # Only when it must: LazyFS (the power-cut test's card) zeroes a file whose cache it
+    # dropped on any ftruncate, and the size is already right after most cuts.
+    if size != HEADER_BYTES + 2 * samples:  # half a sample, or a header cut short
+        f.truncate(HEADER_BYTES + 2 * samples)
+    f.seek(0)
+    f.write(wav_header(2 * samples))
+    f.flush()
+    os.fsync(f.fileno())
     return samples
 
 

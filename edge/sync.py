@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import fcntl
 import json
 import logging
 import os
@@ -506,6 +505,8 @@ def _remove_list_files() -> None:
 
 @contextmanager
 def _sync_lock(folder: Path) -> Iterator[None]:
+    import fcntl  # here, not at the top: the office commands import this module on Windows too
+
     try:
         # Read-only and readable by all: a manual `sudo edge sync` must not lock the service
         # user out of the lock file it created (flock needs no write access).
