@@ -95,7 +95,8 @@ class Recorder:
         self._extra: Optional[LedPattern] = None  # extra_pattern() as of the last check
         guard = FreeSpaceGuard(writer.root, settings.storage.min_free_mb, settings.storage.when_full)
         self.storage = StorageSupervisor(guard, writer, self, monotonic)
-        self.retention = SegmentRetention(writer.root, settings.storage.keep_days, clock)
+        self.retention = SegmentRetention(writer.root, settings.storage.keep_days, clock,
+                                          settings.sync.remote)
         self.watchdog = Watchdog(notifier, watchdog_every, monotonic)
         today = clock.wall().date()
         # A restart mid-day must not reset the count people see in `edge status`.

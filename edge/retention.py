@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Optional
 
 from .storage import MANIFEST, append_manifest, fsync_dir, iter_segments
+from .sync import SyncState
 
 log = logging.getLogger(__name__)
 
@@ -83,10 +84,12 @@ def segment_ages(entries: list, clock) -> list:
 class SegmentRetention:
     """Deletes the segments under ``root`` that are older than ``keep_days`` (None: none)."""
 
-    def __init__(self, root: Path, keep_days: Optional[float], clock):
+    def __init__(self, root: Path, keep_days: Optional[float], clock, sync_remote: Optional[str] = None):
         self.root = Path(root)
         self.keep_days = keep_days
         self.clock = clock
+        self.sync_remote = sync_remote
+        """The remote `edge sync` copies to, if any: deleting what never reached it is said."""
         self.oldest: Optional[SegmentAge] = None
         """The oldest segment left after the last sweep."""
 
@@ -94,10 +97,14 @@ class SegmentRetention:
         """Delete what is too old; returns the tombstones written to the manifest."""
         ages = segment_ages(list(iter_segments(self.root)), self.clock)
         tombstones = []
+        synced = SyncState.load(self.root) if self.sync_remote else None
         for age in ages:
             if self.keep_days is None or age.age_s is None or age.age_s <= self.keep_days * DAY_S:
                 continue
-            tombstones.append(self._delete(age))
+            tombstone = self._delete(age)
+            if synced is not None and not synced.is_synced(age.file):
+                log.warning("deleted %s before it was copied to %s", age.file, self.sync_remote)
+            tombstones.append(tombstone)
         deleted = {t["deleted"] for t in tombstones}
         self.oldest = next((age for age in ages if age.file not in deleted), None)
         return tombstones

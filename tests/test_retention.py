@@ -16,6 +16,7 @@ from edge.config import load_config, settings_from_dict
 from edge.errors import EdgeError
 from edge.export import SegmentExporter
 from edge.retention import SegmentRetention, segment_ages
+from edge.sync import SyncState
 from edge.storage import (MANIFEST, SegmentEnd, SegmentStart, SegmentWriter, iter_segments,
                           read_deletions, read_manifest)
 
@@ -88,6 +89,20 @@ def test_segments_older_than_keep_days_are_deleted_and_tombstoned(tmp_path):
     assert [e["file"] for e in read_manifest(dest / "room1" / MANIFEST)] == files[3:]
     # A new segment after a restart does not reuse a deleted one's number.
     assert record(tmp_path, clock).startswith("20261107/000007_")
+
+
+def test_deleting_a_segment_never_copied_off_is_said_in_the_log(tmp_path, caplog):
+    clock = FakeClock()
+    synced_file, unsynced_file = record(tmp_path, clock), record(tmp_path, clock)
+    clock.advance(5 * DAY)
+    state = SyncState(remote="nas:room1")
+    state.synced[synced_file] = {"sha256": "x", "size": 1, "modtime": "t", "listed": True}
+    state.save(tmp_path)
+    with caplog.at_level("WARNING", logger="edge.retention"):
+        SegmentRetention(tmp_path, keep_days=2, clock=clock, sync_remote="nas:room1").sweep()
+    assert on_card(tmp_path) == []
+    never = [r.getMessage() for r in caplog.records if "before it was copied" in r.getMessage()]
+    assert never == [f"deleted {unsynced_file} before it was copied to nas:room1"]
 
 
 def test_without_keep_days_nothing_is_deleted(tmp_path):
