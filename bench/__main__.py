@@ -266,11 +266,12 @@ def speed_section(results: Results, detectors: list[Detector], streams: list[Str
         f"({daemon.audio_fed_s:.0f} s of audio in {daemon.seconds:.0f} s, the FIFO opened "
         f"{daemon.feeder_opens} time(s), {daemon.segments} segment(s) stored): CPU "
         f"{100 * daemon.cpu_share:.2f} % of one core (after {daemon.warmup_s:.0f} s warm-up), "
-        f"peak RSS {daemon.peak_rss_mb:.1f} MB.",
+        f"memory of the daemon and its capture process: {daemon.pss_mb:.1f} MB PSS "
+        f"(peak RSS {daemon.peak_rss_mb:.1f} MB added up, the interpreter's shared pages counted twice).",
         "",
     ]
-    results.goal(f"daemon peak RSS <= {GOALS['daemon_rss_mb']:.0f} MB", f"{daemon.peak_rss_mb:.1f} MB",
-                 daemon.peak_rss_mb <= GOALS["daemon_rss_mb"])
+    results.goal(f"daemon memory (PSS, with its capture process) <= {GOALS['daemon_rss_mb']:.0f} MB",
+                 f"{daemon.pss_mb:.1f} MB", daemon.pss_mb <= GOALS["daemon_rss_mb"])
     results.goal(f"daemon CPU <= {100 * GOALS['daemon_cpu']:.0f} % of one core at real time",
                  f"{100 * daemon.cpu_share:.2f} %", daemon.cpu_share <= GOALS["daemon_cpu"])
 

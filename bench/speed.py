@@ -99,18 +99,39 @@ def cpu_seconds(pid: int) -> float:
     running (the age process that encrypts the open segment)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     ticks = sum(int(f) for f in fields[11:15])
+    for child in process_tree(pid)[1:]:
+        try:
+            child_fields = Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # ended and waited for in between: counted in the parent's fields
+        ticks += int(child_fields[11]) + int(child_fields[12])
+    return ticks / CLOCK_TICKS
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its running children (the capture process, an age process)."""
+    pids = [pid]
     for task in Path(f"/proc/{pid}/task").iterdir():
         try:
-            children = (task / "children").read_text().split()
+            pids += [int(child) for child in (task / "children").read_text().split()]
         except OSError:
             continue
-        for child in children:
-            try:
-                child_fields = Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue  # ended and waited for in between: counted in the parent's fields
-            ticks += int(child_fields[11]) + int(child_fields[12])
-    return ticks / CLOCK_TICKS
+    return pids
+
+
+def tree_memory_mb(pid: int) -> tuple[float, float]:
+    """Of ``pid`` and its children: the sum of their peak RSS (pages they share, such as the
+    Python interpreter, counted in each), and their PSS now (each shared page split between
+    the processes that map it: what the tree costs the machine)."""
+    peak = pss = 0.0
+    for member in process_tree(pid):
+        peak += peak_rss_mb(member)
+        try:
+            rollup = Path(f"/proc/{member}/smaps_rollup").read_text()
+        except OSError:
+            continue
+        pss += next((int(line.split()[1]) for line in rollup.splitlines() if line.startswith("Pss:")), 0) / 1024
+    return peak, pss
 
 
 @dataclass(frozen=True)
@@ -120,6 +141,9 @@ class DaemonRun:
     cpu_share: float
     """CPU time / wall time after warm-up, as a fraction of one core."""
     peak_rss_mb: float
+    """Peak RSS of the daemon and its capture process, added up."""
+    pss_mb: float
+    """PSS of the daemon and its capture process at the end of the run."""
     segments: int
     audio_fed_s: float
     feeder_opens: int
@@ -160,7 +184,7 @@ def measure_daemon(samples: np.ndarray, seconds: float, work_dir: Path, warmup_s
         cpu_start, wall_start = cpu_seconds(child.pid), time.monotonic()
         time.sleep(seconds - warmup_s)
         cpu_end, wall_end = cpu_seconds(child.pid), time.monotonic()
-        peak = peak_rss_mb(child.pid)
+        peak, pss = tree_memory_mb(child.pid)
         child.send_signal(signal.SIGTERM)
         child.wait(timeout=30)
     finally:
@@ -176,6 +200,7 @@ def measure_daemon(samples: np.ndarray, seconds: float, work_dir: Path, warmup_s
         warmup_s=warmup_s,
         cpu_share=(cpu_end - cpu_start) / (wall_end - wall_start),
         peak_rss_mb=peak,
+        pss_mb=pss,
         segments=len(read_manifest(recordings / "manifest.jsonl")),
         audio_fed_s=feeder.samples_sent / SAMPLE_RATE,
         feeder_opens=feeder.opens,
