@@ -53,7 +53,7 @@ class AlsaDevices:
     def __init__(self, folder: Path, monkeypatch):
         self.folder = folder
         self.config = folder / "asound.conf"
-        self.pcms: dict[str, Path] = {}
+        self.pcms: dict[str, tuple] = {}  # name -> (raw file or FIFO, only rate or None)
         monkeypatch.setenv("ALSA_CONFIG_PATH", str(self.config))
 
     def add(self, name: str, samples: np.ndarray, only_rate: int | None = None) -> Path:
@@ -70,7 +70,7 @@ class AlsaDevices:
         feeder that stops writing (but keeps the FIFO open) stalls the capture in read()."""
         fifo = self.folder / f"{name}.fifo"
         os.mkfifo(fifo)
-        self.pcms[name] = fifo
+        self.pcms[name] = (fifo, None)
         self._write()
         return fifo
 
