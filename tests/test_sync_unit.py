@@ -92,7 +92,10 @@ def test_make_install_adds_the_sync_units_only_with_a_remote(checkout, root):
         shutil.copy2(SYSTEMD / name, checkout / "systemd" / name)
     venv_python = root / "opt/edge-recorder/venv/bin/python"
     venv_python.parent.mkdir(parents=True)
-    venv_python.symlink_to(sys.executable)  # what install_venv made on an earlier run
+    # What install_venv made on an earlier run. A wrapper, not a link: a link to a venv's
+    # python outside its venv would lose the venv's packages.
+    venv_python.write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
+    venv_python.chmod(0o755)
     env = dict(os.environ, EDGE_ROOT=str(root), EDGE_SKIP_VENV="1", PYTHONPATH=str(SYSTEMD.parent))
 
     def install() -> subprocess.CompletedProcess:
