@@ -48,7 +48,7 @@ from .config import Settings, SyncSettings, add_config_argument, device_name, lo
 from .errors import EdgeError
 from .export import SUMS, hash_from_medium, merge_manifest, remove_segments, sha256sums
 from .notify import ServiceNotifier
-from .storage import MANIFEST, iter_segments, read_manifest, safe_name, write_json_atomically
+from .storage import MANIFEST, iter_segments, safe_name, write_json_atomically
 
 log = logging.getLogger(__name__)
 

@@ -9,11 +9,7 @@ import signal
 import subprocess
 import sys
 import threading
-import warnings
 from datetime import datetime, timedelta
-
-import os
-import subprocess
 
 import pytest
 
