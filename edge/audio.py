@@ -18,7 +18,7 @@ from typing import Iterator, Optional, Protocol
 
 import numpy as np
 
-from .capture import HEADER, list_input_devices, pick_device
+from .capture import HEADER, WINDOW, list_input_devices, pick_device
 from .config import AudioSettings
 from .logs import quiet_stderr
 from .resample import TARGET_RATE, StreamingResampler
@@ -26,7 +26,6 @@ from .wavio import iter_wav_16k
 
 log = logging.getLogger(__name__)
 
-WINDOW = 512
 KILL_WAIT_S = 5.0
 
 
