@@ -11,7 +11,7 @@ import threading
 from pathlib import Path
 from typing import Optional
 
-from . import __version__, decrypt, doctor, export, plot, sync, vad
+from . import __version__, decrypt, detector, doctor, export, plot, sync
 from .audio import CaptureError, MicrophoneSource, WavFileSource, describe_devices
 from .config import add_config_argument, load_config, resolve_data_path
 from .errors import EdgeError, permission_denied
@@ -19,15 +19,14 @@ from .indicator import GPIO_CHIPS, make_indicator
 from .logs import setup_logging
 from .notify import ServiceNotifier, watchdog_interval
 from .recorder import Recorder, make_writer
-from .vad import SileroVad, configured_model
 
 log = logging.getLogger("edge")
 
 
 def run_command(args: argparse.Namespace) -> int:
     settings = load_config(args.config)
-    detector = SileroVad(configured_model(settings.detector))
-    writer = make_writer(settings, resolve_data_path(settings.storage.recordings_dir), detector)
+    vad = detector.make_detector(settings)
+    writer = make_writer(settings, resolve_data_path(settings.storage.recordings_dir), vad)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
@@ -35,7 +34,7 @@ def run_command(args: argparse.Namespace) -> int:
     export_state = export.export_state_file(settings)
     notifier = ServiceNotifier()
     recorder = Recorder(
-        settings, detector, writer, indicator=indicator, notifier=notifier,
+        settings, vad, writer, indicator=indicator, notifier=notifier,
         watchdog_every=watchdog_interval(), status_path=resolve_data_path(settings.service.status_file),
         extra_pattern=lambda: export.export_led_pattern(export_state, recorder.clock.wall()))
     try:
@@ -51,9 +50,9 @@ def run_command(args: argparse.Namespace) -> int:
 
 def process_command(args: argparse.Namespace) -> int:
     settings = load_config(args.config)
-    detector = SileroVad(configured_model(settings.detector))
-    writer = make_writer(settings, args.out, detector)
-    recorder = Recorder(settings, detector, writer)
+    vad = detector.make_detector(settings)
+    writer = make_writer(settings, args.out, vad)
+    recorder = Recorder(settings, vad, writer)
     for path in args.inputs:
         print(recorder.process_file(WavFileSource(path)).line(), flush=True)
     return 0
@@ -102,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
         "led-off", help="switch the LED off: dark means the recorder is not running"))
     led_off.set_defaults(func=led_off_command)
 
-    for module in (vad, doctor, export, plot, decrypt, sync):
+    for module in (detector, doctor, export, plot, decrypt, sync):
         module.add_command(sub)
     return parser
 

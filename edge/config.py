@@ -63,6 +63,16 @@ class DetectorSettings:
 
 
 @dataclass(frozen=True)
+class DenoiseSettings:
+    enabled: bool = True
+    """Whether the detector hears the audio with its steady background noise turned down (stored audio is never changed)."""
+    max_attenuation_db: float = field(default=15.0, metadata=bounded(0.0, 40.0))
+    """Most a frequency of the detector's input is turned down where it holds only noise, in dB."""
+    noise_window_s: float = field(default=0.5, metadata=bounded(0.1, 10.0))
+    """A frequency whose power stays up for this long counts as noise (its lowest power over this time is the noise), in seconds."""
+
+
+@dataclass(frozen=True)
 class SegmenterSettings:
     min_speech_ms: int = field(default=96, metadata=bounded(0, 10000))
     """Speech shorter than this is a blip and is not stored, in milliseconds."""
@@ -160,6 +170,7 @@ class SyncSettings:
 class Settings:
     audio: AudioSettings = AudioSettings()
     detector: DetectorSettings = DetectorSettings()
+    denoise: DenoiseSettings = DenoiseSettings()
     segmenter: SegmenterSettings = SegmenterSettings()
     storage: StorageSettings = StorageSettings()
     led: LedSettings = LedSettings()

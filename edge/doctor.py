@@ -24,7 +24,8 @@ from .indicator import GPIO_CHIPS
 from .status import RecorderState, is_recorder_process, read_status, status_age_s
 from .storage import FreeSpaceGuard
 from .sync import SyncFailed, configured_remote, make_rclone, status_lines, split_remote
-from .vad import SileroVad, configured_model
+from .detector import make_detector
+from .vad import SileroVad
 
 STALE_AFTER_S = 30.0
 
@@ -96,11 +97,12 @@ class CheckResult:
 
 def check_model(settings: Settings, daemon: Optional[dict]) -> CheckResult:
     try:
-        detector = SileroVad(configured_model(settings.detector))
+        detector = make_detector(settings)
         detector(np.zeros(SileroVad.WINDOW, np.int16))
     except EdgeError as exc:
         return CheckResult(False, str(exc), "set detector.model to a Silero .tflite file or reinstall")
-    return CheckResult(True, f"{detector.model_path.name} loads and runs")
+    hears = "through the noise suppressor" if settings.denoise.enabled else "without noise suppression"
+    return CheckResult(True, f"{detector.model_path.name} loads and runs ({hears})")
 
 
 def check_microphone(settings: Settings, daemon: Optional[dict]) -> CheckResult:

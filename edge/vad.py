@@ -7,7 +7,6 @@ new 512 (models/README.md describes the model files).
 
 from __future__ import annotations
 
-import argparse
 import functools
 import hashlib
 import importlib
@@ -26,7 +25,6 @@ import numpy as np
 from .config import DetectorSettings
 from .errors import EdgeError
 from .logs import quiet_stderr
-from .wavio import read_wav_16k
 
 log = logging.getLogger(__name__)
 
@@ -168,6 +166,12 @@ def usable_runtime(model_path: Path, runtimes: tuple[str, ...] = RUNTIMES) -> st
         [f"{name}: {f.reason}" for name, f in failures.items()] + [f"{name}: not installed" for name in missing]))
 
 
+def check_window(window: np.ndarray, model_path: Path) -> None:
+    """Refuse anything but one 512-sample window, naming the model it was meant for."""
+    if window.shape != (SileroVad.WINDOW,):
+        raise VadInputError(f"{model_path.name}: expected one window of {SileroVad.WINDOW} samples, got shape {window.shape}")
+
+
 class SileroVad:
     """Speech probability of consecutive 512-sample windows of one 16 kHz stream."""
 
@@ -215,10 +219,7 @@ class SileroVad:
 
     def __call__(self, window: np.ndarray) -> float:
         """Speech probability of the next window: 512 int16 samples, or float32 in [-1, 1]."""
-        if window.shape != (self.WINDOW,):
-            raise VadInputError(
-                f"{self.model_path.name}: expected one window of {self.WINDOW} samples, got shape {window.shape}"
-            )
+        check_window(window, self.model_path)
         if window.dtype == np.int16:
             np.multiply(window, INT16_SCALE, out=self._window, casting="unsafe")
         elif np.issubdtype(window.dtype, np.floating):
@@ -249,26 +250,3 @@ def window_probabilities(vad: SileroVad, samples: np.ndarray) -> np.ndarray:
     for i in range(count):
         probs[i] = vad(samples[i * vad.WINDOW : (i + 1) * vad.WINDOW])
     return probs
-
-
-def vad_command(args: argparse.Namespace) -> int:
-    samples = read_wav_16k(args.wav)
-    probs = window_probabilities(SileroVad(args.model), samples)
-    window_seconds = SileroVad.WINDOW / SileroVad.SAMPLE_RATE
-    rows = [f"{i * window_seconds:.3f},{prob:.4f}" for i, prob in enumerate(probs)]
-    sys.stdout.write("\n".join(["start_s,prob", *rows]) + "\n")
-    return 0
-
-
-def add_command(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "vad",
-        help="print the speech probability of every 32 ms window of a WAV file as CSV",
-        description="Print start_s,prob for every full 512-sample window (16 kHz) of FILE.wav.",
-    )
-    parser.add_argument("wav", type=Path, metavar="FILE.wav")
-    parser.add_argument(
-        "--model", type=Path, default=DEFAULT_MODEL, metavar="PATH",
-        help=f"Silero VAD TFLite model (default: {DEFAULT_MODEL.relative_to(DEFAULT_MODEL.parents[1])})",
-    )
-    parser.set_defaults(func=vad_command)

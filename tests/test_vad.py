@@ -13,7 +13,9 @@ import pytest
 
 from bench.detectors import OnnxSilero, silero_onnx_path
 from edge.errors import EdgeError
-from edge.vad import DEFAULT_MODEL, RUNTIMES, SileroVad, add_command, window_probabilities
+from edge.config import Settings
+from edge.detector import add_command, make_detector
+from edge.vad import DEFAULT_MODEL, RUNTIMES, SileroVad, window_probabilities
 from edge.wavio import read_wav_16k, write_wav_16k
 
 MODELS_DIR = DEFAULT_MODEL.parent
@@ -171,6 +173,16 @@ def test_edge_vad_prints_window_start_and_probability_csv(capsys, speech):
     assert len(rows) == len(speech) // WINDOW
     assert all(re.fullmatch(r"\d+\.\d{3},[01]\.\d{4}", row) for row in rows)
     assert [row.split(",")[0] for row in rows[:3]] == ["0.000", "0.032", "0.064"]
+    # What the recorder's detector decides: the model behind the noise suppressor.
+    expected = window_probabilities(make_detector(Settings()), speech)
+    np.testing.assert_allclose([float(row.split(",")[1]) for row in rows], expected, atol=5e-5)
+
+
+def test_edge_vad_without_suppression_prints_the_model_s_own_probabilities(tmp_path, capsys, speech):
+    config = tmp_path / "edge.yaml"
+    config.write_text("denoise:\n  enabled: false\n")
+    assert run_edge_vad(["vad", str(SPEECH_WAV), "--config", str(config)]) == 0
+    rows = capsys.readouterr().out.splitlines()[1:]
     expected = window_probabilities(SileroVad(DEFAULT_MODEL), speech)
     np.testing.assert_allclose([float(row.split(",")[1]) for row in rows], expected, atol=5e-5)
 
