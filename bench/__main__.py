@@ -318,30 +318,43 @@ def pooled_scores(streams: list[Stream], stored_of) -> list[str]:
             f"{100 * lost_missed / speech:.2f} / {100 * lost_heads / speech:.2f} / {100 * lost_tails / speech:.2f}"]
 
 
-def fp16_comparison(results: Results, args, streams: list[TypedStream], work: Path, int8_rows: dict) -> None:
-    """The same streams with the fp16 model, pooled over noise types, beside the default int8."""
-    fp16 = edge_vad.DEFAULT_MODEL.parent / "silero_vad_fp16.tflite"
-    if not fp16.is_file():
-        return
-    config = yaml.safe_load(args.config.read_text()) if args.config else {}
-    config = config or {}
-    config.setdefault("detector", {})["model"] = str(fp16)
-    path = work / "fp16.yaml"
-    path.write_text(yaml.safe_dump(config))
-    out = work / "process-typed-fp16"
-    shutil.rmtree(out, ignore_errors=True)
-    stored, _ = edge_process([s.path for s in streams], out, path)
-    shutil.rmtree(out)
+# What the default recorder is compared with on the same per-noise-type streams: one change each.
+VARIANTS = {
+    "no noise suppression": {"denoise": {"enabled": False}},
+    # edge process runs in the repository (bench/recorders.py), so the path is relative to it.
+    "fp16 model": {"detector": {"model": "models/silero_vad_fp16.tflite"}},
+}
+
+
+def variant_comparison(results: Results, args, streams: list[TypedStream], work: Path, default_rows: dict) -> None:
+    """The same streams with each of VARIANTS applied to the config, pooled over noise types,
+    beside the default recorder."""
+    base = (yaml.safe_load(args.config.read_text()) if args.config else None) or {}
+    variant_rows = {}
+    for name, change in VARIANTS.items():
+        config = {section: dict(base.get(section) or {}) for section in base}
+        for section, values in change.items():
+            config.setdefault(section, {}).update(values)
+        path = work / "variant.yaml"
+        path.write_text(yaml.safe_dump(config))
+        out = work / "process-typed-variant"
+        shutil.rmtree(out, ignore_errors=True)
+        stored, _ = edge_process([s.path for s in streams], out, path)
+        shutil.rmtree(out)
+        variant_rows[name] = {kind: [row for row in typed_rows([s for s in streams if s.speech_kind == kind], stored, None)
+                                     if row[0] == "all"] for kind in ("adult", "child-like")}
     rows = []
     for kind in ("adult", "child-like"):
-        chosen = [s for s in streams if s.speech_kind == kind]
-        fp16_rows = [row for row in typed_rows(chosen, stored, None) if row[0] == "all"]
-        for ours, theirs in zip(int8_rows[kind], fp16_rows):
-            rows.append([kind, ours[1], *ours[2:5], *theirs[2:5]])
+        for index, ours in enumerate(default_rows[kind]):
+            rows.append([kind, ours[1], *ours[2:5], *(cell for name in VARIANTS for cell in variant_rows[name][kind][index][2:5])])
+    header = ["speech", "SNR dB", "default capture", "default clipped", "default non-speech"]
+    header += [f"{name}: {column}" for name in VARIANTS for column in ("capture", "clipped", "non-speech")]
     results.lines += [
-        "### int8 (default) and fp16 models, all noise types", "",
-        *report.table(["speech", "SNR dB", "int8 capture", "int8 clipped", "int8 non-speech",
-                       "fp16 capture", "fp16 clipped", "fp16 non-speech"], rows), "",
+        "### The default recorder beside one change each, all noise types", "",
+        "Default: int8 model behind the noise suppressor (`denoise.enabled: true`). Each other group of "
+        "columns changes one thing: " + "; ".join(f"{name} (`{yaml.safe_dump(change, default_flow_style=True).strip()}`)"
+                                                  for name, change in VARIANTS.items()) + ".", "",
+        *report.table(header, rows), "",
     ]
 
 
@@ -393,7 +406,7 @@ def typed_section(results: Results, args, streams: list[TypedStream], work: Path
                              row[3], clipped <= onsets * GOALS["child_clipped_10db"])
                 results.goal(f"child-like at 10 dB: stored non-speech <= {100 * GOALS['non_speech_10db']:.0f} %",
                              row[4], float(row[4].split()[0]) <= 100 * GOALS["non_speech_10db"])
-    fp16_comparison(results, args, streams, work, model_rows)
+    variant_comparison(results, args, streams, work, model_rows)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,6 +1,7 @@
 """Every detector the bench compares, each turning 16 kHz int16 audio into one score per
-32 ms window: the shipped TFLite models under each installed runtime, Silero's reference ONNX
-model under onnxruntime, and WebRTC VAD."""
+32 ms window: the shipped TFLite models under each installed runtime, the default model behind
+the noise suppressor (what the recorder runs), Silero's reference ONNX model under onnxruntime,
+and WebRTC VAD."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from typing import Callable
 import numpy as np
 
 from edge import vad as edge_vad
+from edge.config import DenoiseSettings
+from edge.denoise import NoiseSuppressor, SuppressedDetector
 from edge.errors import EdgeError
 
 from .labels import SAMPLE_RATE, WINDOW
@@ -138,6 +141,11 @@ def available_detectors(notes: list[str]) -> list[Detector]:
         for runtime in runtimes:
             label = f"{model.name} ({runtime})" + (" [default]" if model == edge_vad.DEFAULT_MODEL else "")
             detectors.append(streaming_detector(label, edge_vad.SileroVad(model, runtime)))
+    if runtimes:
+        suppressed = SuppressedDetector(NoiseSuppressor(DenoiseSettings()),
+                                        edge_vad.SileroVad(edge_vad.DEFAULT_MODEL, runtimes[0]))
+        detectors.append(streaming_detector(
+            f"{edge_vad.DEFAULT_MODEL.name} + noise suppression ({runtimes[0]}) [recorder]", suppressed))
     onnx_path = silero_onnx_path()
     if onnx_path is None:
         notes.append("silero-vad is not installed: no Silero ONNX reference (pip install --no-deps silero-vad).")

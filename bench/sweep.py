@@ -6,7 +6,8 @@ segments per minute at each SNR, so the trade-off is a table, not a guess.
 
 With --typed, the candidates are those of the mechanisms around the detector (adaptive
 threshold, onset and end search), run on the per-noise-type adult and child-like streams of
-the "tune" split: speakers and noise files that the benchmark's report does not use."""
+the "tune" split: speakers and noise files that the benchmark's report does not use; with
+--denoise, the noise suppressor's settings on the same streams."""
 
 from __future__ import annotations
 
@@ -38,26 +39,41 @@ TYPED_CANDIDATES = {
     "onset_margin_ms": [None, 320],
     "tail_margin_ms": [None, 160],
 }
+# Not every combination: off, then the attenuation and the noise window each varied alone.
+DENOISE_CANDIDATES = [
+    {"enabled": False},
+    {"max_attenuation_db": 15.0, "noise_window_s": 1.5},
+    {"max_attenuation_db": 10.0, "noise_window_s": 0.5},
+    {"max_attenuation_db": 15.0, "noise_window_s": 0.5},
+    {"max_attenuation_db": 20.0, "noise_window_s": 0.5},
+]
 
 
-def run(candidates: dict, streams, work: Path, rows_of) -> list[list[str]]:
+def run(candidates: dict | list, streams, work: Path, rows_of, section: str = "segmenter"
+        ) -> tuple[list[str], list[list[str]]]:
+    """The keys varied and a row per setting: ``candidates`` is key -> values (every combination
+    tried) or a list of settings of ``section`` (tried one by one)."""
+    settings = (candidates if isinstance(candidates, list)
+                else [dict(zip(candidates, values)) for values in itertools.product(*candidates.values())])
+    keys = list(dict.fromkeys(key for setting in settings for key in setting))
     rows = []
-    for values in itertools.product(*candidates.values()):
+    for setting in settings:
         config = work / "edge.yaml"
-        config.write_text(yaml.safe_dump({"segmenter": dict(zip(candidates, values))}))
+        config.write_text(yaml.safe_dump({section: setting}))
         stored, _ = edge_process([s.path for s in streams], work / "out", config)
         shutil.rmtree(work / "out")
-        rows += [[*map(str, values), *row] for row in rows_of(stored)]
-    return rows
+        rows += [[*(str(setting.get(key, "")) for key in keys), *row] for row in rows_of(stored)]
+    return keys, rows
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.sweep", description=__doc__)
     parser.add_argument("--typed", action="store_true", help="sweep the mechanisms on the tune split")
+    parser.add_argument("--denoise", action="store_true", help="sweep the noise suppressor on the tune split")
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="edge-sweep-"))
     try:
-        if args.typed:
+        if args.typed or args.denoise:
             streams = build_typed_streams(SHARED / "speechocean762-adult", SHARED / "noise", TYPED_SNRS_DB,
                                           TYPED_STREAM_S, work / "streams", SEED, split="tune")
 
@@ -66,8 +82,9 @@ def main(argv: list[str] | None = None) -> int:
                     [s for s in streams if s.speech_kind == kind and s.snr_db == snr],
                     lambda s: stored.get(str(s.path), []))] for kind in ("adult", "child-like") for snr in TYPED_SNRS_DB]
 
-            rows = run(TYPED_CANDIDATES, streams, work, rows_of)
-            header = [*TYPED_CANDIDATES, "speech", "SNR dB", "speech capture", "clipped onsets", "stored non-speech",
+            keys, rows = (run(DENOISE_CANDIDATES, streams, work, rows_of, section="denoise") if args.denoise
+                          else run(TYPED_CANDIDATES, streams, work, rows_of))
+            header = [*keys, "speech", "SNR dB", "speech capture", "clipped onsets", "stored non-speech",
                       "lost % (missed / heads / tails)"]
         else:
             noise = [SHARED / "noise" / "speech-commands-background", SHARED / "noise" / "recorded-ambient"]
@@ -83,8 +100,8 @@ def main(argv: list[str] | None = None) -> int:
                                  f"{100 * scores.stored_non_speech:.1f} %", f"{scores.segments_per_minute:.1f}"])
                 return rows
 
-            rows = run(CANDIDATES, streams, work, rows_of)
-            header = [*CANDIDATES, "SNR dB", "speech capture", "clipped onsets", "stored non-speech", "segments/min"]
+            keys, rows = run(CANDIDATES, streams, work, rows_of)
+            header = [*keys, "SNR dB", "speech capture", "clipped onsets", "stored non-speech", "segments/min"]
         print("\n".join(report.table(header, rows)))
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -176,7 +176,8 @@ def test_quick_bench_reports_every_table(tmp_path):
     for noise in ("babble", "transients", "music", "stationary", "all"):
         assert f"| {noise} | 10 |" in text
     assert "child-like, all noise types: speech capture at 10 dB" in text
-    assert "### int8 (default) and fp16 models" in text
+    assert "### The default recorder beside one change each" in text and "| no noise suppression: capture |" in text
+    assert "| silero_vad_int8.tflite + noise suppression (" in text
     assert "µs per 32 ms window" in text
     assert "edge process real-time factor" in text
     assert "## Encryption at rest (age)" in text and "\n| on | " in text and "\n| off | " in text
