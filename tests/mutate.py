@@ -122,6 +122,18 @@ MUTATIONS = [
     Mutation("detector state reset on every frame", "edge/recorder.py",
              "probability = self.vad(frame)", "self.vad.reset(); probability = self.vad(frame)",
              ("tests/test_indicator.py", "tests/test_capture.py")),
+    Mutation("suppression never floored", "edge/denoise.py",
+             "gain = np.maximum(prior_snr / (1 + prior_snr), self.floor_gain)", "gain = prior_snr / (1 + prior_snr)",
+             ("tests/test_denoise.py",)),
+    Mutation("noise window never slides", "edge/denoise.py",
+             "self._running_min = self._smoothed.copy()", "pass",
+             ("tests/test_denoise.py",)),
+    Mutation("suppression from the first frame", "edge/denoise.py",
+             "if self._hops < self.learning_hops:", "if False:",
+             ("tests/test_denoise.py",)),
+    Mutation("suppressor not reset with the model", "edge/denoise.py",
+             "self.suppressor.reset()\nself.detector.reset()", "self.detector.reset()",
+             ("tests/test_denoise.py",)),
 ]
 
 

@@ -81,6 +81,14 @@ def test_a_longer_noise_window_keeps_a_held_frequency_longer():
         assert abs(tone_db(out, start, 0.1, 1000) - tone_db(samples, start, 0.1, 1000)) < 1.0, start
 
 
+def test_until_one_noise_window_is_heard_the_audio_passes_unchanged(white_noise):
+    # The first frames may be speech (a start mid-sentence): they must not become the noise.
+    out = suppressed(DenoiseSettings(noise_window_s=0.5), white_noise)
+    learning = slice(HOP, int(0.4 * RATE))  # the window is tracked in sixths: 30 hops of 16 ms
+    np.testing.assert_allclose(out[learning], white_noise[learning], atol=0.05)
+    assert power_db(white_noise[RATE:]) - power_db(out[RATE:]) > 14.0
+
+
 def test_reset_forgets_the_room(white_noise):
     settings = DenoiseSettings()
     suppressor = NoiseSuppressor(settings)
@@ -127,6 +135,13 @@ def test_make_detector_puts_the_suppressor_in_front_unless_disabled():
     assert detector.sha256 == detector.detector.sha256 and detector.model_path == DEFAULT_MODEL
     plain = make_detector(settings_from_dict({"denoise": {"enabled": False}}))
     assert isinstance(plain, SileroVad)
+
+
+def test_a_detector_reset_also_forgets_the_room():
+    detector = make_detector(Settings())
+    samples = held_tone()
+    first = window_probabilities(detector, samples)  # resets before it starts, like the recorder
+    np.testing.assert_array_equal(window_probabilities(detector, samples), first)
 
 
 def test_suppressed_detector_refuses_a_wrong_window_like_the_model():
