@@ -55,7 +55,7 @@ class AudioSettings:
 @dataclass(frozen=True)
 class DetectorSettings:
     model: Optional[str] = None
-    """Path of the .tflite voice-activity model; null uses the bundled int8 Silero model."""
+    """Path of the .tflite voice-activity model; null uses the bundled fp16 Silero model."""
     threshold: float = field(default=0.5, metadata=bounded(0.0, 1.0))
     """Speech probability (0-1) at or above which speech starts."""
     neg_threshold: Optional[float] = field(default=None, metadata=bounded(0.0, 1.0))

@@ -170,14 +170,14 @@ def test_quick_bench_reports_every_table(tmp_path):
     if importlib.util.find_spec("onnxruntime"):
         assert "| Silero ONNX (onnxruntime, reference) |" in text
         assert "| 10 | baseline: Silero ONNX + VADIterator |" in text
-    assert "| 10 | edge process (int8 TFLite + segmenter) |" in text
+    assert "| 10 | edge process (fp16 TFLite, noise suppression, segmenter) |" in text
     for kind in ("adult", "child-like"):
         assert f"### {kind}" in text
     for noise in ("babble", "transients", "music", "stationary", "all"):
         assert f"| {noise} | 10 |" in text
     assert "child-like, all noise types: speech capture at 10 dB" in text
     assert "### The default recorder beside one change each" in text and "| no noise suppression: capture |" in text
-    assert "| silero_vad_int8.tflite + noise suppression (" in text
+    assert "| silero_vad_fp16.tflite + noise suppression (" in text
     assert "µs per 32 ms window" in text
     assert "edge process real-time factor" in text
     assert "## Encryption at rest (age)" in text and "\n| on | " in text and "\n| off | " in text
