@@ -14,7 +14,15 @@ base="$cache/$suite-$arch"
 # What the README's commands assume a Raspberry Pi OS image has, plus systemd as PID 1.
 include=ca-certificates,make,git,sudo,systemd,systemd-sysv,dbus,python3,procps
 
-need() { command -v "$1" >/dev/null 2>&1 || { echo "debian-root: '$1' is missing (apt-get install $2)" >&2; exit 2; }; }
+# A tool missing on a fresh machine (CI's included) is installed, as tests/system/run.sh does.
+need() {
+  command -v "$1" >/dev/null 2>&1 && return
+  echo "debian-root: installing $2 (for '$1')" >&2
+  # shellcheck disable=SC2086 # $2 is a list of packages
+  { apt-get -o DPkg::Lock::Timeout=600 update -qq && DEBIAN_FRONTEND=noninteractive \
+      apt-get -o DPkg::Lock::Timeout=600 install -y -qq $2 >/dev/null; } || true
+  command -v "$1" >/dev/null 2>&1 || { echo "debian-root: '$1' is missing (apt-get install $2)" >&2; exit 2; }
+}
 [ "$(id -u)" = 0 ] || { echo "debian-root: must run as root (debootstrap, chroot)" >&2; exit 2; }
 need debootstrap debootstrap
 
