@@ -258,6 +258,7 @@ def speed_section(results: Results, detectors: list[Detector], streams: list[Str
         return
     try:
         daemon = measure_daemon(timed_stream, DAEMON_S, daemon_work)
+        unsuppressed = measure_daemon(timed_stream, DAEMON_S, daemon_work, sections={"denoise": {"enabled": False}})
     except (RuntimeError, OSError, EdgeError) as exc:
         results.lines += [f"- Daemon could not be measured: {exc}", ""]
         return
@@ -265,7 +266,8 @@ def speed_section(results: Results, detectors: list[Detector], streams: list[Str
         f"- `edge run` (the daemon) capturing through ALSA's file plugin from a FIFO fed at real time "
         f"({daemon.audio_fed_s:.0f} s of audio in {daemon.seconds:.0f} s, the FIFO opened "
         f"{daemon.feeder_opens} time(s), {daemon.segments} segment(s) stored): CPU "
-        f"{100 * daemon.cpu_share:.2f} % of one core (after {daemon.warmup_s:.0f} s warm-up), "
+        f"{100 * daemon.cpu_share:.2f} % of one core (after {daemon.warmup_s:.0f} s warm-up; "
+        f"{100 * unsuppressed.cpu_share:.2f} % without noise suppression, measured right after), "
         f"memory of the daemon and its capture process: {daemon.pss_mb:.1f} MB PSS "
         f"(peak RSS {daemon.peak_rss_mb:.1f} MB added up, the interpreter's shared pages counted twice).",
         "",

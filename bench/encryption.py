@@ -56,7 +56,7 @@ def measure(stream: Path, samples: np.ndarray, work: Path, base_config: Path | N
     if daemon_s is not None:
         daemon["off"] = measure_daemon(samples, daemon_s, work / "daemon-off")
         daemon["on"] = measure_daemon(samples, daemon_s, work / "daemon-on",
-                                      privacy={"recipients": [public]})
+                                      sections={"privacy": {"recipients": [public]}})
     return process, daemon
 
 

@@ -150,10 +150,10 @@ class DaemonRun:
 
 
 def measure_daemon(samples: np.ndarray, seconds: float, work_dir: Path, warmup_s: float = 10.0,
-                   privacy: dict | None = None) -> DaemonRun:
+                   sections: dict | None = None) -> DaemonRun:
     """``edge run`` capturing ``samples`` through ALSA's file plugin from a FIFO fed at real
-    time, for ``seconds``, then stopped with SIGTERM as systemd would; ``privacy`` is the
-    config's privacy section (encryption)."""
+    time, for ``seconds``, then stopped with SIGTERM as systemd would; ``sections``: more
+    config sections (privacy for encryption, denoise)."""
     work_dir.mkdir(parents=True, exist_ok=True)
     fifo = work_dir / "mic.fifo"
     if fifo.exists():
@@ -169,7 +169,7 @@ def measure_daemon(samples: np.ndarray, seconds: float, work_dir: Path, warmup_s
         "storage": {"recordings_dir": str(recordings), "min_free_mb": 0},
         "led": {"pin": None},
         "service": {"status_file": str(work_dir / "status.json")},
-        **({"privacy": privacy} if privacy else {}),
+        **(sections or {}),
     }))
     feeder = RealTimeFeeder(fifo, samples)
     feeder.start()
