@@ -19,13 +19,13 @@ import numpy as np
 
 from .audio import WavFileSource
 from .config import Settings, add_config_argument, load_config, neg_threshold
+from .denoise import SuppressedDetector
+from .detector import make_detector
 from .errors import EdgeError
 from .onset import level_db
 from .recorder import Recorder, make_writer
 from .segmenter import SegmentClosed, SegmentOpened, SpeechSegmenter
 from .storage import read_manifest
-from .denoise import SuppressedDetector
-from .detector import make_detector
 from .vad import SileroVad, window_probabilities
 from .wavio import read_wav_16k
 

@@ -116,7 +116,24 @@ def test_plot_without_matplotlib_says_so(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     decided = plot.decisions(Settings(), np.zeros(1024, np.int16), np.zeros(2))
     with pytest.raises(EdgeError, match="matplotlib"):
-        plot.draw(tmp_path / "x.png", np.zeros(1024, np.int16), np.zeros(2), decided, [], "x")
+        plot.draw(tmp_path / "x.png", np.zeros(1024, np.int16), plot.Heard(np.zeros(2), None, None), decided, [], "x")
+
+
+def test_plot_shows_what_the_suppressor_did_and_what_the_model_alone_would_say():
+    from edge import plot
+    from edge.detector import make_detector
+    from edge.vad import DEFAULT_MODEL, SileroVad, window_probabilities
+    from edge.wavio import read_wav_16k
+
+    samples = read_wav_16k(REPO / "tests" / "data" / "lesson_15s.wav")
+    detected = plot.heard(make_detector(Settings()), samples)
+    np.testing.assert_array_equal(detected.probabilities, window_probabilities(make_detector(Settings()), samples))
+    np.testing.assert_array_equal(detected.unsuppressed, window_probabilities(SileroVad(DEFAULT_MODEL), samples))
+    # Passed through while the room is learnt, then the room tone is turned down by up to 15 dB.
+    assert detected.suppression_db[:10].max() == 0.0
+    assert 0.0 <= detected.suppression_db.min() and 12.0 < detected.suppression_db.max() <= 15.0
+    plain = plot.heard(SileroVad(DEFAULT_MODEL), samples)
+    assert plain.suppression_db is None and plain.unsuppressed is None
 
 
 def test_plot_shows_what_the_segmenter_decided():
