@@ -173,6 +173,11 @@ def frame_count(samples: np.ndarray) -> int:
 
 @pytest.fixture(scope="session")
 def detector():
+    """The bare model. These tests are about capture, storage and faults; the noise suppressor
+    in front of it has tests of its own (test_denoise.py), and the daemon tests (test_service.py,
+    the system test) run `edge run` with the whole detector. (Behind the suppressor, the lesson
+    clip's last sentence is stored to 13.760 s and its energy label, padded by 30 ms, ends at
+    13.761 s: the capture tests' exact coverage check would fail on that millisecond.)"""
     from edge.vad import DEFAULT_MODEL, SileroVad
 
     return SileroVad(DEFAULT_MODEL)
