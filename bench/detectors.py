@@ -14,8 +14,8 @@ from typing import Callable
 import numpy as np
 
 from edge import vad as edge_vad
-from edge.config import DenoiseSettings
-from edge.denoise import NoiseSuppressor, SuppressedDetector
+from edge.config import Settings
+from edge.detector import make_detector
 from edge.errors import EdgeError
 
 from .labels import SAMPLE_RATE, WINDOW
@@ -142,10 +142,9 @@ def available_detectors(notes: list[str]) -> list[Detector]:
             label = f"{model.name} ({runtime})" + (" [default]" if model == edge_vad.DEFAULT_MODEL else "")
             detectors.append(streaming_detector(label, edge_vad.SileroVad(model, runtime)))
     if runtimes:
-        suppressed = SuppressedDetector(NoiseSuppressor(DenoiseSettings()),
-                                        edge_vad.SileroVad(edge_vad.DEFAULT_MODEL, runtimes[0]))
         detectors.append(streaming_detector(
-            f"{edge_vad.DEFAULT_MODEL.name} + noise suppression ({runtimes[0]}) [recorder]", suppressed))
+            f"{edge_vad.DEFAULT_MODEL.name} + noise suppression ({runtimes[0]}) [recorder]",
+            make_detector(Settings(), runtimes[0])))
     onnx_path = silero_onnx_path()
     if onnx_path is None:
         notes.append("silero-vad is not installed: no Silero ONNX reference (pip install --no-deps silero-vad).")

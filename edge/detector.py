@@ -15,9 +15,10 @@ from .vad import DEFAULT_MODEL, SileroVad, configured_model, window_probabilitie
 from .wavio import read_wav_16k
 
 
-def make_detector(settings: Settings):
-    """SileroVad on the configured model, behind a NoiseSuppressor when denoise is enabled."""
-    model = SileroVad(configured_model(settings.detector))
+def make_detector(settings: Settings, runtime: str | None = None):
+    """SileroVad on the configured model (``runtime``: as SileroVad takes it), behind a
+    NoiseSuppressor when denoise is enabled."""
+    model = SileroVad(configured_model(settings.detector), runtime)
     if not settings.denoise.enabled:
         return model
     return SuppressedDetector(NoiseSuppressor(settings.denoise), model)
