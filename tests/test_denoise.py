@@ -6,14 +6,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bench.labels import read_speech_intervals
+from bench.labels import window_truth
 from edge.config import DenoiseSettings, Settings, settings_from_dict
 from edge.denoise import HOP, NoiseSuppressor, SuppressedDetector
 from edge.detector import make_detector
 from edge.errors import EdgeError
 from edge.vad import DEFAULT_MODEL, SileroVad, window_probabilities
 
-from conftest import DATA, RATE, WINDOW
+from conftest import RATE, WINDOW
 
 
 def suppressed(settings: DenoiseSettings, samples: np.ndarray, suppressor: NoiseSuppressor | None = None) -> np.ndarray:
@@ -103,21 +103,10 @@ def test_the_voice_band_gain_says_how_far_the_detector_heard_it_turned_down(whit
     assert -15.0 <= suppressor.gain_db < -12.0
 
 
-def lesson_windows():
-    """The lesson clip's windows as labelled speech / well away from speech (over 0.5 s)."""
-    from edge.wavio import read_wav_16k
-
-    samples = read_wav_16k(DATA / "lesson_15s.wav").astype(np.float64)
-    count = len(samples) // WINDOW
-    speech = np.zeros(count, dtype=bool)
-    for start, end in read_speech_intervals(DATA / "lesson_15s.csv"):
-        speech[int(start * RATE / WINDOW) : int(np.ceil(end * RATE / WINDOW))] = True
-    away = ~np.convolve(speech, np.ones(31), "same").astype(bool)
-    return samples, speech, away
-
-
-def test_the_model_hears_speech_under_steady_noise_it_misses_without_suppression():
-    samples, speech, away = lesson_windows()
+def test_the_model_hears_speech_under_steady_noise_it_misses_without_suppression(lesson, lesson_speech):
+    samples = lesson.astype(np.float64)
+    speech = window_truth(lesson_speech, len(samples) // WINDOW)
+    away = ~np.convolve(speech, np.ones(31), "same").astype(bool)  # over 0.5 s from labelled speech
     speech_samples = np.repeat(speech, WINDOW)
     speech_power = np.mean(samples[: len(speech_samples)][speech_samples] ** 2)
     noise = np.random.default_rng(7).normal(0, 1, len(samples)) * np.sqrt(speech_power / 10 ** (-5 / 10))
