@@ -450,6 +450,21 @@ def dead(pid: int) -> bool:
         return True
 
 
+def freeze_with_a_whole_chunk_open(daemon: subprocess.Popen, recordings: Path, timeout: float = 60.0) -> None:
+    """Leave the daemon stopped (SIGSTOP) at a moment when an open segment has at least one
+    whole encrypted chunk on the card, found by looking at the card while it is frozen (how much
+    audio it gets through before a given moment depends on the machine's speed)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        daemon.send_signal(signal.SIGSTOP)
+        # age's header and a chunk's tag are far below 4 KiB: beyond that a chunk is whole.
+        if any(part.stat().st_size > CHUNK_BYTES + 4096 for part in recordings.rglob("*.wav.age.part")):
+            return
+        daemon.send_signal(signal.SIGCONT)
+        assert time.monotonic() < deadline, "no segment with a whole chunk was ever open"
+        time.sleep(0.01)
+
+
 def power_cut(daemon: subprocess.Popen) -> None:
     """Every process of the recorder dies at once: the daemon is frozen first so that it
     cannot notice its age processes dying, then they and it are killed."""
@@ -491,9 +506,12 @@ def test_sigkill_with_encryption_leaves_no_plaintext_and_every_segment_decrypts(
 
     rng = random.Random(20261124)
     try:
-        for _ in range(KILLS):
+        for number in range(KILLS):
             daemon = start_daemon()
-            time.sleep(rng.uniform(0.2, 0.8))  # the random moment of the power cut
+            if number == 0:
+                freeze_with_a_whole_chunk_open(daemon, recordings)  # one cut surely inside a segment
+            else:
+                time.sleep(rng.uniform(0.2, 0.8))  # the random moment of the power cut
             power_cut(daemon)
             assert_no_plaintext(recordings, runs)  # before any recovery, too
             SegmentWriter(recordings, "x", "x", "x").prepare()  # what the next start does first
