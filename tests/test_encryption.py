@@ -450,21 +450,6 @@ def dead(pid: int) -> bool:
         return True
 
 
-def freeze_with_a_whole_chunk_open(daemon: subprocess.Popen, recordings: Path, timeout: float = 60.0) -> None:
-    """Leave the daemon stopped (SIGSTOP) at a moment when an open segment has at least one
-    whole encrypted chunk on the card, found by looking at the card while it is frozen (how much
-    audio it gets through before a given moment depends on the machine's speed)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        daemon.send_signal(signal.SIGSTOP)
-        # age's header and a chunk's tag are far below 4 KiB: beyond that a chunk is whole.
-        if any(part.stat().st_size > CHUNK_BYTES + 4096 for part in recordings.rglob("*.wav.age.part")):
-            return
-        daemon.send_signal(signal.SIGCONT)
-        assert time.monotonic() < deadline, "no segment with a whole chunk was ever open"
-        time.sleep(0.01)
-
-
 def power_cut(daemon: subprocess.Popen) -> None:
     """Every process of the recorder dies at once: the daemon is frozen first so that it
     cannot notice its age processes dying, then they and it are killed."""
@@ -478,39 +463,63 @@ def power_cut(daemon: subprocess.Popen) -> None:
     wait_until(lambda: all(dead(pid) for pid in children), "the age processes to die")
 
 
+def feed(fifo: Path, samples: np.ndarray) -> int:
+    """Put all of ``samples`` into the microphone's FIFO at once, without waiting for a reader;
+    the returned descriptor keeps the FIFO open, so capture stalls after them instead of ending."""
+    fd = os.open(fifo, os.O_RDWR | os.O_NONBLOCK)
+    data = np.asarray(samples, dtype="<i2").tobytes()
+    fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, max(len(data), 65536))
+    assert os.write(fd, data) == len(data)
+    return fd
+
+
 def test_sigkill_with_encryption_leaves_no_plaintext_and_every_segment_decrypts(
-        alsa, lesson, tmp_path, key):
+        alsa, lesson, lesson_speech, tmp_path, key):
     identity, public = key
     stream = np.tile(lesson, 8)  # two minutes of lessons, read as fast as the CPU allows
     alsa.add("testmic", stream)
+    fifo = alsa.add_fifo("fedmic")
     runs = pcm_runs(lesson)
     recordings = tmp_path / "rec"
-    config = tmp_path / "edge.yaml"
-    config.write_text(json.dumps({
-        "audio": {"device": "testmic", "buffer_s": 120},
-        "storage": {"recordings_dir": str(recordings), "fsync_interval_s": 0.1, "min_free_mb": 0},
-        "led": {"pin": None}, "service": {"status_file": str(tmp_path / "status.json")},
-        "privacy": {"recipients": [public]}}))
+
+    def config(device: str) -> Path:
+        path = tmp_path / f"{device}.yaml"
+        path.write_text(json.dumps({
+            # The fed microphone stalls on purpose: it must not count as lost before the cut.
+            "audio": {"device": device, "buffer_s": 120, "stall_timeout_s": 60},
+            "storage": {"recordings_dir": str(recordings), "fsync_interval_s": 0.1, "min_free_mb": 0},
+            "led": {"pin": None}, "service": {"status_file": str(tmp_path / "status.json")},
+            "privacy": {"recipients": [public]}}))
+        return path
     notify = tmp_path / "notify.sock"
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind(str(notify))
     sock.settimeout(60)
     env = {**os.environ, "NOTIFY_SOCKET": str(notify)}
 
-    def start_daemon():
-        daemon = subprocess.Popen([sys.executable, "-m", "edge", "run", "--config", str(config)],
+    def start_daemon(device: str = "testmic"):
+        daemon = subprocess.Popen([sys.executable, "-m", "edge", "run", "--config", str(config(device))],
                                   env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         while b"READY=1" not in sock.recv(4096):
             pass
         return daemon
 
+    # The first cut surely falls inside a segment with a sealed chunk: the daemon hears the lesson
+    # up to the end of its second sentence, which alone is longer than one chunk, shorter than two.
+    start, end = lesson_speech[1]
+    assert CHUNK_S < end - start < 2 * CHUNK_S
     rng = random.Random(20261124)
+    fed = feed(fifo, lesson[:round(end * 16000)])
     try:
         for number in range(KILLS):
-            daemon = start_daemon()
             if number == 0:
-                freeze_with_a_whole_chunk_open(daemon, recordings)  # one cut surely inside a segment
+                daemon = start_daemon("fedmic")
+                # age's header alone is a few hundred bytes: a bigger file holds a sealed chunk.
+                wait_until(lambda: any(part.stat().st_size > CHUNK_BYTES
+                                       for part in recordings.rglob("*.wav.age.part")),
+                           "a sealed chunk in the open segment", timeout=60)
             else:
+                daemon = start_daemon()
                 time.sleep(rng.uniform(0.2, 0.8))  # the random moment of the power cut
             power_cut(daemon)
             assert_no_plaintext(recordings, runs)  # before any recovery, too
@@ -521,6 +530,7 @@ def test_sigkill_with_encryption_leaves_no_plaintext_and_every_segment_decrypts(
         assert daemon.wait(timeout=30) == 0, daemon.stderr.read().decode()
     finally:
         sock.close()
+        os.close(fed)
     entries = read_manifest(recordings / MANIFEST)
     assert_no_plaintext(recordings, runs)
     on_card = sorted(p.relative_to(recordings).as_posix() for p in recordings.rglob("*")
