@@ -18,13 +18,13 @@ import numpy as np
 from .audio import CaptureError, MicrophoneSource
 from .clock import SystemClock
 from .config import Settings, add_config_argument, default_config_path, load_config, resolve_data_path
+from .detector import make_detector
 from .encryption import recipient_arguments
 from .errors import EdgeError, permission_denied
 from .indicator import GPIO_CHIPS
 from .status import RecorderState, is_recorder_process, read_status, status_age_s
 from .storage import FreeSpaceGuard
 from .sync import SyncFailed, configured_remote, make_rclone, status_lines, split_remote
-from .detector import make_detector
 from .vad import SileroVad
 
 STALE_AFTER_S = 30.0
