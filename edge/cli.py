@@ -42,6 +42,7 @@ def run_command(args: argparse.Namespace) -> int:
         watchdog_every=watchdog_interval(), status_path=resolve_data_path(settings.service.status_file),
         extra_pattern=lambda: export.export_led_pattern(export_state, recorder.clock.wall()),
         controls=requests, export_state=export_state)
+    recorder.status.button = button.name if button is not None else None  # for `edge doctor`
     try:
         recorder.run(MicrophoneSource(settings.audio), stop, wait_for_device=notifier.enabled)
     except CaptureError as exc:

@@ -51,6 +51,8 @@ class RecorderStatus:
     """The oldest segment on the card, as of the last retention check (every 10 minutes)."""
     oldest_segment_days: Optional[float] = None
     """How many days ago it was recorded, at least; None when the clock cannot tell."""
+    button: Optional[str] = None
+    """The privacy button the daemon watches (GPIO27), None when it runs without one."""
     paused_until: Optional[str] = None
     """Wall time recording resumes by itself while paused, ISO 8601; None when not paused."""
 

@@ -125,7 +125,7 @@ def test_doctor_passes_each_check_on_a_working_setup(alsa, lesson, tmp_path, cap
     alsa.add("testmic", lesson)
     timesync.touch()
     code, lines = doctor_lines(write_config(tmp_path), capsys)
-    assert set(lines) == {"config", "model", "microphone", "gpio", "storage", "clock", "encryption", "sync"}
+    assert set(lines) == {"config", "model", "microphone", "gpio", "button", "storage", "clock", "encryption", "sync"}
     for name in lines:
         assert lines[name].startswith("OK "), lines[name]
     assert "'testmic' gives audio at 16000 Hz" in lines["microphone"]
