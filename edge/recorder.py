@@ -129,6 +129,7 @@ class Recorder:
         self.export_state = export_state
         self._paused_until: Optional[float] = None  # monotonic time recording resumes
         self._press_paused = False  # the button press in progress paused (its release must not resume)
+        self._held = False  # the open segment waits for the release: finished, or forgotten by a hold
         self._forgotten_until = float("-inf")  # the LED confirms a forget until then
 
     # -- the two ways in ------------------------------------------------------------------
@@ -332,9 +333,13 @@ class Recorder:
         if request.action == PRESSED:
             self._press_paused = self._paused_until is None
             if self._press_paused:
-                self.pause(controls.pause_minutes, "the button")
+                # Until the release tells a pause from a forget, the open segment stays open
+                # with its audio up to the press: a hold must find it unfinished.
+                self.pause(controls.pause_minutes, "the button", finish=False)
         elif request.action == RELEASED:
-            if self._paused_until is not None and not self._press_paused:
+            if self._press_paused:
+                self._finish_held()
+            elif self._paused_until is not None:
                 self.resume("the button")
         elif request.action == HELD:
             self._press_paused = True  # the release ends the hold, not the pause
@@ -346,9 +351,14 @@ class Recorder:
         elif request.action == "forget":
             request.reply(True, self.forget(request.minutes, "edge forget"))
 
-    def pause(self, minutes: float, by: str) -> str:
-        """Stop recording for ``minutes``: the open segment ends here with its audio."""
-        self._store(self._segmenter.flush())
+    def pause(self, minutes: float, by: str, finish: bool = True) -> str:
+        """Stop recording for ``minutes``: the open segment ends here with its audio (and is
+        finished now, or with ``finish`` False once the button is released)."""
+        if finish:
+            self._finish_held()
+            self._store(self._segmenter.flush())
+        else:
+            self._held = True
         self._paused_until = self.monotonic() + minutes * 60
         until = self.clock.wall() + timedelta(minutes=minutes)
         self.status.paused_until = until.isoformat(timespec="seconds")
@@ -361,6 +371,7 @@ class Recorder:
     def resume(self, by: str) -> str:
         if self._paused_until is None:
             return "not paused: recording"
+        self._finish_held()
         self._paused_until = None
         self.status.paused_until = None
         if self._source is not None:
@@ -374,6 +385,7 @@ class Recorder:
         """Remove what was recorded in the last ``minutes`` (edge.forget), then pause."""
         open_files = self.writer.discard()
         self._segmenter = self._new_segmenter()  # its audio is forgotten, not stored
+        self._held = False
         self.vad.reset()
         try:
             forgotten = forget_recent(self.writer.root, minutes, by, self.clock, open_files, self.export_state)
@@ -389,6 +401,11 @@ class Recorder:
         copies = sum(bool(item["copies"]) for item in forgotten)
         elsewhere = f" ({copies} of them copied elsewhere before: see the log)" if copies else ""
         return f"forgot {len(forgotten)} segments of the last {minutes:g} minutes{elsewhere}; {paused}"
+
+    def _finish_held(self) -> None:
+        if self._held:
+            self._held = False
+            self._store(self._segmenter.flush())
 
     def state(self) -> RecorderState:
         if self._paused_until is not None:
