@@ -147,7 +147,7 @@ class ServiceSettings:
     status_file: str = "status.json"
     """Where the daemon publishes its state for `edge status`; relative like recordings_dir."""
     control_socket: str = "control.sock"
-    """Unix socket for `edge pause`, `edge resume` and `edge forget`; relative paths are under $RUNTIME_DIRECTORY when systemd sets it, else like recordings_dir."""
+    """Unix socket for `edge pause`, `edge resume` and `edge forget`; relative paths are under $RUNTIME_DIRECTORY when systemd sets it, else beside status_file."""
 
 
 @dataclass(frozen=True)
@@ -294,15 +294,6 @@ def resolve_data_path(name: str) -> Path:
         return path
     state = os.environ.get("STATE_DIRECTORY")
     return (Path(state.split(":")[0]) if state else Path.cwd()) / path
-
-
-def resolve_runtime_path(name: str) -> Path:
-    """Place a relative runtime path (a socket) under systemd's RuntimeDirectory when running
-    as a service, else where resolve_data_path puts it."""
-    runtime = os.environ.get("RUNTIME_DIRECTORY")
-    if runtime and not Path(name).is_absolute():
-        return Path(runtime.split(":")[0]) / name
-    return resolve_data_path(name)
 
 
 def device_name(storage: StorageSettings) -> str:
