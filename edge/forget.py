@@ -34,7 +34,8 @@ def forget_recent(root: Path, minutes: float, by: str, clock, open_files: Iterab
     """Forget what was recorded under ``root`` in the last ``minutes``: ``open_files`` (the
     open segment's files, let go by SegmentWriter.discard) and the segments that began
     inside the window. ``by`` says who asked ("button", "edge forget"). Returns what was
-    forgotten: ``{"file", "seq", "delete", "copies"}`` per segment."""
+    forgotten: ``{"file", "seq", "start" (None for the open one), "delete", "copies"}`` per
+    segment."""
     root = Path(root)
     now = clock.wall()
     since_wall = now - timedelta(minutes=minutes)
@@ -45,13 +46,13 @@ def forget_recent(root: Path, minutes: float, by: str, clock, open_files: Iterab
     items = []
     for entry in iter_segments(root):
         if _began_inside(entry, since_boot, boot_id, since_wall):
-            items.append({"file": entry["file"], "seq": entry["seq"], "delete": [entry["file"]],
-                          "copies": _copies(entry, synced, export)})
+            items.append({"file": entry["file"], "seq": entry["seq"], "start": entry["start"],
+                          "delete": [entry["file"]], "copies": _copies(entry, synced, export)})
     open_files = [Path(path) for path in open_files]
     if open_files:
         final = open_files[0].name.removesuffix(".part")
         name = open_files[0].parent.relative_to(root).joinpath(final).as_posix()
-        items.append({"file": name, "seq": int(SEGMENT_NAME.match(final).group(1)),
+        items.append({"file": name, "seq": int(SEGMENT_NAME.match(final).group(1)), "start": None,
                       "delete": [path.relative_to(root).as_posix() for path in open_files],
                       "copies": []})
     intent = {"at": now.isoformat(timespec="seconds"), "minutes": minutes,

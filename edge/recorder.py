@@ -22,12 +22,11 @@ from .audio import CaptureError, EndOfInput, FrameSource
 from .clock import SystemClock
 from . import __version__
 from .config import Settings, device_name, neg_threshold
-from .controls import HELD, PRESSED, RELEASED, ControlQueue, ControlRequest
+from .controls import ControlQueue
 from .encryption import AgeWav
-from .errors import EdgeError
-from .forget import forget_recent
 from .indicator import Indicator, LedPattern, NullIndicator
 from .notify import ServiceNotifier
+from .pausing import PauseAndForget
 from .retention import SegmentRetention
 from .segmenter import SegmentAudio, SegmentClosed, SegmentOpened, SpeechSegmenter
 from .status import RecorderState, RecorderStatus
@@ -40,7 +39,6 @@ log = logging.getLogger(__name__)
 SAMPLE_RATE = 16000
 EXTRA_CHECK_S = 1.0
 RETENTION_CHECK_S = 600.0
-FORGOTTEN_SHOWN_S = 4.0  # the LED's confirmation of a forget, before it shows the pause
 
 
 @dataclass
@@ -76,7 +74,7 @@ def make_writer(settings: Settings, recordings_dir: Path, detector) -> SegmentWr
     return writer
 
 
-class Recorder:
+class Recorder(PauseAndForget):
     """frames -> detector -> segmenter -> sinks (segment writer, LED, status).
 
     What can go wrong on the way is handled by the supervisors (edge.supervisor), which
@@ -125,12 +123,7 @@ class Recorder:
         self._gaps: list = []  # microphone outages since the last segment began
         self._last_extra_check = float("-inf")
         self._last_retention = float("-inf")
-        self.controls = controls or ControlQueue()
-        self.export_state = export_state
-        self._paused_until: Optional[float] = None  # monotonic time recording resumes
-        self._press_paused = False  # the button press in progress paused (its release must not resume)
-        self._held = False  # the open segment waits for the release: finished, or forgotten by a hold
-        self._forgotten_until = float("-inf")  # the LED confirms a forget until then
+        self._init_controls(controls or ControlQueue(), export_state)
 
     # -- the two ways in ------------------------------------------------------------------
 
@@ -184,7 +177,7 @@ class Recorder:
                     frame = self.capture.read()
                 except EndOfInput:
                     break
-                if frame is not None and self._paused_until is None:
+                if frame is not None and not self.paused:
                     self._frame(frame)
                 self._housekeeping()
         except Exception as exc:
@@ -307,108 +300,8 @@ class Recorder:
 
     # -- sinks that follow the state ---------------------------------------------------------
 
-    # -- pause and forget (edge.controls) ----------------------------------------------------
-
-    def apply_controls(self) -> None:
-        """Apply what the button and the socket asked since the last frame; end a pause
-        whose time is up."""
-        for request in self.controls.take():
-            try:
-                self._apply(request)
-            except EdgeError as exc:
-                log.error("cannot %s: %s", request.action, exc)
-                request.reply(False, f"cannot {request.action}: {exc}")
-            except Exception as exc:  # the one asking must hear, and recording goes on
-                log.exception("cannot %s", request.action)
-                request.reply(False, f"cannot {request.action}: {exc}")
-        now = self.monotonic()
-        if self._paused_until is not None and now >= self._paused_until:
-            self.resume("the pause is over")
-        elif self._forgotten_until != float("-inf") and now >= self._forgotten_until:
-            self._forgotten_until = float("-inf")
-            self._show()
-
-    def _apply(self, request: ControlRequest) -> None:
-        controls = self.settings.controls
-        if request.action == PRESSED:
-            self._press_paused = self._paused_until is None
-            if self._press_paused:
-                # Until the release tells a pause from a forget, the open segment stays open
-                # with its audio up to the press: a hold must find it unfinished.
-                self.pause(controls.pause_minutes, "the button", finish=False)
-        elif request.action == RELEASED:
-            if self._press_paused:
-                self._finish_held()
-            elif self._paused_until is not None:
-                self.resume("the button")
-        elif request.action == HELD:
-            self._press_paused = True  # the release ends the hold, not the pause
-            self.forget(controls.forget_minutes, "button")
-        elif request.action == "pause":
-            request.reply(True, self.pause(request.minutes or controls.pause_minutes, "edge pause"))
-        elif request.action == "resume":
-            request.reply(True, self.resume("edge resume"))
-        elif request.action == "forget":
-            request.reply(True, self.forget(request.minutes, "edge forget"))
-
-    def pause(self, minutes: float, by: str, finish: bool = True) -> str:
-        """Stop recording for ``minutes``: the open segment ends here with its audio (and is
-        finished now, or with ``finish`` False once the button is released)."""
-        if finish:
-            self._finish_held()
-            self._store(self._segmenter.flush())
-        else:
-            self._held = True
-        self._paused_until = self.monotonic() + minutes * 60
-        until = self.clock.wall() + timedelta(minutes=minutes)
-        self.status.paused_until = until.isoformat(timespec="seconds")
-        message = f"paused until {until.strftime('%H:%M')}"
-        log.warning("%s (%s)", message, by)
-        self._show()
-        self._publish(force=True)
-        return message
-
-    def resume(self, by: str) -> str:
-        if self._paused_until is None:
-            return "not paused: recording"
-        self._finish_held()
-        self._paused_until = None
-        self.status.paused_until = None
-        if self._source is not None:
-            self._begin(self._source)  # a fresh detector: the pause is a gap in the audio
-        log.warning("recording again (%s)", by)
-        self._show()
-        self._publish(force=True)
-        return "recording again"
-
-    def forget(self, minutes: float, by: str) -> str:
-        """Remove what was recorded in the last ``minutes`` (edge.forget), then pause."""
-        open_files = self.writer.discard()
-        self._segmenter = self._new_segmenter()  # its audio is forgotten, not stored
-        self._held = False
-        self.vad.reset()
-        try:
-            forgotten = forget_recent(self.writer.root, minutes, by, self.clock, open_files, self.export_state)
-        except OSError as exc:
-            self.pause(self.settings.controls.pause_minutes, by)
-            raise EdgeError(f"the card refused ({exc.strerror}); paused, nothing new is recorded") from None
-        today = self.clock.wall().date()
-        self.status.segments_today = sum(datetime.fromisoformat(e["start"]).date() == today
-                                         for e in read_manifest(self.writer.manifest)
-                                         if (self.writer.root / e["file"]).exists())
-        self._forgotten_until = self.monotonic() + FORGOTTEN_SHOWN_S
-        paused = self.pause(self.settings.controls.pause_minutes, by)
-        copies = sum(bool(item["copies"]) for item in forgotten)
-        elsewhere = f" ({copies} of them copied elsewhere before: see the log)" if copies else ""
-        return f"forgot {len(forgotten)} segments of the last {minutes:g} minutes{elsewhere}; {paused}"
-
-    def _finish_held(self) -> None:
-        if self._held:
-            self._held = False
-            self._store(self._segmenter.flush())
-
     def state(self) -> RecorderState:
-        if self._paused_until is not None:
+        if self.paused:
             return RecorderState.PAUSED
         if self.capture is not None and self.capture.missing:
             return RecorderState.MIC_MISSING
@@ -423,7 +316,7 @@ class Recorder:
             pattern = self._extra or pattern
         if not self._live and state is RecorderState.LISTENING:
             pattern = LedPattern.OFF
-        if self.monotonic() < self._forgotten_until:
+        if self.confirming_forget():
             pattern = LedPattern.FORGOTTEN
         self.indicator.show(pattern)
 

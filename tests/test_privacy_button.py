@@ -24,7 +24,7 @@ from edge.config import settings_from_dict
 from edge.controls import ControlQueue, ControlServer, PrivacyButton, make_button
 from edge.indicator import LedIndicator, LedPattern
 from edge.notify import ServiceNotifier
-from edge.recorder import FORGOTTEN_SHOWN_S
+from edge.pausing import FORGOTTEN_SHOWN_S
 from edge.status import RecorderState
 from edge.storage import MANIFEST, SegmentEnd, SegmentStart, iter_segments, read_deletions, read_manifest
 
@@ -196,6 +196,7 @@ def test_the_commands_pause_resume_and_forget_the_running_recorder(factory, less
             answer = capsys.readouterr().out
             assert f"forgot {len(room.recorder.entries) + 1} segments of the last 5 minutes; paused until" in answer
             assert list(iter_segments(room.root)) == [] and room.open_files() == []
+            assert room.recorder.status.segments_today == 0
     finally:
         server.close()
         notify.close()
