@@ -35,13 +35,14 @@ def run_command(args: argparse.Namespace) -> int:
     notifier = ServiceNotifier()
     requests = controls.ControlQueue()
     button = controls.make_button(settings.controls, requests)
-    server = controls.ControlServer(controls.control_socket(settings), requests)
+    socket_path = controls.control_socket(settings)
+    server = controls.ControlServer(socket_path, requests)
     server.start()
     recorder = Recorder(
         settings, vad, writer, indicator=indicator, notifier=notifier,
         watchdog_every=watchdog_interval(), status_path=resolve_data_path(settings.service.status_file),
         extra_pattern=lambda: export.export_led_pattern(export_state, recorder.clock.wall()),
-        controls=requests, export_state=export_state)
+        controls=requests, export_state=export_state, pause_file=socket_path.with_name("paused.json"))
     recorder.status.button = button.name if button is not None else None  # for `edge doctor`
     try:
         recorder.run(MicrophoneSource(settings.audio), stop, wait_for_device=notifier.enabled)

@@ -57,7 +57,12 @@ def forget_recent(root: Path, minutes: float, by: str, clock, open_files: Iterab
                       "copies": []})
     intent = {"at": now.isoformat(timespec="seconds"), "minutes": minutes,
               "reason": f"forgotten by {by} at {now.strftime('%H:%M:%S')}", "segments": items}
-    write_json_atomically(root / INTENT, intent)
+    try:
+        write_json_atomically(root / INTENT, intent)
+    except OSError:
+        # A full card cannot take the note but may still take deletions: forget what it can.
+        _carry_out(root, intent, noted=False)
+        raise
     _carry_out(root, intent)
     return items
 
@@ -66,6 +71,7 @@ def finish_interrupted_forget(root: Path) -> Optional[dict]:
     """Carry out the forget a power cut interrupted, if any; returns its note."""
     root = Path(root)
     path = root / INTENT
+    path.with_name(INTENT + ".tmp").unlink(missing_ok=True)  # a note cut off while written: nothing was deleted
     try:
         intent = json.loads(path.read_text())
     except FileNotFoundError:
@@ -80,7 +86,7 @@ def finish_interrupted_forget(root: Path) -> Optional[dict]:
     return intent
 
 
-def _carry_out(root: Path, intent: dict) -> None:
+def _carry_out(root: Path, intent: dict, noted: bool = True) -> None:
     done = {tombstone["deleted"] for tombstone in read_deletions(root / MANIFEST)}
     for item in intent["segments"]:
         for name in item["delete"]:
@@ -95,8 +101,9 @@ def _carry_out(root: Path, intent: dict) -> None:
         append_manifest(root / MANIFEST, {"deleted": item["file"], "seq": item["seq"],
                                           "reason": reason, "at": intent["at"]})
         log.warning("%s: %s", item["file"], reason)
-    (root / INTENT).unlink()
-    fsync_dir(root)
+    if noted:
+        (root / INTENT).unlink()
+        fsync_dir(root)
 
 
 def _began_inside(entry: dict, since_boot: float, boot_id: str, since_wall: datetime) -> bool:

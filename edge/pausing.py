@@ -7,6 +7,7 @@ forget removes from the card is edge.forget's. A mixin of Recorder, whose pipeli
 
 from __future__ import annotations
 
+import json
 import logging
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -15,18 +16,22 @@ from typing import Optional
 from .controls import HELD, PRESSED, RELEASED, ControlQueue, ControlRequest
 from .errors import EdgeError
 from .forget import forget_recent
+from .indicator import LedPattern
+from .storage import write_json_atomically
 
 log = logging.getLogger(__name__)
 
-FORGOTTEN_SHOWN_S = 4.0  # the LED's confirmation of a forget, before it shows the pause
+FORGOTTEN_SHOWN_S = sum(LedPattern.FORGOTTEN.value)  # one cycle of the LED's confirmation, then the pause
 
 
 class PauseAndForget:
     """Recorder's part that pauses, resumes and forgets."""
 
-    def _init_controls(self, controls: ControlQueue, export_state: Optional[Path]) -> None:
+    def _init_controls(self, controls: ControlQueue, export_state: Optional[Path],
+                       pause_file: Optional[Path]) -> None:
         self.controls = controls
         self.export_state = export_state
+        self.pause_file = pause_file
         self._paused_until: Optional[float] = None  # monotonic time recording resumes
         self._press_paused = False  # the button press in progress paused (its release must not resume)
         self._held = False  # the open segment waits for the release: finished, or forgotten by a hold
@@ -90,14 +95,42 @@ class PauseAndForget:
             self._store(self._segmenter.flush())
         else:
             self._held = True
-        self._paused_until = self.monotonic() + minutes * 60
-        until = self.clock.wall() + timedelta(minutes=minutes)
-        self.status.paused_until = until.isoformat(timespec="seconds")
-        message = f"paused until {until.strftime('%H:%M')}"
+        message = self._paused_for(minutes * 60)
         log.warning("%s (%s)", message, by)
+        self._keep_pause({"boot_id": self.clock.boot_id(), "until_boottime": self.clock.boottime() + minutes * 60})
+        return message
+
+    def restore_pause(self) -> None:
+        """A pause outlives a restart of the daemon (a crash, the watchdog) in the same boot."""
+        if self.pause_file is None:
+            return
+        try:
+            kept = json.loads(self.pause_file.read_text())
+            left = kept["until_boottime"] - self.clock.boottime()
+            same_boot = kept["boot_id"] == self.clock.boot_id() != "unknown"
+        except (OSError, ValueError, KeyError, TypeError):
+            return  # no pause file, or none written whole: not paused
+        if same_boot and left > 0:
+            log.warning("still %s (paused before the restart)", self._paused_for(left))
+
+    def _keep_pause(self, pause: Optional[dict]) -> None:
+        if self.pause_file is None:
+            return
+        try:
+            if pause is None:
+                self.pause_file.unlink(missing_ok=True)
+            else:
+                write_json_atomically(self.pause_file, pause)
+        except OSError as exc:
+            log.warning("%s: a restart would not know of the pause (%s)", self.pause_file, exc.strerror)
+
+    def _paused_for(self, seconds: float) -> str:
+        self._paused_until = self.monotonic() + seconds
+        until = self.clock.wall() + timedelta(seconds=seconds)
+        self.status.paused_until = until.isoformat(timespec="seconds")
         self._show()
         self._publish(force=True)
-        return message
+        return f"paused until {until.strftime('%H:%M')}"
 
     def resume(self, by: str) -> str:
         if self._paused_until is None:
@@ -105,6 +138,7 @@ class PauseAndForget:
         self._finish_held()
         self._paused_until = None
         self.status.paused_until = None
+        self._keep_pause(None)
         if self._source is not None:
             self._begin(self._source)  # a fresh detector: the pause is a gap in the audio
         log.warning("recording again (%s)", by)
@@ -122,6 +156,8 @@ class PauseAndForget:
             forgotten = forget_recent(self.writer.root, minutes, by, self.clock, open_files, self.export_state)
         except OSError as exc:
             self.pause(self.settings.controls.pause_minutes, by)
+            # The card is retried every few seconds; recovery finishes a forget written down.
+            self.storage.lost(f"cannot forget now: {exc.strerror}")
             raise EdgeError(f"the card refused ({exc.strerror}); paused, nothing new is recorded") from None
         today = self.clock.wall().date()
         self.status.segments_today -= sum(item["start"] is not None and

@@ -86,10 +86,11 @@ class Recorder(PauseAndForget):
                  clock=SystemClock(),
                  monotonic: Callable[[], float] = time.monotonic,
                  extra_pattern: Callable[[], Optional[LedPattern]] = lambda: None,
-                 controls: Optional[ControlQueue] = None, export_state: Optional[Path] = None):
+                 controls: Optional[ControlQueue] = None, export_state: Optional[Path] = None,
+                 pause_file: Optional[Path] = None):
         """``controls`` brings pause and forget requests (the button, `edge pause`);
         ``export_state`` is the USB export's state file, named when a forget deletes what
-        an export may have copied."""
+        an export may have copied; ``pause_file`` keeps a pause across a restart."""
         self.settings = settings
         self.vad = vad
         self.writer = writer
@@ -123,7 +124,7 @@ class Recorder(PauseAndForget):
         self._gaps: list = []  # microphone outages since the last segment began
         self._last_extra_check = float("-inf")
         self._last_retention = float("-inf")
-        self._init_controls(controls or ControlQueue(), export_state)
+        self._init_controls(controls or ControlQueue(), export_state, pause_file)
 
     # -- the two ways in ------------------------------------------------------------------
 
@@ -167,6 +168,7 @@ class Recorder(PauseAndForget):
                 raise
             missing = str(exc)
         self._begin(source)
+        self.restore_pause()
         self.notifier.ready()
         self._publish(force=True)
         try:

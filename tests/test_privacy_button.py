@@ -203,6 +203,29 @@ def test_the_commands_pause_resume_and_forget_the_running_recorder(factory, less
     assert not sock.exists()
 
 
+def test_a_pause_outlives_a_restart_of_the_daemon(factory, lesson, detector, tmp_path):
+    from edge.controls import ControlRequest
+
+    pause_file = tmp_path / "run" / "paused.json"
+    pause_file.parent.mkdir()
+    with Classroom(factory, lesson, detector, tmp_path, pause_file=pause_file) as room:
+        asked = room.requests.put(ControlRequest("pause", 10))
+        assert asked.answered.wait(20) and asked.answer["ok"], asked.answer
+    factory.reset()  # the pins of the daemon that went (a crash, the watchdog)
+    with Classroom(factory, lesson, detector, tmp_path, pause_file=pause_file) as room:
+        wait_until(lambda: room.source.delivered > 0, "the restarted recorder listening")
+        assert room.recorder.state() is RecorderState.PAUSED
+        until = datetime.fromisoformat(room.recorder.status.paused_until)
+        assert asked.answer["message"] == f"paused until {until:%H:%M}"  # the same end as before
+        room.wait_for_audio(len(lesson) / RATE)
+        assert room.recorder.entries == [] and room.open_files() == []
+        resumed = room.requests.put(ControlRequest("resume"))
+        assert resumed.answered.wait(20) and resumed.answer["message"] == "recording again"
+    factory.reset()
+    with Classroom(factory, lesson, detector, tmp_path, pause_file=pause_file) as room:
+        room.wait_for_speech()  # not paused: the resume ended the pause for good
+
+
 def test_a_command_without_a_running_recorder_is_one_line(tmp_path, capsys):
     config = tmp_path / "edge.yaml"
     config.write_text(f"service: {{control_socket: {tmp_path / 'control.sock'}}}\n")
