@@ -21,7 +21,7 @@ from conftest import NotifySocket, PacedSource, make_recorder, wait_until
 from edge.cli import main
 from edge.clock import SystemClock
 from edge.config import settings_from_dict
-from edge.controls import ControlQueue, ControlServer, PrivacyButton, make_button
+from edge.controls import ControlQueue, ControlServer, make_button
 from edge.indicator import LedIndicator, LedPattern
 from edge.notify import ServiceNotifier
 from edge.pausing import FORGOTTEN_SHOWN_S
