@@ -131,12 +131,12 @@ def test_a_long_press_forgets_the_last_minutes_and_pauses(factory, lesson, detec
     with room:
         wait_until(lambda: room.recorder.entries, "a stored segment", timeout=60)
         room.wait_for_speech()
-        recorded = [entry["file"] for entry in room.recorder.entries]
-        open_part = room.open_files()
-        assert open_part, "no segment open at the press"
         room.line.drive_low()
         pressed = time.monotonic()
         wait_until(lambda: room.recorder.state() is RecorderState.PAUSED, "the pause at the press")
+        recorded = [entry["file"] for entry in room.recorder.entries]
+        open_part = room.open_files()  # the segment open at the press waits for the release or the hold
+        assert open_part, "no segment open at the press"
         wait_until(lambda: room.led._pattern is LedPattern.FORGOTTEN, "the forget's confirmation")
         confirmed = time.monotonic()
         room.line.drive_high()
