@@ -11,7 +11,7 @@ import threading
 from pathlib import Path
 from typing import Optional
 
-from . import __version__, decrypt, detector, doctor, export, plot, sync
+from . import __version__, controls, decrypt, detector, doctor, export, plot, sync
 from .audio import CaptureError, MicrophoneSource, WavFileSource, describe_devices
 from .config import add_config_argument, load_config, resolve_data_path
 from .errors import EdgeError, permission_denied
@@ -33,16 +33,26 @@ def run_command(args: argparse.Namespace) -> int:
     indicator = make_indicator(settings.led)
     export_state = export.export_state_file(settings)
     notifier = ServiceNotifier()
+    requests = controls.ControlQueue()
+    button = controls.make_button(settings.controls, requests)
+    socket_path = controls.control_socket(settings)
+    server = controls.ControlServer(socket_path, requests)
+    server.start()
     recorder = Recorder(
         settings, vad, writer, indicator=indicator, notifier=notifier,
         watchdog_every=watchdog_interval(), status_path=resolve_data_path(settings.service.status_file),
-        extra_pattern=lambda: export.export_led_pattern(export_state, recorder.clock.wall()))
+        extra_pattern=lambda: export.export_led_pattern(export_state, recorder.clock.wall()),
+        controls=requests, export_state=export_state, pause_file=socket_path.with_name("paused.json"))
+    recorder.status.button = button.name if button is not None else None  # for `edge doctor`
     try:
         recorder.run(MicrophoneSource(settings.audio), stop, wait_for_device=notifier.enabled)
     except CaptureError as exc:
         raise EdgeError(f"{exc}; no microphone here? 'make demo' runs the same pipeline "
                         "on bundled audio") from None
     finally:
+        server.close()
+        if button is not None:
+            button.close()
         indicator.close()
         notifier.close()
     return 0
@@ -101,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
         "led-off", help="switch the LED off: dark means the recorder is not running"))
     led_off.set_defaults(func=led_off_command)
 
-    for module in (detector, doctor, export, plot, decrypt, sync):
+    for module in (detector, doctor, export, plot, decrypt, sync, controls):
         module.add_command(sub)
     return parser
 

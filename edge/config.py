@@ -131,9 +131,23 @@ class LedSettings:
 
 
 @dataclass(frozen=True)
+class ControlsSettings:
+    button_pin: Optional[int] = field(default=None, metadata=bounded(0, 53))
+    """GPIO pin (BCM numbering) of the privacy button, wired to ground (internal pull-up, debounced); null for no button."""
+    pause_minutes: float = field(default=15.0, metadata=bounded(0.1, 1440))
+    """How long a short press of the button (or `edge pause` without minutes) stops recording, in minutes."""
+    forget_hold_s: float = field(default=3.0, metadata=bounded(1.0, 30.0))
+    """How long the button must be held to forget, in seconds."""
+    forget_minutes: float = field(default=5.0, metadata=bounded(0.5, 120))
+    """How much of the most recent recording a long press removes from the card, in minutes."""
+
+
+@dataclass(frozen=True)
 class ServiceSettings:
     status_file: str = "status.json"
     """Where the daemon publishes its state for `edge status`; relative like recordings_dir."""
+    control_socket: str = "control.sock"
+    """Unix socket for `edge pause`, `edge resume` and `edge forget`; relative paths are under $RUNTIME_DIRECTORY when systemd sets it, else beside status_file."""
 
 
 @dataclass(frozen=True)
@@ -174,6 +188,7 @@ class Settings:
     segmenter: SegmenterSettings = SegmenterSettings()
     storage: StorageSettings = StorageSettings()
     led: LedSettings = LedSettings()
+    controls: ControlsSettings = ControlsSettings()
     service: ServiceSettings = ServiceSettings()
     export: ExportSettings = ExportSettings()
     privacy: PrivacySettings = PrivacySettings()

@@ -22,7 +22,7 @@ from .detector import make_detector
 from .encryption import recipient_arguments
 from .errors import EdgeError, permission_denied
 from .indicator import GPIO_CHIPS
-from .status import RecorderState, is_recorder_process, read_status, status_age_s
+from .status import RecorderState, is_recorder_process, read_status, state_line, status_age_s
 from .storage import FreeSpaceGuard
 from .sync import SyncFailed, configured_remote, make_rclone, status_lines, split_remote
 from .vad import SileroVad
@@ -40,7 +40,7 @@ def status_command(args: argparse.Namespace) -> int:
     running, line = daemon_state(status, SystemClock().wall())
     free = status.get("free_mb")
     print(f"recorder:       {line}")
-    print(f"state:          {status['state']} since {status['since']}")
+    print(f"state:          {state_line(status)} since {status['since']}")
     print(f"last speech:    {status['last_speech'] or 'none yet'}")
     print(f"segments today: {status['segments_today']}")
     print(f"free space:     {'unknown' if free is None else f'{free:.0f} MB'}")
@@ -138,26 +138,51 @@ def check_gpio(settings: Settings, daemon: Optional[dict]) -> CheckResult:
             return CheckResult(True, f"LED on GPIO{pin}, driven by the recorder (pid {daemon['pid']})")
         return CheckResult(False, f"the recorder (pid {daemon['pid']}) runs without its LED on GPIO{pin}",
                            "see why: journalctl -u edge-recorder -p warning")
-    from gpiozero import LED, Device
+    from gpiozero import LED
+
+    return _try_pin(lambda: LED(pin).close(), pin, "led.pin", "LED") or CheckResult(True, f"LED on GPIO{pin}")
+
+
+def check_button(settings: Settings, daemon: Optional[dict]) -> CheckResult:
+    pin = settings.controls.button_pin
+    paused = ""
+    if daemon is not None and daemon["state"] == RecorderState.PAUSED.value:
+        paused = f"; the recorder is {state_line(daemon)} (edge resume records again)"
+    if pin is None:
+        return CheckResult(True, f"no privacy button (controls.button_pin is null){paused}")
+    if daemon is not None:
+        if daemon.get("button") == f"GPIO{pin}":
+            return CheckResult(True, f"privacy button on GPIO{pin}, watched by the recorder (pid {daemon['pid']}){paused}")
+        return CheckResult(False, f"the recorder (pid {daemon['pid']}) runs without its button on GPIO{pin}{paused}",
+                           "see why: journalctl -u edge-recorder -p warning")
+    from gpiozero import Button
+
+    return (_try_pin(lambda: Button(pin, pull_up=True).close(), pin, "controls.button_pin", "button")
+            or CheckResult(True, f"privacy button on GPIO{pin}"))
+
+
+def _try_pin(open_and_close: Callable[[], None], pin: int, key: str, what: str) -> Optional[CheckResult]:
+    """Why GPIO ``pin`` (set by ``key``) cannot be used here, or None when it can."""
+    from gpiozero import Device
     from gpiozero.exc import BadPinFactory
 
     # The chips are what a real pin library drives; a chosen factory (a mock) needs none.
     if Device.pin_factory is None and not os.environ.get("GPIOZERO_PIN_FACTORY"):
         chips = sorted(glob.glob(GPIO_CHIPS))
         if not chips:
-            return CheckResult(False, f"no GPIO on this machine (led.pin: {pin})",
-                               "set led.pin: null where there is no LED")
+            return CheckResult(False, f"no GPIO on this machine ({key}: {pin})",
+                               f"set {key}: null where there is no {what}")
         if not any(os.access(chip, os.R_OK | os.W_OK) for chip in chips):
             return CheckResult(False, f"{chips[0]} is not accessible to this user",
-                               "add the user to the gpio group, or set led.pin: null")
+                               f"add the user to the gpio group, or set {key}: null")
     try:
-        LED(pin).close()
+        open_and_close()
     except BadPinFactory:
         return CheckResult(False, f"GPIO{pin}: no pin library could drive it",
                            "on a Raspberry Pi: sudo apt install python3-lgpio, then reinstall (make install)")
     except Exception as exc:  # gpiozero has many ways to say there is no usable GPIO
-        return CheckResult(False, f"GPIO{pin}: {exc}", "check led.pin (BCM numbering), or set led.pin: null")
-    return CheckResult(True, f"LED on GPIO{pin}")
+        return CheckResult(False, f"GPIO{pin}: {exc}", f"check {key} (BCM numbering), or set {key}: null")
+    return None
 
 
 def check_storage(settings: Settings, daemon: Optional[dict]) -> CheckResult:
@@ -219,6 +244,7 @@ CHECKS: dict[str, Callable[[Settings, Optional[dict]], CheckResult]] = {
     "model": check_model,
     "microphone": check_microphone,
     "gpio": check_gpio,
+    "button": check_button,
     "storage": check_storage,
     "clock": check_clock,
     "encryption": check_encryption,
@@ -266,7 +292,7 @@ def doctor_command(args: argparse.Namespace) -> int:
 def add_command(subparsers) -> None:
     for name, func, text in (
         ("status", status_command, "what the running recorder is doing"),
-        ("doctor", doctor_command, "check microphone, model, GPIO, storage, clock, encryption keys and the sync remote"),
+        ("doctor", doctor_command, "check microphone, model, GPIO, button, storage, clock, encryption keys and the sync remote"),
     ):
         parser = subparsers.add_parser(name, help=text)
         add_config_argument(parser)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 import logging
 import warnings
-from typing import Optional, Protocol
+from typing import Iterator, Optional, Protocol
 
 from .config import LedSettings
 
@@ -19,7 +19,7 @@ GPIO_CHIPS = "/dev/gpiochip*"
 
 
 class LedPattern(enum.Enum):
-    """What the LED shows, with its (on seconds, off seconds) blink timing.
+    """What the LED shows, with its blink timing: seconds on, off, on, off... repeated.
 
     ``None`` timing is steady: SPEECH is steady on, OFF steady off.
     """
@@ -32,6 +32,8 @@ class LedPattern(enum.Enum):
     EXPORTING = (0.25, 0.25)
     EXPORT_DONE = (2.0, 0.2)
     EXPORT_FAILED = (0.1, 0.9)
+    PAUSED = (0.15, 0.15, 0.15, 1.55)  # a double flash every 2 s: nothing is being recorded
+    FORGOTTEN = (0.6, 0.2, 0.6, 0.2, 0.6, 0.8)  # three long flashes: the last minutes are gone
 
 
 class Indicator(Protocol):
@@ -70,14 +72,26 @@ class LedIndicator:
             pattern = LedPattern.OFF
         if pattern is self._pattern:
             return
+        if self._pattern is not None and self._pattern.value is not None and len(self._pattern.value) > 2:
+            self._led.source = None  # ends the sequence's thread before the next pattern starts
         self._pattern = pattern
         if pattern is LedPattern.OFF:
             self._led.off()
         elif pattern is LedPattern.SPEECH:
             self._led.on()
-        else:
+        elif len(pattern.value) == 2:
             on_time, off_time = pattern.value
             self._led.blink(on_time=on_time, off_time=off_time)
+        else:
+            self._led.source = self._sequence(pattern.value)
+
+    def _sequence(self, timing: tuple) -> Iterator[bool]:
+        """On/off values for gpiozero's ``source`` loop, which holds each value for its
+        ``source_delay``: set here to the duration of the value about to be yielded."""
+        while True:
+            for index, seconds in enumerate(timing):
+                self._led.source_delay = seconds
+                yield index % 2 == 0
 
     def close(self) -> None:
         self._led.close()

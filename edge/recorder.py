@@ -22,9 +22,11 @@ from .audio import CaptureError, EndOfInput, FrameSource
 from .clock import SystemClock
 from . import __version__
 from .config import Settings, device_name, neg_threshold
+from .controls import ControlQueue
 from .encryption import AgeWav
 from .indicator import Indicator, LedPattern, NullIndicator
 from .notify import ServiceNotifier
+from .pausing import PauseAndForget
 from .retention import SegmentRetention
 from .segmenter import SegmentAudio, SegmentClosed, SegmentOpened, SpeechSegmenter
 from .status import RecorderState, RecorderStatus
@@ -72,7 +74,7 @@ def make_writer(settings: Settings, recordings_dir: Path, detector) -> SegmentWr
     return writer
 
 
-class Recorder:
+class Recorder(PauseAndForget):
     """frames -> detector -> segmenter -> sinks (segment writer, LED, status).
 
     What can go wrong on the way is handled by the supervisors (edge.supervisor), which
@@ -83,7 +85,12 @@ class Recorder:
                  watchdog_every: Optional[float] = None, status_path: Optional[Path] = None,
                  clock=SystemClock(),
                  monotonic: Callable[[], float] = time.monotonic,
-                 extra_pattern: Callable[[], Optional[LedPattern]] = lambda: None):
+                 extra_pattern: Callable[[], Optional[LedPattern]] = lambda: None,
+                 controls: Optional[ControlQueue] = None, export_state: Optional[Path] = None,
+                 pause_file: Optional[Path] = None):
+        """``controls`` brings pause and forget requests (the button, `edge pause`);
+        ``export_state`` is the USB export's state file, named when a forget deletes what
+        an export may have copied; ``pause_file`` keeps a pause across a restart."""
         self.settings = settings
         self.vad = vad
         self.writer = writer
@@ -117,6 +124,7 @@ class Recorder:
         self._gaps: list = []  # microphone outages since the last segment began
         self._last_extra_check = float("-inf")
         self._last_retention = float("-inf")
+        self._init_controls(controls or ControlQueue(), export_state, pause_file)
 
     # -- the two ways in ------------------------------------------------------------------
 
@@ -160,6 +168,7 @@ class Recorder:
                 raise
             missing = str(exc)
         self._begin(source)
+        self.restore_pause()
         self.notifier.ready()
         self._publish(force=True)
         try:
@@ -170,7 +179,7 @@ class Recorder:
                     frame = self.capture.read()
                 except EndOfInput:
                     break
-                if frame is not None:
+                if frame is not None and not self.paused:
                     self._frame(frame)
                 self._housekeeping()
         except Exception as exc:
@@ -274,6 +283,7 @@ class Recorder:
         self._publish(force=True)
 
     def waiting(self) -> None:
+        self.apply_controls()
         self._publish()  # `edge status` must not take a long wait for a dead daemon
 
     def storage_lost(self, reason: str) -> None:
@@ -293,6 +303,8 @@ class Recorder:
     # -- sinks that follow the state ---------------------------------------------------------
 
     def state(self) -> RecorderState:
+        if self.paused:
+            return RecorderState.PAUSED
         if self.capture is not None and self.capture.missing:
             return RecorderState.MIC_MISSING
         if self.storage.unavailable:
@@ -306,10 +318,13 @@ class Recorder:
             pattern = self._extra or pattern
         if not self._live and state is RecorderState.LISTENING:
             pattern = LedPattern.OFF
+        if self.confirming_forget():
+            pattern = LedPattern.FORGOTTEN
         self.indicator.show(pattern)
 
     def _housekeeping(self) -> None:
-        """Checks that need not run 31 times a second."""
+        """Checks that need not run 31 times a second (and pause and forget requests)."""
+        self.apply_controls()
         self.storage.check()
         now = self.monotonic()
         if now - self._last_extra_check >= EXTRA_CHECK_S:

@@ -20,6 +20,8 @@ class RecorderState(enum.Enum):
     SPEECH = "speech"
     MIC_MISSING = "mic missing"
     DISK_FULL = "disk full"
+    PAUSED = "paused"
+    """Nothing is recorded until ``paused_until`` (the privacy button or `edge pause`)."""
     STOPPED = "stopped"
     """The daemon's last word, published as it stops cleanly."""
 
@@ -49,11 +51,23 @@ class RecorderStatus:
     """The oldest segment on the card, as of the last retention check (every 10 minutes)."""
     oldest_segment_days: Optional[float] = None
     """How many days ago it was recorded, at least; None when the clock cannot tell."""
+    button: Optional[str] = None
+    """The privacy button the daemon watches (GPIO27), None when it runs without one."""
+    paused_until: Optional[str] = None
+    """Wall time recording resumes by itself while paused, ISO 8601; None when not paused."""
 
     def summary(self) -> str:
         """The one line systemd shows as STATUS=."""
         free = f"{self.free_mb / 1000:.1f} GB free" if self.free_mb is not None else "free space unknown"
-        return f"{self.state} · {self.segments_today} segments today · {free}"
+        return f"{state_line(asdict(self))} · {self.segments_today} segments today · {free}"
+
+
+def state_line(status: dict) -> str:
+    """The state as people read it: "paused until 10:45" while paused."""
+    until = status.get("paused_until")
+    if status["state"] == RecorderState.PAUSED.value and until:
+        return f"paused until {datetime.fromisoformat(until).strftime('%H:%M')}"
+    return status["state"]
 
 
 def publish_status(path: Path, status: RecorderStatus) -> None:

@@ -378,8 +378,23 @@ class SegmentWriter:
         self._part = self._start = None
         return entry
 
+    def discard(self) -> list[Path]:
+        """Let go of the open segment without finishing or listing it (its audio is to be
+        forgotten); returns its files, still on the card, for the caller to delete."""
+        if self._file is None:
+            return []
+        part = self._part
+        self._abandon()
+        return [part, Path(str(part)[: -len(PART)] + SIDECAR)]
+
     def recover(self) -> list[dict]:
-        """Turn what a power cut left behind into listed segments; returns their entries."""
+        """Turn what a power cut left behind into listed segments; returns their entries.
+
+        A forget that a power cut interrupted is carried out first: the audio it names must
+        never become a segment again."""
+        from .forget import finish_interrupted_forget  # forget is built on this module
+
+        finish_interrupted_forget(self.root)
         listed = {entry["file"] for entry in read_manifest(self.manifest)}
         recovered = []
         for sidecar in sorted(self.root.glob(f"*/*{SIDECAR}")):

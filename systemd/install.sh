@@ -103,6 +103,7 @@ install_config() {
     # or `edge export` run from a shell (no $STATE_DIRECTORY there) find the same files.
     sed -e 's#^  recordings_dir: recordings #  recordings_dir: /var/lib/edge-recorder/recordings #' \
         -e 's#^  status_file: status.json #  status_file: /var/lib/edge-recorder/status.json #' \
+        -e 's#^  control_socket: control.sock #  control_socket: /run/edge-recorder/control.sock #' \
         -e 's#^  rclone_config: rclone.conf #  rclone_config: /var/lib/edge-recorder/rclone.conf #' \
         "$OPT/src/config/edge.yaml" >"$default"
     mkdir -p "$CONFIG_DIR"

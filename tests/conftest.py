@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,35 @@ DATA = Path(__file__).parent / "data"
 LESSON_WAV = DATA / "lesson_15s.wav"
 RATE = 16000
 WINDOW = 512
+
+
+T0 = datetime(2026, 11, 1, 9, 0, tzinfo=timezone.utc)
+
+
+class FakeClock:
+    """A Pi's clocks as the test sets them: wall time, CLOCK_BOOTTIME, boot id, NTP state."""
+
+    def __init__(self, wall=T0, boottime=100.0, boot="boot-a", synced=True):
+        self.now, self.boot_s, self.boot, self.is_synced = wall, boottime, boot, synced
+
+    def wall(self):
+        return self.now
+
+    def boottime(self):
+        return self.boot_s
+
+    def boot_id(self):
+        return self.boot
+
+    def synced(self):
+        return self.is_synced
+
+    def advance(self, seconds):
+        self.now += timedelta(seconds=seconds)
+        self.boot_s += seconds
+
+    def reboot(self, boot, wall, synced):
+        self.boot, self.boot_s, self.now, self.is_synced = boot, 10.0, wall, synced
 
 
 @pytest.fixture(autouse=True)

@@ -70,8 +70,54 @@ def test_blink_patterns_have_their_timing(factory, pattern):
 def test_patterns_are_distinct():
     # Iterating an Enum skips aliases (a member whose value repeats another's): count names.
     timings = [member.value for member in LedPattern.__members__.values()]
-    assert len(LedPattern.__members__) == 8
+    assert len(LedPattern.__members__) == 10
     assert len(set(timings)) == len(timings)
+
+
+def pin_behaviour(pattern: LedPattern, pin) -> tuple:
+    """What the pin did once ``pattern`` was shown: its steady level, or the durations of
+    one whole cycle of on and off, as measured."""
+    if is_steady(pattern):
+        return (pin.states[-1].state,)
+    return tuple(state.timestamp for state in pin.states[2:len(pattern.value) + 2])
+
+
+def is_steady(pattern: LedPattern) -> bool:
+    """OFF, and SPEECH: on for good (no time off)."""
+    return pattern.value is None or pattern.value[-1] == 0
+
+
+def differ(a: tuple, b: tuple, tolerance: float) -> bool:
+    """Whether two behaviours (see pin_behaviour) can be told apart over time: a steady
+    level from a blink or the other level, or two blinks whose durations, repeated to a
+    common length, differ by more than the timing tolerance somewhere."""
+    if len(a) == 1 or len(b) == 1:
+        return a != b
+    return any(abs(x - y) > tolerance for x, y in zip(a * len(b), b * len(a)))
+
+
+def test_every_pair_of_patterns_differs_in_what_the_pin_does_over_time(factory):
+    # All at once, each on its own pin: the longest cycle (3 s) is the test's length.
+    patterns = list(LedPattern.__members__.values())
+    leds = {pattern: LedIndicator(PIN + 1 + index, pin_factory=factory) for index, pattern in enumerate(patterns)}
+    pins = {pattern: factory.pin(PIN + 1 + index) for index, pattern in enumerate(patterns)}
+    tolerance = pin_time_tolerance_s()
+    for pin in pins.values():
+        pin.clear_states()
+    for pattern, led in leds.items():
+        led.show(pattern)
+    for pattern, pin in pins.items():
+        if not is_steady(pattern):
+            wait_for_states(pin, len(pattern.value) + 3)  # a whole cycle and the next one begun
+    for led in leds.values():
+        led.close()
+    seen = {pattern: pin_behaviour(pattern, pins[pattern]) for pattern in patterns}
+    for pattern, behaviour in seen.items():  # each does what it says, within the tolerance
+        expected = (pattern is LedPattern.SPEECH,) if is_steady(pattern) else pattern.value
+        assert not differ(behaviour, expected, tolerance), (pattern, behaviour, tolerance)
+    for index, a in enumerate(patterns):
+        for b in patterns[index + 1:]:
+            assert differ(seen[a], seen[b], tolerance), (a, seen[a], b, seen[b], tolerance)
 
 
 def test_heartbeat_off_leaves_the_led_dark_while_listening(factory):

@@ -101,6 +101,9 @@ def test_installed_config_names_the_service_data_paths(checkout, root):
     settings = load_config(root / "etc/edge-recorder/edge.yaml")
     assert settings.storage.recordings_dir == "/var/lib/edge-recorder/recordings"
     assert settings.service.status_file == "/var/lib/edge-recorder/status.json"
+    # `edge pause` from a shell has no $RUNTIME_DIRECTORY either (RuntimeDirectory= in the unit).
+    assert settings.service.control_socket == "/run/edge-recorder/control.sock"
+    assert "RuntimeDirectory=edge-recorder\n" in (root / "etc/systemd/system/edge-recorder.service").read_text()
     assert settings.audio == load_config(REPO / "config/edge.yaml").audio
 
 

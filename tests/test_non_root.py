@@ -134,4 +134,43 @@ def test_the_group_the_line_names_may_read_the_status_not_the_recordings(install
     assert "Traceback" not in doctor.stderr
     assert doctor.stdout.startswith(f"OK   config: {config}\n")
     checks = [line.split()[1].rstrip(":") for line in doctor.stdout.splitlines()]
-    assert checks == ["config", "model", "microphone", "gpio", "storage", "clock", "encryption", "sync"], doctor.stdout + doctor.stderr
+    assert checks == ["config", "model", "microphone", "gpio", "button", "storage", "clock", "encryption", "sync"], \
+        doctor.stdout + doctor.stderr
+
+
+def test_only_root_and_the_group_may_pause_the_recorder(installed, lesson, detector):
+    import threading
+
+    from conftest import PacedSource, make_recorder
+    from edge.config import settings_from_dict
+    from edge.controls import ControlQueue, ControlServer
+
+    user, _, state = installed
+    run = state.parent / "run"
+    run.mkdir(mode=0o755)
+    config = state.parent / "controls.yaml"  # readable by all: the socket is what is tested
+    config.write_text(f"service: {{control_socket: {run / 'control.sock'}}}\nled: {{pin: null}}\n")
+    config.chmod(0o644)
+    requests = ControlQueue()
+    recorder = make_recorder(settings_from_dict({"led": {"pin": None}}), detector, state / "recordings",
+                             controls=requests)
+    server = ControlServer(run / "control.sock", requests)
+    assert server.start()
+    shutil.chown(run / "control.sock", "root", user.group)  # the daemon's own group, as installed
+    stop = threading.Event()
+    thread = threading.Thread(target=recorder.run, args=(PacedSource(lesson, speed=6, loop=True), stop))
+    thread.start()
+    try:
+        line = one_line_error(user.edge("pause", "--config", str(config)))
+        assert line == (f"edge: {run / 'control.sock'}: permission denied for user {user.name}: run it with "
+                        f"sudo, or join the group {user.group} (sudo adduser {user.name} {user.group}, "
+                        "then log in again)")
+        assert recorder.status.paused_until is None
+        user.join(user.group)
+        paused = user.edge("pause", "2", "--config", str(config))
+        assert (paused.returncode, paused.stderr) == (0, "")
+        assert paused.stdout.startswith("paused until ") and recorder.status.paused_until is not None
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+        server.close()

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta, timezone
 import numpy as np
 import pytest
 
-from conftest import PacedSource, make_recorder
+from conftest import T0, FakeClock, PacedSource, make_recorder
 from edge.cli import main
 from edge.config import load_config, settings_from_dict
 from edge.errors import EdgeError
@@ -21,34 +21,7 @@ from edge.storage import (MANIFEST, SegmentEnd, SegmentStart, SegmentWriter, ite
                           read_deletions, read_manifest)
 
 DAY = 86400.0
-T0 = datetime(2026, 11, 1, 9, 0, tzinfo=timezone.utc)
 END = SegmentEnd(prob_mean=0.8, prob_max=0.9, overflows=0, dropped_frames=0)
-
-
-class FakeClock:
-    """A Pi's clocks as the test sets them: wall time, CLOCK_BOOTTIME, boot id, NTP state."""
-
-    def __init__(self, wall=T0, boottime=100.0, boot="boot-a", synced=True):
-        self.now, self.boot_s, self.boot, self.is_synced = wall, boottime, boot, synced
-
-    def wall(self):
-        return self.now
-
-    def boottime(self):
-        return self.boot_s
-
-    def boot_id(self):
-        return self.boot
-
-    def synced(self):
-        return self.is_synced
-
-    def advance(self, seconds):
-        self.now += timedelta(seconds=seconds)
-        self.boot_s += seconds
-
-    def reboot(self, boot, wall, synced):
-        self.boot, self.boot_s, self.now, self.is_synced = boot, 10.0, wall, synced
 
 
 def record(root, clock, seconds=0.2):

@@ -125,7 +125,7 @@ def test_doctor_passes_each_check_on_a_working_setup(alsa, lesson, tmp_path, cap
     alsa.add("testmic", lesson)
     timesync.touch()
     code, lines = doctor_lines(write_config(tmp_path), capsys)
-    assert set(lines) == {"config", "model", "microphone", "gpio", "storage", "clock", "encryption", "sync"}
+    assert set(lines) == {"config", "model", "microphone", "gpio", "button", "storage", "clock", "encryption", "sync"}
     for name in lines:
         assert lines[name].startswith("OK "), lines[name]
     assert "'testmic' gives audio at 16000 Hz" in lines["microphone"]
@@ -263,3 +263,32 @@ def test_doctor_prints_only_its_lines_and_names_a_machine_without_gpio(alsa, les
     assert "gpio group" not in lines["gpio"]
     assert lines["microphone"] == "OK   microphone: 'testmic' gives audio at 16000 Hz"
     assert result.stderr == ""  # no PinFactoryFallback warnings, no info lines
+
+
+def test_a_paused_daemon_says_until_when_in_status_doctor_and_systemd(alsa, lesson, tmp_path, capsys):
+    alsa.add("testmic", lesson)
+    config = write_config(tmp_path)
+    daemon = Daemon(tmp_path, config)
+    try:
+        wait_until(lambda: (read_status(tmp_path / "status.json") or {}).get("pid") == daemon.process.pid,
+                   "the daemon's status")
+        capsys.readouterr()
+        assert main(["pause", "--config", str(config)]) == 0
+        paused = capsys.readouterr().out.strip()
+        assert re.fullmatch(r"paused until \d\d:\d\d", paused), paused
+        wait_until(lambda: any(m.startswith(f"STATUS={paused} · ".encode()) for m in list(daemon.messages)),
+                   "systemd's status line")
+        assert main(["status", "--config", str(config)]) == 0
+        assert f"state:          {paused} since " in capsys.readouterr().out
+        _, lines = doctor_lines(config, capsys)
+        assert lines["button"] == (f"OK   button: no privacy button (controls.button_pin is null); "
+                                   f"the recorder is {paused} (edge resume records again)")
+        assert main(["resume", "--config", str(config)]) == 0
+        assert capsys.readouterr().out == "recording again\n"
+        assert read_status(tmp_path / "status.json")["paused_until"] is None
+        daemon.process.send_signal(signal.SIGTERM)
+        assert daemon.process.wait(timeout=30) == 0
+    finally:
+        daemon.close()
+    assert main(["pause", "--config", str(config)]) == 2
+    assert capsys.readouterr().err.startswith("edge: the recorder is not running (nothing answers on ")
