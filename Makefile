@@ -97,9 +97,14 @@ uninstall:
 
 # The service under a real systemd: boots Debian (EDGE_SYSTEM_SUITE, default trixie) with
 # systemd-nspawn, `make install`s the committed HEAD there and checks it. Root only.
-.PHONY: system-test
+.PHONY: system-test cloud-init-test
 system-test:
 	bash tests/system/run.sh
+
+# config/cloud-init/user-data run by Debian's cloud-init (NoCloud) at the first boot of a fresh
+# trixie root under systemd-nspawn, up to the service running with its settings. Root only.
+cloud-init-test:
+	bash tests/system/cloud_init.sh
 
 # Accuracy, speed and memory beside Silero ONNX and WebRTC VAD. A comparison package that
 # cannot be installed (on a Pi, say) only removes its columns.

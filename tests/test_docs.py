@@ -152,3 +152,26 @@ def test_readme_is_one_page_and_docs_has_an_index_of_every_file():
     for page in (REPO / "docs").glob("*.md"):
         if page.name != "README.md":
             assert f"]({page.name})" in index, f"docs/README.md does not list {page.name}"
+
+
+def led_drawing(timing: tuple[float, float] | None, seconds: float = 4.0, cell: float = 0.1) -> str:
+    """Four seconds of a blink pattern, one character per 0.1 s: lit (█), half lit (▌), dark (·)."""
+    drawing = ""
+    for index in range(round(seconds / cell)):
+        lit = 0.0
+        if timing is not None:
+            on, off = timing
+            samples = [(index + (k + 0.5) / 100) * cell for k in range(100)]
+            lit = sum((t % (on + off)) < on for t in samples) / 100
+        drawing += "█" if lit >= 0.75 else "▌" if lit >= 0.25 else "·"
+    return drawing
+
+
+def test_the_readme_draws_every_led_pattern_as_the_indicator_blinks_it():
+    from edge.indicator import LedPattern
+
+    drawn = re.findall(r"^\s*\| `([█▌·]+)` [^|]*\| ([^|]+) \|$", (REPO / "README.md").read_text(), re.MULTILINE)
+    drawings = [drawing for drawing, _ in drawn]
+    for pattern in LedPattern:
+        assert led_drawing(pattern.value) in drawings, f"README.md's LED table does not draw {pattern.name} {pattern.value}"
+    assert len(drawings) == len(set(drawings)) == len(LedPattern), "README.md's LED table has a pattern edge/indicator.py lacks"
