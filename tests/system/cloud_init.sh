@@ -18,11 +18,12 @@ cache=${EDGE_SYSTEM_CACHE-/var/cache/edge-system-test}
 
 prepare() {
     local root=$1 url=${EDGE_CLOUD_INIT_REPO_URL:?set by the whole test}
-    # What Raspberry Pi OS trixie has and a debootstrapped Debian lacks: cloud-init itself.
+    # What Raspberry Pi OS trixie has and a debootstrapped Debian lacks: cloud-init itself, and
+    # what its modules call at first boot (ip for the network report, ssh-keygen for host keys).
     [ -n "$cache" ] && mkdir -p "$cache/apt" && mount --bind "$cache/apt" "$root/var/cache/apt/archives"
     { chroot "$root" apt-get -o DPkg::Lock::Timeout=600 update -qq \
         && DEBIAN_FRONTEND=noninteractive chroot "$root" apt-get install -y -qq --no-install-recommends \
-            cloud-init >/dev/null; } || status=$?
+            cloud-init iproute2 openssh-client >/dev/null; } || status=$?
     [ -n "$cache" ] && umount "$root/var/cache/apt/archives"
     [ "${status:-0}" = 0 ] || { echo "cloud-init-test: installing cloud-init in the root failed" >&2; return 1; }
     # The seed Imager writes to the boot partition, given where cloud-init's NoCloud looks on
