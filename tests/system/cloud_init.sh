@@ -23,9 +23,13 @@ prepare() {
     [ -n "$cache" ] && mkdir -p "$cache/apt" && mount --bind "$cache/apt" "$root/var/cache/apt/archives"
     { chroot "$root" apt-get -o DPkg::Lock::Timeout=600 update -qq \
         && DEBIAN_FRONTEND=noninteractive chroot "$root" apt-get install -y -qq --no-install-recommends \
-            cloud-init iproute2 openssh-client >/dev/null; } || status=$?
+            cloud-init iproute2 openssh-client; } >"$root/root/prepare.log" 2>&1 || status=$?
     [ -n "$cache" ] && umount "$root/var/cache/apt/archives"
-    [ "${status:-0}" = 0 ] || { echo "cloud-init-test: installing cloud-init in the root failed" >&2; return 1; }
+    if [ "${status:-0}" != 0 ]; then
+        tail -n 20 "$root/root/prepare.log" >&2
+        echo "cloud-init-test: installing cloud-init in the root failed" >&2
+        return 1
+    fi
     # The seed Imager writes to the boot partition, given where cloud-init's NoCloud looks on
     # any system. The host's network is shared: cloud-init must not configure it.
     mkdir -p "$root/var/lib/cloud/seed/nocloud" "$root/etc/cloud/cloud.cfg.d"
