@@ -18,7 +18,7 @@ from edge import configdoc
 from edge.config import DEFAULT_CONFIG, AudioSettings
 
 REPO = Path(__file__).resolve().parent.parent
-PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+PAGES = [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
 
 
 def test_the_configuration_reference_is_generated_from_the_dataclasses():
