@@ -47,14 +47,15 @@ mutate: venv lazyfs
 	EDGE_LAZYFS_DIR=$(LAZYFS_DIR) $(BIN)/python tests/mutate.py $(MUTATIONS)
 
 # LazyFS (a FUSE filesystem that drops unsynced writes on command: the power-cut test's SD
-# card), built once from Debian packages into a cache outside the repository. Without root
-# or FUSE the power-cut test is skipped and says why.
+# card), built once from Debian packages into a cache outside the repository. Without root,
+# FUSE or its sources the power-cut tests are skipped and say why (they fail instead under
+# EDGE_REQUIRE_ALL=1, as .ci/run sets).
 lazyfs:
 	@if [ -x $(LAZYFS_DIR)/lazyfs ]; then :; \
 	elif [ "$$(id -u)" != 0 ] || [ ! -e /dev/fuse ]; then \
 	  echo "lazyfs: not built (needs root and /dev/fuse): the power-cut test is skipped"; \
 	elif [ ! -x $(LAZYFS_SRC)/build.sh ]; then \
-	  echo "lazyfs: $(LAZYFS_SRC)/build.sh not found (set LAZYFS_SRC): the power-cut test will fail"; \
+	  echo "lazyfs: $(LAZYFS_SRC)/build.sh not found (LAZYFS_SRC names LazyFS's sources): the power-cut tests are skipped"; \
 	else rm -rf $(LAZYFS_DIR).tmp && $(LAZYFS_SRC)/build.sh $(LAZYFS_DIR).tmp \
 	  && mv $(LAZYFS_DIR).tmp $(LAZYFS_DIR); fi
 
@@ -96,9 +97,14 @@ uninstall:
 
 # The service under a real systemd: boots Debian (EDGE_SYSTEM_SUITE, default trixie) with
 # systemd-nspawn, `make install`s the committed HEAD there and checks it. Root only.
-.PHONY: system-test
+.PHONY: system-test cloud-init-test
 system-test:
 	bash tests/system/run.sh
+
+# config/cloud-init/user-data run by Debian's cloud-init (NoCloud) at the first boot of a fresh
+# trixie root under systemd-nspawn, up to the service running with its settings. Root only.
+cloud-init-test:
+	bash tests/system/cloud_init.sh
 
 # Accuracy, speed and memory beside Silero ONNX and WebRTC VAD. A comparison package that
 # cannot be installed (on a Pi, say) only removes its columns.

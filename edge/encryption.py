@@ -17,7 +17,7 @@ whole chunk before the cut (age authenticates each chunk on its own).
 
 We use Debian's ``age`` binary, not a Python binding: it exists on every Debian architecture
 (pyrage has no 32-bit ARM wheels), it is the tool the office uses to open the files anyway,
-and it costs the daemon well under 0.1 ms of CPU per second of audio (README, Privacy).
+and it costs the daemon well under 0.1 ms of CPU per second of audio (docs/privacy.md).
 """
 
 from __future__ import annotations

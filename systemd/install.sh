@@ -70,6 +70,7 @@ copy_source() {
     local fresh="$OPT/src.new" item
     local items=(edge models config pyproject.toml requirements.txt)
     [ -e "$SOURCE/README.md" ] && items+=(README.md)
+    [ -e "$SOURCE/docs" ] && items+=(docs)
     rm -rf "$fresh"
     mkdir -p "$fresh"
     tar -C "$SOURCE" --exclude=__pycache__ --exclude='*.pyc' -cf - "${items[@]}" \

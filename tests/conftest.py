@@ -26,6 +26,11 @@ from edge.wavio import read_wav_16k
 
 DATA = Path(__file__).parent / "data"
 LESSON_WAV = DATA / "lesson_15s.wav"
+# Data too large for the repository: beside a clone, as on the team's machines and CI.
+SHARED_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+# Set by .ci/run: a test whose outside requirement (LazyFS, ../shared data) is missing fails
+# instead of skipping, so CI cannot pass by running less.
+REQUIRE_ALL = "EDGE_REQUIRE_ALL"
 RATE = 16000
 WINDOW = 512
 
@@ -57,6 +62,35 @@ class FakeClock:
 
     def reboot(self, boot, wall, synced):
         self.boot, self.boot_s, self.now, self.is_synced = boot, 10.0, wall, synced
+
+
+def skip_unless_available(missing: str | None) -> None:
+    """Skips the test with ``missing`` (what is absent and what would enable it), or fails it
+    when $EDGE_REQUIRE_ALL is 1; does nothing when ``missing`` is None."""
+    if missing is None:
+        return
+    if os.environ.get(REQUIRE_ALL) == "1":
+        pytest.fail(f"{missing}; {REQUIRE_ALL}=1 requires it", pytrace=False)
+    pytest.skip(missing)
+
+
+@pytest.fixture
+def lazyfs_built():
+    """The LazyFS module (tests/lazyfs.py), once LazyFS can mount here."""
+    import lazyfs
+
+    skip_unless_available(lazyfs.unavailable())
+    return lazyfs
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """../shared/data beside the clone (speech corpora for the quick bench)."""
+    needed = SHARED_DATA / "speechocean762-adult"
+    skip_unless_available(None if needed.is_dir() else
+                          f"../shared data: {needed} not found (a checkout of the team's shared folder "
+                          "beside the clone enables this)")
+    return SHARED_DATA
 
 
 @pytest.fixture(autouse=True)

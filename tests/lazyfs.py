@@ -15,11 +15,14 @@ LAZYFS_DIR = Path(os.environ.get("EDGE_LAZYFS_DIR", "/var/tmp/edge-lazyfs"))
 
 
 def unavailable() -> Optional[str]:
-    """Why LazyFS cannot run here (no FUSE), or None."""
+    """Why LazyFS cannot run here, with what would enable it; or None."""
     if os.geteuid() != 0:
-        return "mounting LazyFS (FUSE) needs root"
+        return "LazyFS power cuts: mounting LazyFS (FUSE) needs root"
     if not os.path.exists("/dev/fuse"):
-        return "FUSE is unavailable here (no /dev/fuse)"
+        return "LazyFS power cuts: FUSE is unavailable here (no /dev/fuse)"
+    if not (LAZYFS_DIR / "lazyfs").exists():
+        return (f"LazyFS power cuts: LazyFS is not built in {LAZYFS_DIR} "
+                "(`make lazyfs LAZYFS_SRC=<LazyFS sources with build.sh>` as root builds it)")
     return None
 
 

@@ -22,7 +22,6 @@ from edge.config import SegmenterSettings, Settings
 from edge.errors import EdgeError
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED = REPO.parent / "shared" / "data"
 
 
 def test_scv_labels_keep_only_speech_intervals(tmp_path):
@@ -164,12 +163,9 @@ def test_plot_command_writes_a_png(tmp_path):
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-needs_shared_data = pytest.mark.skipif(not (SHARED / "speechocean762-adult").is_dir(), reason="shared data not present")
-
-
-def quick_bench_report(out: Path, env: dict | None = None) -> str:
+def quick_bench_report(data: Path, out: Path, env: dict | None = None) -> str:
     result = subprocess.run(
-        [sys.executable, "-m", "bench", "--quick", "--data", str(SHARED / "speechocean762-adult"), "--out", str(out)],
+        [sys.executable, "-m", "bench", "--quick", "--data", str(data / "speechocean762-adult"), "--out", str(out)],
         # A guard against a hang, not a speed goal (those are in `make bench`): a machine ten
         # times slower than a 2-core VM still finishes.
         cwd=REPO, capture_output=True, text=True, timeout=900, env=env,
@@ -180,9 +176,8 @@ def quick_bench_report(out: Path, env: dict | None = None) -> str:
     return reports[0].read_text()
 
 
-@needs_shared_data
-def test_quick_bench_reports_every_table(tmp_path):
-    text = quick_bench_report(tmp_path)
+def test_quick_bench_reports_every_table(tmp_path, shared_data):
+    text = quick_bench_report(shared_data, tmp_path)
     assert "| silero_vad_int8.tflite (" in text
     if importlib.util.find_spec("onnxruntime"):
         assert "| Silero ONNX (onnxruntime, reference) |" in text
@@ -200,14 +195,13 @@ def test_quick_bench_reports_every_table(tmp_path):
     assert "## Encryption at rest (age)" in text and "\n| on | " in text and "\n| off | " in text
 
 
-@needs_shared_data
-def test_quick_bench_without_comparison_packages_skips_them_with_notes(tmp_path):
+def test_quick_bench_without_comparison_packages_skips_them_with_notes(tmp_path, shared_data):
     # As on a Pi where these cannot be installed: each import fails.
     stubs = tmp_path / "stubs"
     for module in ("onnxruntime", "webrtcvad", "matplotlib"):
         (stubs / module).mkdir(parents=True)
         (stubs / module / "__init__.py").write_text(f"raise ImportError('{module} blocked by the test')\n")
-    text = quick_bench_report(tmp_path / "out", env={**os.environ, "PYTHONPATH": str(stubs)})
+    text = quick_bench_report(shared_data, tmp_path / "out", env={**os.environ, "PYTHONPATH": str(stubs)})
     assert "| silero_vad_int8.tflite (" in text
     assert "Silero ONNX (onnxruntime, reference) |" not in text
     assert "| WebRTC VAD mode" not in text

@@ -576,16 +576,13 @@ def test_office_commands_need_no_fcntl(tmp_path, key):
     assert blocked.returncode != 0  # the stub really hides it
 
 
-def test_power_cut_below_the_page_cache_loses_at_most_the_stated_audio(tmp_path, key):
+def test_power_cut_below_the_page_cache_loses_at_most_the_stated_audio(tmp_path, key, lazyfs_built):
     """On LazyFS, whose clear-cache drops every write not fsynced, as a pulled plug does: the
     loss is the fsync interval plus the chunk age was filling, whatever the cut's moment."""
-    lazyfs = pytest.importorskip("lazyfs", reason="tests/lazyfs.py (LazyFS power cuts) not present")
-    if lazyfs.unavailable():
-        pytest.skip(lazyfs.unavailable())
     identity, public = key
     fsync_interval_s = 0.5
     limit = round((fsync_interval_s + CHUNK_S) * 16000)
-    fs = lazyfs.LazyFs(tmp_path / "card")
+    fs = lazyfs_built.LazyFs(tmp_path / "card")
     root = fs.mount / "rec"
     try:
         for number, seconds in enumerate((2.5, 4.4, 6.1, 7.3, 9.8)):

@@ -26,7 +26,7 @@ from edge.status import RecorderState, read_status
 from edge.storage import MANIFEST, read_manifest
 
 PIN = 17
-README = (os.path.dirname(__file__) or ".") + "/../README.md"
+OPERATING = (os.path.dirname(__file__) or ".") + "/../docs/operating.md"
 
 
 class AudioClockSource(PacedSource):
@@ -164,8 +164,8 @@ def test_free_space_floor_stops_writing_keeps_listening_and_resumes(tmp_path, ca
 
 
 def test_resumes_within_the_readme_s_bound_once_space_comes_back(tmp_path, card, lesson, detector):
-    promised = re.search(r"resumes by itself within (\d+) s\s+of space coming back", open(README).read())
-    assert promised, "README.md no longer says how soon recording resumes"
+    promised = re.search(r"resumes by itself within (\d+) s\s+of space coming back", open(OPERATING).read())
+    assert promised, "docs/operating.md no longer says how soon recording resumes"
     assert STORAGE_RETRY_S <= float(promised.group(1))
     running = RunningRecorder(tmp_path, card, lesson, detector, min_free_mb=1)
     times = {}

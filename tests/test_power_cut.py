@@ -26,7 +26,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import lazyfs
 from cardcheck import assert_card_consistent, header_agrees_with_data
 from conftest import NotifySocket
 from edge.storage import HEADER_BYTES, MANIFEST, file_sha256, read_manifest
@@ -38,9 +37,6 @@ RATE = 16000
 WINDOW = 512
 FSYNC_INTERVAL_S = 1.0  # the default: the README's promise as it stands
 LOSS_BOUND = int(FSYNC_INTERVAL_S * RATE) + WINDOW  # samples
-
-pytestmark = pytest.mark.skipif(lazyfs.unavailable() is not None, reason=str(lazyfs.unavailable()))
-
 
 class Daemon:
     """`edge run` as systemd starts it: NOTIFY_SOCKET set, so READY=1 says it is listening
@@ -136,12 +132,12 @@ def assert_listed_entries_true(root: Path, stream: np.ndarray, verified: set) ->
     return entries
 
 
-def test_power_cuts_lose_at_most_the_unsynced_audio_and_the_daemon_recovers(alsa, lesson, tmp_path):
+def test_power_cuts_lose_at_most_the_unsynced_audio_and_the_daemon_recovers(alsa, lesson, tmp_path, lazyfs_built):
     # Five minutes of lessons, read as fast as the CPU allows: far more than a daemon gets
     # through before its cut.
     stream = np.tile(lesson, 20)
     alsa.add("testmic", stream)
-    fs = lazyfs.LazyFs(tmp_path / "card")
+    fs = lazyfs_built.LazyFs(tmp_path / "card")
     recordings = fs.mount / "rec"
     config = tmp_path / "edge.yaml"
     config.write_text(

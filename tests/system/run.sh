@@ -8,6 +8,10 @@
 #                              /var/cache/edge-system-test; empty: none)
 #   EDGE_SYSTEM_KEEP=1         leave the stopped root, its journal and the logs in place
 #   EDGE_SYSTEM_TIMEOUT=780    seconds after which the checks are stopped as hung
+#   EDGE_SYSTEM_PREPARE=CMD    run as CMD ROOT HEAD before the boot instead of cloning HEAD
+#                              into ROOT/root/edge-recorder (tests/system/cloud_init.sh)
+#   EDGE_SYSTEM_CHECKS=PATH    the checks to run inside (default: tests/system/checks.py)
+#   EDGE_SYSTEM_BOOT_TIMEOUT=120  seconds the boot may take until systemd is running
 #
 # Root only; skipped (exit 0) with the reason where nspawn cannot run. Everything it starts
 # or mounts is stopped and removed on exit, failed or not.
@@ -87,9 +91,14 @@ say "Debian $suite $arch root in $root"
 "$repo/tests/targets/debian-root.sh" "$suite" "$arch" "$root" >/dev/null
 head=$(git -C "$repo" rev-parse HEAD)
 [ -z "$(git -C "$repo" status --porcelain --untracked-files=no)" ] || say "uncommitted changes are not tested: only HEAD is"
-git clone --quiet --no-checkout "$repo" "$root/root/edge-recorder"
-git -C "$root/root/edge-recorder" checkout --quiet --detach "$head"
-say "installing $(git -C "$repo" log -1 --format='%h %s' "$head")"
+if [ -n "${EDGE_SYSTEM_PREPARE:-}" ]; then
+    say "preparing the root: $EDGE_SYSTEM_PREPARE"
+    $EDGE_SYSTEM_PREPARE "$root" "$head"
+else
+    git clone --quiet --no-checkout "$repo" "$root/root/edge-recorder"
+    git -C "$root/root/edge-recorder" checkout --quiet --detach "$head"
+    say "installing $(git -C "$repo" log -1 --format='%h %s' "$head")"
+fi
 
 binds=()
 if [ -n "$cache" ]; then
@@ -138,11 +147,12 @@ inside() {
     nsenter -t "$leader" -a env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
         HOME=/root LANG=C.UTF-8 TERM=dumb "$@"
 }
-booted=$(timeout 120 bash -c 'until state=$(nsenter -t "$1" -a systemctl is-system-running 2>/dev/null);
+boot_timeout_s=${EDGE_SYSTEM_BOOT_TIMEOUT:-120}
+booted=$(timeout "$boot_timeout_s" bash -c 'until state=$(nsenter -t "$1" -a systemctl is-system-running 2>/dev/null);
     [ "$state" = running ] || [ "$state" = degraded ]; do sleep 0.5; done; echo "$state"' _ "$leader" || true)
 if [ -z "$booted" ]; then
     tail -n 20 "$work/console.log" >&2 || true
-    echo "FAIL boot: systemd did not finish booting in 120 s"
+    echo "FAIL boot: systemd did not finish booting in $boot_timeout_s s"
     echo "0 passed, 1 failed"
     exit 1
 fi
@@ -150,7 +160,7 @@ say "booted ($booted, systemd $(inside systemctl --version | awk 'NR==1{print $2
 
 # In the background so that a signal to this script is handled at once (bash runs traps only
 # between foreground commands), and the clean-up powers the container off.
-(set -o pipefail; inside timeout "$checks_timeout_s" python3 -u /root/edge-recorder/tests/system/checks.py \
+(set -o pipefail; inside timeout "$checks_timeout_s" ${EDGE_SYSTEM_CHECKS:-python3 -u /root/edge-recorder/tests/system/checks.py} \
     | tee "$work/checks.log") &
 checks_status=0
 wait $! || checks_status=$?
