@@ -154,15 +154,24 @@ def test_readme_is_one_page_and_docs_has_an_index_of_every_file():
             assert f"]({page.name})" in index, f"docs/README.md does not list {page.name}"
 
 
-def led_drawing(timing: tuple[float, float] | None, seconds: float = 4.0, cell: float = 0.1) -> str:
-    """Four seconds of a blink pattern, one character per 0.1 s: lit (█), half lit (▌), dark (·)."""
+def led_drawing(timing: tuple[float, ...] | None, seconds: float = 4.0, cell: float = 0.1) -> str:
+    """Four seconds of a blink pattern (seconds on, off, on, off...), one character per 0.1 s:
+    lit (█), half lit (▌), dark (·)."""
+
+    def is_lit(t: float) -> bool:
+        t %= sum(timing)
+        for step, length in enumerate(timing):
+            if t < length:
+                return step % 2 == 0
+            t -= length
+        return False
+
     drawing = ""
     for index in range(round(seconds / cell)):
         lit = 0.0
         if timing is not None:
-            on, off = timing
             samples = [(index + (k + 0.5) / 100) * cell for k in range(100)]
-            lit = sum((t % (on + off)) < on for t in samples) / 100
+            lit = sum(is_lit(t) for t in samples) / 100
         drawing += "█" if lit >= 0.75 else "▌" if lit >= 0.25 else "·"
     return drawing
 
