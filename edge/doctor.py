@@ -46,6 +46,8 @@ def status_command(args: argparse.Namespace) -> int:
     print(f"free space:     {'unknown' if free is None else f'{free:.0f} MB'}")
     print(f"audio lost:     {status['overflows']} overflows, {status['dropped_frames']} dropped frames")
     print(f"oldest segment: {_oldest_segment(status, settings.storage.keep_days)}")
+    if status.get("retention_paused"):
+        print(f"retention:      paused, nothing is deleted: {status['retention_paused']}")
     for error in status["errors"] or ["none"]:
         print(f"recent problem: {error}")
     for line in status_lines(settings):

@@ -330,6 +330,7 @@ class Recorder:
             log.warning("cannot delete old segments now (%s)", exc.strerror)
             return
         oldest = self.retention.oldest
+        self.status.retention_paused = self.retention.paused
         self.status.oldest_segment = oldest.file if oldest else None
         self.status.oldest_segment_days = (None if oldest is None or oldest.age_s is None
                                            else round(oldest.age_s / 86400, 3))

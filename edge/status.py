@@ -49,6 +49,8 @@ class RecorderStatus:
     """The oldest segment on the card, as of the last retention check (every 10 minutes)."""
     oldest_segment_days: Optional[float] = None
     """How many days ago it was recorded, at least; None when the clock cannot tell."""
+    retention_paused: Optional[str] = None
+    """Why retention deletes nothing now (the clocks disagree); None when it works."""
 
     def summary(self) -> str:
         """The one line systemd shows as STATUS=."""
