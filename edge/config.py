@@ -194,10 +194,14 @@ def add_config_argument(parser) -> None:
 
 def load_config(path: str | Path | None = None) -> Settings:
     """Read a YAML config (see default_config_path); a missing section or key keeps its default."""
-    path = Path(path) if path is not None else default_config_path()
+    given = path is not None
+    path = Path(path) if given else default_config_path()
     try:
         text = path.read_text()
     except FileNotFoundError:
+        if not given:  # an office install: the bundled default is not part of the wheel
+            raise EdgeError(f"no --config given and {SYSTEM_CONFIG} does not exist (no recorder is "
+                            "installed on this computer): pass --config FILE") from None
         raise EdgeError(f"{path}: config file not found") from None
     except PermissionError:
         raise EdgeError(permission_denied(path)) from None

@@ -127,14 +127,20 @@ def decrypt_segment(segment: EncryptedSegment, identity: Path) -> Optional[str]:
     target, entry = segment.target, segment.entry
     if target.exists():
         return f"{target} already exists, not overwritten"
-    if entry is not None and file_sha256(segment.source) != entry["sha256"]:
-        return "does not match its manifest entry (damaged or altered), not decrypted"
-    partial = target.with_name(target.name + PARTIAL_SUFFIX)
-    target.parent.mkdir(parents=True, exist_ok=True)
     try:
+        if entry is not None and file_sha256(segment.source) != entry.get("sha256"):
+            return "does not match its manifest entry (damaged or altered), not decrypted"
+    except OSError as exc:
+        return f"cannot read it ({exc.strerror})"
+    partial = target.with_name(target.name + PARTIAL_SUFFIX)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
         out = open(partial, "xb")
     except FileExistsError:
         return f"{partial} exists: is another decrypt running? Remove it if not"
+    except OSError as exc:
+        # A read-only or full destination fails every file alike: one line, then stop.
+        raise EdgeError(f"{exc.filename}: cannot write the decrypted files there ({exc.strerror})") from None
     with out:
         result = subprocess.run([age_program(), "--decrypt", "-i", str(identity), str(segment.source)],
                                 stdout=out, stderr=subprocess.PIPE, text=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import glob
+import importlib.util
 import logging
 import os
 import warnings
@@ -20,7 +21,7 @@ from .clock import SystemClock
 from .config import Settings, add_config_argument, default_config_path, load_config, resolve_data_path
 from .detector import make_detector
 from .encryption import recipient_arguments
-from .errors import EdgeError, permission_denied
+from .errors import DEVICE_MODULES, EdgeError, permission_denied
 from .indicator import GPIO_CHIPS
 from .status import RecorderState, is_recorder_process, read_status, status_age_s
 from .storage import FreeSpaceGuard
@@ -117,6 +118,8 @@ def check_microphone(settings: Settings, daemon: Optional[dict]) -> CheckResult:
                                f"since {daemon['since']} ({last})",
                                "plug in the microphone or set audio.device (see: edge devices)")
         return CheckResult(True, f"'{device}' in use by the recorder (pid {daemon['pid']}), audio arriving")
+    if not _installed("pyaudio"):
+        return CheckResult(False, "PyAudio is not installed", "reinstall the recorder (make install)")
     source = MicrophoneSource(settings.audio)
     try:
         source.open()
@@ -140,6 +143,9 @@ def check_gpio(settings: Settings, daemon: Optional[dict]) -> CheckResult:
             return CheckResult(True, f"LED on GPIO{pin}, driven by the recorder (pid {daemon['pid']})")
         return CheckResult(False, f"the recorder (pid {daemon['pid']}) runs without its LED on GPIO{pin}",
                            "see why: journalctl -u edge-recorder -p warning")
+    if not _installed("gpiozero"):
+        return CheckResult(False, f"gpiozero is not installed (led.pin: {pin})",
+                           "reinstall the recorder (make install), or set led.pin: null")
     from gpiozero import LED, Device
     from gpiozero.exc import BadPinFactory
 
@@ -217,6 +223,14 @@ def check_encryption(settings: Settings, daemon: Optional[dict]) -> CheckResult:
                        f"{files} recipients files")
 
 
+def _installed(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+DEVICE_CHECKS = ("model", "microphone", "gpio", "clock")
+"""What needs the device extra: not checked on an office install."""
+
+
 CHECKS: dict[str, Callable[[Settings, Optional[dict]], CheckResult]] = {
     "model": check_model,
     "microphone": check_microphone,
@@ -256,9 +270,14 @@ def doctor_command(args: argparse.Namespace) -> int:
     settings = load_config(args.config)
     print(f"OK   config: {args.config or default_config_path()}")
     daemon = running_daemon(settings)
+    checks = CHECKS
+    if not any(_installed(module) for module in DEVICE_MODULES):
+        print(f"office install (pip install . without the device extra): {', '.join(DEVICE_CHECKS)} "
+              "not checked here; a recorder needs pip install '.[device]' (make install on the Pi)")
+        checks = {name: check for name, check in CHECKS.items() if name not in DEVICE_CHECKS}
     failed = 0
     with quiet_libraries():
-        for name, check in CHECKS.items():
+        for name, check in checks.items():
             result = check(settings, daemon)
             failed += not result.ok
             print(result.line(name), flush=True)

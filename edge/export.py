@@ -505,7 +505,7 @@ LIST_COLUMNS = ("file", "start", "duration_s", "prob_mean", "prob_max", "recover
 def run_list_command(args: argparse.Namespace) -> int:
     if args.dirs:
         columns = ("device",) + LIST_COLUMNS
-        rows = [[folder.name] + _list_row(entry) for folder, entry in merged_segments(args.dirs)]
+        rows = [[_device(folder, entry)] + _list_row(entry) for folder, entry in merged_segments(args.dirs)]
     else:
         settings = load_config(args.config)
         columns = LIST_COLUMNS
@@ -558,6 +558,13 @@ def merged_segments(dirs: list) -> list:
         except PermissionError:
             raise EdgeError(f"{folder}: permission denied") from None
     return sorted(found, key=lambda pair: (datetime.fromisoformat(pair[1]["start"]), pair[0].name, pair[1]["seq"]))
+
+
+def _device(folder: Path, entry: dict) -> str:
+    """The device that recorded a segment, as its manifest says (a folder may be renamed);
+    the folder's name for an entry without one."""
+    device = entry.get("device")
+    return device if isinstance(device, str) and device else folder.name
 
 
 def _list_row(entry: dict) -> list:
