@@ -20,7 +20,8 @@ from typing import Optional
 
 from .encryption import AGE_WAV_EXTENSION, WAV_HEADER_BYTES, age_program
 from .errors import EdgeError
-from .storage import MANIFEST, file_sha256, fit_wav_header, read_manifest
+from .entries import checked_segments
+from .storage import MANIFEST, file_sha256, fit_wav_header
 
 PARTIAL_SUFFIX = ".decrypting"
 WRONG_KEY = "no identity matched"
@@ -101,7 +102,7 @@ def find_segments(src: Path, dest: Path) -> list:
         raise EdgeError(f"{dest}: destination folder does not exist")
     listed = {}
     for manifest in sorted(src.rglob(MANIFEST)):
-        for entry in read_manifest(manifest):
+        for entry in checked_segments(manifest.parent):
             path = manifest.parent / entry["file"]
             if entry["file"].endswith(AGE_WAV_EXTENSION) and path.exists():
                 listed[path] = entry
@@ -116,7 +117,7 @@ def _listing_entry(path: Path) -> Optional[dict]:
     """The manifest entry of one file: the manifest is at the top of a card's or an export's
     device folder, one date folder above the file."""
     for folder in (path.parent, path.parent.parent):
-        for entry in read_manifest(folder / MANIFEST):
+        for entry in checked_segments(folder):
             if (folder / entry["file"]).resolve() == path.resolve():
                 return entry
     return None
@@ -128,7 +129,7 @@ def decrypt_segment(segment: EncryptedSegment, identity: Path) -> Optional[str]:
     if target.exists():
         return f"{target} already exists, not overwritten"
     try:
-        if entry is not None and file_sha256(segment.source) != entry.get("sha256"):
+        if entry is not None and file_sha256(segment.source) != entry["sha256"]:
             return "does not match its manifest entry (damaged or altered), not decrypted"
     except OSError as exc:
         return f"cannot read it ({exc.strerror})"

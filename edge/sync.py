@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Iterator, Optional
 
 from .config import Settings, SyncSettings, add_config_argument, device_name, load_config, resolve_data_path
+from .entries import checked_segments
 from .errors import EdgeError
 from .export import SUMS, hash_from_medium, merge_manifest, remove_segments, sha256sums
 from .notify import ServiceNotifier
@@ -295,7 +296,7 @@ class RemoteSync:
             return report
 
     def _sync(self, state: SyncState, report: SyncReport, dry_run: bool) -> None:
-        local = {entry["file"]: entry for entry in iter_segments(self.root)}
+        local = {entry["file"]: entry for entry in checked_segments(self.root)}
         sizes = {name: _size(self.root / name) for name in local}
         # Verifications of segments no longer on the card are of no more use.
         for name in list(state.synced):
