@@ -14,7 +14,7 @@ from datetime import datetime
 from pathlib import Path, PurePosixPath
 from typing import Callable
 
-from .errors import EdgeError
+from .errors import EdgeError, shown
 from .storage import MANIFEST, iter_segments
 
 SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -58,10 +58,10 @@ def checked_entry(manifest: Path, entry: dict) -> dict:
         if key not in entry:
             _damaged(manifest, entry, f"has no '{key}' ({expected})")
         if not usable(entry[key]):
-            _damaged(manifest, entry, f"'{key}' must be {expected}, got {_shown(entry[key])}")
+            _damaged(manifest, entry, f"'{key}' must be {expected}, got {shown(entry[key])}")
     for key, (usable, expected) in OPTIONAL.items():
         if key in entry and not usable(entry[key]):
-            _damaged(manifest, entry, f"'{key}' must be {expected}, got {_shown(entry[key])}")
+            _damaged(manifest, entry, f"'{key}' must be {expected}, got {shown(entry[key])}")
     return entry
 
 
@@ -69,11 +69,6 @@ def checked_segments(root: Path) -> list:
     """The segments under ``root`` whose files exist (storage.iter_segments), each checked."""
     manifest = Path(root) / MANIFEST
     return [checked_entry(manifest, entry) for entry in iter_segments(root)]
-
-
-def _shown(value) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _damaged(manifest: Path, entry: dict, problem: str) -> None:

@@ -10,6 +10,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Optional
 
+from .errors import EdgeError
 from .indicator import LedPattern
 
 STATUS_MODE = 0o640
@@ -70,8 +71,13 @@ def publish_status(path: Path, status: RecorderStatus) -> None:
 def read_status(path: Path) -> Optional[dict]:
     try:
         return json.loads(Path(path).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
         return None
+    except PermissionError:
+        raise
+    except OSError as exc:  # a folder, a device: service.status_file names something else
+        raise EdgeError(f"{path}: cannot read the recorder's status ({exc.strerror}); "
+                        "check service.status_file") from None
 
 
 def status_age_s(status: dict, now: datetime) -> float:

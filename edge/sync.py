@@ -250,7 +250,9 @@ def split_remote(remote: str) -> tuple:
     name, colon, path = remote.partition(":")
     path = path.rstrip("/")
     base = posixpath.basename(path)
-    if not colon or not name or not base:
+    # rclone's remote names never start with "-" or a space: such a "remote" would reach
+    # rclone as an option of its own.
+    if not colon or not name or name.startswith(("-", " ")) or not base:
         raise EdgeError(f"sync.remote must be an rclone remote and a folder, like "
                         f"school-nas:recordings/{{device}}, got {remote!r}")
     parent = posixpath.dirname(path)

@@ -112,7 +112,10 @@ def config_dict() -> dict:
 
 def write_config(where: Path, config) -> Path:
     path = where / "edge.yaml"
-    path.write_text(config if isinstance(config, str) else yaml.safe_dump(config))
+    if isinstance(config, bytes):
+        path.write_bytes(config)
+    else:
+        path.write_text(config if isinstance(config, str) else yaml.safe_dump(config))
     return path
 
 
@@ -138,7 +141,7 @@ def assert_clean(result: tuple, what: str) -> None:
     assert "Traceback" not in err, f"{what}: {err}"
     if code == 0:
         return
-    lines = err.strip().splitlines()
+    lines = err.strip().split("\n") if err.strip() else []
     if code == 2:
         assert len(lines) == 1 and lines[0].startswith(("edge: ", "usage: ")) or (
             lines and lines[-1].startswith("edge: ")), f"{what}: exit 2 with {err!r}"
@@ -294,4 +297,133 @@ def test_spoiled_sidecars_lose_nothing_recorded(workshop, data):
         assert after[name] == before[name], f"{name} changed"
     assert (card / MANIFEST).read_text().startswith(manifest)
     assert result[0] == 0, "the recorder did not record past a damaged sidecar"
+    shutil.rmtree(where)
+
+
+# --- the config -------------------------------------------------------------------------
+
+def _config_keys() -> dict:
+    import dataclasses
+
+    from edge.config import Settings
+    return {section.name: [f.name for f in dataclasses.fields(section.type if isinstance(section.type, type)
+                                                             else getattr(Settings, section.name))]
+            for section in dataclasses.fields(Settings)}
+
+
+@st.composite
+def config_texts(draw) -> str:
+    """A config as an IT person might get it wrong: a known key given any value, an unknown
+    key, a section that is not a mapping, or text that is not YAML."""
+    keys = _config_keys()
+    config = config_dict()
+    for _ in range(draw(st.integers(1, 3))):
+        section = draw(st.sampled_from(sorted(keys)))
+        choice = draw(st.integers(0, 3))
+        if choice < 2 and not isinstance(config.get(section), dict):
+            config[section] = {}
+        if choice == 0:
+            config[section][draw(st.sampled_from(keys[section]))] = draw(json_values)
+        elif choice == 1:
+            config[section][draw(st.text(max_size=10))] = draw(json_values)
+        elif choice == 2:
+            config[section] = draw(json_values)
+        else:
+            config[draw(st.text(max_size=10))] = draw(json_values)
+    shaped = yaml.safe_dump(config, allow_unicode=True)
+    return draw(st.one_of(st.just(shaped), texts, st.builds(lambda t, at: shaped[:at] + t + shaped[at:],
+                                                            texts, st.integers(0, len(shaped))),
+                          spoiled_bytes(shaped.encode())))
+
+
+@given(text=config_texts())
+def test_spoiled_configs(workshop, text):
+    where = workshop.copy()
+    config = write_config(where, text)
+    card = where / "card"
+    before = tree(card)
+    (where / "stick").mkdir()
+    for argv in (("list", "--config", config), ("status", "--config", config),
+                 ("doctor", "--config", config), ("export", where / "stick", "--config", config)):
+        assert_clean(run_edge(where, *argv), " ".join(map(str, argv)))
+    assert tree(card) == before
+    shutil.rmtree(where)
+
+
+# --- WAV files: `edge process` and `edge vad` ---------------------------------------------
+
+@given(data=st.data())
+def test_spoiled_wav_files(workshop, data):
+    where = workshop.copy()
+    wav = where / "in.wav"
+    original = SPEECH_WAV.read_bytes()[:44 + 2 * 16000]  # the header and a second of audio
+    wav.write_bytes(data.draw(st.one_of(spoiled_bytes(original[:64]).map(lambda head: head + original[64:]),
+                                        spoiled_bytes(original), st.binary(max_size=100))))
+    config = write_config(where, config_dict())
+    out = where / "out"
+    for argv in (("process", wav, "--out", out, "--config", config), ("vad", wav, "--config", config)):
+        assert_clean(run_edge(where, *argv), " ".join(map(str, argv)))
+    shutil.rmtree(where)
+
+
+# --- encrypted segments and keys: `edge decrypt` -----------------------------------------
+
+def run_decrypt(where: Path, *argv) -> None:
+    """`edge decrypt` leaves the card as it was and no partial file where the WAVs go."""
+    sealed = where / "sealed"
+    before = tree(sealed)
+    dest = where / "office"
+    dest.mkdir(exist_ok=True)
+    assert_clean(run_edge(where, "decrypt", *argv, dest), "decrypt")
+    assert tree(sealed) == before, "edge decrypt changed the card"
+    assert not [p for p in dest.rglob("*") if p.name.endswith(".decrypting")]
+
+
+@given(data=st.data())
+def test_spoiled_age_files(workshop, data):
+    where = workshop.copy()
+    entry = workshop.age_entries[0]
+    segment = where / "sealed" / entry["file"]
+    spoiled = data.draw(spoiled_bytes(segment.read_bytes()))
+    segment.write_bytes(spoiled)
+    if data.draw(st.booleans()):  # listed with its new hash: age itself has to judge it
+        manifest = where / "sealed" / MANIFEST
+        manifest.write_text(json.dumps({**entry, "sha256": hashlib.sha256(spoiled).hexdigest()}) + "\n")
+    source = data.draw(st.sampled_from([where / "sealed", segment]))
+    run_decrypt(where, "--identity", where / "key.txt", source)
+    shutil.rmtree(where)
+
+
+@given(data=st.data())
+def test_spoiled_key_files(workshop, data):
+    where = workshop.copy()
+    key = where / "key.txt"
+    key.write_bytes(data.draw(st.one_of(spoiled_bytes(key.read_bytes()), st.binary(max_size=200),
+                                        texts.map(str.encode))))
+    run_decrypt(where, "--identity", key, where / "sealed")
+    shutil.rmtree(where)
+
+
+# --- rclone remotes: `edge sync`, `edge status`, `edge doctor` -----------------------------
+
+remotes = st.one_of(
+    texts,
+    st.builds(lambda name, path: f"{name}:{path}", texts, texts),
+    st.sampled_from(["office:", ":", "office:/", "-x:y", "--config=/etc/passwd:x", "office:remote/../..",
+                     "office:remote/{device}/..", "nowhere:x/{device}", "office:{device}", "{device}:x",
+                     "office:remote/{devices}", "office:remote\n", "office:."]))
+
+
+@given(remote=remotes)
+def test_spoiled_rclone_remotes(workshop, remote):
+    where = workshop.copy()
+    config = config_dict()
+    config["sync"]["remote"] = remote
+    path = write_config(where, config)
+    card = where / "card"
+    leave_out = ("sync-state.json", "sync.lock")
+    before = tree(card, leave_out)
+    for argv in (("sync", "--config", path), ("status", "--config", path), ("doctor", "--config", path)):
+        assert_clean(run_edge(where, *argv), " ".join(map(str, argv)))
+    assert tree(card, leave_out) == before
     shutil.rmtree(where)
