@@ -500,3 +500,27 @@ def test_a_card_emptied_by_move_keeps_numbering_upward(tmp_path, recordings, con
     writer.append(np.zeros(16000, np.int16))
     entry = writer.close(SegmentEnd(prob_mean=0.6, prob_max=0.9, overflows=0, dropped_frames=0))
     assert entry["seq"] == max(e["seq"] for e in before) + 1
+
+
+def test_list_shows_the_device_the_manifest_names_not_the_folder(tmp_path, recordings, capsys):
+    renamed = tmp_path / "copied-off-the-card"  # a folder an office renamed
+    shutil.copytree(recordings, renamed)
+    code, out, err = edge(capsys, "list", "--csv", str(renamed))
+    assert code == 0, err
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert {row["device"] for row in rows} == {DEVICE} and len(rows) == len(SECONDS)
+
+
+def test_list_stops_at_a_damaged_manifest_field_naming_it(tmp_path, recordings, config_file, capsys):
+    lines = (recordings / "manifest.jsonl").read_text().splitlines()
+    entry = json.loads(lines[2])
+    entry["start"] = "yesterday"
+    lines[2] = json.dumps(entry)
+    (recordings / "manifest.jsonl").write_text("\n".join(lines) + "\n")
+    before = {p: p.read_bytes() for p in recordings.rglob("*") if p.is_file()}
+    for argv in (("list", "--config", str(config_file)), ("export", str(tmp_path), "--config", str(config_file))):
+        code, out, err = edge(capsys, *argv)
+        assert (code, err) == (2, f"edge: {recordings / 'manifest.jsonl'}: the line of segment 3 'start' must "
+                                  "be an ISO 8601 time (like 2026-11-24T09:30:00.000+01:00), got 'yesterday'; "
+                                  "the manifest is damaged or was edited, nothing done\n")
+    assert {p: p.read_bytes() for p in recordings.rglob("*") if p.is_file()} == before

@@ -48,6 +48,8 @@ settings.register_profile(
     "fuzz", max_examples=int(os.environ.get("EDGE_FUZZ_EXAMPLES", "300")), deadline=None,
     suppress_health_check=list(HealthCheck))
 settings.load_profile(os.environ.get("EDGE_FUZZ_PROFILE", "test"))
+# What runs `edge sync` (rclone, several processes a run) gets a third of the examples.
+fewer = settings(max_examples=max(2, settings().max_examples // 3))
 
 
 # --- what the commands are run on -------------------------------------------------------
@@ -231,6 +233,7 @@ def entry_with_spoiled_fields(draw, entries: list) -> str:
     return json.dumps(draw(spoiled_dict(entry, keep=("seq", "file"))))
 
 
+@fewer
 @given(data=st.data())
 def test_manifest_entries_with_spoiled_fields(workshop, data):
     where = workshop.copy()
@@ -252,6 +255,7 @@ def any_manifest_line(draw, entries: list) -> str:
     ))
 
 
+@fewer
 @given(data=st.data())
 @example(data=None)  # the issue's lines; see the docstring
 def test_manifest_lines_of_any_shape(workshop, data):
@@ -414,6 +418,7 @@ remotes = st.one_of(
                      "office:remote/{devices}", "office:remote\n", "office:."]))
 
 
+@fewer
 @given(remote=remotes)
 def test_spoiled_rclone_remotes(workshop, remote):
     where = workshop.copy()
@@ -426,4 +431,36 @@ def test_spoiled_rclone_remotes(workshop, remote):
     for argv in (("sync", "--config", path), ("status", "--config", path), ("doctor", "--config", path)):
         assert_clean(run_edge(where, *argv), " ".join(map(str, argv)))
     assert tree(card, leave_out) == before
+    shutil.rmtree(where)
+
+
+# --- the same, as a user runs it --------------------------------------------------------
+
+def run_edge_process(where: Path, *argv) -> tuple:
+    result = subprocess.run([sys.executable, "-m", "edge", *map(str, argv)], cwd=where, capture_output=True,
+                            text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
+    return result.returncode, result.stdout, result.stderr
+
+
+@settings(max_examples=max(2, settings().max_examples // 4))
+@given(text=config_texts(), remote=remotes, key=st.binary(max_size=80))
+def test_the_same_through_a_subprocess(workshop, text, remote, key):
+    """In-process runs cannot see what only a real process shows (an exception printed by
+    the interpreter at exit, output of a child): a few examples of each kind as a user runs them."""
+    where = workshop.copy()
+    card = where / "card"
+    before = tree(card)
+    config = write_config(where, text)
+    for argv in (("list", "--config", config), ("status", "--config", config), ("doctor", "--config", config)):
+        assert_clean(run_edge_process(where, *argv), " ".join(map(str, argv)))
+    settings_ = config_dict()
+    settings_["sync"]["remote"] = remote
+    config = write_config(where, settings_)
+    assert_clean(run_edge_process(where, "sync", "--config", config), "sync")
+    (where / "key.txt").write_bytes(key)
+    (where / "office").mkdir()
+    assert_clean(run_edge_process(where, "decrypt", "-i", where / "key.txt", where / "sealed", where / "office"),
+                 "decrypt")
+    assert tree(card, ("sync-state.json", "sync.lock")) == {
+        name: digest for name, digest in before.items() if name not in ("sync-state.json", "sync.lock")}
     shutil.rmtree(where)
