@@ -270,7 +270,11 @@ def test_manifest_lines_of_any_shape(workshop, data):
     else:
         lines = data.draw(st.lists(any_manifest_line(workshop.entries), min_size=1, max_size=5))
         trailing = data.draw(st.booleans())
-    (where / "card" / MANIFEST).write_text(manifest_text(lines, trailing))
+    text = manifest_text(lines, trailing).encode()
+    if data is not None and data.draw(st.booleans()):  # a sector of the card lost: any bytes
+        at = data.draw(st.integers(0, len(text)))
+        text = text[:at] + data.draw(st.binary(min_size=1, max_size=16)) + text[at:]
+    (where / "card" / MANIFEST).write_bytes(text)
     run_card_commands(where)
     shutil.rmtree(where)
 
