@@ -19,11 +19,13 @@ from pathlib import Path
 from typing import Optional
 
 from .encryption import AGE_WAV_EXTENSION, WAV_HEADER_BYTES, age_program
-from .errors import EdgeError
+from .errors import EdgeError, printable
 from .entries import checked_segments
 from .storage import MANIFEST, file_sha256, fit_wav_header
 
 PARTIAL_SUFFIX = ".decrypting"
+SECRET_KEY_LINES = (b"AGE-SECRET-KEY-1", b"AGE-PLUGIN-", b"-----BEGIN")
+"""How a line of an identity file age takes begins: its own keys, a plugin's, an SSH key."""
 WRONG_KEY = "no identity matched"
 # What age says when the payload ends before its final chunk: every chunk before the cut
 # was authenticated and written out already.
@@ -66,9 +68,12 @@ def keygen_command(args: argparse.Namespace) -> int:
 def decrypt_command(args: argparse.Namespace) -> int:
     identity = args.identity
     try:
-        identity.read_bytes()
+        key = identity.read_bytes()
     except OSError as exc:
         raise EdgeError(f"{identity}: cannot read the key ({exc.strerror})") from None
+    if not any(line.startswith(SECRET_KEY_LINES) for line in key.splitlines()):
+        raise EdgeError(f"{identity}: not a secret key (expected the file edge keygen wrote, with a "
+                        "line AGE-SECRET-KEY-1...; the age1... public key goes in the recorder's config)")
     segments = find_segments(args.src, args.dest)
     if not segments:
         raise EdgeError(f"{args.src}: no encrypted segments (.wav.age) found")
@@ -179,7 +184,9 @@ def _repair_header(path: Path) -> Optional[int]:
 
 def _age_error(stderr: str) -> str:
     line = next((line for line in stderr.splitlines() if "error:" in line), stderr.strip())
-    return line.split("error:", 1)[-1].strip()
+    # age quotes what it could not parse: from a damaged file, any bytes.
+    text = printable(line.split("error:", 1)[-1].strip())
+    return text if len(text) <= 160 else text[:157] + "..."
 
 
 def add_command(subparsers) -> None:

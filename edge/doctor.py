@@ -246,7 +246,7 @@ def running_daemon(settings: Settings) -> Optional[dict]:
     """The status of the recorder if it runs, else None (also when this user cannot read it)."""
     try:
         status = read_status(resolve_data_path(settings.service.status_file))
-    except PermissionError:
+    except (PermissionError, EdgeError):  # the checks then look at the machine itself
         return None
     if status is None or not daemon_state(status, SystemClock().wall())[0]:
         return None

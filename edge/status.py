@@ -70,7 +70,7 @@ def publish_status(path: Path, status: RecorderStatus) -> None:
 
 def read_status(path: Path) -> Optional[dict]:
     try:
-        return json.loads(Path(path).read_text())
+        status = json.loads(Path(path).read_text())
     except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
         return None
     except PermissionError:
@@ -78,6 +78,28 @@ def read_status(path: Path) -> Optional[dict]:
     except OSError as exc:  # a folder, a device: service.status_file names something else
         raise EdgeError(f"{path}: cannot read the recorder's status ({exc.strerror}); "
                         "check service.status_file") from None
+    problem = _status_problem(status)
+    if problem:
+        raise EdgeError(f"{path}: not a status the recorder wrote ({problem}); a running recorder "
+                        "replaces it within seconds, check service.status_file")
+    return status
+
+
+def _status_problem(status) -> Optional[str]:
+    """What is wrong with a status file's content, None when `edge status` can show it."""
+    if not isinstance(status, dict):
+        return "expected a JSON object"
+    expected = {"pid": int, "state": str, "since": str, "updated": str, "segments_today": int,
+                "overflows": int, "dropped_frames": int, "errors": list}
+    for key, kind in expected.items():
+        if not isinstance(status.get(key), kind) or isinstance(status.get(key), bool):
+            return f"'{key}' must be {kind.__name__}"
+    try:
+        if datetime.fromisoformat(status["updated"]).tzinfo is None:
+            return "'updated' must be an ISO 8601 time with its offset"
+    except ValueError:
+        return "'updated' must be an ISO 8601 time"
+    return None
 
 
 def status_age_s(status: dict, now: datetime) -> float:

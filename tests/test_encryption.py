@@ -415,6 +415,19 @@ def test_decrypt_into_a_read_only_folder_is_one_line(tmp_path, key):
     assert tree(card) == source
 
 
+def test_decrypt_with_something_else_than_a_secret_key_is_one_line(tmp_path, key, capsys):
+    identity, public = key
+    card = tmp_path / "card"
+    record(encrypting_writer(card, public), [0.5, 0.5])
+    (tmp_path / "office").mkdir()
+    for content in (public + "\n", "", "\x00\xff garbage"):  # the public key, empty, anything
+        (tmp_path / "key.txt").write_text(content)
+        assert main(["decrypt", "-i", str(tmp_path / "key.txt"), str(card), str(tmp_path / "office")]) == 2
+        assert capsys.readouterr().err == (
+            f"edge: {tmp_path / 'key.txt'}: not a secret key (expected the file edge keygen wrote, with a line "
+            "AGE-SECRET-KEY-1...; the age1... public key goes in the recorder's config)\n")
+
+
 def test_decrypt_one_file_to_a_file_or_a_folder(tmp_path, key, capsys):
     identity, public = key
     card = tmp_path / "card"
