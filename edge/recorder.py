@@ -72,6 +72,15 @@ def make_writer(settings: Settings, recordings_dir: Path, detector) -> SegmentWr
     return writer
 
 
+def _recorded_on(entry: dict, day) -> bool:
+    """Whether a manifest entry started on ``day``; a damaged ``start`` counts as not (the
+    count is for `edge status`: never a reason not to record)."""
+    try:
+        return datetime.fromisoformat(entry["start"]).date() == day
+    except (KeyError, TypeError, ValueError):
+        return False
+
+
 class Recorder:
     """frames -> detector -> segmenter -> sinks (segment writer, LED, status).
 
@@ -101,7 +110,7 @@ class Recorder:
         today = clock.wall().date()
         # A restart mid-day must not reset the count people see in `edge status`.
         self.status = RecorderStatus(pid=os.getpid(), segments_today=sum(
-            datetime.fromisoformat(e["start"]).date() == today for e in read_manifest(writer.manifest)))
+            _recorded_on(e, today) for e in read_manifest(writer.manifest)))
         self.status.led = getattr(indicator, "name", None)  # `edge doctor` must not open it again
         self.publisher = StatusPublisher(self.status, status_path, notifier, clock, monotonic, guard.free_mb)
         self.capture: Optional[CaptureSupervisor] = None

@@ -311,3 +311,19 @@ def test_edge_status_says_why_retention_is_paused(tmp_path, detector, capsys):
     out = capsys.readouterr().out
     assert (f"retention:      paused, nothing is deleted: the synchronised wall clock says "
             f"{this_boot[0]} was recorded 407.00 days ago, boot time says 7.00 days") in out
+
+
+def test_the_daemon_records_past_damaged_fields_of_the_manifest(tmp_path, detector, lesson):
+    clock = FakeClock()
+    recordings = tmp_path / "rec"
+    old = record(recordings, clock)
+    manifest = recordings / MANIFEST
+    entry = json.loads(manifest.read_text())
+    entry.update(start=7, monotonic_s="soon", boot_id=[], clock_synced="yes")
+    manifest.write_text(json.dumps(entry) + "\n")
+    clock.advance(3 * DAY)
+    settings = settings_from_dict({"storage": {"keep_days": 1}, "led": {"pin": None}})
+    recorder = make_recorder(settings, detector, recordings, clock=clock)
+    recorder.run(PacedSource(lesson, speed=50), threading.Event())
+    new = [e["file"] for e in read_manifest(manifest)][1:]
+    assert new and on_card(recordings)[0] == old  # recorded; the damaged one kept (no proof of age)
