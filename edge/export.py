@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Iterable, Iterator, Optional, TextIO
 
 from .config import Settings, add_config_argument, device_name, load_config, resolve_data_path
-from .entries import checked_segments
+from .entries import checked_entry, checked_segments
 from .errors import EdgeError
 from .indicator import LedPattern
 from .storage import (MANIFEST, fsync_dir, read_manifest, rewrite_manifest, safe_name,
@@ -324,6 +324,10 @@ class SegmentExporter:
             self.target.mkdir(exist_ok=True)
         except OSError as exc:
             raise EdgeError(f"{self.dest}: cannot write to the destination ({exc.strerror})") from None
+        # An earlier export's manifest there is merged with this one's at the end: a damaged
+        # line must stop the export now, before anything is copied.
+        for entry in read_manifest(self.target / MANIFEST):
+            checked_entry(self.target / MANIFEST, entry)
 
     def _remove_leftovers(self) -> None:
         for leftover in self.target.glob(f"*/*{EXPORTING_SUFFIX}"):

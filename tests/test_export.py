@@ -524,3 +524,20 @@ def test_list_stops_at_a_damaged_manifest_field_naming_it(tmp_path, recordings, 
                                   "be an ISO 8601 time (like 2026-11-24T09:30:00.000+01:00), got 'yesterday'; "
                                   "the manifest is damaged or was edited, nothing done\n")
     assert {p: p.read_bytes() for p in recordings.rglob("*") if p.is_file()} == before
+
+
+def test_a_damaged_manifest_on_the_destination_stops_the_export_before_it_copies(
+        tmp_path, recordings, config_file, capsys):
+    stick = tmp_path / "stick"
+    stick.mkdir()
+    assert edge(capsys, "export", str(stick), "--since", DAYS[0], "--until", DAYS[0],
+                "--config", str(config_file))[0] == 0
+    copied = stick / DEVICE / "manifest.jsonl"
+    entry = json.loads(copied.read_text().splitlines()[0])
+    del entry["sha256"]
+    copied.write_text(json.dumps(entry) + "\n")
+    before = sorted(stick.rglob("*"))
+    code, _, err = edge(capsys, "export", str(stick), "--config", str(config_file))
+    assert (code, err) == (2, f"edge: {copied}: the line of segment 1 has no 'sha256' (64 hex digits); "
+                              "the manifest is damaged or was edited, nothing done\n")
+    assert sorted(stick.rglob("*")) == before
