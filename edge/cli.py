@@ -118,6 +118,12 @@ def main(argv: Optional[list] = None) -> int:
         # Files of the service (recordings, status) read by a user who may not read them.
         print(f"edge: {permission_denied(exc.filename)}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        # The last net for a file that is not what its name says (a folder named
+        # manifest.jsonl, recordings_dir naming a file): still one line that names it.
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"edge: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 2
     except ModuleNotFoundError as exc:
         if exc.name not in DEVICE_MODULES:
             raise

@@ -541,3 +541,12 @@ def test_a_damaged_manifest_on_the_destination_stops_the_export_before_it_copies
     assert (code, err) == (2, f"edge: {copied}: the line of segment 1 has no 'sha256' (64 hex digits); "
                               "the manifest is damaged or was edited, nothing done\n")
     assert sorted(stick.rglob("*")) == before
+
+
+def test_a_file_that_is_not_what_its_name_says_is_one_line(tmp_path, capsys):
+    card = tmp_path / "card"
+    (card / "manifest.jsonl").mkdir(parents=True)  # a folder where the manifest should be
+    config = tmp_path / "edge.yaml"
+    config.write_text(json.dumps({"storage": {"recordings_dir": str(card)}}))
+    code, _, err = edge(capsys, "list", "--config", str(config))
+    assert (code, err) == (2, f"edge: {card / 'manifest.jsonl'}: Is a directory\n")
