@@ -89,6 +89,9 @@ class SyncState:
         except FileNotFoundError:
             return cls()
         except (json.JSONDecodeError, UnicodeDecodeError):
+            data = None
+        synced = data.get("synced", {}) if isinstance(data, dict) else None
+        if not isinstance(synced, dict) or not all(isinstance(r, dict) for r in synced.values()):
             # Written atomically, so only a foreign hand can damage it: verify everything again.
             log.warning("%s: unreadable, every copy on the remote will be verified again", path)
             return cls()

@@ -327,3 +327,13 @@ def test_the_daemon_records_past_damaged_fields_of_the_manifest(tmp_path, detect
     recorder.run(PacedSource(lesson, speed=50), threading.Event())
     new = [e["file"] for e in read_manifest(manifest)][1:]
     assert new and on_card(recordings)[0] == old  # recorded; the damaged one kept (no proof of age)
+
+
+@pytest.mark.parametrize("state", ["[]", '{"synced": 5}', '{"synced": {"a.wav": 1}}', "{"])
+def test_a_damaged_sync_state_never_stops_retention(tmp_path, state):
+    clock = FakeClock()
+    old = record(tmp_path, clock)
+    clock.advance(3 * DAY)
+    (tmp_path / "sync-state.json").write_text(state)
+    retention = SegmentRetention(tmp_path, keep_days=2, clock=clock, sync_remote="nas:room1")
+    assert [t["deleted"] for t in retention.sweep()] == [old]
