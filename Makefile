@@ -9,7 +9,7 @@ DEB_PACKAGES := portaudio19-dev python3-venv python3-dev gcc alsa-utils age
 TEST_DEB_PACKAGES := openssh-server openssh-client rclone
 SILERO_PIN := silero-vad==6.2.3
 
-.PHONY: deb test-deb venv test run demo model bench bench-sync soak install uninstall clean lazyfs mutate check-targets
+.PHONY: deb test-deb venv test fuzz run demo model bench bench-sync soak install uninstall clean lazyfs mutate check-targets
 SOAK_CUTS ?= 200
 LAZYFS_DIR ?= /var/tmp/edge-lazyfs
 LAZYFS_SRC ?= ../shared/tools/lazyfs
@@ -41,6 +41,12 @@ venv: $(BIN)/edge
 
 test: venv test-deb lazyfs
 	EDGE_LAZYFS_DIR=$(LAZYFS_DIR) $(BIN)/python -m pytest -q
+
+# The fuzz test (tests/test_fuzz.py) with many more examples than `make test` runs, new ones
+# each time: FUZZ_EXAMPLES per test (a third for those that run rclone).
+FUZZ_EXAMPLES ?= 300
+fuzz: venv test-deb
+	EDGE_FUZZ_PROFILE=fuzz EDGE_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -q tests/test_fuzz.py
 
 # One-line bugs planted one at a time in a copy of the tree: every one must fail its tests.
 mutate: venv lazyfs

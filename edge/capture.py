@@ -32,6 +32,7 @@ import time
 from dataclasses import dataclass
 from typing import Optional
 
+from .errors import missing_device_module
 from .logs import quiet_stderr
 
 HEADER = struct.Struct("<cI")
@@ -167,6 +168,8 @@ def main(argv: list[str]) -> int:
         send(b"E", capture(params["device"], params["capture_rate"]).encode())
     except BrokenPipeError:
         return 0  # the recorder closed the microphone
+    except ModuleNotFoundError as exc:  # an office install (no device extra)
+        send(b"E", missing_device_module(exc.name).encode())
     return 1
 
 

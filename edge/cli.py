@@ -14,7 +14,7 @@ from typing import Optional
 from . import __version__, controls, decrypt, detector, doctor, export, plot, sync
 from .audio import CaptureError, MicrophoneSource, WavFileSource, describe_devices
 from .config import add_config_argument, load_config, resolve_data_path
-from .errors import EdgeError, permission_denied
+from .errors import DEVICE_MODULES, EdgeError, missing_device_module, permission_denied
 from .indicator import GPIO_CHIPS, make_indicator
 from .logs import setup_logging
 from .notify import ServiceNotifier, watchdog_interval
@@ -127,6 +127,17 @@ def main(argv: Optional[list] = None) -> int:
     except PermissionError as exc:
         # Files of the service (recordings, status) read by a user who may not read them.
         print(f"edge: {permission_denied(exc.filename)}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        # The last net for a file that is not what its name says (a folder named
+        # manifest.jsonl, recordings_dir naming a file): still one line that names it.
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"edge: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as exc:
+        if exc.name not in DEVICE_MODULES:
+            raise
+        print(f"edge: {missing_device_module(exc.name)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

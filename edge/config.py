@@ -8,16 +8,18 @@ otherwise silently run the defaults for weeks.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import socket
 import typing
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
 import yaml
 
-from .errors import EdgeError, permission_denied
+from .errors import EdgeError, permission_denied, printable, shown
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = PACKAGE_ROOT / "config" / "edge.yaml"
@@ -209,15 +211,21 @@ def add_config_argument(parser) -> None:
 
 def load_config(path: str | Path | None = None) -> Settings:
     """Read a YAML config (see default_config_path); a missing section or key keeps its default."""
-    path = Path(path) if path is not None else default_config_path()
+    given = path is not None
+    path = Path(path) if given else default_config_path()
     try:
         text = path.read_text()
     except FileNotFoundError:
+        if not given:  # an office install: the bundled default is not part of the wheel
+            raise EdgeError(f"no --config given and {SYSTEM_CONFIG} does not exist (no recorder is "
+                            "installed on this computer): pass --config FILE") from None
         raise EdgeError(f"{path}: config file not found") from None
     except PermissionError:
         raise EdgeError(permission_denied(path)) from None
     except OSError as exc:
         raise EdgeError(f"{path}: cannot read config ({exc.strerror})") from None
+    except UnicodeDecodeError as exc:
+        raise EdgeError(f"{path}: not a text file (byte {exc.start + 1} is not UTF-8; expected YAML)") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -240,7 +248,7 @@ def _build(cls: type, data: Any, origin: str, prefix: str):
     for key in data:
         if key not in fields:
             known = ", ".join(fields)
-            raise EdgeError(f"{origin}: unknown key '{prefix}{key}' (expected one of: {known})")
+            raise EdgeError(f"{origin}: unknown key '{printable(prefix + str(key))}' (expected one of: {known})")
     values = {}
     for name, value in data.items():
         key = prefix + name
@@ -261,7 +269,7 @@ def _check_value(key: str, hint: Any, metadata: Any, value: Any, origin: str) ->
         raise EdgeError(f"{origin}: {key} must not be empty")
     if typing.get_origin(base) is tuple:
         if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
-            raise EdgeError(f"{origin}: {key} must be a list of texts, got {value!r}")
+            raise EdgeError(f"{origin}: {key} must be a list of texts, got {shown(value)}")
         return tuple(value)
     expected = {bool: "true or false", int: "a whole number", float: "a number", str: "a text"}[base]
     if optional:
@@ -272,18 +280,20 @@ def _check_value(key: str, hint: Any, metadata: Any, value: Any, origin: str) ->
     elif base is int:
         ok = isinstance(value, int) and not isinstance(value, bool)
     elif base is float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
         value = float(value) if ok else value
     else:
         ok = isinstance(value, str)
+        if ok and any(unicodedata.category(c) == "Cc" for c in value):
+            raise EdgeError(f"{origin}: {key} must be a text without control characters, got {shown(value)}")
     if not ok:
-        raise EdgeError(f"{origin}: {key} must be {expected}, got {value!r}")
+        raise EdgeError(f"{origin}: {key} must be {expected}, got {shown(value)}")
     low, high = metadata.get("range", (None, None))
     if (low is not None and value < low) or (high is not None and value > high):
-        raise EdgeError(f"{origin}: {key} must be between {low} and {high}, got {value!r}")
+        raise EdgeError(f"{origin}: {key} must be between {low} and {high}, got {shown(value)}")
     choices = metadata.get("choices")
     if choices and value not in choices:
-        raise EdgeError(f"{origin}: {key} must be one of {', '.join(choices)}, got {value!r}")
+        raise EdgeError(f"{origin}: {key} must be one of {', '.join(choices)}, got {shown(value)}")
     return value
 
 

@@ -19,10 +19,13 @@ from pathlib import Path
 from typing import Optional
 
 from .encryption import AGE_WAV_EXTENSION, WAV_HEADER_BYTES, age_program
-from .errors import EdgeError
-from .storage import MANIFEST, file_sha256, fit_wav_header, read_manifest
+from .errors import EdgeError, printable
+from .entries import checked_segments
+from .storage import MANIFEST, file_sha256, fit_wav_header
 
 PARTIAL_SUFFIX = ".decrypting"
+SECRET_KEY_LINES = (b"AGE-SECRET-KEY-1", b"AGE-PLUGIN-", b"-----BEGIN")
+"""How a line of an identity file age takes begins: its own keys, a plugin's, an SSH key."""
 WRONG_KEY = "no identity matched"
 # What age says when the payload ends before its final chunk: every chunk before the cut
 # was authenticated and written out already.
@@ -65,9 +68,12 @@ def keygen_command(args: argparse.Namespace) -> int:
 def decrypt_command(args: argparse.Namespace) -> int:
     identity = args.identity
     try:
-        identity.read_bytes()
+        key = identity.read_bytes()
     except OSError as exc:
         raise EdgeError(f"{identity}: cannot read the key ({exc.strerror})") from None
+    if not any(line.startswith(SECRET_KEY_LINES) for line in key.splitlines()):
+        raise EdgeError(f"{identity}: not a secret key (expected the file edge keygen wrote, with a "
+                        "line AGE-SECRET-KEY-1...; the age1... public key goes in the recorder's config)")
     segments = find_segments(args.src, args.dest)
     if not segments:
         raise EdgeError(f"{args.src}: no encrypted segments (.wav.age) found")
@@ -101,7 +107,7 @@ def find_segments(src: Path, dest: Path) -> list:
         raise EdgeError(f"{dest}: destination folder does not exist")
     listed = {}
     for manifest in sorted(src.rglob(MANIFEST)):
-        for entry in read_manifest(manifest):
+        for entry in checked_segments(manifest.parent):
             path = manifest.parent / entry["file"]
             if entry["file"].endswith(AGE_WAV_EXTENSION) and path.exists():
                 listed[path] = entry
@@ -116,7 +122,7 @@ def _listing_entry(path: Path) -> Optional[dict]:
     """The manifest entry of one file: the manifest is at the top of a card's or an export's
     device folder, one date folder above the file."""
     for folder in (path.parent, path.parent.parent):
-        for entry in read_manifest(folder / MANIFEST):
+        for entry in checked_segments(folder):
             if (folder / entry["file"]).resolve() == path.resolve():
                 return entry
     return None
@@ -127,14 +133,20 @@ def decrypt_segment(segment: EncryptedSegment, identity: Path) -> Optional[str]:
     target, entry = segment.target, segment.entry
     if target.exists():
         return f"{target} already exists, not overwritten"
-    if entry is not None and file_sha256(segment.source) != entry["sha256"]:
-        return "does not match its manifest entry (damaged or altered), not decrypted"
-    partial = target.with_name(target.name + PARTIAL_SUFFIX)
-    target.parent.mkdir(parents=True, exist_ok=True)
     try:
+        if entry is not None and file_sha256(segment.source) != entry["sha256"]:
+            return "does not match its manifest entry (damaged or altered), not decrypted"
+    except OSError as exc:
+        return f"cannot read it ({exc.strerror})"
+    partial = target.with_name(target.name + PARTIAL_SUFFIX)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
         out = open(partial, "xb")
     except FileExistsError:
         return f"{partial} exists: is another decrypt running? Remove it if not"
+    except OSError as exc:
+        # A read-only or full destination fails every file alike: one line, then stop.
+        raise EdgeError(f"{exc.filename}: cannot write the decrypted files there ({exc.strerror})") from None
     with out:
         result = subprocess.run([age_program(), "--decrypt", "-i", str(identity), str(segment.source)],
                                 stdout=out, stderr=subprocess.PIPE, text=True)
@@ -172,7 +184,9 @@ def _repair_header(path: Path) -> Optional[int]:
 
 def _age_error(stderr: str) -> str:
     line = next((line for line in stderr.splitlines() if "error:" in line), stderr.strip())
-    return line.split("error:", 1)[-1].strip()
+    # age quotes what it could not parse: from a damaged file, any bytes.
+    text = printable(line.split("error:", 1)[-1].strip())
+    return text if len(text) <= 160 else text[:157] + "..."
 
 
 def add_command(subparsers) -> None:

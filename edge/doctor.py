@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import glob
+import importlib.util
 import logging
 import os
 import warnings
@@ -20,7 +21,7 @@ from .clock import SystemClock
 from .config import Settings, add_config_argument, default_config_path, load_config, resolve_data_path
 from .detector import make_detector
 from .encryption import recipient_arguments
-from .errors import EdgeError, permission_denied
+from .errors import DEVICE_MODULES, EdgeError, permission_denied
 from .indicator import GPIO_CHIPS
 from .status import RecorderState, is_recorder_process, read_status, state_line, status_age_s
 from .storage import FreeSpaceGuard
@@ -46,6 +47,8 @@ def status_command(args: argparse.Namespace) -> int:
     print(f"free space:     {'unknown' if free is None else f'{free:.0f} MB'}")
     print(f"audio lost:     {status['overflows']} overflows, {status['dropped_frames']} dropped frames")
     print(f"oldest segment: {_oldest_segment(status, settings.storage.keep_days)}")
+    if status.get("retention_paused"):
+        print(f"retention:      paused, nothing is deleted: {status['retention_paused']}")
     for error in status["errors"] or ["none"]:
         print(f"recent problem: {error}")
     for line in status_lines(settings):
@@ -115,6 +118,8 @@ def check_microphone(settings: Settings, daemon: Optional[dict]) -> CheckResult:
                                f"since {daemon['since']} ({last})",
                                "plug in the microphone or set audio.device (see: edge devices)")
         return CheckResult(True, f"'{device}' in use by the recorder (pid {daemon['pid']}), audio arriving")
+    if not _installed("pyaudio"):
+        return CheckResult(False, "PyAudio is not installed", "reinstall the recorder (make install)")
     source = MicrophoneSource(settings.audio)
     try:
         source.open()
@@ -138,9 +143,7 @@ def check_gpio(settings: Settings, daemon: Optional[dict]) -> CheckResult:
             return CheckResult(True, f"LED on GPIO{pin}, driven by the recorder (pid {daemon['pid']})")
         return CheckResult(False, f"the recorder (pid {daemon['pid']}) runs without its LED on GPIO{pin}",
                            "see why: journalctl -u edge-recorder -p warning")
-    from gpiozero import LED
-
-    return _try_pin(lambda: LED(pin).close(), pin, "led.pin", "LED") or CheckResult(True, f"LED on GPIO{pin}")
+    return _try_pin(lambda gpiozero: gpiozero.LED(pin).close(), pin, "led.pin", "LED") or CheckResult(True, f"LED on GPIO{pin}")
 
 
 def check_button(settings: Settings, daemon: Optional[dict]) -> CheckResult:
@@ -155,14 +158,17 @@ def check_button(settings: Settings, daemon: Optional[dict]) -> CheckResult:
             return CheckResult(True, f"privacy button on GPIO{pin}, watched by the recorder (pid {daemon['pid']}){paused}")
         return CheckResult(False, f"the recorder (pid {daemon['pid']}) runs without its button on GPIO{pin}{paused}",
                            "see why: journalctl -u edge-recorder -p warning")
-    from gpiozero import Button
-
-    return (_try_pin(lambda: Button(pin, pull_up=True).close(), pin, "controls.button_pin", "button")
+    return (_try_pin(lambda gpiozero: gpiozero.Button(pin, pull_up=True).close(), pin, "controls.button_pin", "button")
             or CheckResult(True, f"privacy button on GPIO{pin}"))
 
 
-def _try_pin(open_and_close: Callable[[], None], pin: int, key: str, what: str) -> Optional[CheckResult]:
-    """Why GPIO ``pin`` (set by ``key``) cannot be used here, or None when it can."""
+def _try_pin(open_and_close: Callable, pin: int, key: str, what: str) -> Optional[CheckResult]:
+    """Why GPIO ``pin`` (set by ``key``) cannot be used here, or None when it can;
+    ``open_and_close`` gets the gpiozero module."""
+    if not _installed("gpiozero"):
+        return CheckResult(False, f"gpiozero is not installed ({key}: {pin})",
+                           f"reinstall the recorder (make install), or set {key}: null")
+    import gpiozero
     from gpiozero import Device
     from gpiozero.exc import BadPinFactory
 
@@ -176,7 +182,7 @@ def _try_pin(open_and_close: Callable[[], None], pin: int, key: str, what: str) 
             return CheckResult(False, f"{chips[0]} is not accessible to this user",
                                f"add the user to the gpio group, or set {key}: null")
     try:
-        open_and_close()
+        open_and_close(gpiozero)
     except BadPinFactory:
         return CheckResult(False, f"GPIO{pin}: no pin library could drive it",
                            "on a Raspberry Pi: sudo apt install python3-lgpio, then reinstall (make install)")
@@ -240,6 +246,14 @@ def check_encryption(settings: Settings, daemon: Optional[dict]) -> CheckResult:
                        f"{files} recipients files")
 
 
+def _installed(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+DEVICE_CHECKS = ("model", "microphone", "gpio", "button", "clock")
+"""What needs the device extra: not checked on an office install."""
+
+
 CHECKS: dict[str, Callable[[Settings, Optional[dict]], CheckResult]] = {
     "model": check_model,
     "microphone": check_microphone,
@@ -256,7 +270,7 @@ def running_daemon(settings: Settings) -> Optional[dict]:
     """The status of the recorder if it runs, else None (also when this user cannot read it)."""
     try:
         status = read_status(resolve_data_path(settings.service.status_file))
-    except PermissionError:
+    except (PermissionError, EdgeError):  # the checks then look at the machine itself
         return None
     if status is None or not daemon_state(status, SystemClock().wall())[0]:
         return None
@@ -280,9 +294,14 @@ def doctor_command(args: argparse.Namespace) -> int:
     settings = load_config(args.config)
     print(f"OK   config: {args.config or default_config_path()}")
     daemon = running_daemon(settings)
+    checks = CHECKS
+    if not any(_installed(module) for module in DEVICE_MODULES):
+        print(f"office install (pip install . without the device extra): {', '.join(DEVICE_CHECKS)} "
+              "not checked here; a recorder needs pip install '.[device]' (make install on the Pi)")
+        checks = {name: check for name, check in CHECKS.items() if name not in DEVICE_CHECKS}
     failed = 0
     with quiet_libraries():
-        for name, check in CHECKS.items():
+        for name, check in checks.items():
             result = check(settings, daemon)
             failed += not result.ok
             print(result.line(name), flush=True)

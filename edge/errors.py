@@ -12,6 +12,28 @@ class EdgeError(Exception):
     """A user-facing error with a one-line message."""
 
 
+def shown(value, limit: int = 40) -> str:
+    """A value from a file, as a one-line message may quote it: repr, shortened (a terminal
+    must not be handed a megabyte, a newline or an escape sequence from a damaged file)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def printable(text: str) -> str:
+    """A name from a file (a key), its unprintable characters escaped."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
+
+
+DEVICE_MODULES = ("pyaudio", "gpiozero", "lgpio", "tflite_runtime", "ai_edge_litert")
+"""What the device extra (requirements.txt) brings: absent on an office install (pip install .)."""
+
+
+def missing_device_module(module: str) -> str:
+    """One line for a recorder's command run where a device package is not installed."""
+    return (f"{module} is not installed: this is an office install (pip install .), which has "
+            "the office commands only; the recorder needs pip install '.[device]' (make install on the Pi)")
+
+
 def permission_denied(path) -> str:
     """One line for a file this user may not read: which, and how to run the command
     (sudo, or the group that may read it where there is one)."""

@@ -34,9 +34,10 @@ from pathlib import Path
 from typing import Iterable, Iterator, Optional, TextIO
 
 from .config import Settings, add_config_argument, device_name, load_config, resolve_data_path
+from .entries import checked_entry, checked_segments
 from .errors import EdgeError
 from .indicator import LedPattern
-from .storage import (MANIFEST, fsync_dir, iter_segments, read_manifest, rewrite_manifest, safe_name,
+from .storage import (MANIFEST, fsync_dir, read_manifest, rewrite_manifest, safe_name,
                       write_json_atomically, write_lines_atomically)
 
 SUMS = "SHA256SUMS"
@@ -308,7 +309,7 @@ class SegmentExporter:
 
     def _select(self, since: Optional[date], until: Optional[date]) -> list:
         selected = []
-        for entry in iter_segments(self.root):
+        for entry in checked_segments(self.root):
             day = datetime.fromisoformat(entry["start"]).date()
             if (since is None or day >= since) and (until is None or day <= until):
                 selected.append(entry)
@@ -323,6 +324,10 @@ class SegmentExporter:
             self.target.mkdir(exist_ok=True)
         except OSError as exc:
             raise EdgeError(f"{self.dest}: cannot write to the destination ({exc.strerror})") from None
+        # An earlier export's manifest there is merged with this one's at the end: a damaged
+        # line must stop the export now, before anything is copied.
+        for entry in read_manifest(self.target / MANIFEST):
+            checked_entry(self.target / MANIFEST, entry)
 
     def _remove_leftovers(self) -> None:
         for leftover in self.target.glob(f"*/*{EXPORTING_SUFFIX}"):
@@ -505,11 +510,11 @@ LIST_COLUMNS = ("file", "start", "duration_s", "prob_mean", "prob_max", "recover
 def run_list_command(args: argparse.Namespace) -> int:
     if args.dirs:
         columns = ("device",) + LIST_COLUMNS
-        rows = [[folder.name] + _list_row(entry) for folder, entry in merged_segments(args.dirs)]
+        rows = [[_device(folder, entry)] + _list_row(entry) for folder, entry in merged_segments(args.dirs)]
     else:
         settings = load_config(args.config)
         columns = LIST_COLUMNS
-        rows = [_list_row(entry) for entry in iter_segments(resolve_data_path(settings.storage.recordings_dir))]
+        rows = [_list_row(entry) for entry in checked_segments(resolve_data_path(settings.storage.recordings_dir))]
     if args.csv:
         writer = csv.writer(sys.stdout)
         writer.writerow(columns)
@@ -554,10 +559,17 @@ def merged_segments(dirs: list) -> list:
     found = []
     for folder in device_folders(dirs):
         try:
-            found += [(folder, entry) for entry in iter_segments(folder)]
+            found += [(folder, entry) for entry in checked_segments(folder)]
         except PermissionError:
             raise EdgeError(f"{folder}: permission denied") from None
     return sorted(found, key=lambda pair: (datetime.fromisoformat(pair[1]["start"]), pair[0].name, pair[1]["seq"]))
+
+
+def _device(folder: Path, entry: dict) -> str:
+    """The device that recorded a segment, as its manifest says (a folder may be renamed);
+    the folder's name for an entry without one."""
+    device = entry.get("device")
+    return device if isinstance(device, str) and device else folder.name
 
 
 def _list_row(entry: dict) -> list:

@@ -74,6 +74,15 @@ def make_writer(settings: Settings, recordings_dir: Path, detector) -> SegmentWr
     return writer
 
 
+def _recorded_on(entry: dict, day) -> bool:
+    """Whether a manifest entry started on ``day``; a damaged ``start`` counts as not (the
+    count is for `edge status`: never a reason not to record)."""
+    try:
+        return datetime.fromisoformat(entry["start"]).date() == day
+    except (KeyError, TypeError, ValueError):
+        return False
+
+
 class Recorder(PauseAndForget):
     """frames -> detector -> segmenter -> sinks (segment writer, LED, status).
 
@@ -108,7 +117,7 @@ class Recorder(PauseAndForget):
         today = clock.wall().date()
         # A restart mid-day must not reset the count people see in `edge status`.
         self.status = RecorderStatus(pid=os.getpid(), segments_today=sum(
-            datetime.fromisoformat(e["start"]).date() == today for e in read_manifest(writer.manifest)))
+            _recorded_on(e, today) for e in read_manifest(writer.manifest)))
         self.status.led = getattr(indicator, "name", None)  # `edge doctor` must not open it again
         self.publisher = StatusPublisher(self.status, status_path, notifier, clock, monotonic, guard.free_mb)
         self.capture: Optional[CaptureSupervisor] = None
@@ -345,6 +354,7 @@ class Recorder(PauseAndForget):
             log.warning("cannot delete old segments now (%s)", exc.strerror)
             return
         oldest = self.retention.oldest
+        self.status.retention_paused = self.retention.paused
         self.status.oldest_segment = oldest.file if oldest else None
         self.status.oldest_segment_days = (None if oldest is None or oldest.age_s is None
                                            else round(oldest.age_s / 86400, 3))

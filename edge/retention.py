@@ -1,21 +1,27 @@
 """Retention: segments recorded more than ``storage.keep_days`` ago are deleted.
 
 A Pi has no real-time clock: until NTP syncs, its wall clock may be years behind or ahead,
-and it may jump when it syncs. A segment is therefore never aged by comparing a wall time
-with a wall time that may be wrong. What is known of a segment's age, in this order:
+and it may jump when it syncs; a clock that says it is synchronised may still be wrong (a bad
+time server, a hand-set date). A segment is therefore deleted only on evidence of its age:
 
 - recorded in the current boot: CLOCK_BOOTTIME now minus its ``monotonic_s`` (exact, whatever
   the wall clock says);
-- recorded with a synchronised clock, the clock synchronised now: wall time now minus its
-  ``start``;
+- recorded with a synchronised clock, the clock synchronised now and consistent with the
+  evidence (below): wall time now minus its ``start``;
 - recorded with an unsynchronised clock in a boot where another segment had a synchronised
   one: that segment's time plus the difference of their ``monotonic_s`` (same boot, same
-  CLOCK_BOOTTIME), when the clock is synchronised now.
+  CLOCK_BOOTTIME), when the clock is synchronised now and consistent.
 
 A segment is also at least as old as any segment recorded after it (sequence numbers only
 grow), so an unknown age takes the largest known age of a later segment. A segment whose age
 stays unknown (recorded unsynchronised, with nothing recorded after it whose age is known) is
 kept: retention waits for evidence rather than deleting on a guess.
+
+The synchronised wall clock is consistent when it agrees (within ``CLOCK_TOLERANCE_S``) with
+boot time for every segment of this boot stamped with a synchronised clock, and puts the start
+of this boot after every segment stamped with a synchronised clock in an earlier boot. When the
+evidence disagrees, the sweep deletes nothing at all, logs why (once, when the reason changes)
+and keeps the reason in ``SegmentRetention.paused`` for `edge status`.
 
 Deleted files are logged and a tombstone line is appended to the manifest:
 ``{"deleted": FILE, "seq": N, "reason": ..., "at": ISO}``.
@@ -24,6 +30,7 @@ Deleted files are logged and a tombstone line is appended to the manifest:
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -35,6 +42,9 @@ from .sync import SyncState
 log = logging.getLogger(__name__)
 
 DAY_S = 86400.0
+CLOCK_TOLERANCE_S = 600.0
+"""How far apart wall time and boot time may drift over the same span and still agree, in
+seconds: NTP steps and slews, and a segment's stamps are taken a moment apart."""
 
 
 @dataclass(frozen=True)
@@ -45,28 +55,81 @@ class SegmentAge:
     """Seconds since the segment was recorded, at least; None when nothing tells."""
 
 
-def segment_ages(entries: list, clock) -> list:
-    """How old each listed segment is at least (see the module's docstring), oldest first."""
+def _seconds(entry: dict, key: str) -> Optional[float]:
+    """A number field of a manifest entry, None when it is missing or not a finite number
+    (a hand-edited or damaged line is no evidence)."""
+    value = entry.get(key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def _start(entry: dict) -> Optional[float]:
+    """The wall time a segment's ``start`` stamp says, in seconds since the epoch."""
+    try:
+        return datetime.fromisoformat(entry["start"]).timestamp()
+    except (KeyError, TypeError, ValueError, OverflowError, OSError):
+        return None
+
+
+def _days(seconds: float) -> str:
+    return f"{seconds / DAY_S:.2f} days"
+
+
+def _boot(entry: dict) -> Optional[str]:
+    boot = entry.get("boot_id")
+    return boot if isinstance(boot, str) and boot != "unknown" else None
+
+
+def wall_clock_disagreement(entries: list, clock) -> Optional[str]:
+    """Why the synchronised wall clock is not evidence of age now (one line), or None when it
+    agrees with boot time and the segments on the card."""
+    boot_now, boot_id_now = clock.boottime(), clock.boot_id()
+    wall_now = clock.wall().timestamp()
+    booted_at = wall_now - boot_now  # this boot's start, by the wall clock
+    this_boot = boot_id_now if boot_id_now != "unknown" else None
+    for entry in entries:
+        start, monotonic = _start(entry), _seconds(entry, "monotonic_s")
+        if entry.get("clock_synced") is not True or start is None or _boot(entry) is None:
+            continue
+        if _boot(entry) == this_boot and monotonic is not None:
+            by_wall, by_boot = wall_now - start, boot_now - monotonic
+            if abs(by_wall - by_boot) > CLOCK_TOLERANCE_S:
+                return (f"the synchronised wall clock says {entry['file']} was recorded "
+                        f"{_days(by_wall)} ago, boot time says {_days(by_boot)}")
+        elif _boot(entry) != this_boot and start > booted_at + CLOCK_TOLERANCE_S:
+            return (f"{entry['file']} was recorded in an earlier boot at {entry['start']}, after "
+                    f"this boot began by the wall clock ({_days(start - booted_at)} later)")
+    return None
+
+
+def assess_ages(entries: list, clock) -> tuple:
+    """How old each listed segment is at least (see the module's docstring), oldest first,
+    and why the wall clock was left out (None when it was used or is not synchronised)."""
     entries = sorted(entries, key=lambda e: e["seq"])
     boot_now, boot_id_now = clock.boottime(), clock.boot_id()
-    synced_now = clock.synced()
+    disagreement = wall_clock_disagreement(entries, clock) if clock.synced() else None
+    trust_wall = clock.synced() and disagreement is None
     wall_now = clock.wall()
     # One synchronised segment per boot anchors that boot's CLOCK_BOOTTIME to true time.
     anchors = {}
     for entry in entries:
-        if entry.get("clock_synced") and entry.get("boot_id") not in anchors:
-            anchors[entry["boot_id"]] = entry
+        if (entry.get("clock_synced") is True and _boot(entry) not in anchors
+                and _start(entry) is not None and _seconds(entry, "monotonic_s") is not None):
+            anchors[_boot(entry)] = entry
 
     def known_age(entry: dict) -> Optional[float]:
-        if entry.get("boot_id") == boot_id_now and boot_id_now != "unknown":
-            return boot_now - entry["monotonic_s"]
-        if not synced_now:
+        monotonic = _seconds(entry, "monotonic_s")
+        if monotonic is None:
             return None
-        anchor = anchors.get(entry.get("boot_id"))
+        if _boot(entry) is not None and _boot(entry) == boot_id_now:
+            return boot_now - monotonic
+        if not trust_wall:
+            return None
+        anchor = anchors.get(_boot(entry))
         if anchor is None:
             return None
-        recorded = (datetime.fromisoformat(anchor["start"]).timestamp()
-                    + entry["monotonic_s"] - anchor["monotonic_s"])
+        recorded = _start(anchor) + monotonic - anchor["monotonic_s"]
         return wall_now.timestamp() - recorded
 
     ages = []
@@ -78,7 +141,12 @@ def segment_ages(entries: list, clock) -> list:
             age = max(age, 0.0)
             later = age
         ages.append(SegmentAge(entry["file"], entry["seq"], age))
-    return ages[::-1]
+    return ages[::-1], disagreement
+
+
+def segment_ages(entries: list, clock) -> list:
+    """How old each listed segment is at least, oldest first (see ``assess_ages``)."""
+    return assess_ages(entries, clock)[0]
 
 
 class SegmentRetention:
@@ -92,14 +160,23 @@ class SegmentRetention:
         """The remote `edge sync` copies to, if any: deleting what never reached it is said."""
         self.oldest: Optional[SegmentAge] = None
         """The oldest segment left after the last sweep."""
+        self.paused: Optional[str] = None
+        """Why the last sweep deleted nothing although it might have (the clocks disagree)."""
 
     def sweep(self) -> list:
         """Delete what is too old; returns the tombstones written to the manifest."""
-        ages = segment_ages(list(iter_segments(self.root)), self.clock)
+        ages, disagreement = assess_ages(list(iter_segments(self.root)), self.clock)
+        if disagreement != self.paused and self.keep_days is not None:
+            if disagreement:
+                log.warning("retention paused, nothing is deleted: %s", disagreement)
+            else:
+                log.info("retention resumed: the clocks agree again")
+        self.paused = disagreement if self.keep_days is not None else None
         tombstones = []
         synced = SyncState.load(self.root) if self.sync_remote else None
         for age in ages:
-            if self.keep_days is None or age.age_s is None or age.age_s <= self.keep_days * DAY_S:
+            if (self.keep_days is None or self.paused or age.age_s is None
+                    or age.age_s <= self.keep_days * DAY_S):
                 continue
             tombstone = self._delete(age)
             if synced is not None and not synced.is_synced(age.file):

@@ -10,6 +10,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Optional
 
+from .errors import EdgeError
 from .indicator import LedPattern
 
 STATUS_MODE = 0o640
@@ -55,6 +56,8 @@ class RecorderStatus:
     """The privacy button the daemon watches (GPIO27), None when it runs without one."""
     paused_until: Optional[str] = None
     """Wall time recording resumes by itself while paused, ISO 8601; None when not paused."""
+    retention_paused: Optional[str] = None
+    """Why retention deletes nothing now (the clocks disagree); None when it works."""
 
     def summary(self) -> str:
         """The one line systemd shows as STATUS=."""
@@ -81,9 +84,36 @@ def publish_status(path: Path, status: RecorderStatus) -> None:
 
 def read_status(path: Path) -> Optional[dict]:
     try:
-        return json.loads(Path(path).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+        status = json.loads(Path(path).read_text())
+    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
         return None
+    except PermissionError:
+        raise
+    except OSError as exc:  # a folder, a device: service.status_file names something else
+        raise EdgeError(f"{path}: cannot read the recorder's status ({exc.strerror}); "
+                        "check service.status_file") from None
+    problem = _status_problem(status)
+    if problem:
+        raise EdgeError(f"{path}: not a status the recorder wrote ({problem}); a running recorder "
+                        "replaces it within seconds, check service.status_file")
+    return status
+
+
+def _status_problem(status) -> Optional[str]:
+    """What is wrong with a status file's content, None when `edge status` can show it."""
+    if not isinstance(status, dict):
+        return "expected a JSON object"
+    expected = {"pid": int, "state": str, "since": str, "updated": str, "segments_today": int,
+                "overflows": int, "dropped_frames": int, "errors": list}
+    for key, kind in expected.items():
+        if not isinstance(status.get(key), kind) or isinstance(status.get(key), bool):
+            return f"'{key}' must be {kind.__name__}"
+    try:
+        if datetime.fromisoformat(status["updated"]).tzinfo is None:
+            return "'updated' must be an ISO 8601 time with its offset"
+    except ValueError:
+        return "'updated' must be an ISO 8601 time"
+    return None
 
 
 def status_age_s(status: dict, now: datetime) -> float:

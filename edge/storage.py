@@ -22,6 +22,7 @@ except ImportError:  # Windows: only the office commands (list, decrypt) run the
 import hashlib
 import json
 import logging
+import math
 import os
 import re
 import struct
@@ -195,6 +196,22 @@ class SegmentEnd:
     prob_max: Optional[float]
     overflows: int
     dropped_frames: int
+
+
+def read_sidecar(sidecar: Path) -> Optional[SegmentStart]:
+    """The start of an interrupted segment as its sidecar tells it; None when it is damaged."""
+    try:
+        meta = json.loads(sidecar.read_text())
+        start = SegmentStart(**{key: value for key, value in meta.items() if key not in ("file", "seq")})
+        datetime.fromisoformat(start.start)
+    except (OSError, UnicodeDecodeError, ValueError, TypeError, AttributeError):
+        return None
+    numbers = (start.start_s, start.monotonic_s)
+    if (any(isinstance(n, bool) or not isinstance(n, (int, float)) or not math.isfinite(n) for n in numbers)
+            or not all(isinstance(v, str) for v in (start.source, start.boot_id))
+            or not isinstance(start.clock_synced, bool) or not isinstance(start.mic_gaps, list)):
+        return None
+    return start
 
 
 class StorageUnavailable(Exception):
@@ -400,10 +417,11 @@ class SegmentWriter:
         for sidecar in sorted(self.root.glob(f"*/*{SIDECAR}")):
             final = Path(str(sidecar)[: -len(SIDECAR)])
             part = final.with_name(final.name + PART)
-            meta = json.loads(sidecar.read_text())
-            meta.pop("file")
-            meta.pop("seq")
-            start = SegmentStart(**meta)
+            start = read_sidecar(sidecar)
+            if start is None:  # the audio stays on the card, untouched, for a person to look at
+                log.warning("%s: damaged (expected the JSON a segment's start writes): %s not recovered",
+                            sidecar, part.name)
+                continue
             if part.exists():
                 samples = repair_part(part)
                 if samples == 0:

@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Iterator, Optional
 
 from .config import Settings, SyncSettings, add_config_argument, device_name, load_config, resolve_data_path
+from .entries import checked_segments
 from .errors import EdgeError
 from .export import SUMS, hash_from_medium, merge_manifest, remove_segments, sha256sums
 from .notify import ServiceNotifier
@@ -88,6 +89,9 @@ class SyncState:
         except FileNotFoundError:
             return cls()
         except (json.JSONDecodeError, UnicodeDecodeError):
+            data = None
+        synced = data.get("synced", {}) if isinstance(data, dict) else None
+        if not isinstance(synced, dict) or not all(isinstance(r, dict) for r in synced.values()):
             # Written atomically, so only a foreign hand can damage it: verify everything again.
             log.warning("%s: unreadable, every copy on the remote will be verified again", path)
             return cls()
@@ -249,7 +253,9 @@ def split_remote(remote: str) -> tuple:
     name, colon, path = remote.partition(":")
     path = path.rstrip("/")
     base = posixpath.basename(path)
-    if not colon or not name or not base:
+    # rclone's remote names never start with "-" or a space: such a "remote" would reach
+    # rclone as an option of its own.
+    if not colon or not name or name.startswith(("-", " ")) or not base:
         raise EdgeError(f"sync.remote must be an rclone remote and a folder, like "
                         f"school-nas:recordings/{{device}}, got {remote!r}")
     parent = posixpath.dirname(path)
@@ -295,7 +301,7 @@ class RemoteSync:
             return report
 
     def _sync(self, state: SyncState, report: SyncReport, dry_run: bool) -> None:
-        local = {entry["file"]: entry for entry in iter_segments(self.root)}
+        local = {entry["file"]: entry for entry in checked_segments(self.root)}
         sizes = {name: _size(self.root / name) for name in local}
         # Verifications of segments no longer on the card are of no more use.
         for name in list(state.synced):

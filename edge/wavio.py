@@ -14,6 +14,8 @@ from .errors import EdgeError
 from .resample import TARGET_RATE, resample_blocks
 
 BLOCK_FRAMES = 1 << 16
+MIN_RATE, MAX_RATE = 8000, 384000
+"""The sample rates of WAV files taken, in Hz: telephone to studio."""
 # What the wave module raises on damaged files (RuntimeError and struct.error on chunk sizes
 # that point outside the file).
 UNREADABLE = (wave.Error, EOFError, OSError, RuntimeError, struct.error)
@@ -35,6 +37,12 @@ def _open_pcm16(path: Path):
                 f"{path}: {8 * wav.getsampwidth()}-bit samples are not supported, expected "
                 f"16-bit PCM (convert with: sox {path.name} -b 16 out.wav)"
             )
+        rate = wav.getframerate()
+        if not MIN_RATE <= rate <= MAX_RATE:
+            # A damaged header: 0 would divide by zero, 1 Hz would resample one second of
+            # data into gigabytes.
+            raise EdgeError(f"{path}: its header says {rate} Hz, expected {MIN_RATE} to {MAX_RATE} Hz "
+                            "(a damaged WAV file?)")
         yield wav
 
 

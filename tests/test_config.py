@@ -46,6 +46,10 @@ def test_empty_file_and_partial_sections_keep_defaults(tmp_path):
     ("audio:\n  device: null\n", r"audio.device must not be empty"),
     ("audio: [1, 2]\n", r"audio must be a mapping of keys, got list"),
     ("audio: {device: [\n", r"not valid YAML at line"),
+    ("detector:\n  threshold: .nan\n", r"detector.threshold must be a number, got nan"),
+    ("sync:\n  timeout_s: .inf\n", r"sync.timeout_s must be a number, got inf"),
+    ('storage:\n  recordings_dir: "a\\0b"\n', r"storage.recordings_dir must be a text without control characters, got 'a\\x00b'"),
+    ('"\\e[2Jbad": 1\n', r"unknown key '\\x1b\[2Jbad'"),
 ])
 def test_mistakes_are_one_line_naming_file_and_key(tmp_path, text, message):
     path = write(tmp_path, text)
@@ -64,3 +68,10 @@ def test_optional_values_accept_null(tmp_path):
     settings = load_config(write(tmp_path, "led:\n  pin: null\naudio:\n  capture_rate: 48000\n"))
     assert settings.led.pin is None
     assert settings.audio.capture_rate == 48000
+
+
+def test_a_config_that_is_not_text_is_one_line(tmp_path):
+    path = tmp_path / "edge.yaml"
+    path.write_bytes(b"storage:\n  keep_days: \xff\n")
+    with pytest.raises(EdgeError, match=r"edge.yaml: not a text file \(byte 23 is not UTF-8; expected YAML\)"):
+        load_config(path)

@@ -391,6 +391,43 @@ def test_decrypt_says_per_file_what_is_wrong(tmp_path, key, capsys):
     assert set(tree(card)) == set(source)
 
 
+def test_decrypt_into_a_read_only_folder_is_one_line(tmp_path, key):
+    """A read-only destination (a write-protected stick, a folder of someone else's): one
+    line and exit 2, not a traceback from mkdir. Root ignores permissions, so as root the
+    folder is a read-only tmpfs in a mount namespace of the command's own."""
+    identity, public = key
+    card = tmp_path / "card"
+    record(encrypting_writer(card, public), [0.5])
+    source = tree(card)
+    out = tmp_path / "office"
+    out.mkdir()
+    decrypt = [sys.executable, "-m", "edge", "decrypt", "-i", str(identity), str(card), str(out)]
+    if os.geteuid() == 0:
+        command = ["unshare", "-m", "--propagation", "private", "sh", "-c",
+                   f'mount -t tmpfs -o ro none "{out}" && exec "$@"', "sh", *decrypt]
+    else:
+        out.chmod(0o555)
+        command = decrypt
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert re.fullmatch(rf"edge: {out}/\S+: cannot write the decrypted files there "
+                        r"\((Read-only file system|Permission denied)\)\n", result.stderr), result.stderr
+    assert tree(card) == source
+
+
+def test_decrypt_with_something_else_than_a_secret_key_is_one_line(tmp_path, key, capsys):
+    identity, public = key
+    card = tmp_path / "card"
+    record(encrypting_writer(card, public), [0.5, 0.5])
+    (tmp_path / "office").mkdir()
+    for content in (public + "\n", "", "\x00\xff garbage"):  # the public key, empty, anything
+        (tmp_path / "key.txt").write_text(content)
+        assert main(["decrypt", "-i", str(tmp_path / "key.txt"), str(card), str(tmp_path / "office")]) == 2
+        assert capsys.readouterr().err == (
+            f"edge: {tmp_path / 'key.txt'}: not a secret key (expected the file edge keygen wrote, with a line "
+            "AGE-SECRET-KEY-1...; the age1... public key goes in the recorder's config)\n")
+
+
 def test_decrypt_one_file_to_a_file_or_a_folder(tmp_path, key, capsys):
     identity, public = key
     card = tmp_path / "card"

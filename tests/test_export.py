@@ -500,3 +500,53 @@ def test_a_card_emptied_by_move_keeps_numbering_upward(tmp_path, recordings, con
     writer.append(np.zeros(16000, np.int16))
     entry = writer.close(SegmentEnd(prob_mean=0.6, prob_max=0.9, overflows=0, dropped_frames=0))
     assert entry["seq"] == max(e["seq"] for e in before) + 1
+
+
+def test_list_shows_the_device_the_manifest_names_not_the_folder(tmp_path, recordings, capsys):
+    renamed = tmp_path / "copied-off-the-card"  # a folder an office renamed
+    shutil.copytree(recordings, renamed)
+    code, out, err = edge(capsys, "list", "--csv", str(renamed))
+    assert code == 0, err
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert {row["device"] for row in rows} == {DEVICE} and len(rows) == len(SECONDS)
+
+
+def test_list_stops_at_a_damaged_manifest_field_naming_it(tmp_path, recordings, config_file, capsys):
+    lines = (recordings / "manifest.jsonl").read_text().splitlines()
+    entry = json.loads(lines[2])
+    entry["start"] = "yesterday"
+    lines[2] = json.dumps(entry)
+    (recordings / "manifest.jsonl").write_text("\n".join(lines) + "\n")
+    before = {p: p.read_bytes() for p in recordings.rglob("*") if p.is_file()}
+    for argv in (("list", "--config", str(config_file)), ("export", str(tmp_path), "--config", str(config_file))):
+        code, out, err = edge(capsys, *argv)
+        assert (code, err) == (2, f"edge: {recordings / 'manifest.jsonl'}: the line of segment 3 'start' must "
+                                  "be an ISO 8601 time (like 2026-11-24T09:30:00.000+01:00), got 'yesterday'; "
+                                  "the manifest is damaged or was edited, nothing done\n")
+    assert {p: p.read_bytes() for p in recordings.rglob("*") if p.is_file()} == before
+
+
+def test_a_damaged_manifest_on_the_destination_stops_the_export_before_it_copies(
+        tmp_path, recordings, config_file, capsys):
+    stick = tmp_path / "stick"
+    stick.mkdir()
+    assert edge(capsys, "export", str(stick), "--since", DAYS[0], "--until", DAYS[0],
+                "--config", str(config_file))[0] == 0
+    copied = stick / DEVICE / "manifest.jsonl"
+    entry = json.loads(copied.read_text().splitlines()[0])
+    del entry["sha256"]
+    copied.write_text(json.dumps(entry) + "\n")
+    before = sorted(stick.rglob("*"))
+    code, _, err = edge(capsys, "export", str(stick), "--config", str(config_file))
+    assert (code, err) == (2, f"edge: {copied}: the line of segment 1 has no 'sha256' (64 hex digits); "
+                              "the manifest is damaged or was edited, nothing done\n")
+    assert sorted(stick.rglob("*")) == before
+
+
+def test_a_file_that_is_not_what_its_name_says_is_one_line(tmp_path, capsys):
+    card = tmp_path / "card"
+    (card / "manifest.jsonl").mkdir(parents=True)  # a folder where the manifest should be
+    config = tmp_path / "edge.yaml"
+    config.write_text(json.dumps({"storage": {"recordings_dir": str(card)}}))
+    code, _, err = edge(capsys, "list", "--config", str(config))
+    assert (code, err) == (2, f"edge: {card / 'manifest.jsonl'}: Is a directory\n")

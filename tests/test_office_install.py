@@ -24,16 +24,21 @@ def run(*argv, cwd=None) -> subprocess.CompletedProcess:
 
 
 def test_pip_install_without_device_extras_gives_the_office_commands(tmp_path):
-    # A copy of what the package is built from, so the build leaves nothing in the work tree.
+    # A clone of what the package is built from: `pip install .` in it, as the README says,
+    # must leave nothing git would show (setuptools builds in the tree).
     source = tmp_path / "src"
     source.mkdir()
     shutil.copytree(REPO / "edge", source / "edge", ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("pyproject.toml", "requirements.txt"):
+    for name in ("pyproject.toml", "requirements.txt", ".gitignore"):
         shutil.copy(REPO / name, source / name)
+    git = ("git", "-C", source, "-c", "user.name=t", "-c", "user.email=t@t")
+    for argv in (("init", "-q"), ("add", "-A"), ("commit", "-qm", "clone")):
+        assert run(*git, *argv).returncode == 0
     venv = tmp_path / "laptop"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    installed = run(venv / "bin" / "pip", "install", "-q", str(source))
+    installed = run(venv / "bin" / "pip", "install", "-q", ".", cwd=source)
     assert installed.returncode == 0, installed.stderr
+    assert run(*git, "status", "--porcelain").stdout == ""
     python, edge = venv / "bin" / "python", venv / "bin" / "edge"
     for module in DEVICE_ONLY:
         probe = run(python, "-c", f"import {module}")
@@ -55,6 +60,22 @@ def test_pip_install_without_device_extras_gives_the_office_commands(tmp_path):
     entry = writer.close(SegmentEnd(prob_mean=0.7, prob_max=0.9, overflows=0, dropped_frames=0))
     config = tmp_path / "edge.yaml"
     config.write_text(json.dumps({"storage": {"recordings_dir": str(card), "device_name": "room1"}}))
+
+    # No recorder here: the commands say what to do, and doctor what it cannot check.
+    unconfigured = run(edge, "list", cwd=tmp_path)
+    assert unconfigured.returncode == 2 and unconfigured.stderr == (
+        "edge: no --config given and /etc/edge-recorder/edge.yaml does not exist (no recorder is "
+        "installed on this computer): pass --config FILE\n")
+    doctor = run(edge, "doctor", "--config", config, cwd=tmp_path)
+    assert doctor.stderr == "" and "Traceback" not in doctor.stdout
+    assert doctor.stdout.splitlines()[1] == (
+        "office install (pip install . without the device extra): model, microphone, gpio, clock "
+        "not checked here; a recorder needs pip install '.[device]' (make install on the Pi)")
+    assert [line.split(":")[0] for line in doctor.stdout.splitlines()[2:]] == [
+        "OK   storage", "OK   encryption", "OK   sync"]
+    devices = run(edge, "devices", "--config", config, cwd=tmp_path)
+    assert devices.returncode == 2 and devices.stderr.startswith(
+        "edge: pyaudio is not installed: this is an office install (pip install .)")
 
     listing = run(edge, "list", "--config", config)
     assert listing.returncode == 0, listing.stderr

@@ -181,3 +181,132 @@ def test_export_move_keeps_the_deletion_lines(tmp_path):
     retained, moved = sorted(read_deletions(tmp_path / "card" / MANIFEST), key=lambda d: d["seq"])
     assert retained == tombstone and tombstone["deleted"] == old
     assert moved["deleted"] == new and moved["reason"].startswith("moved: copy verified in ")
+
+
+def lessons_over_two_boots(root, clock):
+    """Seven segments as the issue found them: five in a first boot (days 0, 5, 10, 15, 20),
+    two in the current one (days 25 and 28), every one stamped with a synchronised clock."""
+    first_boot = []
+    for _ in range(5):
+        first_boot.append(record(root, clock))
+        clock.advance(5 * DAY)
+    clock.reboot("boot-b", T0 + timedelta(days=25), synced=True)
+    this_boot = [record(root, clock)]
+    clock.advance(3 * DAY)
+    this_boot.append(record(root, clock))
+    clock.advance(4 * DAY)  # now: day 32
+    return first_boot, this_boot
+
+
+def test_a_synchronised_clock_400_days_ahead_deletes_nothing_and_says_why(tmp_path, caplog):
+    clock = FakeClock()
+    first_boot, this_boot = lessons_over_two_boots(tmp_path, clock)
+    honest_now = clock.now
+    clock.now = honest_now + timedelta(days=400)  # a bad time server; the flag says synchronised
+    retention = SegmentRetention(tmp_path, keep_days=30, clock=clock)
+    with caplog.at_level("WARNING", logger="edge.retention"):
+        assert retention.sweep() == []
+        assert retention.sweep() == []
+    assert on_card(tmp_path) == first_boot + this_boot
+    assert retention.paused == (f"the synchronised wall clock says {this_boot[0]} was recorded "
+                                "407.00 days ago, boot time says 7.00 days")
+    warnings = [r.getMessage() for r in caplog.records]
+    assert warnings == [f"retention paused, nothing is deleted: {retention.paused}"]  # once
+    # What boot time proves is still reported: the oldest is at least 7 days old. Even what
+    # boot time alone proves old is kept while the clocks disagree.
+    assert (retention.oldest.file, retention.oldest.age_s) == (first_boot[0], 7 * DAY)
+    assert SegmentRetention(tmp_path, keep_days=5, clock=clock).sweep() == []
+    # The clock put right, the evidence agrees again: the one 32-day-old segment goes.
+    clock.now = honest_now
+    assert [t["deleted"] for t in retention.sweep()] == [first_boot[0]]
+    assert retention.paused is None
+
+
+def test_an_honest_synchronised_clock_deletes_what_is_old_from_earlier_boots(tmp_path):
+    clock = FakeClock()
+    first_boot, this_boot = lessons_over_two_boots(tmp_path, clock)
+    retention = SegmentRetention(tmp_path, keep_days=14, clock=clock)
+    # Day 32: days 0, 5, 10 and 15 are older than 14 days (17 days: wall clock of boot a).
+    assert [t["deleted"] for t in retention.sweep()] == first_boot[:4]
+    assert on_card(tmp_path) == [first_boot[4]] + this_boot and retention.paused is None
+    # A wall clock a few minutes off is no disagreement.
+    clock.now += timedelta(minutes=5)
+    assert retention.sweep() == [] and retention.paused is None
+
+
+def test_a_synchronised_clock_behind_deletes_nothing_and_says_why(tmp_path):
+    clock = FakeClock()
+    earlier = [record(tmp_path, clock)]
+    clock.advance(DAY)
+    earlier.append(record(tmp_path, clock))
+    # Rebooted 40 days later, the clock "synchronised" a year in the past.
+    clock.reboot("boot-b", T0 - timedelta(days=365), synced=True)
+    retention = SegmentRetention(tmp_path, keep_days=30, clock=clock)
+    assert retention.sweep() == [] and on_card(tmp_path) == earlier
+    assert retention.paused == (f"{earlier[0]} was recorded in an earlier boot at "
+                                f"{T0.isoformat(timespec='milliseconds')}, after this boot began "
+                                "by the wall clock (365.00 days later)")
+    clock.now = T0 + timedelta(days=40)  # put right
+    assert [t["deleted"] for t in retention.sweep()] == earlier
+
+
+def test_a_damaged_manifest_entry_is_no_evidence_and_stops_nothing(tmp_path):
+    clock = FakeClock()
+    old = record(tmp_path, clock)
+    clock.advance(DAY)
+    damaged = record(tmp_path, clock)
+    clock.advance(DAY)
+    lines = (tmp_path / MANIFEST).read_text().splitlines()
+    entry = json.loads(lines[1])
+    entry.update(monotonic_s="soon", start=7, boot_id=None, clock_synced="yes")
+    lines[1] = json.dumps(entry)
+    (tmp_path / MANIFEST).write_text("\n".join(lines) + "\n")
+    clock.reboot("boot-b", T0 + timedelta(days=4), synced=True)
+    ages = {a.file: a.age_s for a in segment_ages(list(iter_segments(tmp_path)), clock)}
+    assert ages == {old: 4 * DAY, damaged: None}
+    assert [t["deleted"] for t in SegmentRetention(tmp_path, keep_days=3, clock=clock).sweep()] == [old]
+
+
+def test_edge_status_says_why_retention_is_paused(tmp_path, detector, capsys):
+    clock = FakeClock()
+    recordings = tmp_path / "rec"
+    first_boot, this_boot = lessons_over_two_boots(recordings, clock)
+    clock.now += timedelta(days=400)
+    config = tmp_path / "edge.yaml"
+    config.write_text(json.dumps({"storage": {"recordings_dir": str(recordings), "keep_days": 30},
+                                  "service": {"status_file": str(tmp_path / "status.json")},
+                                  "led": {"pin": None}}))
+    recorder = make_recorder(load_config(config), detector, recordings, clock=clock,
+                             status_path=tmp_path / "status.json")
+    recorder.run(PacedSource(np.zeros(16000, np.int16), speed=50), threading.Event())
+    assert on_card(recordings) == first_boot + this_boot
+    main(["status", "--config", str(config)])
+    out = capsys.readouterr().out
+    assert (f"retention:      paused, nothing is deleted: the synchronised wall clock says "
+            f"{this_boot[0]} was recorded 407.00 days ago, boot time says 7.00 days") in out
+
+
+def test_the_daemon_records_past_damaged_fields_of_the_manifest(tmp_path, detector, lesson):
+    clock = FakeClock()
+    recordings = tmp_path / "rec"
+    old = record(recordings, clock)
+    manifest = recordings / MANIFEST
+    entry = json.loads(manifest.read_text())
+    entry.update(start=7, monotonic_s="soon", boot_id=[], clock_synced="yes")
+    manifest.write_text(json.dumps(entry) + "\n")
+    clock.advance(3 * DAY)
+    settings = settings_from_dict({"storage": {"keep_days": 1}, "led": {"pin": None}})
+    recorder = make_recorder(settings, detector, recordings, clock=clock)
+    recorder.run(PacedSource(lesson, speed=50), threading.Event())
+    new = [e["file"] for e in read_manifest(manifest)][1:]
+    assert new and on_card(recordings)[0] == old  # recorded; the damaged one kept (no proof of age)
+
+
+@pytest.mark.parametrize("state", ["[]", '{"synced": 5}', '{"synced": {"a.wav": 1}}', "{"])
+def test_a_damaged_sync_state_never_stops_retention(tmp_path, state):
+    clock = FakeClock()
+    old = record(tmp_path, clock)
+    clock.advance(3 * DAY)
+    (tmp_path / "sync-state.json").write_text(state)
+    retention = SegmentRetention(tmp_path, keep_days=2, clock=clock, sync_remote="nas:room1")
+    assert [t["deleted"] for t in retention.sweep()] == [old]

@@ -115,6 +115,20 @@ def test_status_without_a_daemon_is_one_clear_line(tmp_path, capsys):
     assert "\n" not in err
 
 
+@pytest.mark.parametrize("content, problem", [
+    ("{}", "'pid' must be int"),
+    ('{"pid": 1, "state": "listening", "since": "", "updated": "2026-11-24T09:00:00", "segments_today": 0, '
+     '"overflows": 0, "dropped_frames": 0, "errors": []}', "'updated' must be an ISO 8601 time with its offset"),
+    ("[1, 2]", "expected a JSON object"),
+])
+def test_a_status_file_the_recorder_did_not_write_is_one_line(tmp_path, capsys, content, problem):
+    (tmp_path / "status.json").write_text(content)
+    assert main(["status", "--config", str(write_config(tmp_path))]) == 2
+    assert capsys.readouterr().err == (
+        f"edge: {tmp_path / 'status.json'}: not a status the recorder wrote ({problem}); a running "
+        "recorder replaces it within seconds, check service.status_file\n")
+
+
 def doctor_lines(config, capsys) -> tuple[int, dict]:
     code = main(["doctor", "--config", str(config)])
     lines = capsys.readouterr().out.splitlines()

@@ -100,3 +100,13 @@ def test_edge_process_stops_at_a_bad_file_keeping_what_it_stored(tmp_path, capsy
 def test_edge_process_missing_input_names_it(tmp_path, capsys):
     assert main(["process", str(tmp_path / "nothere.wav"), "--out", str(tmp_path / "out")]) == 2
     assert capsys.readouterr().err.strip() == f"edge: {tmp_path / 'nothere.wav'}: no such file"
+
+
+@pytest.mark.parametrize("rate", [0, 1, 10**6])
+def test_a_header_with_an_impossible_rate_is_one_line(tmp_path, rate):
+    path = tmp_path / "damaged.wav"
+    data = bytearray(LESSON_WAV.read_bytes()[:44 + 3200])
+    data[24:28] = rate.to_bytes(4, "little")
+    path.write_bytes(bytes(data))
+    with pytest.raises(EdgeError, match=rf"damaged.wav: its header says {rate} Hz, expected 8000 to 384000 Hz"):
+        read_wav_16k(path)
