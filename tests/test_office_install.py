@@ -69,7 +69,7 @@ def test_pip_install_without_device_extras_gives_the_office_commands(tmp_path):
     doctor = run(edge, "doctor", "--config", config, cwd=tmp_path)
     assert doctor.stderr == "" and "Traceback" not in doctor.stdout
     assert doctor.stdout.splitlines()[1] == (
-        "office install (pip install . without the device extra): model, microphone, gpio, clock "
+        "office install (pip install . without the device extra): model, microphone, gpio, button, clock "
         "not checked here; a recorder needs pip install '.[device]' (make install on the Pi)")
     assert [line.split(":")[0] for line in doctor.stdout.splitlines()[2:]] == [
         "OK   storage", "OK   encryption", "OK   sync"]
