@@ -20,6 +20,7 @@ from typing import Optional
 
 from .encryption import AGE_WAV_EXTENSION, WAV_HEADER_BYTES, age_program
 from .errors import EdgeError
+from .manifest import DAY_FOLDER
 from .storage import MANIFEST, file_sha256, fit_wav_header, read_manifest
 
 PARTIAL_SUFFIX = ".decrypting"
@@ -101,8 +102,10 @@ def find_segments(src: Path, dest: Path) -> list:
         raise EdgeError(f"{dest}: destination folder does not exist")
     listed = {}
     for manifest in sorted(src.rglob(MANIFEST)):
+        # A card's day manifest names files from the card's top, one folder up.
+        top = manifest.parent.parent if DAY_FOLDER.match(manifest.parent.name) else manifest.parent
         for entry in read_manifest(manifest):
-            path = manifest.parent / entry["file"]
+            path = top / entry["file"]
             if entry["file"].endswith(AGE_WAV_EXTENSION) and path.exists():
                 listed[path] = entry
     segments = []
@@ -113,10 +116,12 @@ def find_segments(src: Path, dest: Path) -> list:
 
 
 def _listing_entry(path: Path) -> Optional[dict]:
-    """The manifest entry of one file: the manifest is at the top of a card's or an export's
-    device folder, one date folder above the file."""
-    for folder in (path.parent, path.parent.parent):
-        for entry in read_manifest(folder / MANIFEST):
+    """The manifest entry of one file: the manifest is in the file's day folder (a card) or
+    at the top of a card's or an export's device folder, one day folder above the file; its
+    paths start at that top."""
+    for folder, manifest in ((path.parent, path.parent / MANIFEST), (path.parent.parent, path.parent / MANIFEST),
+                             (path.parent.parent, path.parent.parent / MANIFEST)):
+        for entry in read_manifest(manifest) if manifest.is_file() else []:
             if (folder / entry["file"]).resolve() == path.resolve():
                 return entry
     return None

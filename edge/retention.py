@@ -19,6 +19,14 @@ kept: retention waits for evidence rather than deleting on a guess.
 
 Deleted files are logged and a tombstone line is appended to the manifest:
 ``{"deleted": FILE, "seq": N, "reason": ..., "at": ISO}``.
+
+A sweep works on whole day folders in the order they were begun and stops at the first day
+with a segment it proves young (ages only shrink as ``seq`` grows): what it reads is that day,
+the next one and the folder written last (the newest segments, the evidence of later ones),
+whatever the card's history. A day whose segments are all gone is retired
+(edge.manifest.retire_day), so that no later sweep reads it again. Less evidence can only make
+an age smaller, never larger: a sweep may delete later than one that read everything, never
+more. With ``keep_days`` null it deletes nothing and reads only up to the oldest segment left.
 """
 
 from __future__ import annotations
@@ -29,7 +37,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Optional
 
-from .storage import MANIFEST, append_manifest, fsync_dir, iter_segments
+from .manifest import (MANIFEST, CardState, append_manifest, card_manifests, fsync_dir,
+                       first_seq, manifest_path, manifest_segments, retire_day)
 from .sync import SyncState
 
 log = logging.getLogger(__name__)
@@ -92,22 +101,57 @@ class SegmentRetention:
         """The remote `edge sync` copies to, if any: deleting what never reached it is said."""
         self.oldest: Optional[SegmentAge] = None
         """The oldest segment left after the last sweep."""
+        self._first_seq: dict = {}  # day folder -> (inode of its manifest, seq of its first line)
 
     def sweep(self) -> list:
-        """Delete what is too old; returns the tombstones written to the manifest."""
-        ages = segment_ages(list(iter_segments(self.root)), self.clock)
+        """Delete what is too old; returns the tombstones written to the manifest, by seq."""
+        manifests = self._by_first_seq(card_manifests(self.root))
+        state = CardState.load(self.root)
+        # The folder written last holds the newest segments, whose ages bound every older one's.
+        newest = [] if state is None or state.folder is None else manifest_segments(
+            self.root / state.folder / MANIFEST, self.root)
+        synced = SyncState.load(self.root) if self.sync_remote and self.keep_days is not None else None
         tombstones = []
-        synced = SyncState.load(self.root) if self.sync_remote else None
-        for age in ages:
-            if self.keep_days is None or age.age_s is None or age.age_s <= self.keep_days * DAY_S:
+        self.oldest = None
+        for index, manifest in enumerate(manifests):
+            window = {entry["file"]: entry for day in manifests[index:index + 2]
+                      for entry in manifest_segments(day, self.root)}
+            window.update((entry["file"], entry) for entry in newest)
+            ages = [age for age in segment_ages(list(window.values()), self.clock)
+                    if manifest_path(self.root, age.file) == manifest and (self.root / age.file).exists()]
+            left = []
+            for age in ages:
+                if self.keep_days is None or age.age_s is None or age.age_s <= self.keep_days * DAY_S:
+                    left.append(age)
+                    continue
+                tombstone = self._delete(age)
+                if synced is not None and not synced.is_synced(age.file):
+                    log.warning("deleted %s before it was copied to %s", age.file, self.sync_remote)
+                tombstones.append(tombstone)
+            if self.oldest is None and left:
+                self.oldest = left[0]
+            # Ages only shrink as seq grows: after a segment proven young, all are young.
+            if self.keep_days is None and left or any(age.age_s is not None for age in left):
+                break
+            if not left and self.keep_days is not None and manifest.parent != self.root:
+                retire_day(self.root, manifest.parent)
+        return sorted(tombstones, key=lambda t: t["seq"])
+
+    def _by_first_seq(self, manifests: list) -> list:
+        """Day manifests in the order they were begun (by their first line's seq): a wrong
+        clock can name a newer day folder before an older one. Remembered per manifest file,
+        so that a sweep reads one line of a day only once in the daemon's life."""
+        keys = {}
+        for manifest in manifests:
+            try:
+                inode = manifest.stat().st_ino
+            except FileNotFoundError:
                 continue
-            tombstone = self._delete(age)
-            if synced is not None and not synced.is_synced(age.file):
-                log.warning("deleted %s before it was copied to %s", age.file, self.sync_remote)
-            tombstones.append(tombstone)
-        deleted = {t["deleted"] for t in tombstones}
-        self.oldest = next((age for age in ages if age.file not in deleted), None)
-        return tombstones
+            key = self._first_seq.get(manifest.parent.name)
+            if key is None or key[0] != inode:
+                key = self._first_seq[manifest.parent.name] = (inode, first_seq(manifest))
+            keys[manifest] = key[1]
+        return sorted(keys, key=lambda manifest: (keys[manifest], manifest.name))
 
     def _delete(self, age: SegmentAge) -> dict:
         path = self.root / age.file
@@ -119,6 +163,6 @@ class SegmentRetention:
                      "reason": f"retention: recorded {age.age_s / DAY_S:.2f} days ago, "
                                f"storage.keep_days is {self.keep_days:g}",
                      "at": self.clock.wall().isoformat(timespec="seconds")}
-        append_manifest(self.root / MANIFEST, tombstone)
+        append_manifest(manifest_path(self.root, age.file), tombstone)
         log.warning("deleted %s: %s", age.file, tombstone["reason"])
         return tombstone

@@ -49,6 +49,9 @@ class RecorderStatus:
     """The oldest segment on the card, as of the last retention check (every 10 minutes)."""
     oldest_segment_days: Optional[float] = None
     """How many days ago it was recorded, at least; None when the clock cannot tell."""
+    manifest_repairs: list = field(default_factory=list)
+    """What the daemon found damaged in the card's manifests at start and repaired (damaged
+    lines moved aside, a manifest split per day), one line each; empty when all was whole."""
 
     def summary(self) -> str:
         """The one line systemd shows as STATUS=."""

@@ -1,0 +1,519 @@
+"""The manifest of a card: one JSON line per finished segment, and tombstones for deleted ones.
+
+A card keeps one manifest per day folder, so that what the daemon does at start, per segment
+and every few minutes costs the same after a day or after five years (docs/card-layout.md):
+
+    ROOT/card-state.json          {"seq": S, "folder": F}: the sequence number of the first
+                                  segment written in day folder F, the folder written last
+    ROOT/YYYYMMDD/manifest.jsonl  the lines of the segments in that folder, and their tombstones
+    ROOT/deletions.jsonl          tombstones of day folders whose segments are all gone
+
+Sequence numbers only grow: every segment outside F was written before F was chosen, so the
+next number is above S and above every number in F, whatever was deleted since. A copy made by
+``edge export`` (and a card written before day manifests) has one ``ROOT/manifest.jsonl``
+instead; ``migrate_card`` splits such a card once, and the readers take either layout.
+
+Every line is checked in one place, ``parse_line``: readers skip a damaged line with a warning
+naming file and line; the daemon moves damaged lines aside (``repair_manifest``) and records on.
+"""
+
+from __future__ import annotations
+
+try:
+    import fcntl
+except ImportError:  # Windows: only the office commands (list, decrypt) run there, without locks
+    fcntl = None
+
+import json
+import logging
+import os
+import re
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path, PurePosixPath
+from typing import Callable, Iterable, Iterator, Optional
+
+from .errors import EdgeError
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.jsonl"
+CARD_STATE = "card-state.json"
+DAMAGED = "manifest.damaged.jsonl"
+DELETIONS = "deletions.jsonl"
+DAY_FOLDER = re.compile(r"^\d{8}$")
+SEGMENT_NAME = re.compile(r"^(\d{6,})_\d{6}_.+\.wav(\.age)?(\.part)?$")
+_SEQ_IN_TEXT = re.compile(rb'"seq":\s*(\d+)|(?:^|[/"])(\d{6,})_\d{6}_')
+
+
+class DamagedLine(ValueError):
+    """A manifest line that is not an entry; the message says what was expected."""
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_lines_atomically(path: Path, lines: Iterable[str], owner: Optional[tuple] = None,
+                           mode: Optional[int] = None) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as f:
+        if owner is not None:
+            os.fchown(f.fileno(), *owner)
+        if mode is not None:
+            os.fchmod(f.fileno(), mode)
+        f.writelines(line + "\n" for line in lines)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def write_json_atomically(path: Path, data: dict) -> None:
+    write_lines_atomically(path, [json.dumps(data)])
+
+
+# -- one line ---------------------------------------------------------------------------------
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _relative_file(value) -> bool:
+    if not isinstance(value, str) or not value or "\\" in value:
+        return False
+    path = PurePosixPath(value)
+    return not path.is_absolute() and ".." not in path.parts
+
+
+_SEGMENT_FIELDS = (
+    ("file", _relative_file, "a relative path"),
+    ("seq", _is_int, "an integer"),
+    ("start", lambda v: isinstance(v, str) and _iso(v), "an ISO 8601 time"),
+    ("duration_s", lambda v: _is_int(v) or isinstance(v, float), "a number"),
+    ("sha256", lambda v: isinstance(v, str), "a string"),
+)
+
+
+def _iso(text: str) -> bool:
+    try:
+        datetime.fromisoformat(text)
+        return True
+    except ValueError:
+        return False
+
+
+def parse_line(raw: bytes) -> dict:
+    """The entry one manifest line holds: a segment or a tombstone; raises DamagedLine."""
+    try:
+        entry = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise DamagedLine("a JSON object, one per line") from None
+    if not isinstance(entry, dict):
+        raise DamagedLine(f"a JSON object, got {type(entry).__name__}")
+    if is_tombstone(entry):
+        if not _relative_file(entry["deleted"]) or ("seq" in entry and not _is_int(entry["seq"])):
+            raise DamagedLine('a tombstone {"deleted": relative path, "seq": integer}')
+        return entry
+    for key, valid, what in _SEGMENT_FIELDS:
+        if key not in entry:
+            raise DamagedLine(f'a segment entry with "{key}"')
+        if not valid(entry[key]):
+            raise DamagedLine(f'"{key}" to be {what}')
+    return entry
+
+
+def is_tombstone(entry: dict) -> bool:
+    return "deleted" in entry
+
+
+def _seq_numbers(raw: bytes) -> list:
+    """Sequence numbers a damaged line still shows ("seq": N, or a segment's file name)."""
+    return [int(a or b) for a, b in _SEQ_IN_TEXT.findall(raw)]
+
+
+# -- one manifest file --------------------------------------------------------------------------
+
+def manifest_entries(path: Path, damaged: Optional[Callable[[int, bytes, str], None]] = None) -> Iterator[dict]:
+    """Every entry (segments and tombstones) of one manifest file, read as a stream.
+
+    A damaged line goes to ``damaged(number, raw, expected)``, by default a warning naming the
+    file and line; it is skipped either way. A torn last line (a power cut mid-append) is too."""
+    if damaged is None:
+        def damaged(number: int, raw: bytes, expected: str) -> None:
+            if raw.endswith(b"\n"):
+                log.warning("%s:%d: skipped, expected %s", path, number, expected)
+    try:
+        f = open(path, "rb")
+    except FileNotFoundError:
+        return
+    with f:
+        for number, raw in enumerate(f, 1):
+            try:
+                if not raw.endswith(b"\n"):
+                    raise DamagedLine("a whole line (this one is cut off)")
+                entry = parse_line(raw)
+            except DamagedLine as exc:
+                damaged(number, raw, str(exc))
+                continue
+            yield entry
+
+
+@contextmanager
+def locked_manifest(manifest: Path, create: bool = True) -> Iterator:
+    """The manifest opened for appending under an exclusive flock.
+
+    The daemon appends while an export with --move or a full card's rotation rewrites the
+    file (a new inode renamed over the old one): whoever waited for the lock re-opens the
+    file the path names now, so that no line is lost to an unlinked inode. Without
+    ``create``, a manifest that is gone (retired, or migrated into day manifests while we
+    waited) raises FileNotFoundError instead of starting an empty one."""
+    while True:
+        f = open(manifest, "ab" if create else "rb")
+        if fcntl is None:
+            break
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            if os.fstat(f.fileno()).st_ino == os.stat(manifest).st_ino:
+                break
+        except FileNotFoundError:
+            if not create:
+                f.close()
+                raise
+        f.close()
+    with f:
+        yield f
+
+
+def append_manifest(manifest: Path, entry: dict) -> None:
+    with locked_manifest(manifest) as f:
+        f.write((json.dumps(entry) + "\n").encode())
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def rewrite_manifest(manifest: Path, keep: Callable[[dict], bool],
+                     tombstone: Optional[Callable[[dict], dict]] = None) -> None:
+    """Rewrite the manifest with only the entries ``keep`` accepts, each other one replaced
+    by ``tombstone(entry)`` when given (damaged lines and tombstones stay as they are). Owner
+    and mode are kept: the export runs as root, the recorder as its own user, which must
+    still be able to append."""
+    with locked_manifest(manifest, create=False) as current:
+        kept = []
+        with open(manifest, "rb") as f:
+            for raw in f:
+                line = raw.decode("utf-8", "surrogateescape").rstrip("\n")
+                try:
+                    entry = parse_line(raw)
+                except DamagedLine:
+                    kept.append(line)
+                    continue
+                if is_tombstone(entry) or keep(entry):
+                    kept.append(line)
+                elif tombstone is not None:
+                    kept.append(json.dumps(tombstone(entry)))
+        status = os.fstat(current.fileno())
+        _write_raw_lines(Path(manifest), kept, owner=(status.st_uid, status.st_gid),
+                         mode=status.st_mode & 0o7777)
+
+
+def _write_raw_lines(path: Path, lines: list, owner: tuple, mode: int) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        try:
+            os.fchown(f.fileno(), *owner)
+        except PermissionError:
+            pass  # not root: the file stays ours, which is who appends to it
+        os.fchmod(f.fileno(), mode)
+        f.writelines(line.encode("utf-8", "surrogateescape") + b"\n" for line in lines)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def repair_manifest(manifest: Path) -> Optional[str]:
+    """Move the damaged lines of ``manifest`` (and a torn last one) aside, each with its line
+    number, into manifest.damaged.jsonl beside it; the other lines stay byte for byte. Returns
+    what was done, None when the manifest was whole."""
+    damaged = []
+    for _ in manifest_entries(manifest, lambda number, raw, expected: damaged.append(number)):
+        pass
+    if not damaged:
+        return None
+    with locked_manifest(manifest, create=False) as current:
+        kept, moved = [], []
+        with open(manifest, "rb") as f:
+            for number, raw in enumerate(f, 1):
+                try:
+                    if not raw.endswith(b"\n"):
+                        raise DamagedLine("a whole line (this one is cut off)")
+                    parse_line(raw)
+                    kept.append(raw.decode("utf-8", "surrogateescape").rstrip("\n"))
+                except DamagedLine as exc:
+                    moved.append({"line": number, "expected": str(exc),
+                                  "text": raw.rstrip(b"\n").decode("utf-8", "backslashreplace")})
+        if not moved:
+            return None
+        # Aside first, manifest after: a power cut in between leaves a line in both places.
+        with open(manifest.with_name(DAMAGED), "a") as aside:
+            aside.writelines(json.dumps(line) + "\n" for line in moved)
+            aside.flush()
+            os.fsync(aside.fileno())
+        status = os.fstat(current.fileno())
+        _write_raw_lines(manifest, kept, owner=(status.st_uid, status.st_gid), mode=status.st_mode & 0o7777)
+    lines = ", ".join(str(line["line"]) for line in moved)
+    message = f"{manifest}: damaged line{'s' if len(moved) > 1 else ''} {lines} moved to {DAMAGED}"
+    log.warning("%s", message)
+    return message
+
+
+# -- a card's manifests -------------------------------------------------------------------------
+
+def manifest_path(root: Path, file: str) -> Path:
+    """Where the manifest line and the tombstone of ``file`` (a path under ``root``) go."""
+    root = Path(root)
+    single = root / MANIFEST
+    if single.exists():  # a copy made by `edge export`, or a card not yet migrated
+        return single
+    return root / PurePosixPath(file).parts[0] / MANIFEST
+
+
+def day_folders(root: Path) -> list:
+    """The day folders (YYYYMMDD) under ``root``, by name."""
+    try:
+        with os.scandir(root) as entries:
+            return sorted(Path(e.path) for e in entries if DAY_FOLDER.match(e.name) and e.is_dir())
+    except FileNotFoundError:
+        return []
+
+
+def card_manifests(root: Path) -> list:
+    """The manifest files of a card or a copy, oldest day first."""
+    root = Path(root)
+    if (root / MANIFEST).is_file():
+        return [root / MANIFEST]
+    return [folder / MANIFEST for folder in day_folders(root) if (folder / MANIFEST).is_file()]
+
+
+def _card_or_file(path: Path) -> list:
+    """``path`` names one manifest file; a card's ``ROOT/manifest.jsonl`` that is not there
+    (day manifests) or its folder names the card's manifests."""
+    path = Path(path)
+    if path.is_dir():
+        return card_manifests(path)
+    if path.name == MANIFEST and not path.exists():
+        return card_manifests(path.parent)
+    return [path]
+
+
+def read_manifest(path: Path) -> list:
+    """The segment entries (not the tombstones) of a manifest file, or of a card given as its
+    folder or its ``manifest.jsonl``; damaged lines are skipped with a warning."""
+    return [entry for manifest in _card_or_file(path) for entry in manifest_entries(manifest)
+            if not is_tombstone(entry)]
+
+
+def read_deletions(path: Path) -> list:
+    """The tombstones: ``{"deleted": FILE, "reason": ..., ...}`` per deleted file, those of
+    retired day folders first."""
+    path = Path(path)
+    files = _card_or_file(path)
+    retired = (path if path.is_dir() else path.parent) / DELETIONS
+    if files != [path]:
+        files = [retired] + files
+    return [entry for manifest in files for entry in manifest_entries(manifest) if is_tombstone(entry)]
+
+
+def manifest_segments(manifest: Path, root: Path) -> list:
+    """The segment entries of one manifest whose files are still under ``root``, by seq."""
+    present: dict = {}
+
+    def exists(file: str) -> bool:
+        folder = (root / file).parent
+        if folder not in present:
+            try:
+                present[folder] = set(os.listdir(folder))
+            except (FileNotFoundError, NotADirectoryError):
+                present[folder] = set()
+        return PurePosixPath(file).name in present[folder]
+
+    entries = [e for e in manifest_entries(manifest) if not is_tombstone(e) and exists(e["file"])]
+    return sorted(entries, key=lambda e: e["seq"])
+
+
+def first_seq(manifest: Path) -> int:
+    """The sequence number on a manifest's first line: when its day was begun."""
+    return next((entry["seq"] for entry in manifest_entries(manifest) if "seq" in entry), 0)
+
+
+def iter_segments(recordings_dir: Path) -> Iterator[dict]:
+    """Manifest entries of the segments whose files still exist, by sequence number (day by
+    day, the days in the order they were begun); one day in memory at a time."""
+    root = Path(recordings_dir)
+    manifests = card_manifests(root)
+    if len(manifests) > 1:
+        manifests.sort(key=first_seq)
+    for manifest in manifests:
+        yield from manifest_segments(manifest, root)
+
+
+# -- the card's durable state -------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class CardState:
+    seq: int
+    """Sequence number of the first segment written in ``folder``."""
+    folder: Optional[str]
+    """The day folder segments were written to last; None on an empty card."""
+
+    @classmethod
+    def load(cls, root: Path) -> Optional["CardState"]:
+        """The state on the card; None when there is none or it is damaged."""
+        try:
+            data = json.loads((Path(root) / CARD_STATE).read_bytes())
+        except (FileNotFoundError, ValueError, UnicodeDecodeError):
+            return None
+        if (not isinstance(data, dict) or not _is_int(data.get("seq")) or data["seq"] < 0
+                or not (data.get("folder") is None or
+                        (isinstance(data["folder"], str) and DAY_FOLDER.match(data["folder"])))):
+            return None
+        return cls(data["seq"], data["folder"])
+
+    def save(self, root: Path) -> None:
+        write_json_atomically(Path(root) / CARD_STATE, {"seq": self.seq, "folder": self.folder})
+
+
+def folder_max_seq(folder: Path) -> int:
+    """The highest sequence number a day folder shows: in its file names, its manifest lines
+    (tombstones too) and what its damaged lines still show."""
+    numbers = []
+    try:
+        numbers += [int(m.group(1)) for name in os.listdir(folder) if (m := SEGMENT_NAME.match(name))]
+    except (FileNotFoundError, NotADirectoryError):
+        return 0
+    numbers += [entry["seq"] for entry in manifest_entries(
+        folder / MANIFEST, lambda number, raw, expected: numbers.extend(_seq_numbers(raw))) if "seq" in entry]
+    return max(numbers, default=0)
+
+
+def scan_card(root: Path) -> CardState:
+    """The state rebuilt from everything on the card (once: no state, or a damaged one)."""
+    best = CardState(0, None)
+    for folder in day_folders(root):
+        top = folder_max_seq(folder)
+        if top > best.seq or best.folder is None and top:
+            best = CardState(top, folder.name)
+    return best
+
+
+def next_seq(root: Path, state: CardState) -> int:
+    """The next sequence number: above the state's and every number in its folder."""
+    top = state.seq if state.folder is None else max(state.seq, folder_max_seq(Path(root) / state.folder))
+    return top + 1
+
+
+# -- migration from one manifest to a manifest per day -------------------------------------------
+
+def migrate_card(root: Path) -> list:
+    """Split a card's single ``manifest.jsonl`` (written before day manifests) into its day
+    folders' manifests, once; returns what was found damaged, for `edge status`.
+
+    Safe against a power cut at any point: the single manifest stays the card's manifest (it
+    is what every reader takes when present) until every day manifest is written and synced;
+    a migration cut short starts again from it and rewrites the day manifests whole."""
+    root = Path(root)
+    single = root / MANIFEST
+    if not single.is_file():
+        return []
+    lock = open(single, "rb")
+    with lock:
+        if fcntl is not None:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)  # an export rewriting it finishes first
+        days: dict = {}
+        moved: list = []
+        top, top_folder = 0, None
+        with open(single, "rb") as f:
+            offset = 0
+            for number, raw in enumerate(f, 1):
+                try:
+                    if not raw.endswith(b"\n"):
+                        raise DamagedLine("a whole line (this one is cut off)")
+                    entry = parse_line(raw)
+                    file = entry["deleted"] if is_tombstone(entry) else entry["file"]
+                    parts = PurePosixPath(file).parts
+                    if len(parts) != 2 or not DAY_FOLDER.match(parts[0]):
+                        raise DamagedLine('"file" in a day folder, YYYYMMDD/NAME')
+                    days.setdefault(parts[0], []).append((offset, len(raw)))
+                    if entry.get("seq", 0) > top:
+                        top, top_folder = entry["seq"], parts[0]
+                except DamagedLine as exc:
+                    moved.append(json.dumps({"line": number, "expected": str(exc),
+                                             "text": raw.rstrip(b"\n").decode("utf-8", "backslashreplace")}))
+                    top = max([top] + _seq_numbers(raw))
+                offset += len(raw)
+            for day, spans in sorted(days.items()):
+                (root / day).mkdir(exist_ok=True)
+                lines = []
+                for start, length in spans:
+                    f.seek(start)
+                    lines.append(f.read(length).decode("utf-8", "surrogateescape").rstrip("\n"))
+                status = os.fstat(f.fileno())
+                _write_raw_lines(root / day / MANIFEST, lines, owner=(status.st_uid, status.st_gid),
+                                 mode=status.st_mode & 0o7777)
+        if moved:
+            aside = root / DAMAGED
+            try:
+                before = aside.read_text().splitlines()
+            except FileNotFoundError:
+                before = []
+            write_lines_atomically(aside, before + [line for line in moved if line not in before])
+        scanned = scan_card(root)  # file names too: a segment renamed but not yet listed
+        state = max(CardState(top, top_folder), scanned, key=lambda s: s.seq)
+        state.save(root)
+        os.unlink(single)
+        fsync_dir(root)
+    log.warning("%s: split into %d day manifests (a manifest per day folder)", single, len(days))
+    if not moved:
+        return []
+    numbers = ", ".join(str(json.loads(line)["line"]) for line in moved)
+    message = f"{single}: damaged line{'s' if len(moved) > 1 else ''} {numbers} moved to {DAMAGED}"
+    log.warning("%s", message)
+    return [message]
+
+
+# -- whole days -------------------------------------------------------------------------------
+
+def retire_day(root: Path, folder: Path) -> bool:
+    """Once no segment a day folder's manifest lists is left on the card, its tombstones join
+    ROOT/deletions.jsonl and its manifest goes (the folder too when nothing else is in it),
+    so that no later pass reads it again. The folder written last is never retired: the card
+    state's sequence number rests on it. Returns whether the day was retired."""
+    root = Path(root)
+    state = CardState.load(root)
+    if state is None or state.folder == folder.name or (root / MANIFEST).exists():
+        return False
+    manifest = folder / MANIFEST
+    with locked_manifest(manifest, create=False):
+        damaged = []
+        tombstones = [json.dumps(entry) for entry in manifest_entries(
+            manifest, lambda number, raw, expected: damaged.append(number)) if is_tombstone(entry)]
+        if damaged or manifest_segments(manifest, root):
+            return False  # a damaged line is never dropped
+        if tombstones:
+            with open(root / DELETIONS, "a") as f:
+                f.writelines(line + "\n" for line in tombstones)
+                f.flush()
+                os.fsync(f.fileno())
+        os.unlink(manifest)
+    try:
+        folder.rmdir()
+    except OSError:
+        pass  # something else is in it (a file no manifest lists): it stays
+    fsync_dir(root)
+    return True
