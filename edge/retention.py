@@ -32,7 +32,7 @@ more. With ``keep_days`` null it deletes nothing and reads only up to the oldest
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Optional
@@ -44,6 +44,8 @@ from .sync import SyncState
 log = logging.getLogger(__name__)
 
 DAY_S = 86400.0
+UNPROVEN_DAYS_READ = 7
+"""Day folders of segments of unknown age a sweep reads past, at most."""
 
 
 @dataclass(frozen=True)
@@ -90,6 +92,14 @@ def segment_ages(entries: list, clock) -> list:
     return ages[::-1]
 
 
+def _fingerprint(manifest: Path) -> Optional[tuple]:
+    try:
+        status = manifest.stat()
+    except FileNotFoundError:
+        return None
+    return status.st_ino, status.st_size, status.st_mtime_ns
+
+
 class SegmentRetention:
     """Deletes the segments under ``root`` that are older than ``keep_days`` (None: none)."""
 
@@ -102,9 +112,25 @@ class SegmentRetention:
         self.oldest: Optional[SegmentAge] = None
         """The oldest segment left after the last sweep."""
         self._first_seq: dict = {}  # day folder -> (inode of its manifest, seq of its first line)
+        self._rest: Optional[tuple] = None  # (boot time due, clock synced, manifest, its fingerprint)
+        self._rest_from = 0.0
 
     def sweep(self) -> list:
-        """Delete what is too old; returns the tombstones written to the manifest, by seq."""
+        """Delete what is too old; returns the tombstones written to the manifest, by seq.
+
+        Once the oldest segment left has a known age, nothing can be due before it is: until
+        then (in this boot, with the clock as it was, that day's manifest unchanged) a sweep
+        only ages it, and reads nothing but the manifest's inode."""
+        if self._rest is not None:
+            due, synced_then, manifest, seen = self._rest
+            now = self.clock.boottime()
+            if now < due and self.clock.synced() == synced_then and _fingerprint(manifest) == seen:
+                oldest = self.oldest
+                if oldest is not None and oldest.age_s is not None:
+                    self.oldest = replace(oldest, age_s=oldest.age_s + now - self._rest_from)
+                self._rest_from = now
+                return []
+        self._rest = None
         manifests = self._by_first_seq(card_manifests(self.root))
         state = CardState.load(self.root)
         # The folder written last holds the newest segments, whose ages bound every older one's.
@@ -113,6 +139,7 @@ class SegmentRetention:
         synced = SyncState.load(self.root) if self.sync_remote and self.keep_days is not None else None
         tombstones = []
         self.oldest = None
+        unproven = 0
         for index, manifest in enumerate(manifests):
             window = {entry["file"]: entry for day in manifests[index:index + 2]
                       for entry in manifest_segments(day, self.root)}
@@ -130,12 +157,25 @@ class SegmentRetention:
                 tombstones.append(tombstone)
             if self.oldest is None and left:
                 self.oldest = left[0]
-            # Ages only shrink as seq grows: after a segment proven young, all are young.
-            if self.keep_days is None and left or any(age.age_s is not None for age in left):
+            # Ages only shrink as seq grows: after a segment proven young, all are young. Days
+            # of segments nothing ages (recorded in another boot, no clock to tell, nothing
+            # of this boot yet) are passed over, a bounded few a sweep.
+            unproven += bool(left)
+            if (self.keep_days is None and left or any(age.age_s is not None for age in left)
+                    or unproven > UNPROVEN_DAYS_READ):
+                self._rest_until_due(manifest, left)
                 break
             if not left and self.keep_days is not None and manifest.parent != self.root:
                 retire_day(self.root, manifest.parent)
         return sorted(tombstones, key=lambda t: t["seq"])
+
+    def _rest_until_due(self, manifest: Path, left: list) -> None:
+        if left[0].age_s is None:
+            return  # what this boot records next may prove it old at any time
+        now = self.clock.boottime()
+        due = now + (self.keep_days * DAY_S - left[0].age_s if self.keep_days is not None else float("inf"))
+        self._rest = (due, self.clock.synced(), manifest, _fingerprint(manifest))
+        self._rest_from = now
 
     def _by_first_seq(self, manifests: list) -> list:
         """Day manifests in the order they were begun (by their first line's seq): a wrong
