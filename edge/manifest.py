@@ -47,6 +47,9 @@ SEGMENT_NAME = re.compile(r"^(\d{6,})_\d{6}_.+\.wav(\.age)?(\.part)?$")
 _SEQ_IN_TEXT = re.compile(rb'"seq":\s*(\d+)|(?:^|[/"])(\d{6,})_\d{6}_')
 
 
+_warned: set = set()
+
+
 class DamagedLine(ValueError):
     """A manifest line that is not an entry; the message says what was expected."""
 
@@ -146,7 +149,8 @@ def manifest_entries(path: Path, damaged: Optional[Callable[[int, bytes, str], N
     file and line; it is skipped either way. A torn last line (a power cut mid-append) is too."""
     if damaged is None:
         def damaged(number: int, raw: bytes, expected: str) -> None:
-            if raw.endswith(b"\n"):
+            if raw.endswith(b"\n") and (str(path), number) not in _warned:
+                _warned.add((str(path), number))  # once per process, however often it is read
                 log.warning("%s:%d: skipped, expected %s", path, number, expected)
     try:
         f = open(path, "rb")
@@ -240,7 +244,7 @@ def _write_raw_lines(path: Path, lines: list, owner: tuple, mode: int) -> None:
 def repair_manifest(manifest: Path) -> Optional[str]:
     """Move the damaged lines of ``manifest`` (and a torn last one) aside, each with its line
     number, into manifest.damaged.jsonl beside it; the other lines stay byte for byte. Returns
-    what was done, None when the manifest was whole."""
+    what was done (for the log and `edge status`), None when the manifest was whole."""
     damaged = []
     for _ in manifest_entries(manifest, lambda number, raw, expected: damaged.append(number)):
         pass
@@ -268,9 +272,7 @@ def repair_manifest(manifest: Path) -> Optional[str]:
         status = os.fstat(current.fileno())
         _write_raw_lines(manifest, kept, owner=(status.st_uid, status.st_gid), mode=status.st_mode & 0o7777)
     lines = ", ".join(str(line["line"]) for line in moved)
-    message = f"{manifest}: damaged line{'s' if len(moved) > 1 else ''} {lines} moved to {DAMAGED}"
-    log.warning("%s", message)
-    return message
+    return f"{manifest}: damaged line{'s' if len(moved) > 1 else ''} {lines} moved to {DAMAGED}"
 
 
 # -- a card's manifests -------------------------------------------------------------------------
@@ -422,7 +424,7 @@ def next_seq(root: Path, state: CardState) -> int:
 
 def migrate_card(root: Path) -> list:
     """Split a card's single ``manifest.jsonl`` (written before day manifests) into its day
-    folders' manifests, once; returns what was found damaged, for `edge status`.
+    folders' manifests, once; returns what was found damaged, for the log and `edge status`.
 
     Safe against a power cut at any point: the single manifest stays the card's manifest (it
     is what every reader takes when present) until every day manifest is written and synced;
@@ -478,13 +480,11 @@ def migrate_card(root: Path) -> list:
         state.save(root)
         os.unlink(single)
         fsync_dir(root)
-    log.warning("%s: split into %d day manifests (a manifest per day folder)", single, len(days))
+    log.info("%s: split into %d day manifests (a manifest per day folder)", single, len(days))
     if not moved:
         return []
     numbers = ", ".join(str(json.loads(line)["line"]) for line in moved)
-    message = f"{single}: damaged line{'s' if len(moved) > 1 else ''} {numbers} moved to {DAMAGED}"
-    log.warning("%s", message)
-    return [message]
+    return [f"{single}: damaged line{'s' if len(moved) > 1 else ''} {numbers} moved to {DAMAGED}"]
 
 
 # -- whole days -------------------------------------------------------------------------------

@@ -208,7 +208,8 @@ class SegmentWriter:
         self._folder: Optional[str] = None  # the day folder the card state names
         self._recover_everywhere = True  # until the card state says where a cut can leave work
         self.repairs: list = []
-        """What prepare() found damaged on the card and repaired, one line each."""
+        """What prepare() found damaged on the card and repaired, one line each (the recorder
+        logs them and shows them in `edge status`)."""
 
     @property
     def is_open(self) -> bool:
@@ -235,7 +236,6 @@ class SegmentWriter:
         if state is None:
             if (self.root / CARD_STATE).exists():
                 self.repairs.append(f"{self.root / CARD_STATE}: damaged, rebuilt from every day folder")
-                log.warning("%s", self.repairs[-1])
             state = scan_card(self.root)
             state.save(self.root)
             self._recover_everywhere = True
