@@ -36,7 +36,7 @@ from typing import Iterable, Iterator, Optional, TextIO
 from .config import Settings, add_config_argument, device_name, load_config, resolve_data_path
 from .errors import EdgeError
 from .indicator import LedPattern
-from .manifest import card_manifests, manifest_path, retire_day
+from .manifest import DAY_FOLDER, card_manifests, manifest_path, retire_day
 from .storage import (MANIFEST, fsync_dir, iter_segments, read_manifest, rewrite_manifest, safe_name,
                       write_json_atomically, write_lines_atomically)
 
@@ -533,7 +533,9 @@ def device_folders(dirs: list) -> list:
                 raise EdgeError(f"{folder}: no such folder")
         except PermissionError:
             raise EdgeError(f"{folder}: permission denied") from None
-        candidates = [folder] + sorted(sub for sub in _listing(folder) if not sub.name.startswith("."))
+        # A card's day folders hold its manifests: they are not devices of their own.
+        candidates = [folder] + sorted(sub for sub in _listing(folder)
+                                       if not sub.name.startswith(".") and not DAY_FOLDER.match(sub.name))
         folders += [candidate for candidate in candidates if _has_manifest(candidate)]
     if not folders:
         raise EdgeError(f"{', '.join(map(str, dirs))}: no {MANIFEST} here nor in a folder one level down")

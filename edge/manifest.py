@@ -88,10 +88,8 @@ def _is_int(value) -> bool:
 
 
 def _relative_file(value) -> bool:
-    if not isinstance(value, str) or not value or "\\" in value:
-        return False
-    path = PurePosixPath(value)
-    return not path.is_absolute() and ".." not in path.parts
+    return (isinstance(value, str) and bool(value) and not value.startswith("/") and "\\" not in value
+            and ".." not in value.split("/"))
 
 
 _SEGMENT_FIELDS = (
@@ -337,13 +335,13 @@ def manifest_segments(manifest: Path, root: Path) -> list:
     present: dict = {}
 
     def exists(file: str) -> bool:
-        folder = (root / file).parent
+        folder, _, name = file.rpartition("/")
         if folder not in present:
             try:
-                present[folder] = set(os.listdir(folder))
+                present[folder] = set(os.listdir(os.path.join(root, folder)))
             except (FileNotFoundError, NotADirectoryError):
                 present[folder] = set()
-        return PurePosixPath(file).name in present[folder]
+        return name in present[folder]
 
     entries = [e for e in manifest_entries(manifest) if not is_tombstone(e) and exists(e["file"])]
     return sorted(entries, key=lambda e: e["seq"])
