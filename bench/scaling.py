@@ -4,13 +4,14 @@ history costs (issue 24).
 A synthetic history (manifest lines of about 680 bytes like a real segment's, each with a tiny
 WAV file, hard links of one per day) is generated for 1 day, 1 month and 1 year, and each is measured in a child process:
 
-- start: wall time of `edge process` of a 6-second file into that folder (start-up, the
-  segments stored, and the model load that is the same for every size);
-- PSS: the child's proportional set size at the end (/proc/self/smaps_rollup), and its peak
-  resident size (VmHWM);
-- sweep: one steady retention sweep, with ``keep_days`` null and with a ``keep_days`` nothing
-  has reached yet;
-- list: wall time of `edge list DIR` (one device).
+- start: what start-up costs that depends on the card (the segment writer's preparation and
+  the recorder's construction), the median of 3 children;
+- process: wall time of `edge process` of a 6-second file into that folder (start-up, model
+  load, 3 segments stored), the median of 3; PSS: that child's proportional set size at the
+  end (/proc/self/smaps_rollup), and its peak resident size (VmHWM);
+- sweep: the first retention sweep after start and a steady one (the median of 5), with
+  ``keep_days`` null ("off") and with a ``keep_days`` nothing has reached yet ("on");
+- list: wall time and peak memory of `edge list DIR` (one device, the office side).
 
 "before" is the code at BASELINE (the last commit with a single manifest.jsonl), extracted
 with `git archive` into a temporary folder, given the same history in its own layout; it is
@@ -106,7 +107,21 @@ def memory():
     return pss, hwm
 
 from edge.cli import main
-if what == "process":
+if what == "start":
+    # What starting costs that depends on the card: the writer's preparation (repair,
+    # recovery, the next number) and the recorder's construction (today's count, retention).
+    from edge.config import settings_from_dict
+    from edge.recorder import Recorder
+    from edge.storage import SegmentWriter
+    settings = settings_from_dict({})
+    t0 = time.perf_counter()
+    writer = SegmentWriter(root, "room1", "0" * 64, "bench")
+    writer.prepare()
+    Recorder(settings, None, writer)
+    took = time.perf_counter() - t0
+    pss, hwm = memory()
+    print(json.dumps({"s": took, "pss_mb": pss, "hwm_mb": hwm}))
+elif what == "process":
     t0 = time.perf_counter()
     with contextlib.redirect_stdout(io.StringIO()):
         code = main(["process", sys.argv[3], "--out", str(root)])
@@ -118,11 +133,15 @@ elif what == "sweep":
     from edge.retention import SegmentRetention
     keep = None if sys.argv[3] == "off" else float(sys.argv[3])
     retention = SegmentRetention(root, keep, SystemClock())
-    retention.sweep()  # the first one after start
     t0 = time.perf_counter()
-    retention.sweep()
-    took = time.perf_counter() - t0
-    print(json.dumps({"s": took}))
+    retention.sweep()  # the first one after start
+    first = time.perf_counter() - t0
+    steady = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        retention.sweep()
+        steady.append(time.perf_counter() - t0)
+    print(json.dumps({"first_s": first, "s": sorted(steady)[2]}))
 elif what == "list":
     t0 = time.perf_counter()
     with contextlib.redirect_stdout(io.StringIO()):
@@ -139,12 +158,21 @@ def measure(code_root: Path, what: str, root: Path, *args: str) -> dict:
                           capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"{what} in {root} failed: {done.stderr[-2000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    if result.get("code", 0) != 0:
+        raise RuntimeError(f"{what} in {root} exited {result['code']}: {done.stderr[-2000:]}")
+    return result
+
+
+def median_of(runs: int, code_root: Path, what: str, root: Path, *args: str) -> dict:
+    """The run with the median time of ``runs`` (each in a child of its own)."""
+    results = sorted((measure(code_root, what, root, *args) for _ in range(runs)), key=lambda r: r["s"])
+    return results[len(results) // 2]
 
 
 def baseline_tree(into: Path) -> Path | None:
     """The code at BASELINE, extracted (edge/ and models/), or None when git cannot give it."""
-    archive = subprocess.run(["git", "-C", str(REPO), "archive", BASELINE, "edge", "models"],
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", BASELINE, "edge", "models", "config"],
                              capture_output=True, check=False)
     if archive.returncode != 0:
         return None
@@ -168,21 +196,25 @@ def run(days_list: list, per_day: int, before: bool, keep_days: float) -> list:
                 segments = make_history(card, days, per_day, layout)
                 made = time.perf_counter() - t0
                 row = {"code": label, "days": days, "segments": segments, "generated_s": made}
-                row["sweep_off_ms"] = 1000 * measure(tree, "sweep", card, "off")["s"]
-                row["sweep_on_ms"] = 1000 * measure(tree, "sweep", card, str(keep_days))["s"]
+                started = median_of(3, tree, "start", card)
+                row.update(start_ms=1000 * started["s"], start_hwm_mb=started["hwm_mb"])
+                for retention, keep in (("off", "off"), ("on", str(keep_days))):
+                    swept = median_of(3, tree, "sweep", card, keep)
+                    row[f"first_sweep_{retention}_ms"] = 1000 * swept["first_s"]
+                    row[f"sweep_{retention}_ms"] = 1000 * swept["s"]
+                processed = median_of(3, tree, "process", card, str(SPEECH))
+                row.update(process_s=processed["s"], pss_mb=processed["pss_mb"], hwm_mb=processed["hwm_mb"])
                 listed = measure(tree, "list", card)
                 row["list_s"], row["list_hwm_mb"] = listed["s"], listed["hwm_mb"]
-                processed = measure(tree, "process", card, str(SPEECH))
-                row.update(start_s=processed["s"], pss_mb=processed["pss_mb"], hwm_mb=processed["hwm_mb"])
                 rows.append(row)
                 print(_line(row), flush=True)
                 shutil.rmtree(card)
     return rows
 
 
-COLUMNS = (("code", "{}"), ("days", "{}"), ("segments", "{}"), ("start_s", "{:.2f}"), ("pss_mb", "{:.1f}"),
-           ("hwm_mb", "{:.1f}"), ("sweep_off_ms", "{:.1f}"), ("sweep_on_ms", "{:.1f}"), ("list_s", "{:.2f}"),
-           ("list_hwm_mb", "{:.1f}"))
+COLUMNS = (("code", "{}"), ("days", "{}"), ("segments", "{}"), ("start_ms", "{:.1f}"), ("process_s", "{:.2f}"),
+           ("pss_mb", "{:.1f}"), ("hwm_mb", "{:.1f}"), ("first_sweep_off_ms", "{:.2f}"), ("sweep_off_ms", "{:.3f}"),
+           ("first_sweep_on_ms", "{:.2f}"), ("sweep_on_ms", "{:.3f}"), ("list_s", "{:.2f}"), ("list_hwm_mb", "{:.1f}"))
 
 
 def _line(row: dict) -> str:
@@ -201,7 +233,7 @@ def verdict(rows: list) -> list:
         return []
     small, large = after[min(after)], after[max(after)]
     lines = []
-    for key in ("start_s", "pss_mb", "sweep_off_ms", "sweep_on_ms"):
+    for key in ("start_ms", "process_s", "pss_mb", "sweep_off_ms", "sweep_on_ms"):
         ratio = large[key] / small[key] if small[key] else float("inf")
         lines.append(f"{key}: {max(after)} days / {min(after)} day = {ratio:.2f} "
                      f"({'within' if ratio <= 1.10 else 'NOT within'} 10 %)")
