@@ -36,7 +36,8 @@ from typing import Iterable, Iterator, Optional, TextIO
 from .config import Settings, add_config_argument, device_name, load_config, resolve_data_path
 from .errors import EdgeError
 from .indicator import LedPattern
-from .manifest import DAY_FOLDER, card_manifests, manifest_path, retire_day
+from .card import retire_day
+from .manifest import DAY_FOLDER, card_manifests, manifest_path
 from .storage import (MANIFEST, fsync_dir, iter_segments, read_manifest, rewrite_manifest, safe_name,
                       write_json_atomically, write_lines_atomically)
 

@@ -37,8 +37,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Optional
 
-from .manifest import (MANIFEST, CardState, append_manifest, card_manifests, fsync_dir,
-                       first_seq, manifest_path, manifest_segments, retire_day)
+from .card import CardState, retire_day
+from .manifest import (MANIFEST, append_manifest, card_manifests, fsync_dir, first_seq, manifest_path,
+                       manifest_segments)
 from .sync import SyncState
 
 log = logging.getLogger(__name__)

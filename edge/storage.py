@@ -29,11 +29,10 @@ import numpy as np
 
 from .encryption import AGE_WAV_EXTENSION, age_wav_samples
 from .errors import EdgeError
-from .manifest import (CARD_STATE, MANIFEST, SEGMENT_NAME, CardState, append_manifest, day_folders,  # noqa: F401
-                       fsync_dir, is_tombstone, iter_segments, manifest_entries, manifest_path, manifest_segments,
-                       migrate_card, next_seq, read_deletions, read_manifest, repair_manifest,
-                       retire_day, rewrite_manifest, scan_card, write_json_atomically,
-                       write_lines_atomically)
+from .card import CARD_STATE, SEGMENT_NAME, CardState, migrate_card, next_seq, retire_day, scan_card
+from .manifest import (MANIFEST, append_manifest, day_folders, fsync_dir, iter_segments,  # noqa: F401
+                       manifest_path, manifest_segments, read_deletions, read_manifest, repair_manifest,
+                       rewrite_manifest, write_json_atomically, write_lines_atomically)
 
 log = logging.getLogger(__name__)
 

@@ -29,7 +29,7 @@ from conftest import wait_until
 from edge.cli import main
 from edge.encryption import CHUNK_BYTES, AgeWav, age_payload_bytes
 from edge.errors import EdgeError
-from edge.manifest import CARD_STATE
+from edge.card import CARD_STATE
 from edge.storage import (MANIFEST, SegmentEnd, SegmentStart, SegmentWriter, file_sha256,
                           read_manifest)
 

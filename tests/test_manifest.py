@@ -21,8 +21,8 @@ from conftest import LESSON_WAV, Daemon, PacedSource, StopAfter, make_recorder, 
 import edge.manifest as edge_manifest
 from edge.cli import main
 from edge.config import load_config
-from edge.manifest import (CARD_STATE, DAMAGED, MANIFEST, card_manifests, manifest_entries, migrate_card,
-                           read_deletions, read_manifest)
+from edge.card import CARD_STATE, migrate_card
+from edge.manifest import DAMAGED, MANIFEST, card_manifests, manifest_entries, read_deletions, read_manifest
 from edge.storage import SegmentWriter
 
 # What replaces (or, for the torn line, follows) the manifest's second line.
