@@ -192,6 +192,8 @@ class SegmentRetention:
             if key is None or key[0] != inode:
                 key = self._first_seq[manifest.parent.name] = (inode, first_seq(manifest))
             keys[manifest] = key[1]
+        # Days retired or moved off are forgotten: five years of days do not stay in memory.
+        self._first_seq = {manifest.parent.name: self._first_seq[manifest.parent.name] for manifest in keys}
         return sorted(keys, key=lambda manifest: (keys[manifest], manifest.name))
 
     def _delete(self, age: SegmentAge) -> dict:
