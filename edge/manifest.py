@@ -289,6 +289,13 @@ def day_folders(root: Path) -> list:
         return []
 
 
+def moved_aside(root: Path) -> list:
+    """The files on a card that hold manifest lines moved aside as damaged (for `edge doctor`)."""
+    root = Path(root)
+    return [aside for aside in [root / DAMAGED] + [folder / DAMAGED for folder in day_folders(root)]
+            if aside.is_file()]
+
+
 def card_manifests(root: Path) -> list:
     """The manifest files of a card or a copy, oldest day first."""
     root = Path(root)
