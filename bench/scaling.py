@@ -1,17 +1,18 @@
-"""python -m bench.scaling [--days 1 30 365] [--per-day 360] [--no-before]: what the card's
-history costs (issue 24).
+"""python -m bench.scaling [--days 1 30 365] [--per-day 360] [--rounds 5] [--no-before]: what
+the card's history costs (issue 24, docs/card-layout.md).
 
 A synthetic history (manifest lines of about 680 bytes like a real segment's, each with a tiny
-WAV file, hard links of one per day) is generated for 1 day, 1 month and 1 year, and each is measured in a child process:
+WAV file, hard links of one per day) is generated for 1 day, 1 month and 1 year, and each is
+measured in child processes, the sizes in turns, ``--rounds`` times (the median is shown):
 
 - start: what start-up costs that depends on the card (the segment writer's preparation and
-  the recorder's construction), the median of 3 children;
+  the recorder's construction);
 - process: wall time of `edge process` of a 6-second file into that folder (start-up, model
-  load, 3 segments stored), the median of 3; PSS: that child's proportional set size at the
-  end (/proc/self/smaps_rollup), and its peak resident size (VmHWM);
-- sweep: the first retention sweep after start and a steady one (the median of 5), with
-  ``keep_days`` null ("off") and with a ``keep_days`` nothing has reached yet ("on");
-- list: wall time and peak memory of `edge list DIR` (one device, the office side).
+  load, 3 segments stored); PSS: that child's proportional set size at the end
+  (/proc/self/smaps_rollup), and its peak resident size (VmHWM);
+- sweep: the first retention sweep after start and a steady one (the median of 5 in a row),
+  with ``keep_days`` null ("off") and with a ``keep_days`` nothing has reached yet ("on");
+- list: wall time and peak memory of `edge list DIR` (one device, the office side), once.
 
 "before" is the code at BASELINE (the last commit with a single manifest.jsonl), extracted
 with `git archive` into a temporary folder, given the same history in its own layout; it is
@@ -25,6 +26,7 @@ import hashlib
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -164,12 +166,6 @@ def measure(code_root: Path, what: str, root: Path, *args: str) -> dict:
     return result
 
 
-def median_of(runs: int, code_root: Path, what: str, root: Path, *args: str) -> dict:
-    """The run with the median time of ``runs`` (each in a child of its own)."""
-    results = sorted((measure(code_root, what, root, *args) for _ in range(runs)), key=lambda r: r["s"])
-    return results[len(results) // 2]
-
-
 def baseline_tree(into: Path) -> Path | None:
     """The code at BASELINE, extracted (edge/ and models/), or None when git cannot give it."""
     archive = subprocess.run(["git", "-C", str(REPO), "archive", BASELINE, "edge", "models", "config"],
@@ -181,31 +177,41 @@ def baseline_tree(into: Path) -> Path | None:
     return into
 
 
-def run(days_list: list, per_day: int, before: bool, keep_days: float) -> list:
+def run(days_list: list, per_day: int, before: bool, keep_days: float, rounds: int) -> list:
+    """A row per code and history size. The sizes of one code are measured in turns, round
+    after round, and each figure is the median of its rounds: a busy moment of the machine
+    falls on one round of every size, not on one size."""
     rows = []
     with tempfile.TemporaryDirectory(prefix="edge-scaling-", dir=os.environ.get("EDGE_BENCH_TMP")) as tmp:
         tmp = Path(tmp)
-        trees = [("after", REPO, "day")]
+        trees = [("after", REPO, "day", rounds)]
         old = baseline_tree(tmp / "baseline") if before else None
         if old is not None:
-            trees.insert(0, ("before", old, "single"))
-        for days in days_list:
-            for label, tree, layout in trees:
-                card = tmp / f"{label}-{days}"
-                t0 = time.perf_counter()
-                segments = make_history(card, days, per_day, layout)
-                made = time.perf_counter() - t0
-                row = {"code": label, "days": days, "segments": segments, "generated_s": made}
-                started = median_of(3, tree, "start", card)
-                row.update(start_ms=1000 * started["s"], start_hwm_mb=started["hwm_mb"])
-                for retention, keep in (("off", "off"), ("on", str(keep_days))):
-                    swept = median_of(3, tree, "sweep", card, keep)
-                    row[f"first_sweep_{retention}_ms"] = 1000 * swept["first_s"]
-                    row[f"sweep_{retention}_ms"] = 1000 * swept["s"]
-                processed = median_of(3, tree, "process", card, str(SPEECH))
-                row.update(process_s=processed["s"], pss_mb=processed["pss_mb"], hwm_mb=processed["hwm_mb"])
+            # Its figures are seconds, not milliseconds: one round says enough, and more take minutes.
+            trees.insert(0, ("before", old, "single", 1))
+        for label, tree, layout, turns in trees:
+            cards = {days: tmp / f"{label}-{days}" for days in days_list}
+            runs = {days: [] for days in days_list}
+            segments = {days: make_history(card, days, per_day, layout) for days, card in cards.items()}
+            for _ in range(turns):
+                for days, card in cards.items():
+                    runs[days].append({
+                        "start": measure(tree, "start", card),
+                        "sweep_off": measure(tree, "sweep", card, "off"),
+                        "sweep_on": measure(tree, "sweep", card, str(keep_days)),
+                        "process": measure(tree, "process", card, str(SPEECH)),
+                    })
+            for days, card in cards.items():
+                def median(what: str, key: str) -> float:
+                    return statistics.median(turn[what][key] for turn in runs[days])
                 listed = measure(tree, "list", card)
-                row["list_s"], row["list_hwm_mb"] = listed["s"], listed["hwm_mb"]
+                row = {"code": label, "days": days, "segments": segments[days],
+                       "start_ms": 1000 * median("start", "s"), "process_s": median("process", "s"),
+                       "pss_mb": median("process", "pss_mb"), "hwm_mb": median("process", "hwm_mb"),
+                       "list_s": listed["s"], "list_hwm_mb": listed["hwm_mb"]}
+                for retention in ("off", "on"):
+                    row[f"first_sweep_{retention}_ms"] = 1000 * median(f"sweep_{retention}", "first_s")
+                    row[f"sweep_{retention}_ms"] = 1000 * median(f"sweep_{retention}", "s")
                 rows.append(row)
                 print(_line(row), flush=True)
                 shutil.rmtree(card)
@@ -246,13 +252,14 @@ def main(argv=None) -> int:
     parser.add_argument("--per-day", type=int, default=360, help="segments a day (360: 131,400 a year)")
     parser.add_argument("--keep-days", type=float, default=3650.0,
                         help="keep_days of the 'on' sweep (longer than the history: nothing is due)")
+    parser.add_argument("--rounds", type=int, default=5, help="turns of this version's measurements (median)")
     parser.add_argument("--no-before", action="store_true", help="measure this version only")
     args = parser.parse_args(argv)
     print(f"card history scaling, {args.per_day} segments a day; wall times are noisy on a shared machine")
     print(table([]))
-    rows = run(args.days, args.per_day, not args.no_before, args.keep_days)
+    rows = run(args.days, args.per_day, not args.no_before, args.keep_days, args.rounds)
     print()
-    print(table(rows))
+    print(table(sorted(rows, key=lambda row: (row["days"], row["code"] != "before"))))
     for line in verdict(rows):
         print(line)
     return 0
