@@ -141,25 +141,32 @@ def manifest_entries(path: Path, damaged: Optional[Callable[[int, bytes, str], N
 
     A damaged line goes to ``damaged(number, raw, expected)``, by default a warning naming the
     file and line; it is skipped either way. A torn last line (a power cut mid-append) is too."""
-    if damaged is None:
-        def damaged(number: int, raw: bytes, expected: str) -> None:
-            if raw.endswith(b"\n") and (str(path), number) not in _warned:
-                _warned.add((str(path), number))  # once per process, however often it is read
-                log.warning("%s:%d: skipped, expected %s", path, number, expected)
     try:
         f = open(path, "rb")
     except FileNotFoundError:
         return
     with f:
-        for number, raw in enumerate(f, 1):
-            try:
-                if not raw.endswith(b"\n"):
-                    raise DamagedLine("a whole line (this one is cut off)")
-                entry = parse_line(raw)
-            except DamagedLine as exc:
-                damaged(number, raw, str(exc))
-                continue
-            yield entry
+        yield from line_entries(f, str(path), damaged)
+
+
+def line_entries(lines: Iterable[bytes], where: str,
+                 damaged: Optional[Callable[[int, bytes, str], None]] = None) -> Iterator[dict]:
+    """The entries of manifest lines (bytes, each with its newline) read from ``where`` (a
+    file, or a remote's copy); damaged lines as in ``manifest_entries``."""
+    if damaged is None:
+        def damaged(number: int, raw: bytes, expected: str) -> None:
+            if raw.endswith(b"\n") and (where, number) not in _warned:
+                _warned.add((where, number))  # once per process, however often it is read
+                log.warning("%s:%d: skipped, expected %s", where, number, expected)
+    for number, raw in enumerate(lines, 1):
+        try:
+            if not raw.endswith(b"\n"):
+                raise DamagedLine("a whole line (this one is cut off)")
+            entry = parse_line(raw)
+        except DamagedLine as exc:
+            damaged(number, raw, str(exc))
+            continue
+        yield entry
 
 
 @contextmanager
