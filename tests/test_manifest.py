@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -204,9 +205,11 @@ class Cut(Exception):
     """The power went here."""
 
 
-def test_a_migration_cut_at_any_step_loses_nothing_and_finishes_at_the_next_start(tmp_path, capsys, monkeypatch):
+def card_before_day_manifests(tmp_path: Path, capsys, monkeypatch) -> tuple[Path, list, dict]:
+    """A card as the version before wrote it: two day folders, the older with a deleted
+    segment (a tombstone), line 2 damaged; returns it, the seqs it lists and the deleted entry."""
     template = tmp_path / "template"
-    for day in ("2026-11-23", "2026-11-24"):  # two day folders, the older one with a tombstone
+    for day in ("2026-11-23", "2026-11-24"):
         config = tmp_path / f"{day}.yaml"
         config.write_text(json.dumps({"led": {"pin": None}}))
         from edge import clock as edge_clock  # the wall clock names the day folder
@@ -222,7 +225,23 @@ def test_a_migration_cut_at_any_step_loses_nothing_and_finishes_at_the_next_star
     with open(single, "a") as f:
         f.write(json.dumps({"deleted": gone["file"], "seq": gone["seq"], "reason": "test"}) + "\n")
     damage(single, "garbage")
-    expected = sorted(e["seq"] for e in read_manifest(single))
+    return template, sorted(e["seq"] for e in read_manifest(single)), gone
+
+
+def assert_migrated_whole(card: Path, expected: list, gone: dict) -> None:
+    """What the next start leaves: every segment, the tombstone and the damaged line, once."""
+    writer = SegmentWriter(card, "room1", "m", "v")
+    writer.prepare()
+    assert sorted(e["seq"] for e in read_manifest(card)) == expected
+    assert [t["seq"] for t in read_deletions(card)] == [gone["seq"]]
+    assert not (card / MANIFEST).exists() and all_whole(card)
+    assert [json.loads(line)["line"] for line in (card / DAMAGED).read_text().splitlines()] == [2]
+    assert max(seqs_seen(card)) == max(expected)
+    assert writer._take_seq() == max(expected) + 1
+
+
+def test_a_migration_cut_at_any_step_loses_nothing_and_finishes_at_the_next_start(tmp_path, capsys, monkeypatch):
+    template, expected, gone = card_before_day_manifests(tmp_path, capsys, monkeypatch)
     writes = {"os.replace": os.replace, "os.unlink": os.unlink}
 
     cut_at = 0
@@ -252,14 +271,7 @@ def test_a_migration_cut_at_any_step_loses_nothing_and_finishes_at_the_next_star
             monkeypatch.undo()
         # Between the cut and the next start, every reader sees each segment exactly once.
         assert sorted(e["seq"] for e in read_manifest(card)) == expected, cut_at
-        writer = SegmentWriter(card, "room1", "m", "v")
-        writer.prepare()  # the next start
-        assert sorted(e["seq"] for e in read_manifest(card)) == expected, cut_at
-        assert [t["seq"] for t in read_deletions(card)] == [gone["seq"]], cut_at
-        assert not (card / MANIFEST).exists() and all_whole(card)
-        assert [json.loads(line)["line"] for line in (card / DAMAGED).read_text().splitlines()] == [2], cut_at
-        assert max(seqs_seen(card)) == max(expected)
-        assert writer._take_seq() == max(expected) + 1
+        assert_migrated_whole(card, expected, gone)
         if finished:
             break
         cut_at += 1
@@ -280,3 +292,60 @@ def test_a_lost_or_damaged_card_state_is_rebuilt_from_every_day_folder(tmp_path,
     writer.prepare()
     assert writer._take_seq() == first[-1]["seq"] + 6
     assert writer.repairs == ([] if state is None else [f"{out / CARD_STATE}: damaged, rebuilt from every day folder"])
+
+
+# `migrate_card` in a child that dies (the power goes) just before its Nth rename or unlink.
+MIGRATE_UNTIL_CUT = r"""
+import os, sys
+from pathlib import Path
+from edge.card import migrate_card
+left = int(sys.argv[2])
+def cut_before(real):
+    def call(*args, **kwargs):
+        global left
+        if left == 0:
+            os._exit(9)
+        left -= 1
+        return real(*args, **kwargs)
+    return call
+os.replace, os.unlink = cut_before(os.replace), cut_before(os.unlink)
+migrate_card(Path(sys.argv[1]))
+"""
+
+
+def copy_durably(source: Path, target: Path) -> None:
+    shutil.copytree(source, target)
+    for path in sorted(target.rglob("*"), reverse=True) + [target, target.parent]:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def test_a_migration_cut_below_the_page_cache_loses_nothing(tmp_path, capsys, monkeypatch):
+    """On LazyFS, whose clear-cache drops every write not fsynced as a pulled plug does: the
+    migration dies before each of its renames and unlinks in turn, the unsynced writes go,
+    and the card still lists every segment once, then migrates whole at the next start."""
+    lazyfs = pytest.importorskip("lazyfs", reason="tests/lazyfs.py (LazyFS power cuts) not present")
+    if lazyfs.unavailable():
+        pytest.skip(lazyfs.unavailable())
+    template, expected, gone = card_before_day_manifests(tmp_path, capsys, monkeypatch)
+    fs = lazyfs.LazyFs(tmp_path / "lazyfs")
+    try:
+        cut_at = 0
+        while True:
+            card = fs.mount / f"card{cut_at}"
+            copy_durably(template, card)
+            child = subprocess.run([sys.executable, "-c", MIGRATE_UNTIL_CUT, str(card), str(cut_at)],
+                                   capture_output=True, text=True)
+            assert child.returncode in (0, 9), child.stderr
+            fs.clear_cache()
+            assert sorted(e["seq"] for e in read_manifest(card)) == expected, cut_at
+            assert_migrated_whole(card, expected, gone)
+            if child.returncode == 0:
+                break
+            cut_at += 1
+    finally:
+        fs.close()
+    assert cut_at >= 4
