@@ -9,7 +9,7 @@ DEB_PACKAGES := portaudio19-dev python3-venv python3-dev gcc alsa-utils age
 TEST_DEB_PACKAGES := openssh-server openssh-client rclone
 SILERO_PIN := silero-vad==6.2.3
 
-.PHONY: deb test-deb venv test fuzz run demo model bench bench-sync soak install uninstall clean lazyfs mutate check-targets
+.PHONY: deb test-deb venv test fuzz run demo model bench bench-sync bench-scaling soak install uninstall clean lazyfs mutate check-targets
 SOAK_CUTS ?= 200
 LAZYFS_DIR ?= /var/tmp/edge-lazyfs
 LAZYFS_SRC ?= ../shared/tools/lazyfs
@@ -74,7 +74,7 @@ demo: venv
 	$(BIN)/edge --log-level warning process tests/data/lesson_15s.wav tests/data/silero_test_6s.wav \
 	  --out demo-recordings --config $(CONFIG)
 	@echo "segments on disk:"; find demo-recordings -name '*.wav' | sort
-	@echo "manifest: demo-recordings/manifest.jsonl"
+	@echo "manifests (one per day folder):"; find demo-recordings -name manifest.jsonl | sort
 
 # A longer, differently seeded run of the power-cut test than `make test` does.
 soak: venv lazyfs
@@ -121,6 +121,12 @@ bench: venv
 	done
 	$(BIN)/python -m bench $(BENCH_ARGS)
 	$(MAKE) --no-print-directory bench-sync
+	$(MAKE) --no-print-directory bench-scaling
+
+# What the card's history costs: a day, a month and a year of segments, this version beside
+# the last one with a single manifest.jsonl (docs/card-layout.md).
+bench-scaling: venv
+	$(BIN)/python -m bench.scaling $(BENCH_SCALING_ARGS)
 
 # `edge sync` of a synthesized week (1 GB) to sshd on 127.0.0.1 beside plain `rclone copy`.
 bench-sync: venv test-deb

@@ -20,8 +20,9 @@ from typing import Optional
 
 from .encryption import AGE_WAV_EXTENSION, WAV_HEADER_BYTES, age_program
 from .errors import EdgeError, printable
-from .entries import checked_segments
-from .storage import MANIFEST, file_sha256, fit_wav_header
+from .entries import checked_entry
+from .manifest import DAY_FOLDER
+from .storage import MANIFEST, file_sha256, fit_wav_header, read_manifest
 
 PARTIAL_SUFFIX = ".decrypting"
 SECRET_KEY_LINES = (b"AGE-SECRET-KEY-1", b"AGE-PLUGIN-", b"-----BEGIN")
@@ -107,10 +108,12 @@ def find_segments(src: Path, dest: Path) -> list:
         raise EdgeError(f"{dest}: destination folder does not exist")
     listed = {}
     for manifest in sorted(src.rglob(MANIFEST)):
-        for entry in checked_segments(manifest.parent):
-            path = manifest.parent / entry["file"]
+        # A card's day manifest names files from the card's top, one folder up.
+        top = manifest.parent.parent if DAY_FOLDER.match(manifest.parent.name) else manifest.parent
+        for entry in read_manifest(manifest):
+            path = top / entry["file"]
             if entry["file"].endswith(AGE_WAV_EXTENSION) and path.exists():
-                listed[path] = entry
+                listed[path] = checked_entry(manifest, entry)
     segments = []
     for path in sorted(src.rglob("*" + AGE_WAV_EXTENSION)):
         target = dest / path.relative_to(src).as_posix()[: -len(".age")]
@@ -119,12 +122,14 @@ def find_segments(src: Path, dest: Path) -> list:
 
 
 def _listing_entry(path: Path) -> Optional[dict]:
-    """The manifest entry of one file: the manifest is at the top of a card's or an export's
-    device folder, one date folder above the file."""
-    for folder in (path.parent, path.parent.parent):
-        for entry in checked_segments(folder):
+    """The manifest entry of one file: the manifest is in the file's day folder (a card) or
+    at the top of a card's or an export's device folder, one day folder above the file; its
+    paths start at that top."""
+    for folder, manifest in ((path.parent, path.parent / MANIFEST), (path.parent.parent, path.parent / MANIFEST),
+                             (path.parent.parent, path.parent.parent / MANIFEST)):
+        for entry in read_manifest(manifest) if manifest.is_file() else []:
             if (folder / entry["file"]).resolve() == path.resolve():
-                return entry
+                return checked_entry(manifest, entry)
     return None
 
 

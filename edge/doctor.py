@@ -23,6 +23,7 @@ from .detector import make_detector
 from .encryption import recipient_arguments
 from .errors import DEVICE_MODULES, EdgeError, permission_denied
 from .indicator import GPIO_CHIPS
+from .manifest import moved_aside
 from .status import RecorderState, is_recorder_process, read_status, state_line, status_age_s
 from .storage import FreeSpaceGuard
 from .sync import SyncFailed, configured_remote, make_rclone, status_lines, split_remote
@@ -204,6 +205,15 @@ def check_storage(settings: Settings, daemon: Optional[dict]) -> CheckResult:
     if free < settings.storage.min_free_mb:
         return CheckResult(False, f"{free:.0f} MB free under {existing}, below the "
                            f"{settings.storage.min_free_mb} MB floor", "copy recordings off (edge export)")
+    try:
+        aside = moved_aside(root)
+    except PermissionError:
+        aside = []  # the recordings are the service's: the daemon's status says what it repaired
+    if aside:
+        return CheckResult(False, f"{root} writable, {free:.0f} MB free; damaged manifest lines were moved to "
+                           f"{', '.join(map(str, aside))} (recording goes on, no audio was deleted)",
+                           "read them (damage that comes back means a failing card: copy it off), "
+                           "then remove those files")
     return CheckResult(True, f"{root} writable, {free:.0f} MB free")
 
 

@@ -15,7 +15,7 @@ from pathlib import Path, PurePosixPath
 from typing import Callable
 
 from .errors import EdgeError, shown
-from .storage import MANIFEST, iter_segments
+from .manifest import iter_segments, manifest_path
 
 SHA256 = re.compile(r"[0-9a-f]{64}")
 
@@ -66,9 +66,8 @@ def checked_entry(manifest: Path, entry: dict) -> dict:
 
 
 def checked_segments(root: Path) -> list:
-    """The segments under ``root`` whose files exist (storage.iter_segments), each checked."""
-    manifest = Path(root) / MANIFEST
-    return [checked_entry(manifest, entry) for entry in iter_segments(root)]
+    """The segments under ``root`` whose files exist (manifest.iter_segments), each checked."""
+    return [checked_entry(manifest_path(root, entry["file"]), entry) for entry in iter_segments(root)]
 
 
 def _damaged(manifest: Path, entry: dict, problem: str) -> None:

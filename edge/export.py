@@ -37,6 +37,8 @@ from .config import Settings, add_config_argument, device_name, load_config, res
 from .entries import checked_entry, checked_segments
 from .errors import EdgeError
 from .indicator import LedPattern
+from .card import retire_day
+from .manifest import DAY_FOLDER, card_manifests, manifest_path
 from .storage import (MANIFEST, fsync_dir, read_manifest, rewrite_manifest, safe_name,
                       write_json_atomically, write_lines_atomically)
 
@@ -378,16 +380,20 @@ def remove_segments(root: Path, verified: list, problems: list, reason: str) -> 
             problems.append(f"{entry['file']}: copied, but cannot remove it from the card ({exc.strerror})")
             continue
         removed.append(entry)
-    try:
-        for folder in {(root / entry["file"]).parent for entry in removed}:
-            fsync_dir(folder)
-        removed_keys = {_entry_key(entry) for entry in removed}
-        at = datetime.now().astimezone().isoformat(timespec="seconds")
-        rewrite_manifest(root / MANIFEST, lambda entry: _entry_key(entry) not in removed_keys,
-                         lambda entry: {"deleted": entry["file"], "seq": entry["seq"], "reason": reason, "at": at})
-    except OSError as exc:
-        # Lines whose file is gone are skipped everywhere: untidy, not harmful.
-        problems.append(f"{root / MANIFEST}: cannot remove the copied segments' lines ({exc.strerror})")
+    removed_keys = {_entry_key(entry) for entry in removed}
+    at = datetime.now().astimezone().isoformat(timespec="seconds")
+    for manifest in sorted({manifest_path(root, entry["file"]) for entry in removed}):
+        try:
+            for folder in {(root / entry["file"]).parent for entry in removed
+                           if manifest_path(root, entry["file"]) == manifest}:
+                fsync_dir(folder)
+            rewrite_manifest(manifest, lambda entry: _entry_key(entry) not in removed_keys,
+                             lambda entry: {"deleted": entry["file"], "seq": entry["seq"], "reason": reason, "at": at})
+            if manifest.parent != root:
+                retire_day(root, manifest.parent)
+        except OSError as exc:
+            # Lines whose file is gone are skipped everywhere: untidy, not harmful.
+            problems.append(f"{manifest}: cannot remove the copied segments' lines ({exc.strerror})")
     return removed
 
 
@@ -533,8 +539,10 @@ def device_folders(dirs: list) -> list:
                 raise EdgeError(f"{folder}: no such folder")
         except PermissionError:
             raise EdgeError(f"{folder}: permission denied") from None
-        candidates = [folder] + sorted(sub for sub in _listing(folder) if not sub.name.startswith("."))
-        folders += [candidate for candidate in candidates if _readable_file(candidate / MANIFEST)]
+        # A card's day folders hold its manifests: they are not devices of their own.
+        candidates = [folder] + sorted(sub for sub in _listing(folder)
+                                       if not sub.name.startswith(".") and not DAY_FOLDER.match(sub.name))
+        folders += [candidate for candidate in candidates if _has_manifest(candidate)]
     if not folders:
         raise EdgeError(f"{', '.join(map(str, dirs))}: no {MANIFEST} here nor in a folder one level down")
     return folders
@@ -547,11 +555,12 @@ def _listing(folder: Path) -> list:
         raise EdgeError(f"{folder}: permission denied") from None
 
 
-def _readable_file(path: Path) -> bool:
+def _has_manifest(folder: Path) -> bool:
+    """A card's or a copy's folder: a manifest.jsonl, or day folders that have one."""
     try:
-        return path.is_file()
+        return bool(card_manifests(folder))
     except PermissionError:
-        raise EdgeError(f"{path.parent}: permission denied") from None
+        raise EdgeError(f"{folder}: permission denied") from None
 
 
 def merged_segments(dirs: list) -> list:

@@ -19,8 +19,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Iterable, Optional
 
-from .storage import (MANIFEST, SEGMENT_NAME, append_manifest, fsync_dir, iter_segments,
-                      read_deletions, write_json_atomically)
+from .manifest import card_manifests, first_seq, manifest_path, manifest_segments
+from .storage import SEGMENT_NAME, append_manifest, fsync_dir, read_deletions, write_json_atomically
 from .sync import SyncState
 
 log = logging.getLogger(__name__)
@@ -44,10 +44,10 @@ def forget_recent(root: Path, minutes: float, by: str, clock, open_files: Iterab
     synced = SyncState.load(root)
     export = _last_export(export_state)
     items = []
-    for entry in iter_segments(root):
-        if _began_inside(entry, since_boot, boot_id, since_wall):
-            items.append({"file": entry["file"], "seq": entry["seq"], "start": entry["start"],
-                          "delete": [entry["file"]], "copies": _copies(entry, synced, export)})
+    for entry in _newest_first(root, lambda entry: _began_inside(entry, since_boot, boot_id, since_wall)):
+        items.append({"file": entry["file"], "seq": entry["seq"], "start": entry["start"],
+                      "delete": [entry["file"]], "copies": _copies(entry, synced, export)})
+    items.reverse()
     open_files = [Path(path) for path in open_files]
     if open_files:
         final = open_files[0].name.removesuffix(".part")
@@ -86,8 +86,22 @@ def finish_interrupted_forget(root: Path) -> Optional[dict]:
     return intent
 
 
+def _newest_first(root: Path, inside) -> list:
+    """The segments under ``root`` that ``inside`` accepts, newest first, reading day by day
+    back only until a day has none: the window is minutes, the card's history years."""
+    found = []
+    for manifest in sorted(card_manifests(root), key=first_seq, reverse=True):
+        entries = manifest_segments(manifest, root)
+        chosen = [entry for entry in reversed(entries) if inside(entry)]
+        found += chosen
+        if entries and not chosen:
+            break
+    return found
+
+
 def _carry_out(root: Path, intent: dict, noted: bool = True) -> None:
-    done = {tombstone["deleted"] for tombstone in read_deletions(root / MANIFEST)}
+    manifests = {manifest_path(root, item["file"]) for item in intent["segments"]}
+    done = {tombstone["deleted"] for manifest in manifests for tombstone in read_deletions(manifest)}
     for item in intent["segments"]:
         for name in item["delete"]:
             path = root / name
@@ -98,7 +112,7 @@ def _carry_out(root: Path, intent: dict, noted: bool = True) -> None:
         reason = intent["reason"]
         if item["copies"]:
             reason += f"; a copy exists elsewhere: {'; '.join(item['copies'])}"
-        append_manifest(root / MANIFEST, {"deleted": item["file"], "seq": item["seq"],
+        append_manifest(manifest_path(root, item["file"]), {"deleted": item["file"], "seq": item["seq"],
                                           "reason": reason, "at": intent["at"]})
         log.warning("%s: %s", item["file"], reason)
     if noted:

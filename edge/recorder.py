@@ -11,6 +11,7 @@ import logging
 import os
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -30,7 +31,7 @@ from .pausing import PauseAndForget
 from .retention import SegmentRetention
 from .segmenter import SegmentAudio, SegmentClosed, SegmentOpened, SpeechSegmenter
 from .status import RecorderState, RecorderStatus
-from .storage import (FreeSpaceGuard, PlainWav, SegmentEnd, SegmentStart, SegmentWriter,
+from .storage import (MANIFEST, FreeSpaceGuard, PlainWav, SegmentEnd, SegmentStart, SegmentWriter,
                       StorageUnavailable, read_manifest)
 from .supervisor import CaptureSupervisor, StatusPublisher, StorageSupervisor, Watchdog
 
@@ -39,6 +40,7 @@ log = logging.getLogger(__name__)
 SAMPLE_RATE = 16000
 EXTRA_CHECK_S = 1.0
 RETENTION_CHECK_S = 600.0
+ENTRIES_KEPT = 100
 
 
 @dataclass
@@ -115,13 +117,19 @@ class Recorder(PauseAndForget):
                                           settings.sync.remote)
         self.watchdog = Watchdog(notifier, watchdog_every, monotonic)
         today = clock.wall().date()
-        # A restart mid-day must not reset the count people see in `edge status`.
+        # A restart mid-day must not reset the count people see in `edge status`; today's
+        # segments are in today's folder, so that is all there is to read.
         self.status = RecorderStatus(pid=os.getpid(), segments_today=sum(
-            _recorded_on(e, today) for e in read_manifest(writer.manifest)))
+            _recorded_on(e, today) for e in read_manifest(writer.root / today.strftime("%Y%m%d") / MANIFEST)))
         self.status.led = getattr(indicator, "name", None)  # `edge doctor` must not open it again
         self.publisher = StatusPublisher(self.status, status_path, notifier, clock, monotonic, guard.free_mb)
+        for repair in writer.repairs:
+            self.publisher.warn(repair)
+        self.status.manifest_repairs = list(writer.repairs)
         self.capture: Optional[CaptureSupervisor] = None
-        self.entries: list[dict] = []
+        self.entries: deque = deque(maxlen=ENTRIES_KEPT)
+        """The last segments stored (a bounded few: the daemon runs for a school year)."""
+        self._summary: Optional[FileSummary] = None
         self._segmenter = self._new_segmenter()
         self._live = False
         self._source: Optional[FrameSource] = None
@@ -142,8 +150,7 @@ class Recorder(PauseAndForget):
         self._live = False
         source.open()
         self._begin(source)
-        summary = FileSummary(source.name)
-        first_entry = len(self.entries)
+        summary = self._summary = FileSummary(source.name)
         try:
             while True:
                 try:
@@ -154,10 +161,8 @@ class Recorder(PauseAndForget):
         finally:
             self._store(self._segmenter.flush())
             source.close()
+            self._summary = None
         summary.total_s = self._samples / SAMPLE_RATE
-        for entry in self.entries[first_entry:]:
-            summary.segments += 1
-            summary.kept_s += entry["duration_s"]
         return summary
 
     def run(self, source: FrameSource, stop: threading.Event, wait_for_device: bool = False) -> None:
@@ -254,6 +259,9 @@ class Recorder(PauseAndForget):
         if entry is None:
             return
         self.entries.append(entry)
+        if self._summary is not None:
+            self._summary.segments += 1
+            self._summary.kept_s += entry["duration_s"]
         self.publisher.segment_stored(entry)
         log.info("stored %s (%.1f s)", entry["file"], entry["duration_s"])
         if self._live:

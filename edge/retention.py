@@ -25,18 +25,28 @@ and keeps the reason in ``SegmentRetention.paused`` for `edge status`.
 
 Deleted files are logged and a tombstone line is appended to the manifest:
 ``{"deleted": FILE, "seq": N, "reason": ..., "at": ISO}``.
+
+A sweep works on whole day folders in the order they were begun and stops at the first day
+with a segment it proves young (ages only shrink as ``seq`` grows): what it reads is that day,
+the next one and the folder written last (the newest segments, the evidence of later ones),
+whatever the card's history. A day whose segments are all gone is retired
+(edge.manifest.retire_day), so that no later sweep reads it again. Less evidence can only make
+an age smaller, never larger: a sweep may delete later than one that read everything, never
+more. With ``keep_days`` null it deletes nothing and reads only up to the oldest segment left.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Optional
 
-from .storage import MANIFEST, append_manifest, fsync_dir, iter_segments
+from .card import CardState, retire_day
+from .manifest import (MANIFEST, append_manifest, card_manifests, fsync_dir, first_seq, manifest_path,
+                       manifest_segments)
 from .sync import SyncState
 
 log = logging.getLogger(__name__)
@@ -45,6 +55,8 @@ DAY_S = 86400.0
 CLOCK_TOLERANCE_S = 600.0
 """How far apart wall time and boot time may drift over the same span and still agree, in
 seconds: NTP steps and slews, and a segment's stamps are taken a moment apart."""
+UNPROVEN_DAYS_READ = 7
+"""Day folders of segments of unknown age a sweep reads past, at most."""
 
 
 @dataclass(frozen=True)
@@ -149,6 +161,14 @@ def segment_ages(entries: list, clock) -> list:
     return assess_ages(entries, clock)[0]
 
 
+def _fingerprint(manifest: Path) -> Optional[tuple]:
+    try:
+        status = manifest.stat()
+    except FileNotFoundError:
+        return None
+    return status.st_ino, status.st_size, status.st_mtime_ns
+
+
 class SegmentRetention:
     """Deletes the segments under ``root`` that are older than ``keep_days`` (None: none)."""
 
@@ -162,29 +182,104 @@ class SegmentRetention:
         """The oldest segment left after the last sweep."""
         self.paused: Optional[str] = None
         """Why the last sweep deleted nothing although it might have (the clocks disagree)."""
+        self._first_seq: dict = {}  # day folder -> (inode of its manifest, seq of its first line)
+        self._rest: Optional[tuple] = None  # (boot time due, clock synced, manifest, its fingerprint)
+        self._rest_from = 0.0
 
     def sweep(self) -> list:
-        """Delete what is too old; returns the tombstones written to the manifest."""
-        ages, disagreement = assess_ages(list(iter_segments(self.root)), self.clock)
-        if disagreement != self.paused and self.keep_days is not None:
+        """Delete what is too old; returns the tombstones written to the manifest, by seq.
+
+        Once the oldest segment left has a known age, nothing can be due before it is: until
+        then (in this boot, with the clock as it was, that day's manifest unchanged) a sweep
+        only ages it, and reads nothing but the manifest's inode."""
+        if self._rest is not None:
+            due, synced_then, manifest, seen = self._rest
+            now = self.clock.boottime()
+            if now < due and self.clock.synced() == synced_then and _fingerprint(manifest) == seen:
+                oldest = self.oldest
+                if oldest is not None and oldest.age_s is not None:
+                    self.oldest = replace(oldest, age_s=oldest.age_s + now - self._rest_from)
+                self._rest_from = now
+                return []
+        self._rest = None
+        manifests = self._by_first_seq(card_manifests(self.root))
+        state = CardState.load(self.root)
+        # The folder written last holds the newest segments, whose ages bound every older one's.
+        newest = [] if state is None or state.folder is None else manifest_segments(
+            self.root / state.folder / MANIFEST, self.root)
+        synced = SyncState.load(self.root) if self.sync_remote and self.keep_days is not None else None
+        tombstones = []
+        self.oldest = None
+        unproven = 0
+        disagreement = None
+        for index, manifest in enumerate(manifests):
+            window = {entry["file"]: entry for day in manifests[index:index + 2]
+                      for entry in manifest_segments(day, self.root)}
+            window.update((entry["file"], entry) for entry in newest)
+            assessed, disagreement = assess_ages(list(window.values()), self.clock)
+            ages = [age for age in assessed
+                    if manifest_path(self.root, age.file) == manifest and (self.root / age.file).exists()]
+            if disagreement and self.keep_days is not None:
+                self.oldest = self.oldest or next(iter(ages), None)
+                break  # the clocks disagree: nothing is deleted, not even what boot time proves old
+            left = []
+            for age in ages:
+                if self.keep_days is None or age.age_s is None or age.age_s <= self.keep_days * DAY_S:
+                    left.append(age)
+                    continue
+                tombstone = self._delete(age)
+                if synced is not None and not synced.is_synced(age.file):
+                    log.warning("deleted %s before it was copied to %s", age.file, self.sync_remote)
+                tombstones.append(tombstone)
+            if self.oldest is None and left:
+                self.oldest = left[0]
+            # Ages only shrink as seq grows: after a segment proven young, all are young. Days
+            # of segments nothing ages (recorded in another boot, no clock to tell, nothing
+            # of this boot yet) are passed over, a bounded few a sweep.
+            unproven += bool(left)
+            if (self.keep_days is None and left or any(age.age_s is not None for age in left)
+                    or unproven > UNPROVEN_DAYS_READ):
+                self._rest_until_due(manifest, left)
+                break
+            if not left and self.keep_days is not None and manifest.parent != self.root:
+                retire_day(self.root, manifest.parent)
+        self._pause(disagreement if self.keep_days is not None else None)
+        return sorted(tombstones, key=lambda t: t["seq"])
+
+    def _pause(self, disagreement: Optional[str]) -> None:
+        """Keep why retention deletes nothing now, and log it once when it changes."""
+        if disagreement != self.paused:
             if disagreement:
                 log.warning("retention paused, nothing is deleted: %s", disagreement)
             else:
                 log.info("retention resumed: the clocks agree again")
-        self.paused = disagreement if self.keep_days is not None else None
-        tombstones = []
-        synced = SyncState.load(self.root) if self.sync_remote else None
-        for age in ages:
-            if (self.keep_days is None or self.paused or age.age_s is None
-                    or age.age_s <= self.keep_days * DAY_S):
+        self.paused = disagreement
+
+    def _rest_until_due(self, manifest: Path, left: list) -> None:
+        if left[0].age_s is None:
+            return  # what this boot records next may prove it old at any time
+        now = self.clock.boottime()
+        due = now + (self.keep_days * DAY_S - left[0].age_s if self.keep_days is not None else float("inf"))
+        self._rest = (due, self.clock.synced(), manifest, _fingerprint(manifest))
+        self._rest_from = now
+
+    def _by_first_seq(self, manifests: list) -> list:
+        """Day manifests in the order they were begun (by their first line's seq): a wrong
+        clock can name a newer day folder before an older one. Remembered per manifest file,
+        so that a sweep reads one line of a day only once in the daemon's life."""
+        keys = {}
+        for manifest in manifests:
+            try:
+                inode = manifest.stat().st_ino
+            except FileNotFoundError:
                 continue
-            tombstone = self._delete(age)
-            if synced is not None and not synced.is_synced(age.file):
-                log.warning("deleted %s before it was copied to %s", age.file, self.sync_remote)
-            tombstones.append(tombstone)
-        deleted = {t["deleted"] for t in tombstones}
-        self.oldest = next((age for age in ages if age.file not in deleted), None)
-        return tombstones
+            key = self._first_seq.get(manifest.parent.name)
+            if key is None or key[0] != inode:
+                key = self._first_seq[manifest.parent.name] = (inode, first_seq(manifest))
+            keys[manifest] = key[1]
+        # Days retired or moved off are forgotten: five years of days do not stay in memory.
+        self._first_seq = {manifest.parent.name: self._first_seq[manifest.parent.name] for manifest in keys}
+        return sorted(keys, key=lambda manifest: (keys[manifest], manifest.name))
 
     def _delete(self, age: SegmentAge) -> dict:
         path = self.root / age.file
@@ -196,6 +291,6 @@ class SegmentRetention:
                      "reason": f"retention: recorded {age.age_s / DAY_S:.2f} days ago, "
                                f"storage.keep_days is {self.keep_days:g}",
                      "at": self.clock.wall().isoformat(timespec="seconds")}
-        append_manifest(self.root / MANIFEST, tombstone)
+        append_manifest(manifest_path(self.root, age.file), tombstone)
         log.warning("deleted %s: %s", age.file, tombstone["reason"])
         return tombstone

@@ -58,6 +58,9 @@ class RecorderStatus:
     """Wall time recording resumes by itself while paused, ISO 8601; None when not paused."""
     retention_paused: Optional[str] = None
     """Why retention deletes nothing now (the clocks disagree); None when it works."""
+    manifest_repairs: list = field(default_factory=list)
+    """What the daemon found damaged in the card's manifests at start and repaired (damaged
+    lines moved aside, a manifest split per day), one line each; empty when all was whole."""
 
     def summary(self) -> str:
         """The one line systemd shows as STATUS=."""

@@ -3,8 +3,8 @@
 A segment is written as ``<name>.wav.part`` beside a ``<name>.wav.part.json`` sidecar that
 holds what is known when it opens. The header is brought up to date at every fsync, so even
 a ``.part`` cut off by a power loss is a valid WAV of the audio it had. On close the file is
-renamed to ``<name>.wav`` and one JSON line is appended to ``manifest.jsonl``; only then is
-the sidecar removed. ``recover()`` finishes whatever a power cut interrupted, so that every
+renamed to ``<name>.wav`` and one JSON line is appended to its day folder's ``manifest.jsonl``
+(edge.manifest); only then is the sidecar removed. ``recover()`` finishes whatever a power cut interrupted, so that every
 segment ends up listed in the manifest exactly once.
 
 How the audio itself reaches the file is a ``SegmentFormat``: a plain WAV here, an age
@@ -14,11 +14,6 @@ are the same for both.
 
 from __future__ import annotations
 
-try:
-    import fcntl
-except ImportError:  # Windows: only the office commands (list, decrypt) run there, without locks
-    fcntl = None
-
 import hashlib
 import json
 import logging
@@ -27,24 +22,25 @@ import os
 import re
 import struct
 from dataclasses import asdict, dataclass, field
-from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Optional, Protocol
+from typing import Optional, Protocol
 
 import numpy as np
 
 from .encryption import AGE_WAV_EXTENSION, age_wav_samples
 from .errors import EdgeError
+from .card import CARD_STATE, SEGMENT_NAME, CardState, migrate_card, next_seq, retire_day, scan_card
+from .manifest import (MANIFEST, append_manifest, day_folders, fsync_dir, iter_segments,  # noqa: F401
+                       manifest_path, manifest_segments, read_deletions, read_manifest, repair_manifest,
+                       rewrite_manifest, write_json_atomically, write_lines_atomically)
 
 log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16000
 HEADER_BYTES = 44
-MANIFEST = "manifest.jsonl"
 PART = ".part"
 SIDECAR = ".part.json"
-SEGMENT_NAME = re.compile(r"^(\d{6,})_\d{6}_.+\.wav(\.age)?(\.part)?$")
 
 
 def wav_header(data_bytes: int) -> bytes:
@@ -62,113 +58,9 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_json_atomically(path: Path, data: dict) -> None:
-    write_lines_atomically(path, [json.dumps(data)])
-
-
-def read_manifest(path: Path) -> list[dict]:
-    """The segment entries of a manifest (not its tombstones); a torn last line (power cut
-    mid-append) is skipped."""
-    return [entry for entry in _manifest_lines(path) if not is_tombstone(entry)]
-
-
-def read_deletions(path: Path) -> list[dict]:
-    """The tombstones of a manifest: ``{"deleted": FILE, "reason": ..., ...}`` per deleted file."""
-    return [entry for entry in _manifest_lines(path) if is_tombstone(entry)]
-
-
-def is_tombstone(entry: dict) -> bool:
-    return "deleted" in entry
-
-
-def _manifest_lines(path: Path) -> list[dict]:
-    try:
-        lines = Path(path).read_text().splitlines()
-    except FileNotFoundError:
-        return []
-    entries = []
-    for number, line in enumerate(lines, 1):
-        try:
-            entries.append(json.loads(line))
-        except json.JSONDecodeError:
-            if number != len(lines):
-                raise EdgeError(f"{path}: line {number} is not valid JSON") from None
-    return entries
-
-
 def safe_name(name: str) -> str:
     """A device name as it may appear in file and folder names."""
     return re.sub(r"[^A-Za-z0-9.-]+", "-", name)
-
-
-@contextmanager
-def locked_manifest(manifest: Path) -> Iterator:
-    """The manifest opened for appending under an exclusive flock.
-
-    The daemon appends while an export with --move or a full card's rotation rewrites the
-    file (a new inode renamed over the old one): whoever waited for the lock re-opens the
-    file the path names now, so that no line is lost to an unlinked inode."""
-    while True:
-        f = open(manifest, "ab")
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
-        if os.fstat(f.fileno()).st_ino == os.stat(manifest).st_ino:
-            break
-        f.close()
-    with f:
-        yield f
-
-
-def append_manifest(manifest: Path, entry: dict) -> None:
-    with locked_manifest(manifest) as f:
-        f.write((json.dumps(entry) + "\n").encode())
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def write_lines_atomically(path: Path, lines: Iterable[str], owner: Optional[tuple] = None,
-                           mode: Optional[int] = None) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        if owner is not None:
-            os.fchown(f.fileno(), *owner)
-        if mode is not None:
-            os.fchmod(f.fileno(), mode)
-        f.writelines(line + "\n" for line in lines)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
-
-
-def rewrite_manifest(manifest: Path, keep: Callable[[dict], bool],
-                     tombstone: Optional[Callable[[dict], dict]] = None) -> None:
-    """Rewrite the manifest with only the entries ``keep`` accepts, each other one replaced
-    by ``tombstone(entry)`` when given (a torn last line is left for SegmentWriter to repair,
-    tombstones stay). Owner and mode are kept: the export runs as root, the recorder as its
-    own user, which must still be able to append."""
-    with locked_manifest(manifest) as current:
-        kept = []
-        for line in Path(manifest).read_text().splitlines():
-            try:
-                entry = json.loads(line)
-            except json.JSONDecodeError:
-                kept.append(line)
-                continue
-            if is_tombstone(entry) or keep(entry):
-                kept.append(line)
-            elif tombstone is not None:
-                kept.append(json.dumps(tombstone(entry)))
-        status = os.fstat(current.fileno())
-        write_lines_atomically(Path(manifest), kept, owner=(status.st_uid, status.st_gid),
-                               mode=status.st_mode & 0o7777)
 
 
 @dataclass(frozen=True)
@@ -323,26 +215,50 @@ class SegmentWriter:
         self.model_sha256 = model_sha256
         self.version = version
         self.fsync_interval = int(fsync_interval_s * SAMPLE_RATE)
-        self.manifest = self.root / MANIFEST
         self._part: Optional[Path] = None
         self._file: Optional[SegmentFile] = None
         self._start: Optional[SegmentStart] = None
         self._samples = 0
         self._unsynced = 0
         self._next_seq: Optional[int] = None
+        self._folder: Optional[str] = None  # the day folder the card state names
+        self._recover_everywhere = True  # until the card state says where a cut can leave work
+        self.repairs: list = []
+        """What prepare() found damaged on the card and repaired, one line each (the recorder
+        logs them and shows them in `edge status`)."""
 
     @property
     def is_open(self) -> bool:
         return self._file is not None
 
     def prepare(self) -> list[dict]:
-        """Create the folder, repair the manifest and recover interrupted segments."""
+        """Create the folder, bring the card's manifests to the current layout, repair them
+        and recover interrupted segments. Costs the same whatever the card's history: only
+        the day folder written last is read (all of them once, when the card state is new)."""
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise EdgeError(f"{self.root}: cannot create recordings folder ({exc.strerror})") from None
-        self._repair_manifest()
+        self.repairs = migrate_card(self.root)
+        self._load_seq()
+        if self._folder is not None:
+            repaired = repair_manifest(self.root / self._folder / MANIFEST)
+            if repaired:
+                self.repairs.append(repaired)
         return self.recover()
+
+    def _load_seq(self) -> None:
+        state = CardState.load(self.root)
+        if state is None:
+            if (self.root / CARD_STATE).exists():
+                self.repairs.append(f"{self.root / CARD_STATE}: damaged, rebuilt from every day folder")
+            state = scan_card(self.root)
+            state.save(self.root)
+            self._recover_everywhere = True
+        else:
+            self._recover_everywhere = False
+        self._folder = state.folder
+        self._next_seq = next_seq(self.root, state)
 
     def open(self, start: SegmentStart) -> Path:
         """Start a new segment; raises StorageUnavailable when the card cannot take it."""
@@ -354,6 +270,11 @@ class SegmentWriter:
         part = final.with_name(final.name + PART)
         try:
             folder.mkdir(exist_ok=True)
+            if folder.name != self._folder:
+                # Before anything is written there: where a power cut can leave work, and
+                # the number every later one is above (edge.manifest).
+                CardState(seq, folder.name).save(self.root)
+                self._folder = folder.name
             # The sidecar exists before the .part, so a .part never lacks its metadata.
             write_json_atomically(final.with_name(final.name + SIDECAR),
                                   {"seq": seq, "file": self._relative(final), **asdict(start)})
@@ -408,13 +329,27 @@ class SegmentWriter:
         """Turn what a power cut left behind into listed segments; returns their entries.
 
         A forget that a power cut interrupted is carried out first: the audio it names must
-        never become a segment again."""
+        never become a segment again. Only the day folder the card state names can hold such
+        work (it is recorded before a segment opens in a new folder); every folder is looked at
+        when there was no state."""
         from .forget import finish_interrupted_forget  # forget is built on this module
 
         finish_interrupted_forget(self.root)
-        listed = {entry["file"] for entry in read_manifest(self.manifest)}
+        if self._recover_everywhere:
+            folders = day_folders(self.root)
+        else:
+            folders = [self.root / self._folder] if self._folder else []
         recovered = []
-        for sidecar in sorted(self.root.glob(f"*/*{SIDECAR}")):
+        for folder in folders:
+            recovered += self._recover_folder(folder)
+        self._recover_everywhere = False
+        return recovered
+
+    def _recover_folder(self, folder: Path) -> list[dict]:
+        sidecars = sorted(folder.glob(f"*{SIDECAR}"))
+        listed = {entry["file"] for entry in read_manifest(folder / MANIFEST)} if sidecars else set()
+        recovered = []
+        for sidecar in sidecars:
             final = Path(str(sidecar)[: -len(SIDECAR)])
             part = final.with_name(final.name + PART)
             start = read_sidecar(sidecar)
@@ -438,7 +373,7 @@ class SegmentWriter:
             recovered.append(self._finish(part, start, samples, unknown, recovered=True))
             log.warning("recovered %s after an interruption (%.1f s of audio)",
                         self._relative(final), samples / SAMPLE_RATE)
-        for tmp in self.root.glob("*/*.tmp"):
+        for tmp in folder.glob("*.tmp"):
             tmp.unlink()
         return recovered
 
@@ -475,7 +410,7 @@ class SegmentWriter:
             "model_sha256": self.model_sha256,
             "version": self.version,
         }
-        append_manifest(self.manifest, entry)
+        append_manifest(manifest_path(self.root, entry["file"]), entry)
         Path(str(final) + SIDECAR).unlink()
         return entry
 
@@ -492,13 +427,10 @@ class SegmentWriter:
 
     def _take_seq(self) -> int:
         # File order must not depend on the wall clock (no RTC on a Pi): a sequence number
-        # that only grows, derived from the files themselves so a power cut cannot reset it.
+        # that only grows, kept on the card so a power cut cannot reset it (edge.manifest).
         if self._next_seq is None:
-            numbers = [int(m.group(1)) for p in self.root.glob("*/*")
-                       if (m := SEGMENT_NAME.match(p.name))]
-            # Tombstones too: a card emptied by `export --move` must not start again at 1.
-            numbers += [entry["seq"] for entry in _manifest_lines(self.manifest) if "seq" in entry]
-            self._next_seq = max(numbers, default=0) + 1
+            migrate_card(self.root)  # prepare() could not run (a card that refused writes)
+            self._load_seq()
         seq = self._next_seq
         self._next_seq += 1
         return seq
@@ -506,29 +438,6 @@ class SegmentWriter:
     def _relative(self, path: Path) -> str:
         return path.relative_to(self.root).as_posix()
 
-    def _repair_manifest(self) -> None:
-        """Drop a torn last line so the next append starts on a line of its own."""
-        try:
-            with open(self.manifest, "rb") as f:
-                data = f.read()
-        except FileNotFoundError:
-            return
-        if not data or data.endswith(b"\n"):
-            return
-        keep = data.rfind(b"\n") + 1
-        with open(self.manifest, "r+b") as f:
-            f.truncate(keep)
-            f.flush()
-            os.fsync(f.fileno())
-        log.warning("%s: removed a torn last line", self.manifest)
-
-
-def iter_segments(recordings_dir: Path) -> Iterator[dict]:
-    """Manifest entries of the segments whose files still exist, oldest first."""
-    root = Path(recordings_dir)
-    for entry in sorted(read_manifest(root / MANIFEST), key=lambda e: e["seq"]):
-        if (root / entry["file"]).exists():
-            yield entry
 
 
 class FreeSpaceGuard:
@@ -549,10 +458,13 @@ class FreeSpaceGuard:
             return True
         if self.when_full != "delete_oldest":
             return False
-        for entry in list(iter_segments(self.root)):
-            (self.root / entry["file"]).unlink()
-            rewrite_manifest(self.root / MANIFEST, lambda e, gone=entry["file"]: e["file"] != gone)
-            log.warning("card full: deleted the oldest segment %s", entry["file"])
-            if self.free_mb() >= self.min_free_mb:
-                return True
+        for folder in day_folders(self.root):
+            manifest = folder / MANIFEST
+            for entry in manifest_segments(manifest, self.root):
+                (self.root / entry["file"]).unlink()
+                rewrite_manifest(manifest, lambda e, gone=entry["file"]: e["file"] != gone)
+                log.warning("card full: deleted the oldest segment %s", entry["file"])
+                if self.free_mb() >= self.min_free_mb:
+                    return True
+            retire_day(self.root, folder)
         return False

@@ -48,6 +48,7 @@ from .config import Settings, SyncSettings, add_config_argument, device_name, lo
 from .entries import checked_segments
 from .errors import EdgeError
 from .export import SUMS, hash_from_medium, merge_manifest, remove_segments, sha256sums
+from .manifest import is_tombstone, line_entries
 from .notify import ServiceNotifier
 from .storage import MANIFEST, iter_segments, safe_name, write_json_atomically
 
@@ -449,8 +450,10 @@ class RemoteSync:
         if not unlisted:
             return
         current = self.rclone.run("cat", posixpath.join(self.remote, MANIFEST), allow=NOT_FOUND)
-        existing = [json.loads(line) for line in current.stdout.splitlines() if line.strip()] \
-            if current.returncode == 0 else []
+        # Checked like the card's own lines: a damaged line there is skipped with a warning.
+        existing = [entry for entry in line_entries(current.stdout.encode().splitlines(keepends=True),
+                                                    posixpath.join(self.remote, MANIFEST))
+                    if not is_tombstone(entry)] if current.returncode == 0 else []
         # New lines in the card's order after those already there (seq alone cannot order
         # them: it starts again at 1 once every segment has left the card).
         merged = merge_manifest(existing, [local[name] for name in local if name in unlisted])

@@ -31,7 +31,7 @@ from edge.cli import main
 from edge.config import ExportSettings
 from edge.export import CHUNK, SegmentExporter, export_led_pattern
 from edge.indicator import LedPattern
-from edge.storage import SegmentEnd, SegmentStart, SegmentWriter, read_manifest
+from edge.storage import SegmentEnd, SegmentStart, SegmentWriter, read_deletions, read_manifest
 
 REPO = Path(__file__).resolve().parent.parent
 DEVICE = "classroom-pi"
@@ -365,17 +365,18 @@ def test_read_only_destination_is_one_line(tmp_path, recordings, config_file, ca
 @needs_root
 def test_move_keeps_the_manifest_owner_and_mode(tmp_path, recordings, config_file, capsys):
     # The export runs as root, the recorder as its own user: it must still own its manifest.
-    manifest = recordings / "manifest.jsonl"
+    # (The day written last: a day folder emptied by --move is retired unless it is that one.)
+    manifest = sorted(recordings.glob("*/manifest.jsonl"))[-1]
     os.chown(manifest, 4321, 4321)
     os.chmod(manifest, 0o600)
     dest = tmp_path / "stick"
     dest.mkdir()
-    code, _, err = edge(capsys, "export", str(dest), "--move", "--until", "2026-11-23",
-                        "--config", str(config_file))
+    code, _, err = edge(capsys, "export", str(dest), "--move", "--since", manifest.parent.name[:4] + "-"
+                        + manifest.parent.name[4:6] + "-" + manifest.parent.name[6:], "--config", str(config_file))
     assert code == 0, err
     status = manifest.stat()
     assert (status.st_uid, status.st_gid, status.st_mode & 0o777) == (4321, 4321, 0o600)
-    assert len(entries(recordings)) == 4
+    assert len(entries(recordings)) == 4 and len(read_deletions(manifest)) == 2
 
 
 def test_progress_bar_on_a_terminal(tmp_path, recordings):
@@ -489,7 +490,7 @@ def test_a_card_emptied_by_move_keeps_numbering_upward(tmp_path, recordings, con
     code, _, err = edge(capsys, "export", str(dest), "--config", str(config_file), "--move")
     assert code == 0, err
     assert entries(recordings) == []
-    deletions = [json.loads(line) for line in (recordings / "manifest.jsonl").read_text().splitlines()]
+    deletions = read_deletions(recordings)
     assert [(d["deleted"], d["seq"]) for d in deletions] == [(e["file"], e["seq"]) for e in before]
     assert all(d["reason"] == f"moved: copy verified in {dest / DEVICE}" for d in deletions)
     # A restart after the export: the next segment still sorts after every exported one.

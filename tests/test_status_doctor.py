@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from conftest import Daemon, PacedSource, StopAfter, make_recorder, wait_until
+from conftest import LESSON_WAV, Daemon, PacedSource, StopAfter, make_recorder, wait_until
 from edge.audio import CaptureError
 from edge.cli import main
 from edge.config import load_config
@@ -306,3 +306,21 @@ def test_a_paused_daemon_says_until_when_in_status_doctor_and_systemd(alsa, less
         daemon.close()
     assert main(["pause", "--config", str(config)]) == 2
     assert capsys.readouterr().err.startswith("edge: the recorder is not running (nothing answers on ")
+
+
+def test_doctor_fails_storage_where_damaged_manifest_lines_were_moved_aside(alsa, lesson, tmp_path, capsys,
+                                                                            timesync):
+    alsa.add("testmic", lesson)
+    timesync.touch()
+    config = write_config(tmp_path)
+    assert main(["process", str(LESSON_WAV), "--out", str(tmp_path / "rec")]) == 0
+    code, lines = doctor_lines(config, capsys)
+    assert lines["storage"].startswith("OK   storage: ")
+    [manifest] = (tmp_path / "rec").glob("*/manifest.jsonl")
+    with open(manifest, "ab") as f:
+        f.write(b"\x00\x00 a lost sector\n")
+    assert main(["process", str(LESSON_WAV), "--out", str(tmp_path / "rec")]) == 0  # repaired, recorded on
+    code, lines = doctor_lines(config, capsys)
+    assert code == 1
+    assert lines["storage"].startswith("FAIL storage: ")
+    assert f"damaged manifest lines were moved to {manifest.parent / 'manifest.damaged.jsonl'}" in lines["storage"]

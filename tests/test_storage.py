@@ -51,7 +51,7 @@ def test_segment_is_a_wav_listed_once_with_its_facts(tmp_path):
     assert (entry["start_s"], entry["end_s"], entry["samples"]) == (12.5, 14.8, len(samples))
     assert entry["end"] == "2026-11-24T09:30:14.300+01:00"
     assert read_manifest(tmp_path / MANIFEST) == [entry]
-    assert sorted(p.name for p in path.parent.iterdir()) == [path.name]  # no .part, no sidecar
+    assert sorted(p.name for p in path.parent.iterdir()) == sorted([path.name, MANIFEST])  # no .part, no sidecar
 
 
 def test_sequence_numbers_grow_across_restarts_whatever_the_clock(tmp_path):
@@ -139,16 +139,19 @@ def test_segment_renamed_but_not_listed_is_listed_once(tmp_path, monkeypatch):
     assert len(entries) == 1 and entries[0]["recovered"] is True
 
 
-def test_torn_manifest_line_is_dropped_and_appends_go_on(tmp_path):
+def test_torn_manifest_line_is_moved_aside_and_appends_go_on(tmp_path):
     writer = writer_at(tmp_path)
     writer.open(start())
     writer.append(audio(0.2))
     writer.close(END)
-    with open(tmp_path / MANIFEST, "a") as f:
+    day = tmp_path / "20261124" / MANIFEST
+    with open(day, "a") as f:
         f.write('{"file": "20261124/0000')
     writer = writer_at(tmp_path)
     writer.open(start())
     writer.append(audio(0.2))
     writer.close(END)
-    lines = (tmp_path / MANIFEST).read_text().splitlines()
+    lines = day.read_text().splitlines()
     assert [json.loads(line)["seq"] for line in lines] == [1, 2]
+    aside = [json.loads(line) for line in (day.parent / "manifest.damaged.jsonl").read_text().splitlines()]
+    assert [(line["line"], line["text"]) for line in aside] == [(2, '{"file": "20261124/0000')]

@@ -496,3 +496,25 @@ def test_list_of_folders_another_user_cannot_read_is_one_line(tmp_path, recordin
     result = as_nobody(f"import sys; from edge.cli import main; sys.exit(main(['list', '{recordings.parent}']))")
     assert result.returncode == 2, result.stderr
     assert re.fullmatch(r"edge: \S+: permission denied\n", result.stderr), result.stderr
+
+
+@pytest.mark.parametrize("remote", ["sftp"], indirect=True)
+def test_damaged_manifest_lines_on_the_card_and_the_remote_are_one_line_each(tmp_path, recordings, remote, capsys):
+    config = write_config(tmp_path, recordings, remote)
+    assert edge(capsys, "sync", "--config", str(config))[0] == 0
+    record(recordings, (0.5, 0.5), first_day="2026-11-26")
+    entries = read_manifest(recordings)
+    # An older day's manifest (the writer repairs only the day it writes) and the remote's.
+    card_manifest = recordings / "20261123" / "manifest.jsonl"
+    with open(card_manifest, "ab") as f:
+        f.write(b'{"file": "x.wav", "seq": "seven"}\n')
+    damaged_line = len(card_manifest.read_bytes().splitlines())
+    with open(remote.disk / "manifest.jsonl", "ab") as f:
+        f.write(b"[1,2]\n")
+    code, out, err = edge(capsys, "sync", "--config", str(config))
+    assert code == 0, err
+    assert "Traceback" not in err
+    assert f"{card_manifest}:{damaged_line}: skipped, expected \"seq\" to be an integer" in err
+    assert f"/manifest.jsonl:{len(SECONDS) + 1}: skipped, expected a JSON object, got list" in err
+    assert "2 uploaded" in out
+    assert_remote_matches(remote, entries)

@@ -35,7 +35,6 @@ FEEDER_UNIT = "edge-test-feeder.service"
 CONFIG = Path("/etc/edge-recorder/edge.yaml")
 STATE = Path("/var/lib/edge-recorder")
 RECORDINGS = STATE / "recordings"
-MANIFEST = RECORDINGS / "manifest.jsonl"
 WORK = Path("/srv/edge-system-test")
 FIFO = Path("/run/edge-system-test/mic.fifo")
 PCM = "edgetest"
@@ -124,17 +123,21 @@ def timespan_s(text: str) -> float:
 
 
 def manifest() -> list[dict]:
-    try:
-        lines = MANIFEST.read_text().splitlines()
-    except FileNotFoundError:
-        return []
+    """The segment lines of the card's manifests (one per day folder, docs/card-layout.md), by seq."""
     entries = []
-    for line in lines:
+    for path in RECORDINGS.glob("*/manifest.jsonl"):
         try:
-            entries.append(json.loads(line))
-        except json.JSONDecodeError:
-            pass  # a torn last line is the recorder's business, not a finished segment
-    return entries
+            lines = path.read_text().splitlines()
+        except FileNotFoundError:
+            continue  # a day retired while we looked
+        for line in lines:
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a torn last line is the recorder's business, not a finished segment
+            if isinstance(entry, dict) and "seq" in entry and "deleted" not in entry:
+                entries.append(entry)
+    return sorted(entries, key=lambda entry: entry["seq"])
 
 
 def open_part(min_audio_s: float) -> Optional[Path]:

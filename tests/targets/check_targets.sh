@@ -76,10 +76,13 @@ EOF
 # Same segments (source, bounds, samples, sha256 of the audio) as the host's demo.
 compare_demo() {
     python3 - "$1" "$2" <<'EOF'
-import json, sys
-def read(path):
-    with open(path) as f:
-        return [tuple(json.loads(line)[k] for k in ("source", "start_s", "end_s", "samples", "sha256")) for line in f]
+import glob, json, os, sys
+def read(folder):
+    # A manifest per day folder (docs/card-layout.md); segments by seq.
+    entries = [json.loads(line) for path in glob.glob(os.path.join(folder, "*", "manifest.jsonl"))
+               for line in open(path)]
+    return [tuple(e[k] for k in ("source", "start_s", "end_s", "samples", "sha256"))
+            for e in sorted(entries, key=lambda e: e["seq"])]
 host, there = read(sys.argv[1]), read(sys.argv[2])
 same = host == there
 print(f"make demo: {len(there)} segments, host {len(host)}: " + ("byte-identical" if same else "DIFFERENT"))
@@ -140,7 +143,7 @@ check_target() {
         step edge-vad as_tester ".venv/bin/edge vad $WAV > /tmp/vad.csv" \
             && compare_vad "$reference/vad.csv" "$root/tmp/vad.csv" | sed "s/^/check-targets: $target: /" || ok=0
         step make-demo as_tester "make demo" \
-            && compare_demo "$reference/demo/manifest.jsonl" "$home/edge-recorder/demo-recordings/manifest.jsonl" \
+            && compare_demo "$reference/demo" "$home/edge-recorder/demo-recordings" \
                | sed "s/^/check-targets: $target: /" || ok=0
         step runtime as_tester ".venv/bin/python -c 'from edge.vad import SileroVad, DEFAULT_MODEL; print(SileroVad(DEFAULT_MODEL).runtime)'" \
             && say "$target: TFLite runtime used: $(tail -n 1 "$WORK/$target.runtime.log")"
