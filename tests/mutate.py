@@ -37,7 +37,7 @@ TARGET_SCORE = 90.0
 MODULE_TESTS = {
     "segmenter": ["tests/test_segmenter.py", "tests/test_segmenter_properties.py"],
     "resample": ["tests/test_resample.py", "tests/test_wavio.py"],
-    "status": ["tests/test_status_doctor.py", "tests/test_supervisor.py"],
+    "status": ["tests/test_status.py", "tests/test_status_doctor.py", "tests/test_supervisor.py"],
     "storage": ["tests/test_storage.py", "tests/test_durability.py", "tests/test_full_card.py"],
     "supervisor": ["tests/test_supervisor.py", "tests/test_full_card.py", "tests/test_mic_loss.py"],
     "capture": ["tests/test_capture.py", "tests/test_capture_hang.py"],
