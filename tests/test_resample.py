@@ -83,3 +83,29 @@ def test_sixteen_khz_passes_through_untouched(rate):
     samples = np.arange(-500, 500, dtype=np.int16)
     assert np.array_equal(resample_to_16k(samples, TARGET_RATE), samples)
     assert len(resample_to_16k(samples, rate)) == len(samples) * TARGET_RATE // rate
+
+
+@settings(max_examples=20, deadline=None)
+@given(rate=st.sampled_from(RATES), count=st.integers(0, 3000))
+def test_output_is_int16_whatever_the_input_length(rate, count):
+    samples = np.zeros(count, np.int16)
+    assert resample_to_16k(samples, rate).dtype == np.int16
+    resampler = StreamingResampler(rate)
+    assert resampler.process(samples).dtype == np.int16
+    assert resampler.process(samples[:0]).dtype == np.int16
+
+
+@settings(max_examples=20, deadline=None)
+@given(rate=st.sampled_from(RATES), period_ms=st.floats(2.0, 30.0))
+def test_full_scale_input_saturates_and_never_wraps_around(rate, period_ms):
+    """A full-scale square wave overshoots at its edges (the filter is band-limited): the
+    overshoot must stop at the int16 limits, not wrap to the other sign. Elsewhere the
+    resampler is linear: full scale is twice half scale."""
+    period = max(2, int(rate * period_ms / 1000))
+    square = np.where((np.arange(rate // 4) // (period // 2 or 1)) % 2 == 0, 1, -1)
+    full = resample_to_16k((32767 * square).astype(np.int16), rate).astype(int)
+    twice_half = 2 * resample_to_16k((16383 * square).astype(np.int16), rate).astype(int)
+    above, below = twice_half > 32767 + 8, twice_half < -32768 - 8
+    assert np.all(full[above] == 32767) and np.all(full[below] == -32768)
+    inside = ~(above | below) & (np.abs(twice_half) < 32767 - 8)
+    assert np.abs(full[inside] - twice_half[inside]).max(initial=0) <= 8
