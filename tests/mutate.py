@@ -90,7 +90,7 @@ def mutate(module: str, jobs: int) -> dict[str, str]:
     copy_tree(tree)
     configure(tree, module)
     mutmut = Path(sys.executable).with_name("mutmut")
-    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "EDGE_HYPOTHESIS_PROFILE": "mutate"}
     log = WORK / f"{module}.log"
     with open(log, "w") as out:
         subprocess.run([str(mutmut), "run", "--max-children", str(jobs)], cwd=tree, env=env,
