@@ -168,3 +168,18 @@ def test_torn_manifest_line_is_dropped_and_appends_go_on(tmp_path):
     writer.close(END)
     lines = (tmp_path / MANIFEST).read_text().splitlines()
     assert [json.loads(line)["seq"] for line in lines] == [1, 2]
+
+
+def test_segment_listed_but_with_its_sidecar_left_is_not_listed_again(tmp_path):
+    writer = writer_at(tmp_path)
+    final = writer.open(start())
+    sidecar = final.with_name(final.name + ".part.json")
+    left_behind = sidecar.read_text()
+    writer.append(audio(0.5))
+    entry = writer.close(END)
+    # The power went after the manifest line was durable and before the sidecar was removed.
+    sidecar.write_text(left_behind)
+    assert writer_at(tmp_path).recover() == []
+    writer_at(tmp_path)
+    assert read_manifest(tmp_path / MANIFEST) == [entry]
+    assert not sidecar.exists() and final.exists()
