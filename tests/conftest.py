@@ -18,19 +18,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import settings as hypothesis_settings
 
 from bench.labels import read_speech_intervals
 from edge.audio import EndOfInput
 from edge.wavio import read_wav_16k
 
 DATA = Path(__file__).parent / "data"
-
-# `make mutate` runs the property tests on the same examples for every mutant, so that a
-# score does not change from run to run; `make test` draws new ones each time.
-hypothesis_settings.register_profile("mutate", derandomize=True, database=None)
-if os.environ.get("EDGE_HYPOTHESIS_PROFILE"):
-    hypothesis_settings.load_profile(os.environ["EDGE_HYPOTHESIS_PROFILE"])
 LESSON_WAV = DATA / "lesson_15s.wav"
 RATE = 16000
 WINDOW = 512

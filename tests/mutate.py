@@ -93,7 +93,7 @@ def mutate(module: str, jobs: int) -> dict[str, str]:
     copy_tree(tree)
     configure(tree, module)
     mutmut = Path(sys.executable).with_name("mutmut")
-    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "EDGE_HYPOTHESIS_PROFILE": "mutate"}
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
     log = WORK / f"{module}.log"
     with open(log, "w") as out:
         subprocess.run([str(mutmut), "run", "--max-children", str(jobs)], cwd=tree, env=env,
