@@ -6,11 +6,12 @@ BIN := $(VENV)/bin
 CONFIG ?= config/edge.yaml
 DEB_PACKAGES := portaudio19-dev python3-venv python3-dev gcc alsa-utils age
 # Only for `make test` (the sync tests' real servers), never installed on the device.
-TEST_DEB_PACKAGES := openssh-server openssh-client rclone
+TEST_DEB_PACKAGES := openssh-server openssh-client rclone strace
 SILERO_PIN := silero-vad==6.2.3
 
 .PHONY: deb test-deb venv test fuzz run demo model bench bench-sync bench-scaling soak install uninstall clean lazyfs mutate check-targets
 SOAK_CUTS ?= 200
+MUTATE_JOBS ?= 1
 LAZYFS_DIR ?= /var/tmp/edge-lazyfs
 LAZYFS_SRC ?= ../shared/tools/lazyfs
 
@@ -48,9 +49,11 @@ FUZZ_EXAMPLES ?= 300
 fuzz: venv test-deb
 	EDGE_FUZZ_PROFILE=fuzz EDGE_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -q tests/test_fuzz.py
 
-# One-line bugs planted one at a time in a copy of the tree: every one must fail its tests.
-mutate: venv lazyfs
-	EDGE_LAZYFS_DIR=$(LAZYFS_DIR) $(BIN)/python tests/mutate.py $(MUTATIONS)
+# Mutation testing with mutmut, module by module, with a score each (docs/testing.md):
+# `make mutate MODULES="segmenter resample" MUTATE_JOBS=2`. Hours for all modules.
+mutate: venv test-deb lazyfs
+	$(BIN)/pip install -q -r requirements-mutate.txt
+	EDGE_LAZYFS_DIR=$(LAZYFS_DIR) MUTATE_JOBS=$(MUTATE_JOBS) $(BIN)/python tests/mutate.py $(MODULES)
 
 # LazyFS (a FUSE filesystem that drops unsynced writes on command: the power-cut test's SD
 # card), built once from Debian packages into a cache outside the repository. Without root,

@@ -21,7 +21,7 @@ from conftest import PacedSource, make_recorder, pin_time_tolerance_s, wait_unti
 from edge.config import settings_from_dict
 from edge.indicator import LedIndicator, LedPattern
 from edge.notify import ServiceNotifier
-from edge.supervisor import STORAGE_RETRY_S
+from edge.supervisor import SPACE_CHECK_S, STORAGE_RETRY_S
 from edge.status import RecorderState, read_status
 from edge.storage import MANIFEST, read_manifest
 
@@ -160,6 +160,39 @@ def test_free_space_floor_stops_writing_keeps_listening_and_resumes(tmp_path, ca
                    for line in running.status_lines())
     finally:
         running.finish()
+    assert_card_consistent(card / "rec")
+
+
+def test_the_floor_reached_while_a_segment_is_open_closes_it_keeping_its_audio(tmp_path, card, lesson, detector):
+    running = RunningRecorder(tmp_path, card, lesson, detector, min_free_mb=1)
+    times = {}
+
+    def fill_mid_segment():
+        # In the recorder's thread, between two frames of an open segment (someone is talking).
+        if "filled" not in times and running.recorder.entries and running.recorder.writer.is_open:
+            times["listed"] = running.segments()
+            times["ballast"] = fill(card, leave_bytes=500_000)
+            times["filled"] = running.source.audio_time()
+        elif "filled" in times and "noticed" not in times and running.recorder.storage.unavailable:
+            times["noticed"] = running.source.audio_time()
+            times["still_open"] = running.recorder.writer.is_open
+
+    try:
+        running.source.hooks.append(fill_mid_segment)
+        wait_until(lambda: "noticed" in times, "the floor to be noticed")
+        running.keeps_listening()
+        closed = read_manifest(running.root / MANIFEST)
+        assert running.segments() == times["listed"] + 1  # the open one, closed and listed; no other
+        times["ballast"].unlink()
+        wait_until(lambda: running.segments() > times["listed"] + 1, "recording to resume")
+    finally:
+        running.finish()
+    # Checked under the open segment once a second of audio, not when the segment ends.
+    assert times["noticed"] - times["filled"] <= SPACE_CHECK_S + 2 * 512 / 16000
+    assert not times["still_open"]
+    cut = closed[-1]
+    # Closed by the card, not by a pause: no probabilities, its audio up to the cut kept.
+    assert cut["prob_mean"] is None and cut["samples"] > 0
     assert_card_consistent(card / "rec")
 
 

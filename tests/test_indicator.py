@@ -212,6 +212,7 @@ def test_daemon_led_shows_the_usb_export_while_it_listens(factory, detector, tmp
         stop.set()
         thread.join(timeout=30)
         led.close()
+    assert not thread.is_alive(), "the recorder did not stop within 30 s of being asked"
 
 
 @pytest.mark.parametrize("active_high", [True, False])

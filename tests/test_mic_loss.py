@@ -120,6 +120,7 @@ def test_lost_microphone_is_reopened_and_the_gap_recorded(alsa, lesson, detector
         thread.join(timeout=30)
         led.close()
         factory.reset()
+    assert not thread.is_alive(), "the recorder did not stop within 30 s of being asked"
     assert counting.resets == 2  # fresh detector state at the start and after the reopen
     gaps = [e["mic_gaps"] for e in recorder.entries if e["mic_gaps"]]
     assert len(gaps) == 1 and len(gaps[0]) == 1

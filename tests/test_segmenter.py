@@ -68,6 +68,29 @@ def test_hysteresis_keeps_speech_between_the_thresholds():
     assert segments([0.0] * 20 + [0.4] * 20 + [0.0] * 30) == []
 
 
+def test_the_thresholds_themselves_count_as_speech_and_not_as_a_pause():
+    # A window exactly at the start threshold is speech; exactly at the end threshold is not
+    # yet a pause (a pause begins below it).
+    assert segments([0.0] * 20 + [0.5] * 10 + [0.0] * 30) == [(10, 33, False)]
+    # ... and so it breaks a pause in progress (9 windows of pause, one at the threshold, 9 more).
+    probs = [0.0] * 20 + [0.9] * 10 + [0.0] * 9 + [0.5] + [0.0] * 9 + [0.9] * 10 + [0.0] * 30
+    assert segments(probs) == [(10, 62, False)]
+    probs = [0.0] * 20 + [0.9] * 5 + [0.35] * 20 + [0.0] * 30
+    assert segments(probs) == [(10, 48, False)]
+
+
+def test_a_zero_threshold_stores_everything():
+    segmenter = SpeechSegmenter(SegmenterSettings(**{**SETTINGS, "min_silence_ms": 0}), 0.0, 0.0)
+    events = [e for _ in range(20) for e in segmenter.push(np.zeros(512, np.int16), 0.0)] + segmenter.flush()
+    assert isinstance(events[0], SegmentOpened) and isinstance(events[-1], SegmentClosed)
+    assert events[-1].end_sample == 20 * 512
+
+
+def test_no_min_silence_ends_speech_at_the_first_quiet_window():
+    probs = [0.0] * 20 + [0.9] * 10 + [0.0] + [0.9] * 10 + [0.0] * 30
+    assert segments(probs, min_silence_ms=0, post_roll_ms=0, pre_roll_ms=0) == [(20, 30, False), (31, 41, False)]
+
+
 def test_windows_between_the_thresholds_do_not_end_a_pause():
     probs = [0.0] * 20 + [0.9] * 10 + [0.1] + [0.4] * 12 + [0.0] * 30
     assert segments(probs) == [(10, 33, False)]

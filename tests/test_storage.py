@@ -10,6 +10,7 @@ import pytest
 
 import edge.storage as storage
 from cardcheck import header_agrees_with_data
+from syscalls import first_after, indexes, needs_strace, trace
 from edge.storage import (MANIFEST, SegmentEnd, SegmentStart, SegmentWriter, file_sha256,
                           read_manifest)
 
@@ -76,20 +77,35 @@ def test_empty_segment_leaves_nothing(tmp_path):
     assert list((tmp_path / "20261124").iterdir()) == []
 
 
+@needs_strace()
 def test_open_part_file_is_a_valid_wav_after_each_fsync(tmp_path):
-    writer = writer_at(tmp_path, fsync_interval_s=0.5)
-    final = writer.open(start())
-    samples = audio(1.2)
-    for block in np.split(samples, 12):  # 0.1 s at a time, as frames arrive
-        writer.append(block)
-    part = final.with_name(final.name + ".part")
-    # Synced at 0.5 s and 1.0 s: the header describes the first 1.0 s at least, and a WAV
-    # reader (which trusts the RIFF size as much as the data size) reads that audio.
-    synced = part.read_bytes()[: 44 + 2 * 16000]
-    (tmp_path / "synced.wav").write_bytes(synced)
+    """The header is brought up to date and fsynced at every fsync interval: seen in the
+    system calls (the page cache alone would show the header without any fsync)."""
+    root = (tmp_path / "rec").resolve()
+    calls = trace(f"""
+import numpy as np
+from pathlib import Path
+from edge.storage import SegmentStart, SegmentWriter
+writer = SegmentWriter(Path({str(root)!r}), "class room#1", "modelsha", "1.2.3", 0.5)
+writer.prepare()
+final = writer.open(SegmentStart("mic:default", 0.0, "2026-11-24T09:30:12.000+01:00", 100.0, "b00t", False))
+samples = np.random.default_rng(0).integers(-3000, 3000, 19200).astype(np.int16)
+for block in np.split(samples, 12):  # 0.1 s at a time, as frames arrive
+    writer.append(block)
+""", tmp_path)
+    part = root / "20261124" / "000001_093012_class-room-1.wav.part"
+    # Synced at 0.5 s and 1.0 s: each time the RIFF and data sizes for the audio so far, then
+    # an fsync, before any more audio is written.
+    updates = indexes(calls, ("pwrite64",), part)
+    assert len(updates) == 4
+    for at in updates[1::2]:
+        synced = first_after(calls, ("fsync",), part, at, "fsync after the header update")
+        assert not [i for i in indexes(calls, ("write",), part) if at < i < synced], "audio written before the fsync"
+    part_bytes = part.read_bytes()
+    (tmp_path / "synced.wav").write_bytes(part_bytes[: 44 + 2 * 16000])
     assert header_agrees_with_data(tmp_path / "synced.wav")
-    assert np.array_equal(wav_samples(part), samples[:16000])
-    writer.close(END)
+    written = np.random.default_rng(0).integers(-3000, 3000, 19200).astype(np.int16)
+    assert np.array_equal(wav_samples(part), written[:16000])
 
 
 def test_interrupted_segment_is_recovered_with_the_audio_it_had(tmp_path):
@@ -155,3 +171,18 @@ def test_torn_manifest_line_is_moved_aside_and_appends_go_on(tmp_path):
     assert [json.loads(line)["seq"] for line in lines] == [1, 2]
     aside = [json.loads(line) for line in (day.parent / "manifest.damaged.jsonl").read_text().splitlines()]
     assert [(line["line"], line["text"]) for line in aside] == [(2, '{"file": "20261124/0000')]
+
+
+def test_segment_listed_but_with_its_sidecar_left_is_not_listed_again(tmp_path):
+    writer = writer_at(tmp_path)
+    final = writer.open(start())
+    sidecar = final.with_name(final.name + ".part.json")
+    left_behind = sidecar.read_text()
+    writer.append(audio(0.5))
+    entry = writer.close(END)
+    # The power went after the manifest line was durable and before the sidecar was removed.
+    sidecar.write_text(left_behind)
+    assert writer_at(tmp_path).recover() == []
+    writer_at(tmp_path)
+    assert read_manifest(tmp_path / MANIFEST) == [entry]
+    assert not sidecar.exists() and final.exists()

@@ -127,12 +127,40 @@ def test_a_microphone_that_opens_but_stays_silent_is_one_outage():
 
 def test_a_stall_is_noticed_after_the_stall_timeout_and_not_before():
     clock = FakeClock()
-    source = ScriptedMicrophone(clock, [FRAME] + [None] * 7 + [FRAME])
+    source = ScriptedMicrophone(clock, [FRAME] + [None] * 7 + [FRAME] + [None] * 8)
     capture, listener, _ = supervisor(clock, source, stall_timeout_s=2.0)
     for _ in range(8):  # 7 silent reads of 0.25 s: 1.75 s
         capture.read()
     assert listener.lost == []
     assert capture.read() is FRAME
+    stalled_from = clock.now
+    for _ in range(7):
+        capture.read()
+    assert listener.lost == []
+    capture.read()  # the read that ends 2.0 s without audio
+    assert listener.lost == ["no audio for 2 s"] and capture.missing
+    # Lost at 2.0 s without audio, reopened reopen_backoff_s (1 s) later.
+    assert source.opened_at == [pytest.approx(stalled_from + 2.0 + 1.0)]
+    assert source.closes == 1
+
+
+def test_each_outage_starts_again_from_the_shortest_wait():
+    clock = FakeClock()
+    failure = CaptureError("Unanticipated host error")
+    # The first outage reaches the longest wait; audio comes back; then the second outage.
+    source = ScriptedMicrophone(clock, [FRAME, failure, FRAME, FRAME, failure, FRAME], failing_opens=4)
+    capture, listener, _ = supervisor(clock, source)
+    for _ in range(3):
+        capture.read()
+    assert source.opened_at == [1.0, 3.0, 7.0, 11.0, 15.0]  # waits 1, 2, 4, 4, 4
+    assert listener.back and not capture.missing
+    capture.read()
+    second_lost = clock.now
+    capture.read()
+    assert len(listener.lost) == 2
+    # The second outage is reopened after reopen_backoff_s, not after the first one's 4 s.
+    assert source.opened_at[5] - second_lost == pytest.approx(1.0)
+    assert capture.read() is FRAME and len(listener.back) == 2
 
 
 class FakeGuard:

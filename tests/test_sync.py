@@ -39,8 +39,10 @@ BIG_SECONDS = 60.0  # 1.9 MB: at a low bandwidth limit, long enough to be caught
 SLOW_MIB_S = 0.25
 RUN_TIMEOUT_S = 120
 
-pytestmark = pytest.mark.skipif(missing_server_binaries() is not None,
-                                reason=missing_server_binaries() or "")
+# Only what runs rclone or a server needs them (the `remote` fixture skips by itself); the
+# checks of configs, messages and listings run everywhere.
+needs_servers = pytest.mark.skipif(missing_server_binaries() is not None,
+                                   reason=missing_server_binaries() or "")
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
 
 
@@ -78,6 +80,8 @@ class Remote:
 
 @pytest.fixture(params=["sftp", "webdav"])
 def remote(request, tmp_path):
+    if missing_server_binaries() is not None:
+        pytest.skip(missing_server_binaries())
     served = tmp_path / "server"
     served.mkdir()
     folder = tmp_path / request.param
@@ -321,6 +325,7 @@ def test_sigkill_of_edge_sync_mid_transfer(tmp_path, remote):
 
 
 @needs_root
+@needs_servers
 def test_full_server_is_one_clear_line_and_loses_nothing(tmp_path, recordings, capsys):
     served = tmp_path / "server"
     served.mkdir()
@@ -353,6 +358,7 @@ def test_full_server_is_one_clear_line_and_loses_nothing(tmp_path, recordings, c
         subprocess.run(["umount", str(served)], check=True)
 
 
+@needs_servers
 def test_wrong_password_is_one_line(tmp_path, recordings, capsys):
     server = WebdavServer(tmp_path, tmp_path)
     server.start()
@@ -369,6 +375,7 @@ def test_wrong_password_is_one_line(tmp_path, recordings, capsys):
     assert SyncState.load(recordings).last_error
 
 
+@needs_servers
 def test_wrong_host_is_one_line(tmp_path, recordings, capsys):
     server = SftpServer(tmp_path)  # its port: nothing listens there, the server is not started
     (tmp_path / "rclone.conf").write_text(server.rclone_section("nas"))
@@ -379,6 +386,7 @@ def test_wrong_host_is_one_line(tmp_path, recordings, capsys):
     assert len(lines) == 1 and "connection refused" in lines[0], err
 
 
+@needs_servers
 def test_missing_rclone_config_is_one_line(tmp_path, recordings, capsys):
     remote = Remote("sftp", None, tmp_path / "nope.conf", "nas:/srv/{device}", tmp_path)
     code, out, err = edge(capsys, "sync", "--config", str(write_config(tmp_path, recordings, remote)))

@@ -1,0 +1,39 @@
+"""An open that hangs (a device whose driver never answers) fails after audio.open_timeout_s,
+and leaves no capture process behind."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from edge.audio import CaptureError, MicrophoneSource
+from edge.config import AudioSettings
+
+
+def capture_processes() -> set[int]:
+    children = set()
+    for task in os.listdir(f"/proc/{os.getpid()}/task"):
+        try:
+            children.update(int(p) for p in open(f"/proc/{os.getpid()}/task/{task}/children").read().split())
+        except FileNotFoundError:
+            continue
+    return children
+
+
+def test_an_open_that_hangs_fails_after_open_timeout_s(alsa):
+    # A FIFO nobody writes to: the capture process blocks opening it, inside ALSA's open,
+    # as it would in a driver that never answers.
+    alsa.add_fifo("hangingmic")
+    timeout = 2.0
+    source = MicrophoneSource(AudioSettings(device="hangingmic", open_timeout_s=timeout))
+    before = capture_processes()
+    began = time.monotonic()
+    with pytest.raises(CaptureError, match=r"opening 'hangingmic' did not finish within 2 s \(audio.open_timeout_s\)"):
+        source.open()
+    waited = time.monotonic() - began
+    # Not before the timeout; after it, only as long as killing the process takes.
+    assert timeout <= waited < timeout + 1.0
+    assert capture_processes() - before == set(), "the hung capture process was left running"
+    source.close()  # a second close is harmless

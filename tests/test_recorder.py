@@ -1,0 +1,143 @@
+"""What the recorder reports about itself: the day's count across midnight and restarts, the
+audio the microphone lost (in the manifest and in `edge status`), and the error it stopped on."""
+
+from __future__ import annotations
+
+import json
+import threading
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from conftest import PacedSource, StopAfter, make_recorder
+from edge.cli import main
+from edge.config import load_config
+from edge.status import RecorderStatus, read_status
+from edge.storage import MANIFEST, read_manifest
+from edge.supervisor import StatusPublisher
+
+
+class FakeClock:
+    """Wall time from ``start``, moved by the test."""
+
+    def __init__(self, start: datetime):
+        self.now = start
+
+    def wall(self) -> datetime:
+        return self.now
+
+    def boottime(self) -> float:
+        return 100.0
+
+    def boot_id(self) -> str:
+        return "boot"
+
+    def synced(self) -> bool:
+        return True
+
+
+class Notifier:
+    def status(self, text):
+        pass
+
+
+def write_config(tmp_path):
+    config = tmp_path / "edge.yaml"
+    config.write_text(f"storage: {{recordings_dir: {tmp_path / 'rec'}, min_free_mb: 0}}\n"
+                      f"led: {{pin: null}}\nservice: {{status_file: {tmp_path / 'status.json'}}}\n")
+    return config
+
+
+def test_segments_today_starts_again_at_midnight():
+    clock = FakeClock(datetime(2026, 11, 24, 23, 59, 58, tzinfo=timezone.utc))
+    publisher = StatusPublisher(RecorderStatus(segments_today=4), None, Notifier(), clock, lambda: 0.0,
+                                lambda: 1.0)
+    publisher.segment_stored({"end": "2026-11-24T23:59:59", "file": "a.wav"})
+    assert publisher.status.segments_today == 5
+    clock.now += timedelta(seconds=3)  # 00:00:01 the next day
+    publisher.segment_stored({"end": "2026-11-25T00:00:01", "file": "b.wav"})
+    assert publisher.status.segments_today == 1
+    publisher.segment_stored({"end": "2026-11-25T00:00:09", "file": "c.wav"})
+    assert publisher.status.segments_today == 2
+    assert publisher.status.last_speech == "2026-11-25T00:00:09"
+
+
+class LossySource(PacedSource):
+    """Speech whose microphone lost audio on the way: the counts a MicrophoneSource keeps."""
+
+    name = "mic:lossy"
+
+    def read(self, timeout):
+        frame = super().read(timeout)
+        self.dropped_frames = self.delivered // 40  # the detector fell behind now and then
+        self.overflows = self.delivered // 100  # and the driver overran less often
+        return frame
+
+
+def test_lost_audio_is_counted_in_the_manifest_and_in_edge_status(tmp_path, lesson, detector, capsys):
+    config = write_config(tmp_path)
+    settings = load_config(config)
+    recorder = make_recorder(settings, detector, tmp_path / "rec", status_path=tmp_path / "status.json")
+    stop = threading.Event()
+    source = LossySource(lesson, speed=1000, loop=True)
+    recorder.run(StopAfter(source, 2 * len(lesson) // 512, stop), stop)
+    entries = read_manifest(tmp_path / "rec" / MANIFEST)
+    assert len(entries) >= 4
+    # Each line counts what was lost up to its segment's end (32 ms frames; driver overruns).
+    counts = [(e["dropped_frames"], e["overflows"]) for e in entries]
+    assert all(d > o > 0 for d, o in counts[1:]), counts
+    assert counts == sorted(counts) and counts[0] < counts[-1]
+    for entry in entries:
+        # Closed within a second or two after its end (the pause that ended it): the counts
+        # then, not those of the start or of the end of the run.
+        frames_then = (entry["end_s"] * 16000) // 512
+        assert frames_then // 40 <= entry["dropped_frames"] <= (frames_then + 60) // 40
+    status = read_status(tmp_path / "status.json")
+    assert (status["dropped_frames"], status["overflows"]) == (source.delivered // 40, source.delivered // 100)
+    capsys.readouterr()
+    main(["status", "--config", str(config)])
+    out = capsys.readouterr().out
+    assert str(source.delivered // 40) in out and "dropped" in out, out
+
+
+class BrokenDetector:
+    """A detector that fails on the 50th frame (a runtime bug, a corrupted model)."""
+
+    def __init__(self, detector):
+        self.detector, self.sha256, self.calls = detector, detector.sha256, 0
+
+    def reset(self):
+        self.detector.reset()
+
+    def __call__(self, frame):
+        self.calls += 1
+        if self.calls == 50:
+            raise RuntimeError("tensor shape mismatch")
+        return self.detector(frame)
+
+
+def test_the_error_the_recorder_stopped_on_is_its_last_error_in_edge_status(tmp_path, lesson, detector, capsys):
+    config = write_config(tmp_path)
+    recorder = make_recorder(load_config(config), BrokenDetector(detector), tmp_path / "rec",
+                             status_path=tmp_path / "status.json")
+    stop = threading.Event()
+    with pytest.raises(RuntimeError):
+        recorder.run(PacedSource(lesson, speed=1000, loop=True), stop)
+    status = read_status(tmp_path / "status.json")
+    assert status["state"] == "stopped"
+    assert status["errors"][-1].endswith("stopped by an error: RuntimeError('tensor shape mismatch')")
+    capsys.readouterr()
+    assert main(["status", "--config", str(config)]) == 1
+    out = capsys.readouterr().out
+    assert "RuntimeError('tensor shape mismatch')" in out, out
+
+
+def test_a_restart_counts_only_today_s_segments(tmp_path, detector):
+    root = tmp_path / "rec"
+    root.mkdir()
+    today = datetime(2026, 11, 25, 10, 0, tzinfo=timezone.utc)
+    lines = [{"file": f"d/{n}.wav", "seq": n, "start": (today - timedelta(hours=h)).isoformat()}
+             for n, h in enumerate([30, 12, 10.5, 9, 1, 0])]  # 25 Nov starts 10 h before "today"
+    (root / MANIFEST).write_text("".join(json.dumps(line) + "\n" for line in lines))
+    recorder = make_recorder(load_config(write_config(tmp_path)), detector, root, clock=FakeClock(today))
+    assert recorder.status.segments_today == 3
