@@ -19,6 +19,8 @@ try:
 except ImportError:  # Windows: only the office commands (list, decrypt) run there, without locks
     fcntl = None
 
+import ctypes
+import errno
 import hashlib
 import json
 import logging
@@ -44,6 +46,14 @@ MANIFEST = "manifest.jsonl"
 PART = ".part"
 SIDECAR = ".part.json"
 SEGMENT_NAME = re.compile(r"^(\d{6,})_\d{6}_.+\.wav(\.age)?(\.part)?$")
+RESERVE_BYTES = 1 << 20
+"""Card space allocated ahead of an open segment's audio (33 s), so that the fsync every
+second writes no block allocation to the ext4 journal: a quarter less written per hour of
+speech (bench.wear)."""
+RESERVE_ONLY_ABOVE_BYTES = 64 * RESERVE_BYTES
+_FALLOC_FL_KEEP_SIZE = 1
+_libc = ctypes.CDLL(None, use_errno=True)
+_fallocate = getattr(_libc, "fallocate64", None)
 
 
 def wav_header(data_bytes: int) -> bytes:
@@ -224,12 +234,31 @@ class SegmentFormat(Protocol):
     def create(self, part: Path) -> SegmentFile: ...
 
 
+def reserve(fd: int, offset: int, length: int) -> bool:
+    """Allocate the blocks of ``offset`` to ``offset + length`` without changing the file's
+    size (fallocate with KEEP_SIZE); False where the filesystem cannot (FUSE) or the card
+    has little room left (every free byte is kept for audio and the free-space floor):
+    then the writes allocate their blocks as usual."""
+    if _fallocate is None:
+        return False
+    card = os.fstatvfs(fd)
+    if card.f_bavail * card.f_frsize < RESERVE_ONLY_ABOVE_BYTES:
+        return False
+    if _fallocate(fd, _FALLOC_FL_KEEP_SIZE, ctypes.c_int64(offset), ctypes.c_int64(length)) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code not in (errno.EOPNOTSUPP, errno.ENOSPC, errno.ENOSYS, errno.EINVAL):
+        log.debug("cannot reserve space ahead of the audio: %s", os.strerror(code))
+    return False
+
+
 class PlainWavFile:
-    """A WAV whose header is brought up to date at every sync."""
+    """A WAV whose header is brought up to date at every sync, its blocks allocated ahead."""
 
     def __init__(self, part: Path):
         self._file = open(part, "xb")
         self._file.write(wav_header(0))
+        self._reserved = RESERVE_BYTES if reserve(self._file.fileno(), 0, RESERVE_BYTES) else 0
 
     def write(self, data: bytes) -> None:
         self._file.write(data)
@@ -239,9 +268,18 @@ class PlainWavFile:
         fd = self._file.fileno()
         os.pwrite(fd, struct.pack("<I", 36 + data_bytes), 4)
         os.pwrite(fd, struct.pack("<I", data_bytes), 40)
+        # Half the reservation used: the next one, past the end (no written pages in it).
+        if self._reserved and self._reserved - (HEADER_BYTES + data_bytes) < RESERVE_BYTES // 2:
+            if reserve(fd, self._reserved, RESERVE_BYTES):
+                self._reserved += RESERVE_BYTES
         os.fsync(fd)
 
     def close(self) -> None:
+        if self._reserved:
+            # Give back what was reserved past the end (a power cut before this keeps at
+            # most RESERVE_BYTES allocated to the file, harmlessly).
+            self._file.flush()
+            os.ftruncate(self._file.fileno(), os.fstat(self._file.fileno()).st_size)
         self._file.close()
 
     def abandon(self) -> None:
