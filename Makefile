@@ -9,7 +9,7 @@ DEB_PACKAGES := portaudio19-dev python3-venv python3-dev gcc alsa-utils age
 TEST_DEB_PACKAGES := openssh-server openssh-client rclone
 SILERO_PIN := silero-vad==6.2.3
 
-.PHONY: deb test-deb venv test run demo model bench bench-sync soak install uninstall clean lazyfs mutate check-targets
+.PHONY: deb test-deb venv test run demo model bench bench-sync bench-wear soak install uninstall clean lazyfs mutate check-targets
 SOAK_CUTS ?= 200
 LAZYFS_DIR ?= /var/tmp/edge-lazyfs
 LAZYFS_SRC ?= ../shared/tools/lazyfs
@@ -109,6 +109,13 @@ bench: venv
 	done
 	$(BIN)/python -m bench $(BENCH_ARGS)
 	$(MAKE) --no-print-directory bench-sync
+	$(MAKE) --no-print-directory bench-wear
+
+# What the recorder writes to the SD card per hour (silence, a lesson, no microphone) beside
+# a stopped recorder, on a loop-mounted ext4 card, about 22 minutes; as root.
+# EDGE_WEAR_QUICK=1 only checks that it runs; BENCH_WEAR_ARGS="--tree DIR" measures another checkout.
+bench-wear: venv
+	$(BIN)/python -m bench.wear $(BENCH_WEAR_ARGS)
 
 # `edge sync` of a synthesized week (1 GB) to sshd on 127.0.0.1 beside plain `rclone copy`.
 bench-sync: venv test-deb
