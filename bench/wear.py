@@ -57,6 +57,9 @@ LESSON_OVERHEAD = 0.05
 LESSON_CLIP = REPO / "tests" / "data" / "lesson_15s.wav"
 LESSON_LABELS = REPO / "tests" / "data" / "lesson_15s.csv"
 CASES = ("stopped", "silence", "lesson", "unplugged")
+LONGER_FSYNC = "lesson-fsync10s"
+"""Not run unless named (--cases): the lesson with storage.fsync_interval_s: 10, what the
+owner's durability setting buys in writes."""
 
 
 def run(*args: str) -> str:
@@ -129,7 +132,7 @@ def case_audio(case: str) -> Optional[np.ndarray]:
     """One minute of the case's microphone, looped by the feeder; None: no microphone."""
     if case == "silence":
         return room_tone(60.0)
-    if case == "lesson":
+    if case in ("lesson", LONGER_FSYNC):
         return np.concatenate([speech(30.0), room_tone(30.0)])
     return None
 
@@ -162,7 +165,7 @@ class Feeder(threading.Thread):
 class Daemon:
     """`edge run` as systemd starts it, its stderr (the journal) kept off the card."""
 
-    def __init__(self, tree: Path, work: Path, card_: Card, alsa_config: Path):
+    def __init__(self, tree: Path, work: Path, card_: Card, alsa_config: Path, fsync_interval_s: float = 1.0):
         self.state = card_.mount / "state"
         self.runtime = card_.runtime / "edge-recorder"
         for folder, mode in ((self.state, 0o750), (self.runtime, 0o750)):
@@ -170,7 +173,8 @@ class Daemon:
             folder.chmod(mode)
         self.config = work / "edge.yaml"
         self.config.write_text(
-            "audio: {device: benchmic}\nled: {pin: null}\nstorage: {min_free_mb: 100}\n")
+            "audio: {device: benchmic}\nled: {pin: null}\n"
+            f"storage: {{min_free_mb: 100, fsync_interval_s: {fsync_interval_s}}}\n")
         self.log = work / f"daemon-{time.monotonic_ns()}.log"
         self.notify_path = work / "notify.sock"
         self.notify_path.unlink(missing_ok=True)
@@ -270,7 +274,7 @@ def measure(case: str, seconds: float, warmup: float, tree: Path, work: Path, ca
         feeder.start()
     try:
         if case != "stopped":
-            daemon = Daemon(tree, work, card_, alsa_config)
+            daemon = Daemon(tree, work, card_, alsa_config, 10.0 if case == LONGER_FSYNC else 1.0)
             daemon.wait_ready()
         time.sleep(warmup)  # start-up (model, manifest, device probing) is not the hour
         before = listing(card_.mount)  # first: reading a new folder may update its atime
@@ -305,7 +309,7 @@ def goal(result: Result, stopped: Result) -> str:
     if result.case in ("silence", "unplugged"):
         ok = extra <= SILENCE_BUDGET_BYTES_PER_H
         return f"{'OK  ' if ok else 'OVER'} <= {SILENCE_BUDGET_BYTES_PER_H / 1000:.0f} KB/h extra"
-    if result.case == "lesson":
+    if result.case in ("lesson", LONGER_FSYNC):
         allowed = result.per_hour(result.audio) * LESSON_OVERHEAD
         overhead = extra - result.per_hour(result.audio)
         ok = overhead <= allowed
@@ -315,11 +319,11 @@ def goal(result: Result, stopped: Result) -> str:
 
 def table(results: list[Result]) -> list[str]:
     stopped = next(r for r in results if r.case == "stopped")
-    lines = [f"{'case':<10} {'card KB/h':>11} {'over stopped':>13} {'audio KB/h':>11} "
+    lines = [f"{'case':<15} {'card KB/h':>11} {'over stopped':>13} {'audio KB/h':>11} "
              f"{'log lines/h':>11} {'log KB/h':>9}  goal"]
     for r in results:
         extra = r.per_hour(r.written) - stopped.per_hour(stopped.written)
-        lines.append(f"{r.case:<10} {r.per_hour(r.written) / 1000:>11.1f} {extra / 1000:>13.1f} "
+        lines.append(f"{r.case:<15} {r.per_hour(r.written) / 1000:>11.1f} {extra / 1000:>13.1f} "
                      f"{r.per_hour(r.audio) / 1000:>11.1f} {r.per_hour(r.log_lines):>11.0f} "
                      f"{r.per_hour(r.log_bytes) / 1000:>9.1f}  {goal(r, stopped)}")
     return lines
@@ -336,11 +340,12 @@ def main(argv: Optional[list] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.wear", description=__doc__.splitlines()[0])
     parser.add_argument("--tree", type=Path, default=REPO, help="checkout whose recorder runs (default: this one)")
     parser.add_argument("--minutes", type=float, default=None, help=f"per case (default {CASE_S / 60:g})")
-    parser.add_argument("--cases", default=",".join(CASES), help="comma-separated subset of " + ", ".join(CASES))
+    parser.add_argument("--cases", default=",".join(CASES),
+                        help=f"comma-separated, of {', '.join(CASES + (LONGER_FSYNC,))} (stopped always runs)")
     args = parser.parse_args(argv)
     quick = os.environ.get("EDGE_WEAR_QUICK") == "1"
     seconds = args.minutes * 60 if args.minutes else (QUICK_CASE_S if quick else CASE_S)
-    cases = [c for c in CASES if c in args.cases.split(",") or c == "stopped"]
+    cases = [c for c in CASES + (LONGER_FSYNC,) if c in args.cases.split(",") or c == "stopped"]
     # A stop (timeout, kill) still unmounts the card and detaches the loop device.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     if os.geteuid() != 0 or not shutil.which("losetup"):
