@@ -266,12 +266,12 @@ class PlainWavFile:
     def sync(self, data_bytes: int) -> None:
         self._file.flush()
         fd = self._file.fileno()
-        os.pwrite(fd, struct.pack("<I", 36 + data_bytes), 4)
-        os.pwrite(fd, struct.pack("<I", data_bytes), 40)
         # Half the reservation used: the next one, past the end (no written pages in it).
         if self._reserved and self._reserved - (HEADER_BYTES + data_bytes) < RESERVE_BYTES // 2:
             if reserve(fd, self._reserved, RESERVE_BYTES):
                 self._reserved += RESERVE_BYTES
+        os.pwrite(fd, struct.pack("<I", 36 + data_bytes), 4)
+        os.pwrite(fd, struct.pack("<I", data_bytes), 40)
         os.fsync(fd)
 
     def close(self) -> None:
