@@ -52,8 +52,10 @@ second writes no block allocation to the ext4 journal: a quarter less written pe
 speech (bench.wear)."""
 RESERVE_ONLY_ABOVE_BYTES = 64 * RESERVE_BYTES
 _FALLOC_FL_KEEP_SIZE = 1
-_libc = ctypes.CDLL(None, use_errno=True)
-_fallocate = getattr(_libc, "fallocate64", None)
+try:
+    _fallocate = getattr(ctypes.CDLL(None, use_errno=True), "fallocate64", None)
+except (OSError, TypeError):  # no C library to load by name (Windows: the office commands)
+    _fallocate = None
 
 
 def wav_header(data_bytes: int) -> bytes:
