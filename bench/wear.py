@@ -180,7 +180,10 @@ class Daemon:
         self.notify_path.unlink(missing_ok=True)
         self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.notify.bind(str(self.notify_path))
-        self.notify.settimeout(1.0)
+        # Read all the time, as systemd does: a socket nobody reads holds 10 datagrams
+        # (net.unix.max_dgram_qlen), then the recorder's next notification blocks it.
+        self.ready = threading.Event()
+        threading.Thread(target=self._read_notify, daemon=True).start()
         env = {**os.environ, "STATE_DIRECTORY": str(self.state), "RUNTIME_DIRECTORY": str(self.runtime),
                "NOTIFY_SOCKET": str(self.notify_path), "WATCHDOG_USEC": "30000000",
                "ALSA_CONFIG_PATH": str(alsa_config), "PYTHONPATH": str(tree)}
@@ -191,16 +194,22 @@ class Daemon:
                 [sys.executable, "-m", "edge", "run", "--config", str(self.config)],
                 cwd=self.state, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
 
+    def _read_notify(self) -> None:
+        while True:
+            try:
+                message = self.notify.recv(4096)
+            except OSError:
+                return
+            if not message:
+                return  # shut down: the recorder has stopped
+            if b"READY=1" in message:
+                self.ready.set()
+
     def wait_ready(self) -> None:
         deadline = time.monotonic() + READY_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                break
-            try:
-                if b"READY=1" in self.notify.recv(4096):
-                    return
-            except socket.timeout:
-                continue
+        while time.monotonic() < deadline and self.process.poll() is None:
+            if self.ready.wait(1.0):
+                return
         raise RuntimeError(f"the recorder did not start: {self.log.read_text()[-2000:]}")
 
     def log_size(self) -> tuple[int, int]:
@@ -218,6 +227,8 @@ class Daemon:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        with contextlib.suppress(OSError):
+            self.notify.shutdown(socket.SHUT_RDWR)
         self.notify.close()
         self.notify_path.unlink(missing_ok=True)
 
