@@ -48,8 +48,8 @@ SIDECAR = ".part.json"
 SEGMENT_NAME = re.compile(r"^(\d{6,})_\d{6}_.+\.wav(\.age)?(\.part)?$")
 RESERVE_BYTES = 1 << 20
 """Card space allocated ahead of an open segment's audio (33 s), so that the fsync every
-second writes no block allocation to the ext4 journal: a quarter less written per hour of
-speech (bench.wear)."""
+second journals no block allocation: 70 % written over the audio instead of 93 % (ext4,
+docs/sd-card.md)."""
 RESERVE_ONLY_ABOVE_BYTES = 64 * RESERVE_BYTES
 _FALLOC_FL_KEEP_SIZE = 1
 try:
