@@ -9,7 +9,7 @@ DEB_PACKAGES := portaudio19-dev python3-venv python3-dev gcc alsa-utils age
 TEST_DEB_PACKAGES := openssh-server openssh-client rclone strace
 SILERO_PIN := silero-vad==6.2.3
 
-.PHONY: deb test-deb venv test fuzz run demo model bench bench-sync bench-scaling soak install uninstall clean lazyfs mutate check-targets
+.PHONY: deb test-deb venv test fuzz run demo model bench bench-sync bench-scaling bench-wear soak install uninstall clean lazyfs mutate check-targets
 SOAK_CUTS ?= 200
 MUTATE_JOBS ?= 1
 LAZYFS_DIR ?= /var/tmp/edge-lazyfs
@@ -125,11 +125,18 @@ bench: venv
 	$(BIN)/python -m bench $(BENCH_ARGS)
 	$(MAKE) --no-print-directory bench-sync
 	$(MAKE) --no-print-directory bench-scaling
+	$(MAKE) --no-print-directory bench-wear
 
 # What the card's history costs: a day, a month and a year of segments, this version beside
 # the last one with a single manifest.jsonl (docs/card-layout.md).
 bench-scaling: venv
 	$(BIN)/python -m bench.scaling $(BENCH_SCALING_ARGS)
+
+# What the recorder writes to the SD card per hour (silence, a lesson, no microphone) beside
+# a stopped recorder, on a loop-mounted ext4 card, about 22 minutes; as root.
+# EDGE_WEAR_QUICK=1 only checks that it runs; BENCH_WEAR_ARGS="--tree DIR" measures another checkout.
+bench-wear: venv
+	$(BIN)/python -m bench.wear $(BENCH_WEAR_ARGS)
 
 # `edge sync` of a synthesized week (1 GB) to sshd on 127.0.0.1 beside plain `rclone copy`.
 bench-sync: venv test-deb

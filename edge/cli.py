@@ -13,7 +13,7 @@ from typing import Optional
 
 from . import __version__, controls, decrypt, detector, doctor, export, plot, sync
 from .audio import CaptureError, MicrophoneSource, WavFileSource, describe_devices
-from .config import add_config_argument, load_config, resolve_data_path
+from .config import add_config_argument, load_config, resolve_data_path, resolve_runtime_path
 from .errors import DEVICE_MODULES, EdgeError, missing_device_module, permission_denied
 from .indicator import GPIO_CHIPS, make_indicator
 from .logs import setup_logging
@@ -33,6 +33,12 @@ def run_command(args: argparse.Namespace) -> int:
     indicator = make_indicator(settings.led)
     export_state = export.export_state_file(settings)
     notifier = ServiceNotifier()
+    status_path = resolve_runtime_path(settings.service.status_file)
+    try:
+        # systemd makes $RUNTIME_DIRECTORY; a login session's runtime directory is made here.
+        status_path.parent.mkdir(mode=0o750, parents=True, exist_ok=True)
+    except OSError as exc:
+        log.warning("%s: cannot create the folder for the status (%s)", status_path.parent, exc.strerror)
     requests = controls.ControlQueue()
     button = controls.make_button(settings.controls, requests)
     socket_path = controls.control_socket(settings)
@@ -40,7 +46,7 @@ def run_command(args: argparse.Namespace) -> int:
     server.start()
     recorder = Recorder(
         settings, vad, writer, indicator=indicator, notifier=notifier,
-        watchdog_every=watchdog_interval(), status_path=resolve_data_path(settings.service.status_file),
+        watchdog_every=watchdog_interval(), status_path=status_path,
         extra_pattern=lambda: export.export_led_pattern(export_state, recorder.clock.wall()),
         controls=requests, export_state=export_state, pause_file=socket_path.with_name("paused.json"))
     recorder.status.button = button.name if button is not None else None  # for `edge doctor`

@@ -147,9 +147,9 @@ class ControlsSettings:
 @dataclass(frozen=True)
 class ServiceSettings:
     status_file: str = "status.json"
-    """Where the daemon publishes its state for `edge status`; relative like recordings_dir."""
+    """Where the daemon publishes its state for `edge status`, rewritten every 5 s: kept off the card, so relative paths are under $RUNTIME_DIRECTORY (systemd's tmpfs), else $XDG_RUNTIME_DIR/edge-recorder, else the working directory."""
     control_socket: str = "control.sock"
-    """Unix socket for `edge pause`, `edge resume` and `edge forget`; relative paths are under $RUNTIME_DIRECTORY when systemd sets it, else beside status_file."""
+    """Unix socket for `edge pause`, `edge resume` and `edge forget`; a relative path is beside the status file (in memory, like it)."""
 
 
 @dataclass(frozen=True)
@@ -304,6 +304,21 @@ def resolve_data_path(name: str) -> Path:
         return path
     state = os.environ.get("STATE_DIRECTORY")
     return (Path(state.split(":")[0]) if state else Path.cwd()) / path
+
+
+def resolve_runtime_path(name: str) -> Path:
+    """Place a relative path for what is rewritten often and needs no durability (the status)
+    in memory, never on the SD card: under systemd's RuntimeDirectory (a tmpfs) for the
+    service, else the login session's runtime directory (`make run`), else the working
+    directory (no session: a container, a cron job)."""
+    path = Path(name)
+    if path.is_absolute():
+        return path
+    runtime = os.environ.get("RUNTIME_DIRECTORY")
+    if runtime:
+        return Path(runtime.split(":")[0]) / path
+    session = os.environ.get("XDG_RUNTIME_DIR")
+    return (Path(session) / "edge-recorder" if session else Path.cwd()) / path
 
 
 def device_name(storage: StorageSettings) -> str:

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from .config import ControlsSettings, add_config_argument, load_config, resolve_data_path
+from .config import ControlsSettings, add_config_argument, load_config, resolve_runtime_path
 from .errors import EdgeError, permission_denied
 
 log = logging.getLogger(__name__)
@@ -238,15 +238,12 @@ def send_command(path: Path, command: str, minutes: Optional[float] = None) -> d
 
 
 def control_socket(settings) -> Path:
-    """The socket's path: service.control_socket, a relative one under systemd's
-    RuntimeDirectory (the service) or beside the status file (a recorder run by hand)."""
+    """The socket's path: service.control_socket, a relative one beside the status file
+    (under systemd's RuntimeDirectory for the service)."""
     path = Path(settings.service.control_socket)
-    runtime = os.environ.get("RUNTIME_DIRECTORY")
     if path.is_absolute():
         return path
-    if runtime:
-        return Path(runtime.split(":")[0]) / path
-    return resolve_data_path(settings.service.status_file).parent / path
+    return resolve_runtime_path(settings.service.status_file).parent / path
 
 
 def _positive_minutes(text: str) -> float:

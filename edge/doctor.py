@@ -11,6 +11,7 @@ import os
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -18,7 +19,8 @@ import numpy as np
 
 from .audio import CaptureError, MicrophoneSource
 from .clock import SystemClock
-from .config import Settings, add_config_argument, default_config_path, load_config, resolve_data_path
+from .config import (Settings, add_config_argument, default_config_path, load_config, resolve_data_path,
+                     resolve_runtime_path)
 from .detector import make_detector
 from .encryption import recipient_arguments
 from .errors import DEVICE_MODULES, EdgeError, permission_denied
@@ -32,14 +34,39 @@ from .vad import SileroVad
 STALE_AFTER_S = 30.0
 
 
+def status_locations(settings: Settings) -> tuple[Path, Path]:
+    """Where the daemon publishes its status (in memory), and where earlier versions
+    published it on the card: status.json in the state directory, the recordings' parent."""
+    return (resolve_runtime_path(settings.service.status_file),
+            resolve_data_path(settings.storage.recordings_dir).parent / "status.json")
+
+
+def find_status(settings: Settings, now: datetime) -> tuple[Path, Optional[dict]]:
+    """The status to show and its file: the one published in memory, unless it shows no
+    recorder running and the old place on the card shows one that runs (an upgrade whose
+    daemon has not restarted yet). A file left at the old place by a daemon that has since
+    stopped is never taken for the current one."""
+    current, legacy = status_locations(settings)
+    status = read_status(current)
+    if legacy != current:
+        try:
+            old = read_status(legacy)
+        except PermissionError:
+            old = None
+        if old is not None and daemon_state(old, now)[0] and (
+                status is None or not daemon_state(status, now)[0]):
+            return legacy, old
+    return current, status
+
+
 def status_command(args: argparse.Namespace) -> int:
     settings = load_config(args.config)
-    path = resolve_data_path(settings.service.status_file)
-    status = read_status(path)
+    now = SystemClock().wall()
+    path, status = find_status(settings, now)
     if status is None:
         raise EdgeError(f"{path}: no status published; is the recorder running? "
                         "(systemctl status edge-recorder)")
-    running, line = daemon_state(status, SystemClock().wall())
+    running, line = daemon_state(status, now)
     free = status.get("free_mb")
     print(f"recorder:       {line}")
     print(f"state:          {state_line(status)} since {status['since']}")
@@ -278,11 +305,12 @@ CHECKS: dict[str, Callable[[Settings, Optional[dict]], CheckResult]] = {
 
 def running_daemon(settings: Settings) -> Optional[dict]:
     """The status of the recorder if it runs, else None (also when this user cannot read it)."""
+    now = SystemClock().wall()
     try:
-        status = read_status(resolve_data_path(settings.service.status_file))
+        status = find_status(settings, now)[1]
     except (PermissionError, EdgeError):  # the checks then look at the machine itself
         return None
-    if status is None or not daemon_state(status, SystemClock().wall())[0]:
+    if status is None or not daemon_state(status, now)[0]:
         return None
     return status
 

@@ -33,7 +33,8 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Iterable, Iterator, Optional, TextIO
 
-from .config import Settings, add_config_argument, device_name, load_config, resolve_data_path
+from .config import (Settings, add_config_argument, device_name, load_config, resolve_data_path,
+                     resolve_runtime_path)
 from .entries import checked_entry, checked_segments
 from .errors import EdgeError
 from .indicator import LedPattern
@@ -435,8 +436,8 @@ def hash_from_medium(path: Path) -> str:
 
 
 def export_state_file(settings: Settings) -> Path:
-    """Where the export publishes its state: beside the daemon's status file."""
-    return resolve_data_path(settings.service.status_file).with_name("export.json")
+    """Where the export publishes its state: beside the daemon's status file (in memory)."""
+    return resolve_runtime_path(settings.service.status_file).with_name("export.json")
 
 
 def export_led_pattern(path: Path, now: datetime) -> Optional[LedPattern]:

@@ -29,6 +29,9 @@ STATUS_EVERY_S = 5.0
 MAX_ERRORS_KEPT = 5
 SPACE_CHECK_S = 1.0
 STORAGE_RETRY_S = 10.0
+MISSING_LOG_EVERY_S = 600.0
+"""While the microphone is missing, failed reopen attempts are logged as a summary this often
+(after the first): 6 lines an hour instead of one per attempt (120 at the longest wait)."""
 
 
 def stamp(when: datetime) -> str:
@@ -106,6 +109,10 @@ class StatusPublisher:
                 log.debug("cannot publish status: %s", exc)
 
 
+def _duration(seconds: float) -> str:
+    return f"{seconds:.1f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
+
+
 class CaptureListener(Protocol):
     def microphone_lost(self, reason: str) -> None:
         """The microphone failed or stalled (once per outage); reopening begins."""
@@ -138,6 +145,9 @@ class CaptureSupervisor:
         self._last_frame: Optional[float] = None
         self._gap_start: Optional[datetime] = None
         self._backoff = settings.reopen_backoff_s
+        self._failed_attempts = 0  # reopen attempts that failed since the last log line
+        self._attempts = 0  # in this outage
+        self._last_log = float("-inf")
 
     def read(self) -> Optional[np.ndarray]:
         """The next frame, or None when there was none (a stall or outage was handled, or
@@ -167,24 +177,40 @@ class CaptureSupervisor:
             self.missing = True
             self._gap_start = self.clock.wall()
             self._backoff = self.settings.reopen_backoff_s
+            self._attempts = self._failed_attempts = 0
             self.listener.microphone_lost(reason)
         else:
-            log.info("microphone opened but gave no audio: %s", reason)
+            self._attempt_failed(f"it opened but gave no audio ({reason})")
         self.source.close()
         while not self._wait(self._backoff):
-            wait, self._backoff = self._backoff, min(self._backoff * 2, self.settings.reopen_backoff_max_s)
+            self._backoff = min(self._backoff * 2, self.settings.reopen_backoff_max_s)
             try:
                 self.source.open()
             except CaptureError as exc:
-                log.info("microphone still missing after waiting %g s: %s", wait, exc)
+                self._attempt_failed(str(exc))
                 continue
             self._last_frame = self.monotonic()
             return
 
+    def _attempt_failed(self, reason: str) -> None:
+        """The first failed reopen of an outage is logged, then one summary line every
+        MISSING_LOG_EVERY_S: a microphone unplugged for the holidays must not fill the
+        journal (the outage itself is a warning, and `edge status` shows it)."""
+        self._attempts += 1
+        self._failed_attempts += 1
+        now = self.monotonic()
+        if self._attempts > 1 and now - self._last_log < MISSING_LOG_EVERY_S:
+            return
+        missing_s = (self.clock.wall() - self._gap_start).total_seconds()
+        log.info("microphone still missing after %s (%d reopen attempts since the last line): %s",
+                 _duration(missing_s), self._failed_attempts, reason)
+        self._last_log, self._failed_attempts = now, 0
+
     def _back(self) -> None:
         self.missing = False
         end = self.clock.wall()
-        log.warning("microphone back after %.1f s", (end - self._gap_start).total_seconds())
+        log.warning("microphone back after %s (%d reopen attempts)",
+                    _duration((end - self._gap_start).total_seconds()), self._attempts + 1)
         self.listener.microphone_back({"start": stamp(self._gap_start), "end": stamp(end)})
 
     def _wait(self, seconds: float) -> bool:

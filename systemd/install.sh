@@ -19,6 +19,7 @@ UNIT=edge-recorder.service
 OPT="$ROOT/opt/edge-recorder"
 CONFIG_DIR="$ROOT/etc/edge-recorder"
 STATE_DIR="$ROOT/var/lib/edge-recorder"
+LEGACY_STATUS=/var/lib/edge-recorder/status.json
 UNIT_DIR="$ROOT/etc/systemd/system"
 UDEV_RULE="$ROOT/etc/udev/rules.d/60-edge-recorder-gpiochip.rules"
 DEB_PACKAGES=(portaudio19-dev python3-venv python3-dev gcc libc6-dev alsa-utils age)
@@ -103,11 +104,17 @@ install_config() {
     # The bundled default with the service's data paths written out, so that `edge status`
     # or `edge export` run from a shell (no $STATE_DIRECTORY there) find the same files.
     sed -e 's#^  recordings_dir: recordings #  recordings_dir: /var/lib/edge-recorder/recordings #' \
-        -e 's#^  status_file: status.json #  status_file: /var/lib/edge-recorder/status.json #' \
+        -e 's#^  status_file: status.json #  status_file: /run/edge-recorder/status.json #' \
         -e 's#^  control_socket: control.sock #  control_socket: /run/edge-recorder/control.sock #' \
         -e 's#^  rclone_config: rclone.conf #  rclone_config: /var/lib/edge-recorder/rclone.conf #' \
         "$OPT/src/config/edge.yaml" >"$default"
     mkdir -p "$CONFIG_DIR"
+    # Earlier installs wrote the status to the card every 5 s: move the line they wrote to
+    # the service's RuntimeDirectory (a tmpfs), in place; an edited path is left alone.
+    if [ -e "$config" ] && grep -q "^  status_file: $LEGACY_STATUS #" "$config"; then
+        sed -i "s#^  status_file: $LEGACY_STATUS #  status_file: /run/edge-recorder/status.json #" "$config"
+        say "$config: the status file moves off the SD card to /run/edge-recorder/status.json"
+    fi
     if [ ! -e "$config" ]; then
         install -m 0640 "$default" "$config"
         say "installed default config $config"
@@ -128,7 +135,7 @@ install_config() {
 
 create_state_dir() {
     # systemd creates it too (StateDirectory=), but only once the service starts. The
-    # edge-recorder group may read the status in it; the recordings stay private (0700).
+    # recordings in it stay private (0700); the status is in /run/edge-recorder.
     mkdir -p "$STATE_DIR"
     chmod 0750 "$STATE_DIR"
     if live_system; then chown "$SERVICE_USER:$SERVICE_USER" "$STATE_DIR"; fi
@@ -204,6 +211,8 @@ start_service() {
         systemctl enable "$UNIT"
         # restart, not start: an upgrade must run the new code.
         systemctl restart "$UNIT"
+        # What the recorder stopped by the restart published at the old place, now stale.
+        if ! grep -q "^  status_file: $LEGACY_STATUS" "$CONFIG_DIR/edge.yaml"; then rm -f "$LEGACY_STATUS"; fi
         say "started $UNIT; follow it with: journalctl -u edge-recorder -f"
     else
         # enable works offline (chroot, image build): it only creates the symlink.

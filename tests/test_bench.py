@@ -218,3 +218,16 @@ def test_speech_loss_says_where_speech_was_lost():
     stored = [(1.2, 1.9), (3.9, 4.3), (4.6, 5.1)]
     loss = speech_loss(utterances, stored)
     assert (loss.heads, loss.tails, loss.inside, loss.missed) == pytest.approx((0.2 / 2.5, 0.1 / 2.5, 0.3 / 2.5, 0.5 / 2.5))
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the wear bench needs root for a loop device")
+def test_quick_wear_bench_runs_and_keeps_the_status_off_the_card():
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.wear", "--cases", "silence"], cwd=REPO, capture_output=True, text=True,
+        timeout=300, env={**os.environ, "EDGE_WEAR_QUICK": "1"})  # a guard against a hang
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert [line.split()[0] for line in lines if line.startswith(("stopped ", "silence "))] == ["stopped", "silence"]
+    # What changed on the card while the recorder listened to silence: not its status.
+    silence = next(line for line in lines if line.startswith("wear: silence:"))
+    assert "changed on the card:" in silence and "status.json" not in silence

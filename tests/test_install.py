@@ -100,11 +100,33 @@ def test_installed_config_names_the_service_data_paths(checkout, root):
     run(checkout / "systemd" / "install.sh", root)
     settings = load_config(root / "etc/edge-recorder/edge.yaml")
     assert settings.storage.recordings_dir == "/var/lib/edge-recorder/recordings"
-    assert settings.service.status_file == "/var/lib/edge-recorder/status.json"
+    # Rewritten every 5 s: in the service's RuntimeDirectory (a tmpfs), not on the card.
+    assert settings.service.status_file == "/run/edge-recorder/status.json"
     # `edge pause` from a shell has no $RUNTIME_DIRECTORY either (RuntimeDirectory= in the unit).
     assert settings.service.control_socket == "/run/edge-recorder/control.sock"
     assert "RuntimeDirectory=edge-recorder\n" in (root / "etc/systemd/system/edge-recorder.service").read_text()
     assert settings.audio == load_config(REPO / "config/edge.yaml").audio
+
+
+def test_an_upgrade_moves_the_status_file_an_earlier_install_put_on_the_card(checkout, root):
+    shutil.copy2(REPO / "config/edge.yaml", checkout / "config/edge.yaml")
+    run(checkout / "systemd" / "install.sh", root)
+    config = root / "etc/edge-recorder/edge.yaml"
+    installed = config.read_text()
+    # What the installer wrote before the status moved, with an edit of the owner's.
+    earlier = installed.replace("status_file: /run/edge-recorder/status.json",
+                                "status_file: /var/lib/edge-recorder/status.json")
+    assert earlier != installed
+    config.write_text(earlier.replace("  pin: 17 ", "  pin: 27 "))
+
+    result = run(checkout / "systemd" / "install.sh", root)
+    assert config.read_text() == installed.replace("  pin: 17 ", "  pin: 27 ")
+    assert "moves off the SD card" in result.stdout
+
+    # A path the owner chose is theirs: left alone.
+    config.write_text(installed.replace("/run/edge-recorder/status.json", "/srv/status.json"))
+    run(checkout / "systemd" / "install.sh", root)
+    assert "status_file: /srv/status.json" in config.read_text()
 
 
 def test_an_edited_config_is_kept_and_the_new_default_goes_beside_it(checkout, root):

@@ -79,25 +79,45 @@ def test_sigterm_closes_the_open_segment_and_keeps_its_audio(alsa, lesson, tmp_p
     assert entries[0]["duration_s"] >= 2.0
 
 
-def test_relative_paths_are_under_the_state_directory(alsa, lesson, tmp_path):
+def test_relative_paths_are_under_the_state_and_runtime_directories(alsa, lesson, tmp_path):
     alsa.add("testmic", np.tile(lesson, 4))
-    state = tmp_path / "state"
+    state, runtime = tmp_path / "state", tmp_path / "run"
     state.mkdir()
+    runtime.mkdir()
     elsewhere = tmp_path / "cwd"
     elsewhere.mkdir()
     service = Service(tmp_path, "audio: {device: testmic, buffer_s: 120}\n"
                       "storage: {recordings_dir: rec, min_free_mb: 0}\n"
                       "led: {pin: null}\nservice: {status_file: status.json}\n",
-                      env={"STATE_DIRECTORY": str(state)}, cwd=elsewhere)
+                      env={"STATE_DIRECTORY": str(state), "RUNTIME_DIRECTORY": str(runtime)}, cwd=elsewhere)
     try:
         service.wait_for(b"READY=1")
         wait_until(lambda: read_manifest(state / "rec" / MANIFEST), "a segment under $STATE_DIRECTORY")
-        wait_until((state / "status.json").exists, "the status under $STATE_DIRECTORY")
+        # Rewritten every few seconds: in memory (systemd's tmpfs), never on the card.
+        wait_until((runtime / "status.json").exists, "the status under $RUNTIME_DIRECTORY")
         assert service.stop() == 0
     finally:
         service.close()
     assert list(elsewhere.iterdir()) == []
+    assert sorted(p.name for p in state.iterdir()) == ["rec"]
     assert_card_consistent(state / "rec")
+
+
+def test_outside_systemd_the_status_is_in_the_sessions_runtime_directory(alsa, lesson, tmp_path):
+    alsa.add("testmic", np.tile(lesson, 4))
+    session = tmp_path / "user-run"
+    session.mkdir(mode=0o700)
+    service = Service(tmp_path, "audio: {device: testmic, buffer_s: 120}\n"
+                      f"storage: {{recordings_dir: {tmp_path / 'rec'}, min_free_mb: 0}}\n"
+                      "led: {pin: null}\n", env={"XDG_RUNTIME_DIR": str(session)}, cwd=tmp_path)
+    try:
+        service.wait_for(b"READY=1")
+        status = session / "edge-recorder" / "status.json"
+        wait_until(status.exists, "the status under $XDG_RUNTIME_DIR/edge-recorder")
+        assert service.stop() == 0
+    finally:
+        service.close()
+    assert not (tmp_path / "status.json").exists()
 
 
 def test_microphone_missing_at_boot_is_waited_for_with_watchdog_pings(alsa, lesson, tmp_path):

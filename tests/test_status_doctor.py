@@ -17,7 +17,7 @@ from conftest import LESSON_WAV, Daemon, PacedSource, StopAfter, make_recorder, 
 from edge.audio import CaptureError
 from edge.cli import main
 from edge.config import load_config
-from edge.status import read_status
+from edge.status import RecorderStatus, publish_status, read_status
 
 
 def write_config(tmp_path, device="testmic", recordings=None, min_free_mb=200, pin="null"):
@@ -106,6 +106,62 @@ def test_status_knows_whether_the_daemon_runs(alsa, lesson, tmp_path, capsys):
     status_path.write_text(json.dumps(status))
     code, out = status_of(config, capsys)
     assert code == 1 and "recorder:       not running since" in out
+
+
+def test_status_takes_the_old_place_on_the_card_only_from_a_recorder_that_runs(alsa, lesson, tmp_path,
+                                                                                capsys, monkeypatch):
+    # The service's layout: the recordings in the state directory (on the card), beside the
+    # status of earlier versions; the status now in the runtime directory (a tmpfs).
+    alsa.add("testmic", lesson)
+    state, runtime = tmp_path / "state", tmp_path / "run"
+    state.mkdir()
+    runtime.mkdir()
+    monkeypatch.setenv("RUNTIME_DIRECTORY", str(runtime))
+    config = tmp_path / "edge.yaml"
+    config.write_text("audio: {device: testmic, buffer_s: 120}\nled: {pin: null}\n"
+                      f"storage: {{recordings_dir: {state / 'rec'}, min_free_mb: 0}}\n")
+    old, new = state / "status.json", runtime / "status.json"
+    # What a recorder of this version said as it stopped (a downgrade, and back).
+    publish_status(new, RecorderStatus(state="stopped", pid=2**22 + 1, updated="2026-01-05T08:00:00+00:00"))
+    # A recorder not yet restarted after the upgrade: it still publishes on the card.
+    earlier = tmp_path / "earlier.yaml"
+    earlier.write_text(config.read_text() + f"service: {{status_file: {old}}}\n")
+    daemon = Daemon(tmp_path, earlier, "earlier")
+    try:
+        wait_until(lambda: (read_status(old) or {}).get("pid") == daemon.process.pid, "the earlier status")
+        code, out = status_of(config, capsys)
+        assert code == 0 and f"recorder:       running (pid {daemon.process.pid})" in out
+        daemon.process.send_signal(signal.SIGTERM)
+        assert daemon.process.wait(timeout=30) == 0
+    finally:
+        daemon.close()
+    # Its last word stays on the card, and is not the current state of anything.
+    assert read_status(old)["state"] == "stopped"
+    new.unlink()
+    capsys.readouterr()
+    assert main(["status", "--config", str(config)]) == 2
+    assert f"{new}: no status published" in capsys.readouterr().err
+
+    daemon = Daemon(tmp_path, config, "upgraded")
+    try:
+        wait_until(lambda: (read_status(new) or {}).get("pid") == daemon.process.pid, "the new status")
+        code, out = status_of(config, capsys)
+        assert code == 0 and f"recorder:       running (pid {daemon.process.pid})" in out
+        assert not (state / "status.json.tmp").exists() and read_status(old)["state"] == "stopped"
+        # After a reboot the old file's pid may be the new recorder's: its age gives it away.
+        daemon.process.send_signal(signal.SIGSTOP)
+        stale = read_status(old)
+        stale.update(pid=daemon.process.pid, state="listening",
+                     updated=(datetime.now().astimezone() - timedelta(days=3)).isoformat(timespec="seconds"))
+        old.write_text(json.dumps(stale))
+        new.unlink()  # as before the new recorder's first status
+        capsys.readouterr()
+        assert main(["status", "--config", str(config)]) == 2
+        assert f"{new}: no status published" in capsys.readouterr().err
+        assert "in use by the recorder" not in doctor_lines(config, capsys)[1]["microphone"]
+        daemon.process.send_signal(signal.SIGCONT)
+    finally:
+        daemon.close()
 
 
 def test_status_without_a_daemon_is_one_clear_line(tmp_path, capsys):

@@ -55,6 +55,27 @@ def test_segment_is_a_wav_listed_once_with_its_facts(tmp_path):
     assert sorted(p.name for p in path.parent.iterdir()) == sorted([path.name, MANIFEST])  # no .part, no sidecar
 
 
+def test_an_open_segment_has_its_blocks_allocated_ahead_and_gives_back_the_rest(tmp_path):
+    probe = tmp_path / "probe"
+    with open(probe, "wb") as f:
+        if not storage.reserve(f.fileno(), 0, 4096):
+            pytest.skip(f"{tmp_path} cannot allocate ahead (fallocate KEEP_SIZE)")
+    writer = writer_at(tmp_path)
+    part = tmp_path / writer.open(start()).relative_to(tmp_path)
+    part = part.with_name(part.name + ".part")
+    samples = audio(20.0)  # 640 kB: one reservation and half of it used, then the next
+    for second in range(20):
+        writer.append(samples[16000 * second:16000 * (second + 1)])
+        size, allocated = part.stat().st_size, part.stat().st_blocks * 512
+        # Allocated ahead without changing the size: a valid WAV of what it holds.
+        assert size == storage.HEADER_BYTES + 2 * 16000 * (second + 1)
+        assert allocated >= size + storage.RESERVE_BYTES // 2, (second, size, allocated)
+    entry = writer.close(END)
+    path = tmp_path / entry["file"]
+    assert np.array_equal(wav_samples(path), samples)
+    assert path.stat().st_blocks * 512 < path.stat().st_size + 4096  # nothing left reserved
+
+
 def test_sequence_numbers_grow_across_restarts_whatever_the_clock(tmp_path):
     writer = writer_at(tmp_path)
     writer.open(start(wall="2026-11-24T09:30:12.000+00:00"))

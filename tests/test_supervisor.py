@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import re
 from datetime import datetime, timedelta, timezone
 
 import numpy as np
@@ -109,6 +111,34 @@ def test_a_lost_microphone_is_reopened_with_doubling_waits_up_to_the_maximum():
     # systemd kills a service whose pings are WatchdogSec (twice the interval) apart.
     assert max(b - a for a, b in zip(notifier.pings, notifier.pings[1:])) < 2 * 1.5
     assert listener.waits > 0
+
+
+def test_an_unplugged_microphone_logs_its_first_attempt_then_a_summary_every_ten_minutes(caplog):
+    clock = FakeClock()
+    # Waits of 1, 2, 4, 8, 16 s, then 30 s: the 124th failed attempt comes an hour in.
+    source = ScriptedMicrophone(clock, [FRAME, CaptureError("no such device")], failing_opens=124)
+    capture, listener, _ = supervisor(clock, source, reopen_backoff_max_s=30.0)
+    lines = []  # (time on the fake clock, message)
+    handler = logging.Handler()
+    handler.emit = lambda record: lines.append((clock.now, record.getMessage()))
+    caplog.set_level(logging.INFO, logger="edge.supervisor")
+    logging.getLogger("edge.supervisor").addHandler(handler)
+    try:
+        assert capture.read() is FRAME
+        assert capture.read() is None  # lost; returns once the microphone opened again
+        assert capture.read() is FRAME
+    finally:
+        logging.getLogger("edge.supervisor").removeHandler(handler)
+    assert source.opened_at[-2] == 3601.0 and len(source.opened_at) == 125
+    missing = [(at, text) for at, text in lines if "still missing" in text]
+    assert [at for at, _ in missing] == [1.0, 601.0, 1201.0, 1801.0, 2401.0, 3001.0, 3601.0]
+    assert missing[0][1] == ("microphone still missing after 1.0 s (1 reopen attempts since the last line): "
+                             "no such device")
+    assert missing[1][1].startswith("microphone still missing after 10 min (")
+    # Every failed attempt is counted in exactly one line.
+    assert sum(int(re.search(r"\((\d+) reopen", text).group(1)) for _, text in missing) == 124
+    assert lines[-1][1] == "microphone back after 61 min (125 reopen attempts)"
+    assert len(lines) == len(missing) + 1
 
 
 def test_a_microphone_that_opens_but_stays_silent_is_one_outage():

@@ -104,6 +104,11 @@ def test_the_readme_states_the_units_restart_policy(unit_text):
         ("Group", "edge-recorder"),
         ("SupplementaryGroups", "audio gpio"),
         ("StateDirectory", "edge-recorder"),
+        # The status, rewritten every 5 s, in /run (a tmpfs) and readable by the group; kept
+        # after a stop for `edge status`.
+        ("RuntimeDirectory", "edge-recorder"),
+        ("RuntimeDirectoryMode", "0750"),
+        ("RuntimeDirectoryPreserve", "yes"),
         ("ConfigurationDirectory", "edge-recorder"),
         ("WorkingDirectory", "%S/edge-recorder"),
         ("ProtectSystem", "strict"),

@@ -17,6 +17,7 @@ import math
 import os
 import pwd
 import re
+import stat
 import subprocess
 import sys
 import time
@@ -34,6 +35,7 @@ UNIT = "edge-recorder.service"
 FEEDER_UNIT = "edge-test-feeder.service"
 CONFIG = Path("/etc/edge-recorder/edge.yaml")
 STATE = Path("/var/lib/edge-recorder")
+RUNTIME = Path("/run/edge-recorder")
 RECORDINGS = STATE / "recordings"
 WORK = Path("/srv/edge-system-test")
 FIFO = Path("/run/edge-system-test/mic.fifo")
@@ -58,7 +60,7 @@ storage:
   recordings_dir: {RECORDINGS}
   device_name: systemtest
 service:
-  status_file: {STATE / 'status.json'}
+  status_file: {RUNTIME / 'status.json'}
 """
 ASOUND_CONF = (f'pcm.{PCM} {{ type plug slave.pcm {{ type file slave.pcm "null" file "/dev/null" '
                f'infile "{FIFO}" format "raw" }} }}\n')
@@ -316,6 +318,21 @@ class SystemTest:
         if "listening" not in out and "speech" not in out:
             raise Failed("edge status does not show the listening state", out)
         return f"exit 0: {out.splitlines()[0].strip()!r}, {out.splitlines()[1].strip()!r}"
+
+    def check_status_in_memory(self) -> str:
+        """Rewritten every 5 s: in the RuntimeDirectory (a tmpfs), readable by the group only."""
+        status = RUNTIME / "status.json"
+        if not status.exists() or (STATE / "status.json").exists():
+            raise Failed(f"the status is not (only) at {status}", run(["ls", "-l", str(RUNTIME), str(STATE)]).stdout)
+        filesystem = run(["findmnt", "--noheadings", "--output", "FSTYPE", "--target", str(status)]).stdout.strip()
+        info = status.stat()
+        owner = run(["stat", "--format", "%U:%G %a", str(status)], check=True).stdout.strip()
+        if filesystem != "tmpfs" or owner != "edge-recorder:edge-recorder 640" or stat.S_IMODE(
+                RUNTIME.stat().st_mode) != 0o750 or info.st_size == 0:
+            raise Failed(f"{status}: {owner} on {filesystem or 'an unknown filesystem'}, folder "
+                         f"{oct(stat.S_IMODE(RUNTIME.stat().st_mode))}; expected edge-recorder:edge-recorder "
+                         "640 on tmpfs in a 0750 folder")
+        return f"{status}: {owner} on {filesystem}; nothing at {STATE / 'status.json'}"
 
     def check_status_as_other_user(self) -> str:
         result = run(["runuser", "-u", OTHER_USER, "--", "edge", "status"])
@@ -605,6 +622,7 @@ def main() -> int:
         ("READY and the STATUS line", test.check_ready_and_status),
         ("stored segments equal the input", test.check_segments_equal_input),
         ("edge status as root", test.check_status_as_root),
+        ("the status file is in memory, not on the card", test.check_status_in_memory),
         ("edge status as a user who is not root", test.check_status_as_other_user),
         ("edge status as a user in the group edge-recorder", test.check_status_in_group),
         ("device policy: a node outside DeviceAllow= refuses to open", test.check_device_policy),
