@@ -122,7 +122,7 @@ def test_long_talk_is_split_at_max_segment_s_in_the_live_recorder(alsa, lesson, 
                                    "segmenter": {"min_silence_ms": 10000, "max_segment_s": 5}})
     recordings = tmp_path / "rec"
     recorder = run_live(settings, detector, recordings, lesson)
-    entries = recorder.entries
+    entries = list(recorder.entries)
     assert len(entries) >= 3
     for entry in entries:
         assert 2.5 <= entry["duration_s"] <= 5.0 or entry is entries[-1], entry

@@ -218,7 +218,7 @@ def test_a_pause_outlives_a_restart_of_the_daemon(factory, lesson, detector, tmp
         until = datetime.fromisoformat(room.recorder.status.paused_until)
         assert asked.answer["message"] == f"paused until {until:%H:%M}"  # the same end as before
         room.wait_for_audio(len(lesson) / RATE)
-        assert room.recorder.entries == [] and room.open_files() == []
+        assert not room.recorder.entries and room.open_files() == []
         resumed = room.requests.put(ControlRequest("resume"))
         assert resumed.answered.wait(20) and resumed.answer["message"] == "recording again"
     factory.reset()

@@ -136,8 +136,13 @@ def test_a_restart_counts_only_today_s_segments(tmp_path, detector):
     root = tmp_path / "rec"
     root.mkdir()
     today = datetime(2026, 11, 25, 10, 0, tzinfo=timezone.utc)
-    lines = [{"file": f"d/{n}.wav", "seq": n, "start": (today - timedelta(hours=h)).isoformat()}
-             for n, h in enumerate([30, 12, 10.5, 9, 1, 0])]  # 25 Nov starts 10 h before "today"
-    (root / MANIFEST).write_text("".join(json.dumps(line) + "\n" for line in lines))
+    for n, hours in enumerate([30, 12, 10.5, 9, 1, 0], 1):  # 25 Nov starts 10 h before "today"
+        start = today - timedelta(hours=hours)
+        day = start.strftime("%Y%m%d")
+        (root / day).mkdir(exist_ok=True)
+        line = {"file": f"{day}/{n:06d}_000000_room.wav", "seq": n, "start": start.isoformat(),
+                "duration_s": 1.0, "sha256": "0" * 64}
+        with open(root / day / MANIFEST, "a") as f:
+            f.write(json.dumps(line) + "\n")
     recorder = make_recorder(load_config(write_config(tmp_path)), detector, root, clock=FakeClock(today))
     assert recorder.status.segments_today == 3

@@ -70,7 +70,8 @@ def test_status_file_is_replaced_whole_and_readable_by_the_group(tmp_path):
     path = tmp_path / "status.json"
     old_umask = os.umask(0o077)
     try:
-        publish_status(path, RecorderStatus(pid=5, segments_today=2, errors=["x"]))
+        publish_status(path, RecorderStatus(pid=5, segments_today=2, errors=["x"],
+                                            updated="2026-11-24T09:30:00+01:00"))
     finally:
         os.umask(old_umask)
     assert os.stat(path).st_mode & 0o777 == 0o640
