@@ -34,7 +34,8 @@ WORKLOADS = [
     ("model fp16, ai-edge-litert", "model:silero_vad_fp16.tflite:ai_edge_litert", 100, "window"),
     ("model fp16, tflite-runtime", "model:silero_vad_fp16.tflite:tflite_runtime", 100, "window"),
     ("noise suppressor (edge/denoise.py)", "suppressor", 100, "window"),
-    ("edge process, default config (per s of audio)", "process", 4, "second"),
+    ("edge process, default config, ai-edge-litert", "process:ai_edge_litert", 4, "second"),
+    ("edge process, default config, tflite-runtime", "process:tflite_runtime", 4, "second"),
 ]
 
 
