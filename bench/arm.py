@@ -43,7 +43,8 @@ def count(root: Path, plugin: Path, workload: str, n: int) -> int:
     """Guest instructions of one run of ``workload`` with ``n``."""
     with tempfile.NamedTemporaryFile("r", suffix=".log") as log:
         env = {"PATH": "/usr/bin:/bin", "HOME": "/root", "PYTHONPATH": f"{SITE}:{REPO}",
-               "PYTHONDONTWRITEBYTECODE": "1", "LANG": "C.UTF-8"}
+               "PYTHONDONTWRITEBYTECODE": "1", "LANG": "C.UTF-8",
+               "PYTHONHASHSEED": "0"}  # the same dict layouts, so the same instructions, in every run
         subprocess.run(["qemu-aarch64", "-L", str(root), "-plugin", str(plugin), "-d", "plugin", "-D", log.name,
                         str(root / "usr" / "bin" / "python3.11"), "-m", "bench.arm_workload", workload, str(n)],
                        cwd=REPO, env=env, check=True, stdout=subprocess.DEVNULL)
