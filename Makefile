@@ -9,7 +9,7 @@ DEB_PACKAGES := portaudio19-dev python3-venv python3-dev gcc alsa-utils age
 TEST_DEB_PACKAGES := openssh-server openssh-client rclone strace
 SILERO_PIN := silero-vad==6.2.3
 
-.PHONY: deb test-deb venv test fuzz run demo model bench bench-sync bench-scaling bench-wear soak install uninstall clean lazyfs mutate check-targets
+.PHONY: deb test-deb venv test fuzz run demo model bench bench-arm bench-sync bench-scaling bench-wear soak install uninstall clean lazyfs mutate check-targets
 SOAK_CUTS ?= 200
 MUTATE_JOBS ?= 1
 LAZYFS_DIR ?= /var/tmp/edge-lazyfs
@@ -137,6 +137,11 @@ bench-scaling: venv
 # EDGE_WEAR_QUICK=1 only checks that it runs; BENCH_WEAR_ARGS="--tree DIR" measures another checkout.
 bench-wear: venv
 	$(BIN)/python -m bench.wear $(BENCH_WEAR_ARGS)
+
+# Instructions per window on aarch64 (qemu-user and QEMU's counting plugin, in an arm64 root
+# built once into /var/cache/edge-arm) and the share of a Pi core they come to; as root.
+bench-arm: venv
+	$(BIN)/python -m bench.arm $(BENCH_ARM_ARGS)
 
 # `edge sync` of a synthesized week (1 GB) to sshd on 127.0.0.1 beside plain `rclone copy`.
 bench-sync: venv test-deb

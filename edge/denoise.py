@@ -56,6 +56,7 @@ class NoiseSuppressor:
         self.hops_per_subwindow = max(1, round(settings.noise_window_s * SAMPLE_RATE / HOP / SUBWINDOWS))
         self.learning_hops = SUBWINDOWS * self.hops_per_subwindow
         self.analysis = np.sqrt(0.5 - 0.5 * np.cos(2 * np.pi * np.arange(FRAME) / FRAME))
+        self._frames = np.empty((2, FRAME))
         self.reset()
 
     def reset(self) -> None:
@@ -68,9 +69,7 @@ class NoiseSuppressor:
         self._past_min: np.ndarray | None = None  # minimum over _past_mins
         self._hops = 0
         self._cleaned = np.zeros(FRAME // 2 + 1)  # |gain * spectrum|^2 of the previous hop
-        self.gain_db = 0.0
-        """Mean gain of the last window over the voice band (300-3400 Hz), in dB: how much
-        quieter the detector heard it (for `edge plot`)."""
+        self._gains = np.ones((2, FRAME // 2 + 1))  # of the last window's two hops
 
     def noise_power(self) -> np.ndarray:
         """The current noise estimate per frequency bin (power of the windowed frame)."""
@@ -102,20 +101,30 @@ class NoiseSuppressor:
         self._cleaned = gain * gain * power
         return gain
 
+    @property
+    def gain_db(self) -> float:
+        """Mean gain of the last window over the voice band (300-3400 Hz), in dB: how much
+        quieter the detector heard it (for `edge plot`)."""
+        return float(20 * np.log10(self._gains[:, VOICE_BAND].mean()))
+
     def __call__(self, window: np.ndarray) -> np.ndarray:
-        samples = self._samples
+        # Buffers are reused and nothing is computed that only `edge plot` reads: per window
+        # the cost is mostly numpy's fixed cost per call, not arithmetic on 257 bins.
+        samples, frames, gains = self._samples, self._frames, self._gains
         samples[:HOP] = samples[FRAME:]
         samples[HOP:] = window
         # The window's two hops: the frame ending halfway through it and the frame ending with it.
-        spectra = np.fft.rfft(self.analysis * np.stack([samples[:FRAME], samples[HOP:]]), axis=1)
+        np.multiply(samples[:FRAME], self.analysis, out=frames[0])
+        np.multiply(samples[HOP:], self.analysis, out=frames[1])
+        spectra = np.fft.rfft(frames, axis=1)
         power = spectra.real**2 + spectra.imag**2
-        gains = np.stack([self._gain(power[0]), self._gain(power[1])])
+        gains[0] = self._gain(power[0])
+        gains[1] = self._gain(power[1])
         synthesized = np.fft.irfft(gains * spectra, FRAME, axis=1) * self.analysis
         out = np.empty(FRAME)
         out[:HOP] = self._overlap + synthesized[0, :HOP]
         out[HOP:] = synthesized[0, HOP:] + synthesized[1, :HOP]
         self._overlap = synthesized[1, HOP:]
-        self.gain_db = float(20 * np.log10(gains[:, VOICE_BAND].mean()))
         return (out * INT16_SCALE).astype(np.float32)
 
 
