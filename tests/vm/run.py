@@ -149,7 +149,7 @@ class Card:
         console = self.dir / f"console-{self.boots}.txt"
         command = ["qemu-system-x86_64", "-accel", "tcg", "-cpu", "max", "-m", "1024", "-smp", "1",
                    "-kernel", str(self.kernel), "-initrd", str(self.initrd),
-                   "-append", f"root=/dev/vda rw console=ttyS0 panic=-1 quiet edge.vm={mode}",
+                   "-append", f"root=/dev/vda rw console=ttyS0 panic=-1 quiet no_timer_check edge.vm={mode}",
                    "-drive", f"file={self.img},format=raw,if=virtio,cache=none",
                    "-display", "none", "-monitor", "none", "-vga", "none", "-nic", "none", "-no-reboot",
                    "-serial", f"file:{console}", "-serial", f"file:{report_path}"]
