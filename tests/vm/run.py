@@ -147,7 +147,9 @@ class Card:
         self.boots += 1
         report_path = self.dir / f"report-{self.boots}.txt"
         console = self.dir / f"console-{self.boots}.txt"
-        command = ["qemu-system-x86_64", "-accel", "tcg", "-cpu", "max", "-m", "1024", "-smp", "1",
+        # Nehalem (SSE4.2, no AVX): TCG emulates AVX/AVX2 about 8 times slower than SSE, and
+        # numpy, TFLite and glibc pick AVX2 where the CPU offers it (docs/virtual-pi.md).
+        command = ["qemu-system-x86_64", "-accel", "tcg", "-cpu", "Nehalem", "-m", "1024", "-smp", "1",
                    "-kernel", str(self.kernel), "-initrd", str(self.initrd),
                    "-append", f"root=/dev/vda rw console=ttyS0 panic=-1 quiet no_timer_check edge.vm={mode}",
                    "-drive", f"file={self.img},format=raw,if=virtio,cache=none",
