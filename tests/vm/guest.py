@@ -105,7 +105,8 @@ def lesson() -> np.ndarray:
 def segment_audio(entry: dict) -> np.ndarray:
     path = RECORDINGS / entry["file"]
     if path.name.endswith(".age"):
-        plain = run(["age", "-d", "-i", str(IDENTITY), str(path)], text=False).stdout
+        plain = subprocess.run(["age", "-d", "-i", str(IDENTITY), str(path)], capture_output=True,
+                               check=True, timeout=120).stdout
         return np.frombuffer(plain[44:], dtype="<i2")
     with wave.open(str(path)) as wav:
         return np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2")
@@ -378,7 +379,7 @@ def watch_parts(stop: threading.Event) -> None:
     while not stop.is_set():
         for part in RECORDINGS.glob("*/*.part"):
             try:
-                samples = stored_samples(part)
+                samples = max(stored_samples(part), 0)
             except (OSError, ValueError):
                 continue
             name = part.relative_to(RECORDINGS).as_posix().removesuffix(".part")
