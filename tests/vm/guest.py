@@ -211,8 +211,11 @@ def mic_boot() -> None:
         live = [e for e in read_manifest(MANIFEST) if e["file"] not in before]
         return live if len(live) >= expected and show("StatusText")["StatusText"].startswith(
             "listening") else None
+    # As long as the lesson takes the detector here, twice, and a minute: a recorder that
+    # lost audio would otherwise be waited for in vain.
+    catch_up_s = 2 * len(audio) / RATE * max(1.0, step * RATE / WINDOW) + 60
     try:
-        wait_for(caught_up, "the recorder to store the lesson", 900, every=0.5)
+        wait_for(caught_up, "the recorder to store the lesson", catch_up_s, every=0.5)
     except Failed as exc:
         say(f"INFO {exc}")
     live = [e for e in read_manifest(MANIFEST) if e["file"] not in before]
