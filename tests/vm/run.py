@@ -319,7 +319,7 @@ def cuts_part(source: Path, work: Path, name: str, cuts: int, seed: int, encrypt
         lines = card.boot("final" if last else "cut", None if last else rng.uniform(0.0, 6.0))
         relay([l for l in lines if l.startswith(("FAIL", "    "))], f"{name} boot {cut + 1}: ")
         if not any(l.startswith("PASS card after the cut") for l in lines):
-            problems.append(f"boot {cut + 1}: the card was not checked ({(lines or ['no report'])[-1]})")
+            problems.append(f"boot {cut + 1}: the card check did not pass (see above)")
         recovered = {l.split()[1]: int(l.split()[2]) for l in lines if l.startswith("RECOVERED ")}
         listed = {l.split()[1]: int(l.split()[2]) for l in lines if l.startswith(("LISTED ", "RECOVERED "))}
         recovered_total += sum(1 for f in recovered if f in had)
