@@ -312,6 +312,9 @@ def check_card_gone(led: Led, settings, restarts0: str) -> None:
         time.sleep(0.25)
     (ALOOP / "bind").write_text("snd_aloop.0")
     back_at = boottime()
+    # The recorder retries on its own backoff (up to reopen_backoff_max_s): play once it is
+    # listening again, or the lesson goes by unheard.
+    wait_for(listening, "the recorder listening again once the card is back", 300, every=0.2)
     player = play()
     try:
         fresh = wait_for(lambda: [e for e in read_manifest(MANIFEST) if e["file"] not in before
