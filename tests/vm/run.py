@@ -150,7 +150,7 @@ class Card:
             copy.unlink(missing_ok=True)
         return result.returncode, (result.stdout + result.stderr).strip()
 
-    def boot(self, mode: str, cut_after: float | None = None) -> list[str]:
+    def boot(self, mode: str, cut_after: float | None = None, cpus: int = 1) -> list[str]:
         """Boots with edge.vm=MODE; returns the guest's report lines. With ``cut_after``, qemu
         is SIGKILLed that many seconds after the guest says RECORDING: a power cut."""
         self.boots += 1
@@ -158,7 +158,7 @@ class Card:
         console = self.dir / f"console-{self.boots}.txt"
         # Nehalem (SSE4.2, no AVX): TCG emulates AVX/AVX2 about 8 times slower than SSE, and
         # numpy, TFLite and glibc pick AVX2 where the CPU offers it (docs/virtual-pi.md).
-        command = ["qemu-system-x86_64", "-accel", "tcg", "-cpu", "Nehalem", "-m", "1024", "-smp", "1",
+        command = ["qemu-system-x86_64", "-accel", "tcg", "-cpu", "Nehalem", "-m", "1024", "-smp", str(cpus),
                    "-kernel", str(self.kernel), "-initrd", str(self.initrd),
                    "-append", f"root=/dev/vda rw console=ttyS0 panic=-1 quiet no_timer_check edge.vm={mode}",
                    "-drive", f"file={self.img},format=raw,if=virtio,cache=none",
@@ -297,7 +297,9 @@ def mic_part(source: Path, work: Path) -> None:
               "/etc/edge-recorder/edge.yaml": HERE / "edge.yaml"},
              owner_like={"/etc/edge-recorder/edge.yaml": "/etc/edge-recorder/edge.yaml"})
     t = time.monotonic()
-    lines = card.boot("mic")
+    # Two vCPUs: the capture process must not wait behind the detector (with one, it missed
+    # the loopback card's periods: overflows).
+    lines = card.boot("mic", cpus=2)
     say(f"microphone, LED and card-gone boot took {time.monotonic() - t:.0f} s")
     relay(lines)
     with card.mounted() as root:
