@@ -9,7 +9,7 @@ DEB_PACKAGES := portaudio19-dev python3-venv python3-dev gcc alsa-utils age
 TEST_DEB_PACKAGES := openssh-server openssh-client rclone strace
 SILERO_PIN := silero-vad==6.2.3
 
-.PHONY: deb test-deb venv test fuzz run demo model bench bench-arm bench-sync bench-scaling bench-wear soak install uninstall clean lazyfs mutate check-targets
+.PHONY: deb test-deb venv test fuzz run demo model bench bench-arm bench-sync bench-scaling bench-wear soak install uninstall clean lazyfs mutate check-targets vm-test
 SOAK_CUTS ?= 200
 MUTATE_JOBS ?= 1
 LAZYFS_DIR ?= /var/tmp/edge-lazyfs
@@ -84,6 +84,11 @@ soak: venv lazyfs
 	@seed=$$(date +%s); echo "power cuts: $(SOAK_CUTS), seed $$seed (EDGE_POWER_CUT_SEED=$$seed repeats it)"; \
 	EDGE_LAZYFS_DIR=$(LAZYFS_DIR) EDGE_POWER_CUTS=$(SOAK_CUTS) EDGE_POWER_CUT_SEED=$$seed \
 	  $(BIN)/python -m pytest -q -s tests/test_power_cut.py
+
+# The recorder on a virtual Pi (qemu TCG, Debian's kernel): snd-aloop microphone, gpio-sim
+# LED, the card going away, power cuts on ext4. Root only; docs/virtual-pi.md.
+vm-test: venv
+	$(BIN)/python tests/vm/run.py
 
 # The model is rebuilt in its own venv: TensorFlow is never needed on the device.
 $(BUILD_VENV)/bin/python: models/requirements-build.txt

@@ -1,0 +1,442 @@
+"""The virtual Pi's checks, run inside the booted VM by edge-vm-check.service with the
+recorder's own venv Python (numpy, PyAudio and the edge package as installed by `make install`).
+
+The check is named on the kernel command line (edge.vm=mic|cut|final); everything it has to
+say goes to the second serial port (/dev/ttyS1), one line each, which tests/vm/run.py reads on
+the host: ``PASS name: ...``, ``FAIL name: ...``, ``INFO ...``, and for the power cuts
+``RECORDING`` (the host may cut from now on), ``HAD file samples`` (what the recorder had
+written, sampled every 20 ms) and ``RECOVERED file samples``. ``END`` closes a boot that
+powers itself off.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+import traceback
+import wave
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+
+from edge.config import load_config
+from edge.storage import file_sha256, read_manifest, stored_samples
+
+UNIT = "edge-recorder.service"
+CONFIG = Path("/etc/edge-recorder/edge.yaml")
+RECORDINGS = Path("/var/lib/edge-recorder/recordings")
+MANIFEST = RECORDINGS / "manifest.jsonl"
+KIT = Path("/usr/local/lib/edge-vm")
+LESSON = KIT / "lesson.wav"
+IDENTITY = KIT / "identity.txt"  # present when the card is encrypted
+PLAYBACK = "hw:Loopback,0,0"
+LED_VALUE = Path("/sys/devices/platform/gpio-sim.0/gpiochip0/sim_gpio{pin}/value")
+ALOOP = Path("/sys/bus/platform/drivers/snd_aloop")
+LED_PIN = 17  # where the virtual Pi's LED is wired (tests/vm/edge.yaml says the same)
+RATE = 16000
+WINDOW = 512
+
+out = open("/dev/ttyS1", "w", buffering=1)
+
+
+def say(line: str) -> None:
+    out.write(line + "\n")
+
+
+class Failed(Exception):
+    pass
+
+
+def check(name: str, condition: bool, message: str) -> bool:
+    say(f"{'PASS' if condition else 'FAIL'} {name}: {message}")
+    return condition
+
+
+def run(command: list[str], timeout: float = 120, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, **kwargs)
+
+
+def size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:  # renamed as it was closed
+        return 0
+
+
+def boottime() -> float:
+    return time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
+def wait_for(condition: Callable[[], object], what: str, timeout: float, every: float = 0.1):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise Failed(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(every)
+
+
+def show(*props: str) -> dict[str, str]:
+    text = run(["systemctl", "show", UNIT, *[f"--property={p}" for p in props]]).stdout
+    return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+
+
+def listening() -> Optional[dict]:
+    state = show("ActiveState", "SubState", "StatusText", "NRestarts", "MainPID")
+    if state["ActiveState"] == "failed":
+        raise Failed(f"{UNIT} failed")
+    ok = state["ActiveState"] == "active" and state["StatusText"].split(" ", 1)[0] in ("listening", "speech")
+    return state if ok else None
+
+
+def lesson() -> np.ndarray:
+    with wave.open(str(LESSON)) as wav:
+        return np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2").copy()
+
+
+def segment_audio(entry: dict) -> np.ndarray:
+    path = RECORDINGS / entry["file"]
+    if path.name.endswith(".age"):
+        plain = subprocess.run(["age", "-d", "-i", str(IDENTITY), str(path)], capture_output=True,
+                               check=True, timeout=120).stdout
+        return np.frombuffer(plain[44:], dtype="<i2")
+    with wave.open(str(path)) as wav:
+        return np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2")
+
+
+def find(needle: np.ndarray, haystack: np.ndarray) -> list[int]:
+    """Every position where ``needle`` (at least 32 samples) is found whole in ``haystack``."""
+    probe = needle[:256].tobytes()
+    raw = haystack.tobytes()
+    found, at = [], raw.find(probe)
+    while at >= 0:
+        if at % 2 == 0:
+            start = at // 2
+            if np.array_equal(haystack[start:start + len(needle)], needle):
+                found.append(start)
+        at = raw.find(probe, at + 1)
+    return found
+
+
+class Led:
+    """The simulator's side of the LED line, sampled every 2 ms with boot-clock times."""
+
+    def __init__(self, pin: int):
+        self.path = Path(str(LED_VALUE).format(pin=pin))
+        self.samples: list[tuple[float, int]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            self.samples.append((boottime(), int(self.path.read_text())))
+            time.sleep(0.002)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def runs(self, since: float = 0.0, until: float = float("inf")) -> list[tuple[float, float, int]]:
+        """(start, end, value) of every steady stretch between ``since`` and ``until``."""
+        stretches: list[list] = []
+        for t, value in self.samples:
+            if t < since or t > until:
+                continue
+            if stretches and stretches[-1][2] == value:
+                stretches[-1][1] = t
+            else:
+                stretches.append([t, t, value])
+        return [tuple(s) for s in stretches]
+
+
+# ---------------------------------------------------------------------------------------------
+# edge.vm=mic: the microphone, the LED and the card going away, in one boot
+
+
+def step_time_s(settings) -> float:
+    """The detector's time per window on this (emulated) CPU, as the recorder builds it."""
+    from edge.detector import make_detector
+    detector = make_detector(settings)
+    audio = lesson()
+    windows = [audio[i:i + WINDOW] for i in range(0, 40 * WINDOW, WINDOW)]
+    for window in windows[:5]:
+        detector(window)
+    started = time.perf_counter()
+    for window in windows:
+        detector(window)
+    return (time.perf_counter() - started) / len(windows)
+
+
+def play(path: Path = LESSON) -> subprocess.Popen:
+    return subprocess.Popen(["aplay", "-q", "-D", PLAYBACK, str(path)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def mic_boot() -> None:
+    settings = load_config(CONFIG)
+    pin = LED_PIN
+    wait_for(listening, "the recorder listening", 600)
+    say(f"INFO recorder listening at {boottime():.1f} s after boot")
+    # The detector's step on this emulated CPU, measured while nothing else runs: the LED's
+    # time bound is derived from it.
+    run(["systemctl", "stop", UNIT])
+    step = step_time_s(settings)
+    say(f"INFO detector step time in the guest: {step * 1000:.2f} ms per {WINDOW}-sample window")
+    run(["systemctl", "start", UNIT])
+    state = wait_for(listening, "the recorder listening again", 600)
+    restarts0 = state["NRestarts"]
+    started = int(show("ExecMainStartTimestampMonotonic")["ExecMainStartTimestampMonotonic"]) / 1e6
+    # How many segments `edge process` stores from the lesson (the host ran it).
+    expected = int((KIT / "expected-segments").read_text())
+    led = Led(pin)
+    before = {e["file"] for e in read_manifest(MANIFEST)}
+    audio = lesson()
+
+    # 1. The lesson played into the loopback card at real time. The recorder may lag behind
+    # (an emulated CPU): wait until it stored as many segments as edge process did and is
+    # listening again, or until it had plenty of time.
+    player = play()
+    player.wait(timeout=120)
+
+    def caught_up():
+        live = [e for e in read_manifest(MANIFEST) if e["file"] not in before]
+        return live if len(live) >= expected and show("StatusText")["StatusText"].startswith(
+            "listening") else None
+    # As long as the lesson takes the detector here, twice, and a minute: a recorder that
+    # lost audio would otherwise be waited for in vain.
+    catch_up_s = 2 * len(audio) / RATE * max(1.0, step * RATE / WINDOW) + 60
+    try:
+        wait_for(caught_up, "the recorder to store the lesson", catch_up_s, every=0.5)
+    except Failed as exc:
+        say(f"INFO {exc}")
+    live = [e for e in read_manifest(MANIFEST) if e["file"] not in before]
+    # The host compares these with edge process once the VM is off.
+    (KIT / "lesson-segments.txt").write_text("".join(e["file"] + "\n" for e in live))
+    os.sync()
+    check_led_speech(led, live, settings, step, started)
+
+    # 2. The card goes away mid-segment and comes back.
+    check_card_gone(led, settings, restarts0)
+
+    # 3. systemctl stop: the LED goes dark.
+    run(["systemctl", "stop", UNIT])
+    stopped = boottime()
+    time.sleep(1.5)  # a stretch of time to look at the line in, not synchronisation
+    led.stop()
+    after = led.runs(since=stopped + 0.3)
+    check("LED dark after systemctl stop", bool(after) and all(v == 0 for _, _, v in after),
+          f"line {pin} after the stop: {[(round(a - stopped, 2), round(b - stopped, 2), v) for a, b, v in after]}")
+
+
+def check_led_speech(led: Led, live: list[dict], settings, step: float, started: float) -> None:
+    """Lit while a segment is open, dark (but for the heartbeat) once it closed."""
+    seg = settings.segmenter
+    window_s = WINDOW / RATE
+    # Where the detector is slower than real time (TCG), the recorder falls behind the audio
+    # by (step / window - 1) seconds per second since it started.
+    lag_rate = max(0.0, step / window_s - 1.0)
+    problems, lines = [], []
+    for entry in live:
+        start = entry["monotonic_s"]
+        end = start + entry["duration_s"]
+        # The segmenter confirms speech min_speech_ms after it began, which is pre_roll_ms (at
+        # most) after the segment's first sample; then the capture block it came in (a few
+        # windows), the steps of that block, and the lag.
+        bound = ((seg.pre_roll_ms + seg.min_speech_ms) / 1000 + 8 * window_s + 10 * step
+                 + (start - started) * lag_rate)
+        lit = [r for r in led.runs(since=start, until=end + seg.min_silence_ms / 1000 + 1.0) if r[2] == 1
+               and r[1] - r[0] > 0.2]
+        if not lit:
+            problems.append(f"{entry['file']}: never lit steadily")
+            continue
+        delay = lit[0][0] - start
+        dark_at = lit[-1][1]
+        lines.append(f"lit {delay:.2f} s after the segment's first sample (bound {bound:.2f} s), dark "
+                     f"{dark_at - end:+.2f} s from its last")
+        if delay > bound:
+            problems.append(f"{entry['file']}: lit {delay:.2f} s after its first sample, bound {bound:.2f} s")
+        if dark_at > end + seg.min_silence_ms / 1000 + bound:
+            problems.append(f"{entry['file']}: still lit {dark_at - end:.2f} s after its last sample")
+    last_end = max(e["monotonic_s"] + e["duration_s"] for e in live) if live else 0
+    after = led.runs(since=last_end + seg.min_silence_ms / 1000 + 8 * window_s + 10 * step
+                     + (last_end - started) * lag_rate)
+    long_lit = [r for r in after if r[2] == 1 and r[1] - r[0] > 0.2]
+    if long_lit:
+        problems.append(f"lit for {long_lit[0][1] - long_lit[0][0]:.2f} s after the last segment")
+    check("LED: lit with speech, dark after", not problems,
+          "; ".join(problems) if problems else f"GPIO{LED_PIN}: " + "; ".join(lines))
+
+
+def check_card_gone(led: Led, settings, restarts0: str) -> None:
+    before = {e["file"] for e in read_manifest(MANIFEST)}
+    player = play()
+    part = wait_for(lambda: next((p for p in RECORDINGS.glob("*/*.wav.part") if size(p) > 44 + RATE * 2), None),
+                    "a segment being recorded", 600)
+    had = (size(part) - 44) // 2
+    name = part.relative_to(RECORDINGS).as_posix().removesuffix(".part")
+    gone_at = boottime()
+    (ALOOP / "unbind").write_text("snd_aloop.0")
+    player.wait(timeout=30)
+    states: list[str] = []
+    # The recorder may be behind the audio (TCG): it learns of the loss after its backlog.
+    status = wait_for(lambda: (lambda r: r if "lost" in r.stdout.lower() or "missing" in r.stdout.lower() else None)(
+        run(["edge", "status"])), "edge status to say the microphone is lost", 600, every=0.5)
+    states.append(show("ActiveState")["ActiveState"])
+    entry = wait_for(lambda: next((e for e in read_manifest(MANIFEST) if e["file"] == name), None),
+                     "the open segment to be stored", 60)
+    check("card gone: the open segment is closed with its audio",
+          entry["samples"] >= had and not entry["recovered"],
+          f"{entry['file']}: {entry['samples']} samples stored, {had} were on the card when the card went")
+    status_line = next((l for l in status.stdout.splitlines() if "lost" in l.lower() or "missing" in l.lower()), "")
+    check("card gone: edge status says the microphone is lost", True, status_line.strip())
+    t0 = boottime()
+    time.sleep(2.0)  # the stretch of the line to look at
+    blink = [r for r in led.runs(since=t0, until=t0 + 2.0)]
+    ons = [r for r in blink if r[2] == 1]
+    periods = np.diff([r[0] for r in ons]) if len(ons) > 1 else np.array([])
+    check("card gone: the LED blinks the lost-microphone pattern",
+          len(ons) >= 6 and periods.size and abs(float(np.median(periods)) - 0.2) < 0.08,
+          f"{len(ons)} flashes in 2 s, median period {float(np.median(periods)) if periods.size else 0:.3f} s "
+          "(pattern: 0.1 s on, 0.1 s off)")
+    for _ in range(20):
+        states.append(show("ActiveState")["ActiveState"])
+        time.sleep(0.25)
+    (ALOOP / "bind").write_text("snd_aloop.0")
+    back_at = boottime()
+    # The recorder retries on its own backoff (up to reopen_backoff_max_s): play once it is
+    # listening again, or the lesson goes by unheard.
+    wait_for(listening, "the recorder listening again once the card is back", 300, every=0.2)
+    player = play()
+    try:
+        fresh = wait_for(lambda: [e for e in read_manifest(MANIFEST) if e["file"] not in before
+                                  and e["monotonic_s"] > back_at], "a segment recorded after the card came back", 900,
+                         every=0.5)
+    finally:
+        player.wait(timeout=60)
+    state = show("ActiveState", "NRestarts")
+    states.append(state["ActiveState"])
+    check("card gone: recording again once the card is back, no restart, never failed",
+          "failed" not in states and state["NRestarts"] == restarts0 and bool(fresh[0]["mic_gaps"]),
+          f"{fresh[0]['file']} began {fresh[0]['monotonic_s'] - back_at:.1f} s after the card came back, "
+          f"mic_gaps {fresh[0]['mic_gaps']}; states {sorted(set(states))}, NRestarts {restarts0} -> {state['NRestarts']}; "
+          f"card gone at {gone_at:.1f} s")
+
+
+# ---------------------------------------------------------------------------------------------
+# edge.vm=cut / final: what the previous power cut left, then recording until the next one
+
+
+def check_card(stream: np.ndarray) -> None:
+    """Every manifest line true, every segment the input at its offset, nothing torn."""
+    entries = read_manifest(MANIFEST)
+    problems = []
+    files = [e["file"] for e in entries]
+    if len(files) != len(set(files)):
+        problems.append("a file is listed twice")
+    leftovers = [p.name for p in RECORDINGS.rglob("*") if p.name.endswith((".part", ".part.json", ".tmp"))]
+    if leftovers:
+        problems.append(f"left after recovery: {leftovers}")
+    on_card = sorted(p.relative_to(RECORDINGS).as_posix() for p in RECORDINGS.glob("*/*.wav*"))
+    if on_card != sorted(files):
+        problems.append(f"files and manifest disagree: {sorted(set(on_card) ^ set(files))}")
+    origins: dict[str, set] = {}
+    for entry in entries:
+        path = RECORDINGS / entry["file"]
+        if not path.exists():
+            continue
+        if file_sha256(path) != entry["sha256"]:
+            problems.append(f"{entry['file']}: sha256 is not the file's")
+        audio = segment_audio(entry)
+        if len(audio) != entry["samples"]:
+            problems.append(f"{entry['file']}: {len(audio)} samples, the manifest says {entry['samples']}")
+        say(f"{'RECOVERED' if entry['recovered'] else 'LISTED'} {entry['file']} {len(audio)}")
+        nonzero = np.flatnonzero(audio)
+        if len(nonzero) == 0:
+            continue
+        first = int(nonzero[0])
+        at = find(audio[first:], stream)
+        if not at:
+            problems.append(f"{entry['file']}: not a stretch of the input")
+            continue
+        start = round(entry["start_s"] * RATE)
+        found = {start + first - a for a in at}
+        known = origins.get(entry["boot_id"])
+        widened = {o + d for o in found for d in range(-16, 17)}
+        origins[entry["boot_id"]] = widened if known is None else known & widened
+        if not origins[entry["boot_id"]]:
+            problems.append(f"{entry['file']}: input audio, but not at the offset its start_s gives")
+    check("card after the cut", not problems, "; ".join(problems) if problems else
+          f"{len(entries)} segments, each listed once with its true sha256 and samples, each the input at "
+          f"its offset, nothing left half-done")
+
+
+def watch_parts(stop: threading.Event) -> None:
+    """What the recorder has written of each open segment, as the host last saw it before the cut."""
+    last: dict[str, int] = {}
+    while not stop.is_set():
+        for part in RECORDINGS.glob("*/*.part"):
+            try:
+                samples = max(stored_samples(part), 0)
+            except (OSError, ValueError):
+                continue
+            name = part.relative_to(RECORDINGS).as_posix().removesuffix(".part")
+            if last.get(name) != samples:
+                last[name] = samples
+                say(f"HAD {name} {samples}")
+        time.sleep(0.02)
+
+
+def cut_boot(final: bool) -> None:
+    # The stream the recorder hears: silence, then the lesson looped from its start.
+    one = lesson()
+    stream = np.tile(one, 40)
+    wait_for(listening, "the recorder listening (after recovering the last cut)", 600)
+    say(f"INFO recorder listening at {boottime():.1f} s after boot")
+    check_card(stream)
+    if final:
+        return
+    looped = Path("/run/edge-vm-lesson-x40.wav")
+    with wave.open(str(looped), "wb") as wav:
+        wav.setnchannels(1), wav.setsampwidth(2), wav.setframerate(RATE)
+        wav.writeframes(stream.tobytes())
+    stop = threading.Event()
+    threading.Thread(target=watch_parts, args=(stop,), daemon=True).start()
+    player = play(looped)
+    # Random moments while recording: from when the recorder has a segment open (it may lag
+    # behind the audio on an emulated CPU) on.
+    wait_for(lambda: any(RECORDINGS.glob("*/*.part")), "a segment being recorded", 600, every=0.02)
+    say("RECORDING")
+    player.wait()  # the host cuts the power long before the end
+
+
+def main() -> int:
+    mode = re.search(r"\bedge\.vm=(\w+)", Path("/proc/cmdline").read_text()).group(1)
+    try:
+        if mode == "mic":
+            mic_boot()
+        else:
+            cut_boot(final=(mode == "final"))
+    except Exception as exc:  # noqa: BLE001
+        say(f"FAIL {mode}: {exc}")
+        for line in traceback.format_exc().splitlines()[-8:]:
+            say(f"    {line}")
+        journal = run(["journalctl", "-b", "-u", UNIT, "--no-pager", "-n", "15", "-o", "cat"]).stdout
+        for line in journal.splitlines():
+            say(f"    journal: {line}")
+    say("END")
+    out.flush()
+    subprocess.run(["systemctl", "poweroff"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
