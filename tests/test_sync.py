@@ -30,7 +30,8 @@ from edge.cli import main
 from edge.config import load_config
 from edge.status import RecorderStatus, publish_status
 from edge.storage import SegmentEnd, SegmentStart, SegmentWriter, read_manifest
-from edge.sync import STAGING, SYNC_STATE, SyncState, is_synced, rclone_error
+from edge.rclone import rclone_error
+from edge.sync import STAGING, SYNC_STATE, SyncState, is_synced
 from tests.servers import SftpServer, WebdavServer, descendants, missing_server_binaries, wait_gone
 
 DEVICE = "room-12"
