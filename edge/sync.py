@@ -258,6 +258,11 @@ class RemoteSync:
             staged += resent.staged
             copy_error = copy_error or reason
         new = [name for name in pending if name in set(good) | set(staged)]
+        if not (unlisted or new):
+            index.stop()
+            if copy_error:
+                raise SyncFailed(copy_error)
+            return
         try:
             if unlisted + new != expected:
                 index.stop()
