@@ -18,6 +18,7 @@ import signal
 import subprocess
 import tempfile
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional
 
@@ -190,6 +191,40 @@ class CopyLog:
             log.proven.pop(name, None)
         log.proven = {name: proof for name, proof in log.proven.items() if name in log.copied}
         return log
+
+
+def isotime(ns: int) -> str:
+    """An instant as rclone lists it (UTC, as many decimals as it needs)."""
+    seconds, rest = divmod(ns, 1_000_000_000)
+    text = datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+    return text + (f".{rest:09d}".rstrip("0") if rest else "") + "Z"
+
+
+def _instant_ns(text: str) -> Optional[int]:
+    """Nanoseconds since the epoch of an RFC 3339 time as rclone writes it, or None."""
+    try:
+        head, dot, tail = text.partition(".")
+        digits = "".join(c for c in tail if c.isdigit()) if dot else ""
+        zone = tail[len(digits):] if dot else ""
+        base = datetime.fromisoformat((head + zone).replace("Z", "+00:00"))
+    except (ValueError, TypeError, AttributeError):
+        return None
+    return int(base.timestamp()) * 1_000_000_000 + int((digits + "000000000")[:9])
+
+
+def same_time(there: str, recorded: str) -> bool:
+    """Whether two times as rclone lists them are the same instant (whatever their zone)."""
+    if there == recorded:
+        return True
+    a, b = _instant_ns(there), _instant_ns(recorded)
+    return a is not None and a == b
+
+
+def listed(result) -> dict:
+    """path -> (size, modtime) from an `rclone lsjson` (empty where the folder does not exist)."""
+    if result.returncode != 0:
+        return {}
+    return {item["Path"]: (item["Size"], item["ModTime"]) for item in json.loads(result.stdout or "[]")}
 
 
 def rclone_error(stderr: str) -> str:

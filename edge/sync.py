@@ -1,28 +1,39 @@
 """Copying recordings to the school's storage over the network: `edge sync`, driven by rclone.
 
 rclone does the talking (SFTP, SMB, WebDAV, Google Drive, OneDrive, with its own retries);
-this module decides what to send and when a copy counts. A run:
+this module decides what to send and when a copy counts. A run reads each waiting segment
+from the card once and has the remote hash each copy once:
 
-1. lists the remote folder once and forgets the verification of any copy that has gone or
-   changed there since (size or modification time), so it is sent again;
-2. checks each waiting segment on the card against its manifest SHA-256 (a segment that
-   rotted on the card is reported, not sent);
-3. uploads what the remote lacks into a staging folder beside the device's folder
-   (``<parent>/.incoming/<device>``): rclone 1.60 writes SFTP and WebDAV uploads under
-   their final name, so a killed upload would otherwise leave half a file where the
-   office looks;
-4. verifies every staged file against the card (`rclone check`: by hash where the backend
-   keeps one, by downloading it otherwise) and moves only the verified ones into place,
-   server-side (a rename);
-5. merges their manifest lines into the remote ``manifest.jsonl`` and ``SHA256SUMS``
-   (staged and verified the same way), and only then counts them as synced;
-6. with ``sync.delete_after_verified``, deletes what is synced from the card.
+1. it starts, side by side, the listing of the remote folder (a copy verified earlier that
+   has gone or changed there since, in size or modification time, is forgotten and sent
+   again), the remote ``manifest.jsonl``, and one `rclone copy` of every waiting segment into
+   a staging folder beside the device's folder (``<parent>/.incoming/<device>``): rclone 1.60
+   writes SFTP and WebDAV uploads under their final name, so a killed upload would otherwise
+   leave half a file where the office looks. A segment already in place with the card's size
+   and time (a lost state file, a run stopped before it recorded it) is not sent
+   (``--compare-dest``) but verified where it is (`rclone check`), and sent only if that fails;
+2. meanwhile it reads each waiting segment from the card (not the page cache) and compares it
+   with its manifest SHA-256: a segment that rotted on the card is reported, and its upload
+   deleted from the staging folder, never moved into place (rclone then reads the segments
+   from the cache this read fills, not from the card a second time);
+3. a staged copy counts as verified only when rclone's own check after the upload proved it:
+   the hash the remote computes of the file (SFTP runs ``md5sum`` on the server) equal to the
+   hash of the bytes rclone read from the card while sending them, which its debug log says
+   file by file (:class:`edge.rclone.CopyLog`). Where the backend keeps no hash (WebDAV), the
+   staged copy is downloaded and its SHA-256 compared with the manifest's;
+4. the remote manifest, merged with the lines of the verified segments, and ``SHA256SUMS`` are
+   staged beside them and verified the same way; one `rclone move` then renames the
+   segments into place and, after them, the manifest (one at a time, in name order: segment
+   paths begin with their day's digits, which sort before both names);
+5. only then are they recorded as synced; with ``sync.delete_after_verified``, what is synced
+   is deleted from the card.
 
 What is synced lives in ``sync-state.json`` beside the manifest, replaced atomically and
-fsynced like every other file the recorder writes; losing it costs a re-verification, not
-a copy. Only finished segments (listed in the manifest) are ever sent, never a ``.part``.
-Nothing here needs the content of the recordings beyond its bytes: encrypted segments
-leave as the ciphertext they are on the card.
+fsynced like every other file the recorder writes; losing it (or a run stopped between the
+move and the record) costs a verification in place, not a copy. Only finished segments
+(listed in the manifest) are ever sent, never a ``.part``. Nothing here needs the content of
+the recordings beyond its bytes: encrypted segments leave as the ciphertext they are on the
+card.
 """
 
 from __future__ import annotations
@@ -38,7 +49,7 @@ import sys
 import tempfile
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Iterator, Optional
 
@@ -46,7 +57,7 @@ from .config import Settings, SyncSettings, add_config_argument, device_name, lo
 from .errors import EdgeError
 from .export import SUMS, hash_from_medium, merge_manifest, remove_segments, sha256sums
 from .notify import ServiceNotifier
-from .rclone import NOT_FOUND, CopyLog, Job, Rclone, SyncFailed, rclone_error
+from .rclone import NOT_FOUND, CopyLog, Job, Rclone, SyncFailed, isotime, listed, rclone_error, same_time
 from .storage import MANIFEST, iter_segments, safe_name, write_json_atomically
 
 log = logging.getLogger(__name__)
@@ -212,7 +223,7 @@ class RemoteSync:
         waiting = [name for name in local if name not in state.synced]
         unlisted = [name for name, record in state.synced.items() if not record["listed"]]
         if dry_run:
-            self._forget_changed(state, _listed(listing.result()))
+            self._forget_changed(state, listed(listing.result()))
             pending = [name for name in local if name not in state.synced]
             self._count_waiting(report, pending, sizes)
             for name in pending:
@@ -225,7 +236,8 @@ class RemoteSync:
         features = self.rclone.start("backend", "features", self.remote) if waiting else None
         card = CardCheck(self.root, local, report.problems)
         card.check(waiting, until=listing.done)
-        self._forget_changed(state, _listed(listing.result()))
+        remote_files = listed(listing.result())
+        self._forget_changed(state, remote_files)
         # Copies that have gone or changed on the remote since they were verified go again.
         again = [name for name in local if name not in state.synced and name not in waiting]
         if again:
@@ -267,7 +279,6 @@ class RemoteSync:
             if unlisted + new != expected:
                 index.stop()
                 index = self._stage_index(lines, unlisted + new, local)
-            remote_files = self._last_listing
             self._place(index, [n for n in new if n in staged], state, local, sizes, remote_files, unlisted,
                         [n for n in new if n in good], features)
         except SyncFailed:
@@ -298,12 +309,11 @@ class RemoteSync:
                                  source, self.staging, transfer=transfer, log="DEBUG", allow=ANY_EXIT)
 
     def _forget_changed(self, state: SyncState, remote_files: dict) -> None:
-        self._last_listing = remote_files
         for name, record in list(state.synced.items()):
             there = remote_files.get(name)
             if there is None:
                 log.warning("%s: gone from %s, copying it again", name, self.remote)
-            elif there[0] != record["size"] or not _same_time(there[1], record["modtime"]):
+            elif there[0] != record["size"] or not same_time(there[1], record["modtime"]):
                 log.warning("%s: changed on %s since it was verified, verifying it again", name, self.remote)
             else:
                 continue
@@ -421,7 +431,7 @@ class RemoteSync:
                                 self.staging, self.remote)
             except SyncFailed as exc:
                 error = str(exc)
-        placed = self._placed(staged, sizes, features) if error is None else _listed(self._start_listing().result())
+        placed = self._placed(staged, sizes, features) if error is None else listed(self._start_listing().result())
         for name, there in [(n, remote_files.get(n)) for n in good] + [(n, placed.get(n)) for n in staged]:
             if there is not None:
                 state.synced[name] = {"sha256": local[name]["sha256"], "size": there[0], "modtime": there[1],
@@ -442,11 +452,11 @@ class RemoteSync:
             return {}
         precision_ns = self._features(features).get("Precision") or 0
         if not 0 < precision_ns <= 1_000_000_000:
-            return _listed(self._start_listing().result())
+            return listed(self._start_listing().result())
         placed = {}
         for name in staged:
             mtime_ns = (self.root / name).stat().st_mtime_ns
-            placed[name] = (sizes[name], _isotime(mtime_ns - mtime_ns % precision_ns))
+            placed[name] = (sizes[name], isotime(mtime_ns - mtime_ns % precision_ns))
         return placed
 
     def _delete_synced(self, state: SyncState, local: dict, report: SyncReport) -> None:
@@ -539,40 +549,6 @@ class CardCheck:
             return False
         self.problems.append(f"{name}: corrupted on the card (its SHA-256 does not match the manifest), not synced")
         return False
-
-
-def _isotime(ns: int) -> str:
-    """An instant as rclone lists it (UTC, as many decimals as it needs)."""
-    seconds, rest = divmod(ns, 1_000_000_000)
-    text = datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
-    return text + (f".{rest:09d}".rstrip("0") if rest else "") + "Z"
-
-
-def _instant_ns(text: str) -> Optional[int]:
-    """Nanoseconds since the epoch of an RFC 3339 time as rclone writes it, or None."""
-    try:
-        head, dot, tail = text.partition(".")
-        digits = "".join(c for c in tail if c.isdigit()) if dot else ""
-        zone = tail[len(digits):] if dot else ""
-        base = datetime.fromisoformat((head + zone).replace("Z", "+00:00"))
-    except (ValueError, TypeError, AttributeError):
-        return None
-    return int(base.timestamp()) * 1_000_000_000 + int((digits + "000000000")[:9])
-
-
-def _same_time(listed: str, recorded: str) -> bool:
-    """Whether two times as rclone lists them are the same instant (whatever their zone)."""
-    if listed == recorded:
-        return True
-    a, b = _instant_ns(listed), _instant_ns(recorded)
-    return a is not None and a == b
-
-
-def _listed(result) -> dict:
-    """path -> (size, modtime) from an `rclone lsjson` (empty where the folder does not exist)."""
-    if result.returncode != 0:
-        return {}
-    return {item["Path"]: (item["Size"], item["ModTime"]) for item in json.loads(result.stdout or "[]")}
 
 
 @contextmanager

@@ -8,8 +8,7 @@ import shutil
 
 import pytest
 
-from edge.rclone import CopyLog, Rclone, rclone_error
-from edge.sync import _isotime, _same_time
+from edge.rclone import CopyLog, Rclone, isotime, rclone_error, same_time
 
 pytestmark = pytest.mark.skipif(shutil.which("rclone") is None, reason="rclone is not installed")
 
@@ -60,9 +59,9 @@ def test_the_error_line_of_a_json_log_names_the_file():
 
 
 def test_times_compare_as_instants():
-    assert _same_time("2026-12-04T17:13:20Z", "2026-12-04T18:13:20+01:00")
-    assert _same_time("2026-12-04T17:13:20.5Z", "2026-12-04T17:13:20.500000000Z")
-    assert not _same_time("2026-12-04T17:13:20Z", "2026-12-04T17:13:21Z")
-    assert not _same_time("2026-12-04T17:13:20.000000001Z", "2026-12-04T17:13:20Z")
-    assert not _same_time("not a time", "2026-12-04T17:13:20Z")
-    assert _isotime(1_796_404_400_500_000_000) == "2026-12-04T17:13:20.5Z"
+    assert same_time("2026-12-04T17:13:20Z", "2026-12-04T18:13:20+01:00")
+    assert same_time("2026-12-04T17:13:20.5Z", "2026-12-04T17:13:20.500000000Z")
+    assert not same_time("2026-12-04T17:13:20Z", "2026-12-04T17:13:21Z")
+    assert not same_time("2026-12-04T17:13:20.000000001Z", "2026-12-04T17:13:20Z")
+    assert not same_time("not a time", "2026-12-04T17:13:20Z")
+    assert isotime(1_796_404_400_500_000_000) == "2026-12-04T17:13:20.5Z"
