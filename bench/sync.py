@@ -10,7 +10,9 @@ sync of the whole backlog), and each starts with the backlog's pages dropped fro
 (posix_fadvise, for these files only: the machine may be shared). The pairs run interleaved,
 ``--rounds`` times, which of the two goes first alternating, so load that comes and goes
 falls on both; the ratio reported is the median of the rounds' ratios. Time is wall time;
-memory is the largest peak RSS of any process of the run (rclone's, or edge's own Python).
+memory is the largest peak RSS of any process of the run (rclone's, or edge's own Python). CPU
+time, client and server side together, is shown beside it: on a machine shared with other
+work it varies far less from run to run than wall time does.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +35,7 @@ from edge.storage import MANIFEST, SegmentEnd, SegmentStart, SegmentWriter, read
 from .recorders import REPO
 
 sys.path.insert(0, str(REPO))
-from tests.servers import SftpServer  # noqa: E402  (the same server the sync tests use)
+from tests.servers import SftpServer, descendants  # noqa: E402  (the same server the sync tests use)
 
 DEVICE = "room-12"
 SMALL_SECONDS = (2.0, 4.5, 7.0, 11.0, 16.0, 24.0, 38.0, 60.0)  # mean 20 s, 650 kB
@@ -45,8 +48,9 @@ MEASURE = """
 import json, resource, subprocess, sys, time
 start = time.monotonic()
 code = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL).returncode
-print(json.dumps({"code": code, "seconds": time.monotonic() - start,
-                  "rss_kb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}))
+usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+print(json.dumps({"code": code, "seconds": time.monotonic() - start, "rss_kb": usage.ru_maxrss,
+                  "cpu_s": usage.ru_utime + usage.ru_stime}))
 """
 
 
@@ -88,10 +92,22 @@ def drop_from_cache(root: Path) -> None:
             os.close(fd)
 
 
-def measure(command: list[str], root: Path) -> dict:
+def server_cpu_s(pid: int) -> float:
+    """CPU time of the sshd ``pid`` and of every session it forked and reaped (the remote's
+    side: SFTP, the shell and md5sum of each remote hash)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return sum(int(value) for value in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+def measure(command: list[str], root: Path, server_pid: int) -> dict:
     drop_from_cache(root)
+    before = server_cpu_s(server_pid)
     result = subprocess.run([sys.executable, "-c", MEASURE, *command], capture_output=True, text=True)
     figures = json.loads(result.stdout)
+    deadline = time.monotonic() + 10
+    while descendants(server_pid) and time.monotonic() < deadline:
+        time.sleep(0.05)  # the sessions rclone left end and are reaped: their CPU is counted then
+    figures["cpu_s"] += server_cpu_s(server_pid) - before
     if figures["code"] != 0:
         raise SystemExit(f"bench.sync: {' '.join(command[:3])}... failed ({figures['code']}): {result.stderr[-2000:]}")
     return figures
@@ -122,11 +138,11 @@ class Backlog:
         self.served.mkdir(parents=True)
         (self.recordings / "sync-state.json").unlink(missing_ok=True)
 
-    def pair(self, edge_first: bool) -> tuple[dict, dict]:
+    def pair(self, edge_first: bool, server_pid: int) -> tuple[dict, dict]:
         runs = {}
         for which in (("edge", "bare") if edge_first else ("bare", "edge")):
             self.fresh()
-            runs[which] = measure(getattr(self, which), self.recordings)
+            runs[which] = measure(getattr(self, which), self.recordings, server_pid)
         return runs["bare"], runs["edge"]
 
 
@@ -150,29 +166,33 @@ def main(argv: list[str] | None = None) -> int:
                     Backlog(work, "small", args.small, SMALL_SECONDS, config)]
         for number in range(args.rounds):
             for backlog in backlogs:
-                bare, edge = backlog.pair(edge_first=number % 2 == 1)
+                bare, edge = backlog.pair(edge_first=number % 2 == 1, server_pid=server.process.pid)
                 results.setdefault(backlog.name, []).append((bare, edge))
-                print(f"round {number + 1} {backlog.name:5}: rclone copy {bare['seconds']:7.2f} s, "
-                      f"edge sync {edge['seconds']:7.2f} s, {edge['seconds'] / bare['seconds']:.2f}x", flush=True)
+                print(f"round {number + 1} {backlog.name:5}: rclone copy {bare['seconds']:7.2f} s "
+                      f"({bare['cpu_s']:.1f} s CPU), edge sync {edge['seconds']:7.2f} s ({edge['cpu_s']:.1f} s CPU), "
+                      f"{edge['seconds'] / bare['seconds']:.2f}x", flush=True)
         idle = {}
         for backlog in backlogs:  # the last edge run left everything synced
-            idle[backlog.name] = measure(backlog.edge, backlog.recordings)
+            idle[backlog.name] = measure(backlog.edge, backlog.recordings, server.process.pid)
     finally:
         if server is not None:
             server.kill()
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
-    print(f"SFTP to sshd on 127.0.0.1, {args.rounds} interleaved rounds; median of each round's ratio")
-    print(f"{'backlog':34}{'rclone s':>9}{'edge s':>9}{'ratio':>7}{'MB/s':>8}{'peak RSS MB (rclone/edge)':>27}")
+    print(f"SFTP to sshd on 127.0.0.1, {args.rounds} interleaved rounds; median of each round's ratio; CPU is "
+          "client and server together (less affected by other load than wall time)")
+    print(f"{'backlog':34}{'rclone s':>9}{'edge s':>9}{'ratio':>7}{'CPU ratio':>10}{'MB/s':>8}"
+          f"{'peak RSS MB (rclone/edge)':>27}")
     verdicts = []
     for backlog in backlogs:
         pairs = results[backlog.name]
         ratio = statistics.median(edge["seconds"] / bare["seconds"] for bare, edge in pairs)
         bare_s = statistics.median(bare["seconds"] for bare, _ in pairs)
         edge_s = statistics.median(edge["seconds"] for _, edge in pairs)
+        cpu_ratio = statistics.median(edge["cpu_s"] / bare["cpu_s"] for bare, edge in pairs)
         rss = (max(bare["rss_kb"] for bare, _ in pairs) / 1024, max(edge["rss_kb"] for _, edge in pairs) / 1024)
         label = f"{backlog.name}: {backlog.count} segments, {backlog.size / 1e6:.0f} MB"
-        print(f"{label:34}{bare_s:9.2f}{edge_s:9.2f}{ratio:6.2f}x{backlog.size / 1e6 / edge_s:8.1f}"
+        print(f"{label:34}{bare_s:9.2f}{edge_s:9.2f}{ratio:6.2f}x{cpu_ratio:9.2f}x{backlog.size / 1e6 / edge_s:8.1f}"
               f"{f'{rss[0]:.0f} / {rss[1]:.0f}':>27}")
         verdicts.append((backlog.name, ratio))
     for name, figures in idle.items():
