@@ -148,7 +148,8 @@ bench-wear: venv
 bench-arm: venv
 	$(BIN)/python -m bench.arm $(BENCH_ARM_ARGS)
 
-# `edge sync` of a synthesized week (1 GB) to sshd on 127.0.0.1 beside plain `rclone copy`.
+# `edge sync` beside a bare `rclone copy` of the same files to sshd on 127.0.0.1, for 43 five-minute
+# segments and 300 short ones, in interleaved rounds; prints both ratios against the 1.1x goal.
 bench-sync: venv test-deb
 	$(BIN)/python -m bench.sync $(BENCH_SYNC_ARGS)
 

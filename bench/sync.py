@@ -1,13 +1,18 @@
-"""python -m bench.sync [--gb 1.0]: a week's backlog synced over SFTP on 127.0.0.1, `edge sync`
-beside plain `rclone copy` of the same folder, in one run.
+"""python -m bench.sync [--rounds 3]: `edge sync` beside a bare `rclone copy` of the same files
+to the same SFTP server on 127.0.0.1, for large segments and for many small ones, in one run.
 
-The backlog is made the way a card fills: a handful of segments written by the real
-SegmentWriter, then copied under new names and sequence numbers (with their manifest lines)
-until the folder holds ``--gb`` gigabytes over five school days. Both runs go to the same
-sshd (tests/servers.py) with no bandwidth limit, each into an empty folder, and each starts
-with the backlog's pages dropped from the cache (posix_fadvise, for these files only: the
-machine is shared). Time is wall time; memory is the largest peak RSS of any process of
-the run (rclone's, or edge's own Python).
+Two backlogs are made the way a card fills: segments written by the real SegmentWriter, then
+copied under new names and sequence numbers (with their manifest lines). "large" is 43
+five-minute segments (9.6 MB each, about 410 MB), "small" a mix of 2 to 60 s segments (mean
+650 kB) over five day folders. Both commands go to the same sshd (tests/servers.py) with no
+bandwidth limit, each time into an empty folder (and `edge sync` with no sync state: a first
+sync of the whole backlog), and each starts with the backlog's pages dropped from the cache
+(posix_fadvise, for these files only: the machine may be shared). The pairs run interleaved,
+``--rounds`` times, which of the two goes first alternating, so load that comes and goes
+falls on both; the ratio reported is the median of the rounds' ratios. Time is wall time;
+memory is the largest peak RSS of any process of the run (rclone's, or edge's own Python). CPU
+time, client and server side together, is shown beside it: on a machine shared with other
+work it varies far less from run to run than wall time does.
 """
 
 from __future__ import annotations
@@ -16,9 +21,11 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -28,43 +35,42 @@ from edge.storage import MANIFEST, SegmentEnd, SegmentStart, SegmentWriter, read
 from .recorders import REPO
 
 sys.path.insert(0, str(REPO))
-from tests.servers import SftpServer  # noqa: E402  (the same server the sync tests use)
+from tests.servers import SftpServer, descendants  # noqa: E402  (the same server the sync tests use)
 
 DEVICE = "room-12"
-TEMPLATE_SECONDS = (2.0, 4.5, 7.0, 11.0, 16.0, 24.0, 38.0, 60.0)  # mean 20 s, 650 kB
+SMALL_SECONDS = (2.0, 4.5, 7.0, 11.0, 16.0, 24.0, 38.0, 60.0)  # mean 20 s, 650 kB
+LARGE_SECONDS = (300.0,)  # 9.6 MB
 DAYS = ("2026-11-23", "2026-11-24", "2026-11-25", "2026-11-26", "2026-11-27")
-GOAL_RATIO = 1.2
+GOAL_RATIO = 1.1
 
 # Runs a command in a child and reports the largest peak RSS among its processes.
 MEASURE = """
 import json, resource, subprocess, sys, time
 start = time.monotonic()
 code = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL).returncode
-print(json.dumps({"code": code, "seconds": time.monotonic() - start,
-                  "rss_kb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}))
+usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+print(json.dumps({"code": code, "seconds": time.monotonic() - start, "rss_kb": usage.ru_maxrss,
+                  "cpu_s": usage.ru_utime + usage.ru_stime}))
 """
 
 
-def synthesize_backlog(root: Path, total_bytes: int) -> tuple[int, int]:
-    """A recordings folder of about ``total_bytes``; returns (segments, bytes)."""
-    templates_dir = root.parent / "templates"
+def synthesize_backlog(root: Path, count: int, template_seconds: tuple) -> int:
+    """A recordings folder of ``count`` segments cycling through ``template_seconds``; returns its bytes."""
+    templates_dir = root.parent / f"{root.name}-templates"
     writer = SegmentWriter(templates_dir, DEVICE, model_sha256="0" * 64, version="bench")
     writer.prepare()
     rng = np.random.default_rng(13)
-    for number, seconds in enumerate(TEMPLATE_SECONDS):
+    for number, seconds in enumerate(template_seconds):
         writer.open(SegmentStart(source="mic", start_s=0.0, start=f"{DAYS[0]}T08:00:{number:02d}.000+01:00",
                                  monotonic_s=1.0, boot_id="bench", clock_synced=True))
         writer.append(rng.integers(-4000, 4000, int(16000 * seconds), dtype=np.int16))
         writer.close(SegmentEnd(prob_mean=0.7, prob_max=0.95, overflows=0, dropped_frames=0))
     templates = read_manifest(templates_dir / MANIFEST)
     root.mkdir(parents=True)
-    mean = sum((templates_dir / t["file"]).stat().st_size for t in templates) / len(templates)
-    expected = max(1, int(total_bytes / mean))
-    lines, size, seq = [], 0, 0
-    while size < total_bytes:
-        template = templates[seq % len(templates)]
-        day = DAYS[min(len(DAYS) - 1, seq * len(DAYS) // expected)]
-        seq += 1
+    lines, size = [], 0
+    for seq in range(1, count + 1):
+        template = templates[(seq - 1) % len(templates)]
+        day = DAYS[min(len(DAYS) - 1, (seq - 1) * len(DAYS) // count)]
         clock = f"{8 + seq // 3600 % 8:02d}{seq // 60 % 60:02d}{seq % 60:02d}"
         name = f"{day.replace('-', '')}/{seq:06d}_{clock}_{DEVICE}.wav"
         (root / name).parent.mkdir(exist_ok=True)
@@ -74,7 +80,7 @@ def synthesize_backlog(root: Path, total_bytes: int) -> tuple[int, int]:
         size += (root / name).stat().st_size
     (root / MANIFEST).write_text("".join(line + "\n" for line in lines))
     shutil.rmtree(templates_dir)
-    return seq, size
+    return size
 
 
 def drop_from_cache(root: Path) -> None:
@@ -86,55 +92,114 @@ def drop_from_cache(root: Path) -> None:
             os.close(fd)
 
 
-def measure(command: list[str], root: Path) -> dict:
+def server_cpu_s(pid: int) -> float:
+    """CPU time of the sshd ``pid`` and of every session it forked and reaped (the remote's
+    side: SFTP, the shell and md5sum of each remote hash)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return sum(int(value) for value in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+def measure(command: list[str], root: Path, server_pid: int) -> dict:
     drop_from_cache(root)
+    before = server_cpu_s(server_pid)
     result = subprocess.run([sys.executable, "-c", MEASURE, *command], capture_output=True, text=True)
     figures = json.loads(result.stdout)
+    deadline = time.monotonic() + 10
+    while descendants(server_pid) and time.monotonic() < deadline:
+        time.sleep(0.05)  # the sessions rclone left end and are reaped: their CPU is counted then
+    figures["cpu_s"] += server_cpu_s(server_pid) - before
     if figures["code"] != 0:
         raise SystemExit(f"bench.sync: {' '.join(command[:3])}... failed ({figures['code']}): {result.stderr[-2000:]}")
     return figures
 
 
+class Backlog:
+    """One card's backlog, its edge config, and the two commands that send it."""
+
+    def __init__(self, work: Path, name: str, count: int, template_seconds: tuple, rclone_config: Path):
+        self.name = name
+        self.recordings = work / name / "recordings"
+        self.size = synthesize_backlog(self.recordings, count, template_seconds)
+        self.count = count
+        self.served = work / "server" / name
+        self.config = work / name / "edge.yaml"
+        self.config.write_text(json.dumps({
+            "storage": {"recordings_dir": str(self.recordings), "device_name": DEVICE},
+            "service": {"status_file": str(work / name / "status.json")}, "led": {"pin": None},
+            "sync": {"remote": f"nas:{self.served}/edge/{{device}}", "rclone_config": str(rclone_config),
+                     "bwlimit": None}}))
+        self.bare = ["rclone", "--config", str(rclone_config), "copy", str(self.recordings),
+                     f"nas:{self.served}/bare/{DEVICE}"]
+        self.edge = [sys.executable, "-m", "edge", "sync", "--once", "--config", str(self.config)]
+
+    def fresh(self) -> None:
+        """Empty remote folders and no sync state: every run sends the whole backlog."""
+        shutil.rmtree(self.served, ignore_errors=True)
+        self.served.mkdir(parents=True)
+        (self.recordings / "sync-state.json").unlink(missing_ok=True)
+
+    def pair(self, edge_first: bool, server_pid: int) -> tuple[dict, dict]:
+        runs = {}
+        for which in (("edge", "bare") if edge_first else ("bare", "edge")):
+            self.fresh()
+            runs[which] = measure(getattr(self, which), self.recordings, server_pid)
+        return runs["bare"], runs["edge"]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.sync", description=__doc__.splitlines()[0])
-    parser.add_argument("--gb", type=float, default=1.0, help="size of the synthesized backlog (default 1 GB)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved pairs per backlog (default 3)")
+    parser.add_argument("--large", type=int, default=43, help="five-minute segments in the large backlog")
+    parser.add_argument("--small", type=int, default=300, help="segments in the small backlog")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="edge-bench-sync-", dir="/var/tmp"))
     server = None
+    results = {}
     try:
-        recordings = work / "card" / "recordings"
-        count, size = synthesize_backlog(recordings, int(args.gb * 1e9))
-        served = work / "server"
-        served.mkdir()
         (work / "ssh").mkdir()
         server = SftpServer(work / "ssh")
         config = work / "rclone.conf"
         config.write_text(server.rclone_section("nas"))
         server.start()
-        edge_config = work / "edge.yaml"
-        edge_config.write_text(json.dumps({
-            "storage": {"recordings_dir": str(recordings), "device_name": DEVICE},
-            "service": {"status_file": str(work / "status.json")}, "led": {"pin": None},
-            "sync": {"remote": f"nas:{served}/edge/{{device}}", "rclone_config": str(config), "bwlimit": None}}))
-        bare = measure(["rclone", "--config", str(config), "copy", str(recordings), f"nas:{served}/bare/{DEVICE}"],
-                       recordings)
-        edge = measure([sys.executable, "-m", "edge", "sync", "--once", "--config", str(edge_config)], recordings)
-        again = measure([sys.executable, "-m", "edge", "sync", "--once", "--config", str(edge_config)], recordings)
+        backlogs = [Backlog(work, "large", args.large, LARGE_SECONDS, config),
+                    Backlog(work, "small", args.small, SMALL_SECONDS, config)]
+        for number in range(args.rounds):
+            for backlog in backlogs:
+                bare, edge = backlog.pair(edge_first=number % 2 == 1, server_pid=server.process.pid)
+                results.setdefault(backlog.name, []).append((bare, edge))
+                print(f"round {number + 1} {backlog.name:5}: rclone copy {bare['seconds']:7.2f} s "
+                      f"({bare['cpu_s']:.1f} s CPU), edge sync {edge['seconds']:7.2f} s ({edge['cpu_s']:.1f} s CPU), "
+                      f"{edge['seconds'] / bare['seconds']:.2f}x", flush=True)
+        idle = {}
+        for backlog in backlogs:  # the last edge run left everything synced
+            idle[backlog.name] = measure(backlog.edge, backlog.recordings, server.process.pid)
     finally:
         if server is not None:
             server.kill()
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
-    gb = size / 1e9
-    ratio = edge["seconds"] / bare["seconds"]
-    print(f"backlog: {count} segments, {gb:.2f} GB over {len(DAYS)} days, SFTP to sshd on 127.0.0.1")
-    print(f"{'':34}{'s/GB':>8}{'MB/s':>8}{'peak RSS MB':>13}")
-    for name, figures in (("rclone copy (bare)", bare), ("edge sync --once", edge),
-                          ("edge sync --once, nothing to do", again)):
-        print(f"{name:34}{figures['seconds'] / gb:8.1f}{size / 1e6 / figures['seconds']:8.1f}"
-              f"{figures['rss_kb'] / 1024:13.0f}")
-    print(f"edge sync / rclone copy: {ratio:.2f}x (goal <= {GOAL_RATIO}x): {'met' if ratio <= GOAL_RATIO else 'NOT met'}")
+    print(f"SFTP to sshd on 127.0.0.1, {args.rounds} interleaved rounds; median of each round's ratio; CPU is "
+          "client and server together (less affected by other load than wall time)")
+    print(f"{'backlog':34}{'rclone s':>9}{'edge s':>9}{'ratio':>7}{'CPU ratio':>10}{'MB/s':>8}"
+          f"{'peak RSS MB (rclone/edge)':>27}")
+    verdicts = []
+    for backlog in backlogs:
+        pairs = results[backlog.name]
+        ratio = statistics.median(edge["seconds"] / bare["seconds"] for bare, edge in pairs)
+        bare_s = statistics.median(bare["seconds"] for bare, _ in pairs)
+        edge_s = statistics.median(edge["seconds"] for _, edge in pairs)
+        cpu_ratio = statistics.median(edge["cpu_s"] / bare["cpu_s"] for bare, edge in pairs)
+        rss = (max(bare["rss_kb"] for bare, _ in pairs) / 1024, max(edge["rss_kb"] for _, edge in pairs) / 1024)
+        label = f"{backlog.name}: {backlog.count} segments, {backlog.size / 1e6:.0f} MB"
+        print(f"{label:34}{bare_s:9.2f}{edge_s:9.2f}{ratio:6.2f}x{cpu_ratio:9.2f}x{backlog.size / 1e6 / edge_s:8.1f}"
+              f"{f'{rss[0]:.0f} / {rss[1]:.0f}':>27}")
+        verdicts.append((backlog.name, ratio))
+    for name, figures in idle.items():
+        print(f"{'edge sync, nothing to send (' + name + ')':34}{'':9}{figures['seconds']:9.2f}")
+    for name, ratio in verdicts:
+        print(f"edge sync / rclone copy, {name} segments: {ratio:.2f}x (goal <= {GOAL_RATIO}x): "
+              f"{'met' if ratio <= GOAL_RATIO else 'NOT met'}")
     return 0
 
 

@@ -1,41 +1,50 @@
 """Copying recordings to the school's storage over the network: `edge sync`, driven by rclone.
 
 rclone does the talking (SFTP, SMB, WebDAV, Google Drive, OneDrive, with its own retries);
-this module decides what to send and when a copy counts. A run:
+this module decides what to send and when a copy counts. A run reads each waiting segment
+from the card once and has the remote hash each copy once:
 
-1. lists the remote folder once and forgets the verification of any copy that has gone or
-   changed there since (size or modification time), so it is sent again;
-2. checks each waiting segment on the card against its manifest SHA-256 (a segment that
-   rotted on the card is reported, not sent);
-3. uploads what the remote lacks into a staging folder beside the device's folder
-   (``<parent>/.incoming/<device>``): rclone 1.60 writes SFTP and WebDAV uploads under
-   their final name, so a killed upload would otherwise leave half a file where the
-   office looks;
-4. verifies every staged file against the card (`rclone check`: by hash where the backend
-   keeps one, by downloading it otherwise) and moves only the verified ones into place,
-   server-side (a rename);
-5. merges their manifest lines into the remote ``manifest.jsonl`` and ``SHA256SUMS``
-   (staged and verified the same way), and only then counts them as synced;
-6. with ``sync.delete_after_verified``, deletes what is synced from the card.
+1. it starts, side by side, the listing of the remote folder (a copy verified earlier that
+   has gone or changed there since, in size or modification time, is forgotten and sent
+   again), the remote ``manifest.jsonl``, and one `rclone copy` of every waiting segment into
+   a staging folder beside the device's folder (``<parent>/.incoming/<device>``): rclone 1.60
+   writes SFTP and WebDAV uploads under their final name, so a killed upload would otherwise
+   leave half a file where the office looks. A segment already in place with the card's size
+   and time (a lost state file, a run stopped before it recorded it) is not sent
+   (``--compare-dest``) but verified where it is (`rclone check`), and sent only if that fails;
+2. meanwhile it reads each waiting segment from the card (not the page cache) and compares it
+   with its manifest SHA-256: a segment that rotted on the card is reported, and its upload
+   deleted from the staging folder, never moved into place (rclone then reads the segments
+   from the cache this read fills, not from the card a second time);
+3. a staged copy counts as verified only when rclone's own check after the upload proved it:
+   the hash the remote computes of the file (SFTP runs ``md5sum`` on the server) equal to the
+   hash of the bytes rclone read from the card while sending them, which its debug log says
+   file by file (:class:`edge.rclone.CopyLog`). Where the backend keeps no hash (WebDAV), the
+   staged copy is downloaded and its SHA-256 compared with the manifest's;
+4. the remote manifest, merged with the lines of the verified segments, and ``SHA256SUMS`` are
+   staged beside them and verified the same way; one `rclone move` then renames the
+   segments into place and, after them, the manifest (one at a time, in name order: segment
+   paths begin with their day's digits, which sort before both names);
+5. only then are they recorded as synced; with ``sync.delete_after_verified``, what is synced
+   is deleted from the card.
 
 What is synced lives in ``sync-state.json`` beside the manifest, replaced atomically and
-fsynced like every other file the recorder writes; losing it costs a re-verification, not
-a copy. Only finished segments (listed in the manifest) are ever sent, never a ``.part``.
-Nothing here needs the content of the recordings beyond its bytes: encrypted segments
-leave as the ciphertext they are on the card.
+fsynced like every other file the recorder writes; losing it (or a run stopped between the
+move and the record) costs a verification in place, not a copy. Only finished segments
+(listed in the manifest) are ever sent, never a ``.part``. Nothing here needs the content of
+the recordings beyond its bytes: encrypted segments leave as the ciphertext they are on the
+card.
 """
 
 from __future__ import annotations
 
 import argparse
-import ctypes
+import hashlib
 import json
 import logging
 import os
 import posixpath
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 from contextlib import contextmanager
@@ -50,6 +59,7 @@ from .errors import EdgeError
 from .export import SUMS, hash_from_medium, merge_manifest, remove_segments, sha256sums
 from .manifest import is_tombstone, line_entries
 from .notify import ServiceNotifier
+from .rclone import NOT_FOUND, CopyLog, Job, Rclone, SyncFailed, isotime, listed, rclone_error, same_time
 from .storage import MANIFEST, iter_segments, safe_name, write_json_atomically
 
 log = logging.getLogger(__name__)
@@ -57,13 +67,10 @@ log = logging.getLogger(__name__)
 SYNC_STATE = "sync-state.json"
 SYNC_LOCK = "sync.lock"
 STAGING = ".incoming"
-RCLONE = "rclone"
-# rclone's exit codes for "directory not found" and "file not found".
-NOT_FOUND = (3, 4)
-
-
-class SyncFailed(Exception):
-    """The remote could not be reached or refused the copy; one line says why."""
+INDEX = (MANIFEST, SUMS)
+"""What the remote folder holds besides the segments, moved into place after them."""
+# A copy that failed is read from its log too: what arrived whole still counts.
+ANY_EXIT = tuple(range(1, 256))
 
 
 @dataclass
@@ -155,100 +162,6 @@ class SyncReport:
         return f"sync {state} · {self.uploaded} uploaded · {self.waiting} waiting ({_mb(self.waiting_bytes)})"
 
 
-class Rclone:
-    """The rclone command with the config, limits and timeouts every call shares."""
-
-    def __init__(self, config: Path, timeout_s: float, bwlimit_mib_s: Optional[float] = None):
-        self.config = Path(config)
-        self.timeout_s = timeout_s
-        self.bwlimit = bwlimit_mib_s
-
-    def check_ready(self) -> None:
-        if shutil.which(RCLONE) is None:
-            raise EdgeError("rclone is not installed (apt install rclone)")
-        try:
-            with open(self.config, "rb"):
-                pass
-        except FileNotFoundError:
-            raise EdgeError(f"{self.config}: rclone config not found (sync.rclone_config; "
-                            "create it with: rclone config --config FILE)") from None
-        except OSError as exc:
-            raise EdgeError(f"{self.config}: cannot read the rclone config ({exc.strerror})") from None
-
-    def run(self, *args: str, allow: tuple = (), timeout: Optional[float] = None,
-            transfer: bool = False) -> subprocess.CompletedProcess:
-        """Run one rclone command; an exit code other than 0 or those in ``allow`` raises
-        SyncFailed with rclone's own last error line."""
-        # Few retries: a remote that is gone is reported within seconds, and the timer's next
-        # run picks up where this one stopped anyway.
-        command = [RCLONE, "--config", str(self.config), "--contimeout", f"{self.timeout_s:g}s",
-                   "--timeout", f"{max(self.timeout_s, 60):g}s", "--retries", "1",
-                   "--low-level-retries", "2", "--log-level", "ERROR", "--stats", "0", *args]
-        if transfer and self.bwlimit is not None:
-            command[1:1] = ["--bwlimit", f"{self.bwlimit:g}M"]
-        try:
-            result = subprocess.run(command, capture_output=True, text=True, timeout=timeout,
-                                    preexec_fn=_die_with_parent)
-        except FileNotFoundError:
-            raise EdgeError("rclone is not installed (apt install rclone)") from None
-        except subprocess.TimeoutExpired:
-            raise SyncFailed(f"no answer from the remote within {timeout:g} s") from None
-        if result.returncode != 0 and result.returncode not in allow:
-            raise SyncFailed(rclone_error(result.stderr) or f"rclone {args[0]} exited with {result.returncode}")
-        return result
-
-    def listing(self, remote: str) -> dict:
-        """path -> (size, modtime) of every file under ``remote``; empty when it does not exist."""
-        result = self.run("lsjson", "-R", "--files-only", "--no-mimetype", remote, allow=NOT_FOUND)
-        if result.returncode != 0:
-            return {}
-        return {item["Path"]: (item["Size"], item["ModTime"]) for item in json.loads(result.stdout or "[]")}
-
-    def hashes(self, remote: str) -> list:
-        """The hash types the remote's backend keeps (empty: verification must download)."""
-        result = self.run("backend", "features", remote)
-        return json.loads(result.stdout).get("Hashes") or []
-
-    def free_bytes(self, remote: str) -> Optional[int]:
-        """Free space the remote reports, or None when its backend cannot tell."""
-        try:
-            result = self.run("about", "--json", remote, timeout=self.timeout_s * 2)
-            return json.loads(result.stdout).get("free")
-        except (SyncFailed, json.JSONDecodeError):
-            return None
-
-
-def rclone_error(stderr: str) -> str:
-    """rclone's last error, without its date and level: the one line worth showing."""
-    for line in reversed(stderr.strip().splitlines()):
-        _, level, message = _split_log_line(line)
-        if level in ("ERROR", "CRITICAL", "") and message:
-            # rclone repeats the cause; the tail after the last "Failed to ...:" is it.
-            return message.removeprefix("Failed to ").strip()
-    return ""
-
-
-def _split_log_line(line: str) -> tuple:
-    # "2026/11/24 21:27:43 ERROR : path: message" or "2026/11/24 21:27:43 Failed to cat: ..."
-    parts = line.split(" ", 2)
-    if len(parts) == 3 and parts[0].count("/") == 2 and parts[1].count(":") == 2:
-        rest = parts[2]
-        for level in ("CRITICAL", "ERROR", "NOTICE", "INFO", "DEBUG"):
-            if rest.startswith(level):
-                return parts[0], level, rest[len(level):].lstrip(" :").strip()
-        return parts[0], "", rest.strip()
-    return "", "", line.strip()
-
-
-def _die_with_parent() -> None:
-    """In the child: die when `edge sync` dies (SIGKILL included), so no orphaned rclone
-    keeps writing to the staging folder while the next run starts."""
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-
-
 def split_remote(remote: str) -> tuple:
     """The device's folder and its staging folder on the remote (``name:parent/.incoming/base``)."""
     name, colon, path = remote.partition(":")
@@ -284,7 +197,10 @@ class RemoteSync:
         self.rclone = rclone
         self.delete = delete_after_verified
         self.out = out or sys.stdout
-        self._verify_by: Optional[list] = None
+        self._backend: Optional[dict] = None
+        """`rclone backend features` of the remote, once asked in a run."""
+        self._index: dict = {}
+        """name -> SHA-256 of the manifest and SHA256SUMS being sent."""
 
     def run(self, dry_run: bool = False) -> SyncReport:
         self.rclone.check_ready()
@@ -297,6 +213,8 @@ class RemoteSync:
                 self._sync(state, report, dry_run)
             except SyncFailed as exc:
                 report.error = str(exc)
+            finally:
+                self.rclone.stop()
             if not dry_run:
                 self._record(state, report)
             return report
@@ -308,168 +226,242 @@ class RemoteSync:
         for name in list(state.synced):
             if name not in local:
                 del state.synced[name]
-        remote_files = self.rclone.listing(self.remote)
-        self._forget_changed(state, remote_files)
-        pending = [name for name in local if name not in state.synced]
-        self._count_waiting(report, pending, sizes)
+        listing = self._start_listing()
+        waiting = [name for name in local if name not in state.synced]
+        unlisted = [name for name, record in state.synced.items() if not record["listed"]]
         if dry_run:
+            self._forget_changed(state, listed(listing.result()))
+            pending = [name for name in local if name not in state.synced]
+            self._count_waiting(report, pending, sizes)
             for name in pending:
                 self.out.write(f"would copy {name} ({_mb(sizes[name])})\n")
             return
-        pending = self._readable_as_recorded(pending, local, report)
-        # Already in place (a run stopped before it recorded them, or a lost state file):
-        # verified where they are, sent again only if that fails.
-        in_place = [n for n in pending if remote_files.get(n, (None,))[0] == sizes[n]]
-        good, _ = self._verify(in_place, self.remote)
-        upload = [n for n in pending if n not in good]
-        copy_error = None
-        if upload:
-            try:
-                self._copy(upload, self.staging)
-            except SyncFailed as exc:
-                copy_error = exc
-            try:
-                staged, bad = self._verify(upload, self.staging, tolerate_missing=copy_error is not None)
-            except SyncFailed as verify_error:
-                raise (copy_error or verify_error) from None  # the remote is gone: the first failure says why
+        # What waits goes up at once, beside the listing, the remote manifest and the backend's
+        # features; the card check reads it meanwhile.
+        copies = [(waiting, self._start_copy(waiting, str(self.root), transfer=True))] if waiting else []
+        existing = self._start_cat() if waiting or unlisted else None
+        features = self.rclone.start("backend", "features", self.remote) if waiting else None
+        card = CardCheck(self.root, local, report.problems)
+        card.check(waiting, until=listing.done)
+        remote_files = listed(listing.result())
+        self._forget_changed(state, remote_files)
+        # Copies that have gone or changed on the remote since they were verified go again.
+        again = [name for name in local if name not in state.synced and name not in waiting]
+        if again:
+            copies.append((again, self._start_copy(again, str(self.root), transfer=True)))
+        pending = waiting + again
+        self._count_waiting(report, pending, sizes)
+        if not pending and not unlisted:
+            return
+        existing = existing or self._start_cat()
+        features = features or self.rclone.start("backend", "features", self.remote)
+        card.check(pending)
+        # The manifest goes up while the segments do, listing every one whose card check
+        # passed; it is sent again only if one of them does not arrive.
+        lines = self._remote_manifest(existing)
+        expected = unlisted + card.sound(pending)
+        index = self._stage_index(lines, expected, local)
+        staged, in_place, copy_error = [], [], None
+        for names, copy in copies:
+            sent, reason = self._collect(copy, names, local, sizes, card, report)
+            staged += sent.staged
+            in_place += sent.in_place
+            copy_error = copy_error or reason
+        # Found in place with the card's size and time (a lost state file, a run stopped
+        # before it recorded them): verified where they are, sent again only if that fails.
+        good = self._verify_in_place(in_place, features)
+        if len(good) < len(in_place):
+            resent, reason = self._collect(self._start_copy([n for n in in_place if n not in good], str(self.root),
+                                                            transfer=True, replace=True),
+                                           [n for n in in_place if n not in good], local, sizes, card, report)
+            staged += resent.staged
+            copy_error = copy_error or reason
+        new = [name for name in pending if name in set(good) | set(staged)]
+        if not (unlisted or new):
+            index.stop()
             if copy_error:
-                # The remote answers: what arrived whole still counts, the rest waits.
-                copy_error = self._explain_copy_failure(copy_error, upload, sizes)
-            for name in bad:
-                report.problems.append(f"{name}: the copy on the remote does not match the card, "
-                                       "sent again next run")
-            if bad:
-                # Same size and time as the card's: only a fresh upload replaces it.
-                self.rclone.run("delete", "--files-from", self._list_file(bad), self.staging)
-            if staged:
-                self._move_into_place(staged)
-            report.uploaded = len(staged)
-            report.uploaded_bytes = sum(sizes[n] for n in staged)
-            good += staged
-        if good:
-            placed = self.rclone.listing(self.remote)
-            for name in good:
-                if name in placed:
-                    size, modtime = placed[name]
-                    state.synced[name] = {"sha256": local[name]["sha256"], "size": size,
-                                          "modtime": modtime, "listed": False}
-            # Recorded before the manifest goes up: a run stopped in between re-sends no audio.
-            state.save(self.root)
+                raise SyncFailed(copy_error)
+            return
         try:
-            self._publish_manifest(state, local)
+            if unlisted + new != expected:
+                index.stop()
+                index = self._stage_index(lines, unlisted + new, local)
+            self._place(index, [n for n in new if n in staged], state, local, sizes, remote_files, unlisted,
+                        [n for n in new if n in good], features)
         except SyncFailed:
             if copy_error:
                 raise SyncFailed(copy_error) from None  # a full remote fails both: the first says why
             raise
-        report.verified = len(good)
+        report.uploaded = len([n for n in staged if state.is_synced(n)])
+        report.uploaded_bytes = sum(sizes[n] for n in staged if state.is_synced(n))
+        report.verified = len([n for n in new if state.is_synced(n)])
         self._count_waiting(report, [n for n in local if not state.is_synced(n)], sizes)
         if self.delete:
             self._delete_synced(state, local, report)
         if copy_error:
             raise SyncFailed(copy_error)
 
+    def _start_listing(self) -> Job:
+        return self.rclone.start("lsjson", "-R", "--files-only", "--no-mimetype", self.remote, allow=NOT_FOUND)
+
+    def _start_cat(self) -> Job:
+        return self.rclone.start("cat", posixpath.join(self.remote, MANIFEST), allow=NOT_FOUND)
+
+    def _start_copy(self, names: list, source: str, transfer: bool = False, replace: bool = False) -> Job:
+        # Into the staging folder, which holds nothing worth keeping: no listing of it first.
+        # A segment already in place with the card's size and time is not sent (--compare-dest)
+        # unless ``replace``. At log level DEBUG rclone says what it proved (see CopyLog).
+        compare = [] if replace or source != str(self.root) else ["--compare-dest", self.remote]
+        return self.rclone.start("copy", "--files-from", self._list_file(names), "--no-check-dest", *compare,
+                                 source, self.staging, transfer=transfer, log="DEBUG", allow=ANY_EXIT)
+
     def _forget_changed(self, state: SyncState, remote_files: dict) -> None:
         for name, record in list(state.synced.items()):
             there = remote_files.get(name)
             if there is None:
                 log.warning("%s: gone from %s, copying it again", name, self.remote)
-            elif tuple(there) != (record["size"], record["modtime"]):
+            elif there[0] != record["size"] or not same_time(there[1], record["modtime"]):
                 log.warning("%s: changed on %s since it was verified, verifying it again", name, self.remote)
             else:
                 continue
             del state.synced[name]
 
-    def _readable_as_recorded(self, pending: list, local: dict, report: SyncReport) -> list:
-        """The waiting segments whose bytes on the card still match their manifest hash."""
-        sound = []
-        for name in pending:
-            try:
-                matches = hash_from_medium(self.root / name) == local[name]["sha256"]
-            except FileNotFoundError:
-                continue  # deleted under us (a full card's rotation): nothing left to send
-            except OSError as exc:
-                report.problems.append(f"{name}: cannot read it on the card ({exc.strerror}), not synced")
-                continue
-            if matches:
-                sound.append(name)
-            else:
-                report.problems.append(f"{name}: corrupted on the card (its SHA-256 does not match the "
-                                       "manifest), not synced")
-        return sound
+    def _collect(self, copy: Job, names: list, local: dict, sizes: dict, card: "CardCheck",
+                 report: SyncReport) -> tuple:
+        """What a segment copy did: the copies it staged proven equal to the card (by rclone's
+        own hash comparison or, where the backend keeps no hash, by downloading them), those
+        it found in place, and why it failed (or None)."""
+        result = copy.result()
+        sent = CopyLog.parse(result.stderr)
+        sound = set(card.sound(names))
+        unproven = [n for n in names if n in sent.copied and n in sound and n not in sent.proven]
+        downloaded, differing = self._verify_by_download(unproven, {n: local[n]["sha256"] for n in unproven})
+        for name in [n for n in names if n in sent.corrupted and n in sound] + differing:
+            report.problems.append(f"{name}: the copy on the remote does not match the card, sent again next run")
+        # A segment that rotted on the card went up as rotten as it is: it never moves into place.
+        discard = [n for n in names if n in sent.copied and n not in sound] + differing
+        if discard:
+            self.rclone.run("delete", "--files-from", self._list_file(discard), self.staging)
+        outcome = Collected([n for n in names if n in sound and (n in sent.proven or n in downloaded)],
+                            [n for n in names if n in sound and n in sent.in_place])
+        missing = [n for n in names if n in sound and not ({n} & (sent.copied | set(sent.corrupted) | sent.in_place))]
+        if not missing:
+            return outcome, None
+        reason = rclone_error(result.stderr) or (f"rclone copy exited with {result.returncode}" if result.returncode
+                                                 else f"{missing[0]}: missing on the remote after copying it")
+        if sent.copied or sent.corrupted:
+            reason = self._explain_copy_failure(reason, missing, sizes)  # the remote answers: full?
+        return outcome, reason
 
-    def _verification(self) -> list:
-        """rclone check's way of comparing: by hash when the backend keeps one, else by
-        downloading each file and comparing bytes."""
-        if self._verify_by is None:
-            self._verify_by = [] if self.rclone.hashes(self.remote) else ["--download"]
-        return self._verify_by
-
-    def _verify(self, names: list, remote: str, tolerate_missing: bool = False,
-                source: Optional[Path] = None) -> tuple:
-        """(matching, differing) among ``names`` under ``remote``; a file missing there counts
-        as neither when an interrupted copy is being collected (``tolerate_missing``)."""
+    def _verify_in_place(self, names: list, features: Job) -> list:
+        """Among segments found on the remote under their final names, those equal to the card
+        (`rclone check`: by hash where the backend keeps one, else by downloading them)."""
         if not names:
-            return [], []
-        result = self.rclone.run("check", "--one-way", "--combined", "-", *self._verification(),
-                                 "--files-from", self._list_file(names), str(source or self.root), remote,
-                                 allow=(1,))
-        marks = {}
-        for line in result.stdout.splitlines():
-            mark, _, name = line.partition(" ")
-            marks[name] = mark
-        missing = [n for n in names if marks.get(n) == "-"]
-        if missing and not tolerate_missing and remote == self.staging:
-            raise SyncFailed(f"{missing[0]}: missing on the remote after copying it")
+            return []
+        by = [] if self._features(features).get("Hashes") else ["--download"]
+        result = self.rclone.run("check", "--one-way", "--combined", "-", *by,
+                                 "--files-from", self._list_file(names), str(self.root), self.remote, allow=(1,))
+        marks = dict(reversed(line.split(" ", 1)) for line in result.stdout.splitlines() if " " in line)
         if any(marks.get(n) == "!" for n in names):
             raise SyncFailed(rclone_error(result.stderr) or "the remote failed while verifying")
-        return ([n for n in names if marks.get(n) == "="],
-                [n for n in names if marks.get(n) == "*"])
+        return [n for n in names if marks.get(n) == "="]
 
-    def _copy(self, names: list, remote: str, source: Optional[Path] = None) -> None:
-        # rclone's own after-upload hash comparison is skipped: _verify does it, for every
-        # file, and a file is only counted when that passes.
-        self.rclone.run("copy", "--files-from", self._list_file(names), "--ignore-checksum",
-                        str(source or self.root), remote, transfer=True)
+    def _features(self, features: Job) -> dict:
+        if self._backend is None:
+            self._backend = json.loads(features.result().stdout)
+        return self._backend
 
-    def _move_into_place(self, names: list) -> None:
-        # --ignore-times: a damaged copy of the same size (and, without modification times,
-        # the same everything rclone compares) is replaced, not kept.
-        self.rclone.run("move", "--files-from", self._list_file(names), "--ignore-times",
-                        "--delete-empty-src-dirs", self.staging, self.remote)
+    def _verify_by_download(self, names: list, expected: dict) -> tuple:
+        """(matching, differing) among staged ``names`` whose backend proved nothing: each is
+        downloaded and its SHA-256 compared with ``expected`` (the manifest's)."""
+        if not names:
+            return [], []
+        result = self.rclone.run("hashsum", "sha256", "--download", "--files-from", self._list_file(names),
+                                 self.staging)
+        sums = {}
+        for line in result.stdout.splitlines():
+            digest, _, name = line.partition("  ")
+            sums[name] = digest
+        return ([n for n in names if sums.get(n) == expected[n]],
+                [n for n in names if n in sums and sums[n] != expected[n]])
 
-    def _explain_copy_failure(self, exc: SyncFailed, upload: list, sizes: dict) -> str:
-        needed = sum(sizes[n] for n in upload)
+    def _explain_copy_failure(self, reason: str, missing: list, sizes: dict) -> str:
+        needed = sum(sizes[n] for n in missing)
         free = self.rclone.free_bytes(self.staging)  # the copy made it; the device folder may not exist yet
         if free is not None and free < needed:
-            return f"the remote is full ({_mb(free)} free, {_mb(needed)} to copy): {exc}"
-        return str(exc)
+            return f"the remote is full ({_mb(free)} free, {_mb(needed)} to copy): {reason}"
+        return reason
 
-    def _publish_manifest(self, state: SyncState, local: dict) -> None:
-        """Merge the manifest lines of newly synced segments into the remote manifest."""
-        unlisted = [name for name, record in state.synced.items() if not record["listed"]]
-        if not unlisted:
-            return
-        current = self.rclone.run("cat", posixpath.join(self.remote, MANIFEST), allow=NOT_FOUND)
+    def _remote_manifest(self, existing: Job) -> list:
+        current = existing.result()
+        if current.returncode != 0:
+            return []
         # Checked like the card's own lines: a damaged line there is skipped with a warning.
-        existing = [entry for entry in line_entries(current.stdout.encode().splitlines(keepends=True),
-                                                    posixpath.join(self.remote, MANIFEST))
-                    if not is_tombstone(entry)] if current.returncode == 0 else []
+        return [entry for entry in line_entries(current.stdout.encode().splitlines(keepends=True),
+                                                posixpath.join(self.remote, MANIFEST))
+                if not is_tombstone(entry)]
+
+    def _stage_index(self, lines: list, names: list, local: dict) -> Job:
+        """Start copying the remote manifest and SHA256SUMS, ``lines`` merged with the manifest
+        lines of ``names``, into the staging folder."""
         # New lines in the card's order after those already there (seq alone cannot order
         # them: it starts again at 1 once every segment has left the card).
-        merged = merge_manifest(existing, [local[name] for name in local if name in unlisted])
-        with tempfile.TemporaryDirectory(prefix="edge-sync-") as folder:
-            folder = Path(folder)
-            (folder / MANIFEST).write_text("".join(json.dumps(entry) + "\n" for entry in merged))
-            (folder / SUMS).write_text("".join(line + "\n" for line in sha256sums(merged)))
-            index = [MANIFEST, SUMS]
-            self._copy(index, self.staging, source=folder)
-            good, bad = self._verify(index, self.staging, source=folder)
-            if bad or len(good) != len(index):
-                raise SyncFailed(f"the copy of {MANIFEST} on the remote does not match, sent again next run")
-            self._move_into_place(index)
-        for name in unlisted:
-            state.synced[name]["listed"] = True
+        wanted = set(names)
+        merged = merge_manifest(lines, [local[name] for name in local if name in wanted])
+        folder = Path(tempfile.mkdtemp(prefix="edge-sync-"))
+        _TEMPORARY.append(folder)
+        (folder / MANIFEST).write_text("".join(json.dumps(entry) + "\n" for entry in merged))
+        (folder / SUMS).write_text("".join(line + "\n" for line in sha256sums(merged)))
+        self._index = {name: hashlib.sha256((folder / name).read_bytes()).hexdigest() for name in INDEX}
+        return self._start_copy(list(INDEX), str(folder))
+
+    def _place(self, index: Job, staged: list, state: SyncState, local: dict, sizes: dict, remote_files: dict,
+               unlisted: list, good: list, features: Job) -> None:
+        """Verify the staged manifest, move the staged segments into place and the manifest
+        after them (one rclone, in name order, one file at a time), and record what is synced."""
+        result = index.result()
+        sent = CopyLog.parse(result.stderr)
+        unproven = [n for n in INDEX if n in sent.copied and n not in sent.proven]
+        index_ok = len([n for n in INDEX if n in sent.proven] + self._verify_by_download(unproven, self._index)[0]) \
+            == len(INDEX)
+        error = None if index_ok else (rclone_error(result.stderr) or f"the copy of {MANIFEST} on the remote "
+                                       "does not match, sent again next run")
+        # Segment paths start with their day's digits, which sort before both index names.
+        moving = staged + (list(INDEX) if index_ok else [])
+        if moving:
+            try:
+                self.rclone.run("move", "--files-from", self._list_file(moving), "--ignore-times", "--check-first",
+                                "--order-by", "name", "--transfers", "1", "--delete-empty-src-dirs",
+                                self.staging, self.remote)
+            except SyncFailed as exc:
+                error = str(exc)
+        placed = self._placed(staged, sizes, features) if error is None else listed(self._start_listing().result())
+        for name, there in [(n, remote_files.get(n)) for n in good] + [(n, placed.get(n)) for n in staged]:
+            if there is not None:
+                state.synced[name] = {"sha256": local[name]["sha256"], "size": there[0], "modtime": there[1],
+                                      "listed": error is None}
+        if error is None:
+            for name in unlisted:
+                if name in state.synced:
+                    state.synced[name]["listed"] = True
         state.save(self.root)
+        if error:
+            raise SyncFailed(error)
+
+    def _placed(self, staged: list, sizes: dict, features: Job) -> dict:
+        """name -> (size, modtime) of the segments just moved into place, as the remote will list
+        them: rclone gave each the card's modification time (at the remote's precision) and a
+        rename keeps it. Where the backend keeps no times, the remote is listed again."""
+        if not staged:
+            return {}
+        precision_ns = self._features(features).get("Precision") or 0
+        if not 0 < precision_ns <= 1_000_000_000:
+            return listed(self._start_listing().result())
+        placed = {}
+        for name in staged:
+            mtime_ns = (self.root / name).stat().st_mtime_ns
+            placed[name] = (sizes[name], isotime(mtime_ns - mtime_ns % precision_ns))
+        return placed
 
     def _delete_synced(self, state: SyncState, local: dict, report: SyncReport) -> None:
         synced = [local[name] for name in local if state.is_synced(name)]
@@ -502,6 +494,7 @@ class RemoteSync:
 
 
 _LIST_FILES: list = []
+_TEMPORARY: list = []
 
 
 def _remove_list_files() -> None:
@@ -510,6 +503,56 @@ def _remove_list_files() -> None:
             os.unlink(_LIST_FILES.pop())
         except OSError:
             pass
+    while _TEMPORARY:
+        shutil.rmtree(_TEMPORARY.pop(), ignore_errors=True)
+
+
+@dataclass
+class Collected:
+    """What one segment copy brought about."""
+
+    staged: list
+    """In the staging folder, proven equal to the card."""
+    in_place: list
+    """Not sent: already under their final names with the card's size and time."""
+
+
+class CardCheck:
+    """Whether waiting segments still hold on the card the bytes their manifest SHA-256 was
+    computed from, read from the medium (not the page cache) one file at a time, so rclone
+    can be started between two files; what rclone reads next comes from the cache it fills."""
+
+    def __init__(self, root: Path, local: dict, problems: list):
+        self.root = root
+        self.local = local
+        self.problems = problems
+        self.result: dict = {}
+        """file -> True (as recorded) or False (not to be sent; a line in ``problems`` says why,
+        unless it was deleted under us by a full card's rotation)."""
+
+    def check(self, names: list, until=None) -> None:
+        """Check ``names`` not checked yet, stopping early once ``until()`` is true."""
+        for name in names:
+            if until is not None and until():
+                return
+            if name not in self.result:
+                self.result[name] = self._matches(name)
+
+    def sound(self, names: list) -> list:
+        self.check(names)
+        return [name for name in names if self.result[name]]
+
+    def _matches(self, name: str) -> bool:
+        try:
+            if hash_from_medium(self.root / name) == self.local[name]["sha256"]:
+                return True
+        except FileNotFoundError:
+            return False  # deleted under us (a full card's rotation): nothing left to send
+        except OSError as exc:
+            self.problems.append(f"{name}: cannot read it on the card ({exc.strerror}), not synced")
+            return False
+        self.problems.append(f"{name}: corrupted on the card (its SHA-256 does not match the manifest), not synced")
+        return False
 
 
 @contextmanager

@@ -126,6 +126,10 @@ class SftpServer(Server):
             "PermitRootLogin prohibit-password",
             # In-process SFTP; rclone's hashes run md5sum/sha1sum through an exec channel.
             "Subsystem sftp internal-sftp",
+            # Those run in the user's shell, which would read this machine's ~/.bashrc (here
+            # root's, with pyenv: a SIGKILLed server can leave pyenv's lock behind, and every
+            # later shell then waits a minute). A NAS's shell starts bare.
+            f"SetEnv HOME={folder}",
             "LogLevel ERROR",
         ]) + "\n")
         if os.geteuid() == 0:

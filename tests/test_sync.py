@@ -30,7 +30,8 @@ from edge.cli import main
 from edge.config import load_config
 from edge.status import RecorderStatus, publish_status
 from edge.storage import SegmentEnd, SegmentStart, SegmentWriter, read_manifest
-from edge.sync import STAGING, SYNC_STATE, SyncState, is_synced, rclone_error
+from edge.rclone import rclone_error
+from edge.sync import STAGING, SYNC_STATE, SyncState, is_synced
 from tests.servers import SftpServer, WebdavServer, descendants, missing_server_binaries, wait_gone
 
 DEVICE = "room-12"
@@ -260,6 +261,58 @@ def test_a_byte_flipped_on_the_server_is_found_and_copied_again(tmp_path, record
     assert code == 0, err
     assert "1 uploaded" in out
     assert_remote_matches(remote, entries)
+
+
+def test_a_segment_rotted_on_the_card_is_reported_and_never_placed(tmp_path, recordings, remote, capsys):
+    entries = read_manifest(recordings / "manifest.jsonl")
+    rotten = recordings / entries[2]["file"]
+    with open(rotten, "r+b") as f:  # the manifest still has the SHA-256 of what was recorded
+        f.seek(3000)
+        byte = f.read(1)
+        f.seek(3000)
+        f.write(bytes([byte[0] ^ 0x01]))
+    code, out, err = edge(capsys, "sync", "--config", str(write_config(tmp_path, recordings, remote)))
+    assert code == 1
+    assert err == (f"edge: {entries[2]['file']}: corrupted on the card (its SHA-256 does not match the manifest), "
+                   "not synced\n")
+    assert "5 uploaded" in out
+    assert_remote_matches(remote, entries[:2] + entries[3:])
+    assert not list(remote.staging.glob("*/*"))
+    assert not is_synced(recordings, entries[2]["file"])
+
+
+def test_a_copy_whose_remote_hash_differs_is_never_placed(tmp_path, recordings, capsys):
+    # The server's md5sum answers a hash that is not the file's: what a copy damaged on its
+    # way looks like to rclone's check after the upload.
+    served = tmp_path / "server"
+    served.mkdir()
+    server = SftpServer(tmp_path)
+    (tmp_path / "rclone.conf").write_text(server.rclone_section("nas") + "md5sum_command = echo " + "0" * 32 + "\n")
+    server.start()
+    try:
+        remote = Remote("sftp", server, tmp_path / "rclone.conf", f"nas:{served}/recordings/{{device}}",
+                        served / "recordings" / DEVICE)
+        code, out, err = edge(capsys, "sync", "--config", str(write_config(tmp_path, recordings, remote)))
+    finally:
+        server.kill()
+    entries = read_manifest(recordings / "manifest.jsonl")
+    assert code == 1
+    assert err.splitlines() == [f"edge: {e['file']}: the copy on the remote does not match the card, sent again "
+                                "next run" for e in entries]
+    assert files_under(remote.disk) == [] and not list(remote.staging.glob("*/*"))
+    assert not any(is_synced(recordings, e["file"]) for e in entries)
+
+
+def test_a_lost_state_file_costs_a_verification_not_an_upload(tmp_path, recordings, remote, capsys):
+    config = write_config(tmp_path, recordings, remote)
+    assert edge(capsys, "sync", "--config", str(config))[0] == 0
+    before = {p: p.stat().st_ino for p in remote.disk.rglob("*.wav")}
+    (recordings / SYNC_STATE).unlink()
+    code, out, err = edge(capsys, "sync", "--config", str(config))
+    assert code == 0, err
+    assert "6 segments verified" in out and "0 uploaded" in out
+    assert {p: p.stat().st_ino for p in remote.disk.rglob("*.wav")} == before
+    assert all(is_synced(recordings, e["file"]) for e in read_manifest(recordings / "manifest.jsonl"))
 
 
 def test_delete_after_verified_removes_only_synced_segments(tmp_path, recordings, remote, capsys):
