@@ -34,7 +34,8 @@ AUDIO = (np.arange(24000) % 2000).astype(np.int16)
 
 def segment_paths(root: Path, extension: str = ".wav") -> tuple:
     final = root / "20261124" / f"000001_093012_dev{extension}"
-    return (final, Path(f"{final}.part"), Path(f"{final}.part.json"), root / "manifest.jsonl")
+    # A segment's line goes to the manifest of its day folder (docs/card-layout.md).
+    return (final, Path(f"{final}.part"), Path(f"{final}.part.json"), final.parent / "manifest.jsonl")
 
 
 def test_a_segment_is_durable_at_every_step(tmp_path):
@@ -193,8 +194,9 @@ assert len(retention.sweep()) == 1
     segment = root / "20261124" / "000001_093012_dev.wav"
     removed = last(calls, ("unlink", "unlinkat"), segment, "removal of the old segment")
     folder_synced = first_after(calls, SYNCS, segment.parent, removed, "fsync of the folder")
-    tombstone = first_after(calls, WRITES, root / "manifest.jsonl", folder_synced, "tombstone")
-    assert_durably_appended(calls[tombstone:], root / "manifest.jsonl")
+    manifest = segment.parent / "manifest.jsonl"  # the tombstone goes where the segment's line is
+    tombstone = first_after(calls, WRITES, manifest, folder_synced, "tombstone")
+    assert_durably_appended(calls[tombstone:], manifest)
 
 
 def test_the_status_file_is_replaced_whole(tmp_path):

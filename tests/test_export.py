@@ -31,6 +31,7 @@ from edge.cli import main
 from edge.config import ExportSettings
 from edge.export import CHUNK, SegmentExporter, export_led_pattern
 from edge.indicator import LedPattern
+from edge.manifest import manifest_path
 from edge.storage import SegmentEnd, SegmentStart, SegmentWriter, read_deletions, read_manifest
 
 REPO = Path(__file__).resolve().parent.parent
@@ -513,16 +514,21 @@ def test_list_shows_the_device_the_manifest_names_not_the_folder(tmp_path, recor
 
 
 def test_list_stops_at_a_damaged_manifest_field_naming_it(tmp_path, recordings, config_file, capsys):
-    lines = (recordings / "manifest.jsonl").read_text().splitlines()
-    entry = json.loads(lines[2])
-    entry["start"] = "yesterday"
-    lines[2] = json.dumps(entry)
-    (recordings / "manifest.jsonl").write_text("\n".join(lines) + "\n")
+    # A line the manifest reader accepts (a whole segment entry) with a field the office
+    # commands cannot use; a line the reader rejects is skipped with a warning (test_manifest).
+    third = next(e for e in read_manifest(recordings) if e["seq"] == 3)
+    manifest = manifest_path(recordings, third["file"])  # its day folder's manifest
+    lines = manifest.read_text().splitlines()
+    number = next(n for n, line in enumerate(lines) if json.loads(line).get("seq") == 3)
+    entry = json.loads(lines[number])
+    entry["duration_s"] = -4.5
+    lines[number] = json.dumps(entry)
+    manifest.write_text("\n".join(lines) + "\n")
     before = {p: p.read_bytes() for p in recordings.rglob("*") if p.is_file()}
     for argv in (("list", "--config", str(config_file)), ("export", str(tmp_path), "--config", str(config_file))):
         code, out, err = edge(capsys, *argv)
-        assert (code, err) == (2, f"edge: {recordings / 'manifest.jsonl'}: the line of segment 3 'start' must "
-                                  "be an ISO 8601 time (like 2026-11-24T09:30:00.000+01:00), got 'yesterday'; "
+        assert (code, err) == (2, f"edge: {manifest}: the line of segment 3 'duration_s' must "
+                                  "be a number of seconds, 0 or more, got -4.5; "
                                   "the manifest is damaged or was edited, nothing done\n")
     assert {p: p.read_bytes() for p in recordings.rglob("*") if p.is_file()} == before
 
@@ -535,19 +541,21 @@ def test_a_damaged_manifest_on_the_destination_stops_the_export_before_it_copies
                 "--config", str(config_file))[0] == 0
     copied = stick / DEVICE / "manifest.jsonl"
     entry = json.loads(copied.read_text().splitlines()[0])
-    del entry["sha256"]
+    # A field the manifest reader does not need (a line without 'sha256' it skips, warning).
+    del entry["samples"]
     copied.write_text(json.dumps(entry) + "\n")
     before = sorted(stick.rglob("*"))
     code, _, err = edge(capsys, "export", str(stick), "--config", str(config_file))
-    assert (code, err) == (2, f"edge: {copied}: the line of segment 1 has no 'sha256' (64 hex digits); "
+    assert (code, err) == (2, f"edge: {copied}: the line of segment 1 has no 'samples' "
+                              "(a whole number, 0 or more); "
                               "the manifest is damaged or was edited, nothing done\n")
     assert sorted(stick.rglob("*")) == before
 
 
 def test_a_file_that_is_not_what_its_name_says_is_one_line(tmp_path, capsys):
     card = tmp_path / "card"
-    (card / "manifest.jsonl").mkdir(parents=True)  # a folder where the manifest should be
+    card.write_text("not a folder\n")  # recordings_dir naming a file
     config = tmp_path / "edge.yaml"
     config.write_text(json.dumps({"storage": {"recordings_dir": str(card)}}))
     code, _, err = edge(capsys, "list", "--config", str(config))
-    assert (code, err) == (2, f"edge: {card / 'manifest.jsonl'}: Is a directory\n")
+    assert (code, err) == (2, f"edge: {card}: Not a directory\n")

@@ -15,6 +15,7 @@ from edge.cli import main
 from edge.config import load_config, settings_from_dict
 from edge.errors import EdgeError
 from edge.export import SegmentExporter
+from edge.manifest import manifest_path
 from edge.retention import SegmentRetention, segment_ages
 from edge.sync import SyncState
 from edge.storage import (MANIFEST, SegmentEnd, SegmentStart, SegmentWriter, iter_segments,
@@ -198,6 +199,14 @@ def lessons_over_two_boots(root, clock):
     return first_boot, this_boot
 
 
+def paused_by_a_clock_400_days_ahead(this_boot) -> dict:
+    """The reasons a sweep may give on day 32 with the clock 400 days ahead (a segment of this
+    boot, days 25 and 28: its age by the wall clock against its age by boot time), each with
+    that age by boot time in days."""
+    return {f"the synchronised wall clock says {file} was recorded {days + 400:.2f} days ago, "
+            f"boot time says {days:.2f} days": days for file, days in zip(this_boot, (7, 4))}
+
+
 def test_a_synchronised_clock_400_days_ahead_deletes_nothing_and_says_why(tmp_path, caplog):
     clock = FakeClock()
     first_boot, this_boot = lessons_over_two_boots(tmp_path, clock)
@@ -208,14 +217,16 @@ def test_a_synchronised_clock_400_days_ahead_deletes_nothing_and_says_why(tmp_pa
         assert retention.sweep() == []
         assert retention.sweep() == []
     assert on_card(tmp_path) == first_boot + this_boot
-    assert retention.paused == (f"the synchronised wall clock says {this_boot[0]} was recorded "
-                                "407.00 days ago, boot time says 7.00 days")
+    # The sweep reads a window of day folders: the reason may name either segment of this boot.
+    assert retention.paused in paused_by_a_clock_400_days_ahead(this_boot)
     warnings = [r.getMessage() for r in caplog.records]
     assert warnings == [f"retention paused, nothing is deleted: {retention.paused}"]  # once
-    # What boot time proves is still reported: the oldest is at least 7 days old. Even what
-    # boot time alone proves old is kept while the clocks disagree.
-    assert (retention.oldest.file, retention.oldest.age_s) == (first_boot[0], 7 * DAY)
-    assert SegmentRetention(tmp_path, keep_days=5, clock=clock).sweep() == []
+    # What boot time proves is still reported: the oldest is at least as old as the segment
+    # of this boot the reason names (7 or 4 days). Even what boot time alone proves old is
+    # kept while the clocks disagree.
+    proven_days = paused_by_a_clock_400_days_ahead(this_boot)[retention.paused]
+    assert (retention.oldest.file, retention.oldest.age_s) == (first_boot[0], proven_days * DAY)
+    assert SegmentRetention(tmp_path, keep_days=proven_days - 1, clock=clock).sweep() == []
     # The clock put right, the evidence agrees again: the one 32-day-old segment goes.
     clock.now = honest_now
     assert [t["deleted"] for t in retention.sweep()] == [first_boot[0]]
@@ -256,15 +267,21 @@ def test_a_damaged_manifest_entry_is_no_evidence_and_stops_nothing(tmp_path):
     clock.advance(DAY)
     damaged = record(tmp_path, clock)
     clock.advance(DAY)
-    lines = (tmp_path / MANIFEST).read_text().splitlines()
-    entry = json.loads(lines[1])
-    entry.update(monotonic_s="soon", start=7, boot_id=None, clock_synced="yes")
-    lines[1] = json.dumps(entry)
-    (tmp_path / MANIFEST).write_text("\n".join(lines) + "\n")
+    manifest = manifest_path(tmp_path, damaged)  # its day folder's, which lists it alone
+    [entry] = [json.loads(line) for line in manifest.read_text().splitlines()]
+    entry.update(monotonic_s="soon", boot_id=None, clock_synced="yes")  # still a segment's line
+    manifest.write_text(json.dumps(entry) + "\n")
     clock.reboot("boot-b", T0 + timedelta(days=4), synced=True)
     ages = {a.file: a.age_s for a in segment_ages(list(iter_segments(tmp_path)), clock)}
     assert ages == {old: 4 * DAY, damaged: None}
     assert [t["deleted"] for t in SegmentRetention(tmp_path, keep_days=3, clock=clock).sweep()] == [old]
+    # A start that is no time makes the line a damaged one, which the reader skips: still no
+    # evidence, and nothing stops.
+    entry.update(start=7)
+    manifest.write_text(json.dumps(entry) + "\n")
+    clock.advance(10 * DAY)
+    assert SegmentRetention(tmp_path, keep_days=3, clock=clock).sweep() == []
+    assert (tmp_path / damaged).exists() and not (tmp_path / old).exists()
 
 
 def test_edge_status_says_why_retention_is_paused(tmp_path, detector, capsys):
@@ -282,24 +299,34 @@ def test_edge_status_says_why_retention_is_paused(tmp_path, detector, capsys):
     assert on_card(recordings) == first_boot + this_boot
     main(["status", "--config", str(config)])
     out = capsys.readouterr().out
-    assert (f"retention:      paused, nothing is deleted: the synchronised wall clock says "
-            f"{this_boot[0]} was recorded 407.00 days ago, boot time says 7.00 days") in out
+    assert any(f"retention:      paused, nothing is deleted: {reason}\n" in out
+               for reason in paused_by_a_clock_400_days_ahead(this_boot)), out
 
 
-def test_the_daemon_records_past_damaged_fields_of_the_manifest(tmp_path, detector, lesson):
+@pytest.mark.parametrize("damage", [
+    {"monotonic_s": "soon", "boot_id": [], "clock_synced": "yes"},  # fields retention reads
+    {"start": 7, "monotonic_s": "soon", "boot_id": [], "clock_synced": "yes"},  # a damaged line
+])
+def test_the_daemon_records_past_damaged_fields_of_the_manifest(tmp_path, detector, lesson, damage):
     clock = FakeClock()
     recordings = tmp_path / "rec"
     old = record(recordings, clock)
-    manifest = recordings / MANIFEST
+    manifest = manifest_path(recordings, old)
     entry = json.loads(manifest.read_text())
-    entry.update(start=7, monotonic_s="soon", boot_id=[], clock_synced="yes")
+    entry.update(damage)
     manifest.write_text(json.dumps(entry) + "\n")
     clock.advance(3 * DAY)
     settings = settings_from_dict({"storage": {"keep_days": 1}, "led": {"pin": None}})
     recorder = make_recorder(settings, detector, recordings, clock=clock)
     recorder.run(PacedSource(lesson, speed=50), threading.Event())
-    new = [e["file"] for e in read_manifest(manifest)][1:]
-    assert new and on_card(recordings)[0] == old  # recorded; the damaged one kept (no proof of age)
+    new = [e for e in read_manifest(recordings) if e["file"] != old]
+    assert new and all(e["seq"] > entry["seq"] for e in new)  # recorded after it
+    # The damaged one kept (no proof of age): its file, no tombstone, and its line somewhere.
+    assert (recordings / old).exists() and old not in [t["deleted"] for t in read_deletions(recordings)]
+    if "start" in damage:  # moved aside at start, never dropped
+        assert old in (manifest.parent / "manifest.damaged.jsonl").read_text()
+    else:
+        assert on_card(recordings)[0] == old
 
 
 @pytest.mark.parametrize("state", ["[]", '{"synced": 5}', '{"synced": {"a.wav": 1}}', "{"])
