@@ -281,6 +281,7 @@ def test_a_segment_rotted_on_the_card_is_reported_and_never_placed(tmp_path, rec
     assert not is_synced(recordings, entries[2]["file"])
 
 
+@needs_servers
 def test_a_copy_whose_remote_hash_differs_is_never_placed(tmp_path, recordings, capsys):
     # The server's md5sum answers a hash that is not the file's: what a copy damaged on its
     # way looks like to rclone's check after the upload.
