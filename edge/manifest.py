@@ -304,11 +304,20 @@ def moved_aside(root: Path) -> list:
 
 
 def card_manifests(root: Path) -> list:
-    """The manifest files of a card or a copy, oldest day first."""
+    """The manifest files of a card or a copy, oldest day first; a day's manifest that is not
+    a file (a folder made by hand) is passed over with one warning, never silently."""
     root = Path(root)
     if (root / MANIFEST).is_file():
         return [root / MANIFEST]
-    return [folder / MANIFEST for folder in day_folders(root) if (folder / MANIFEST).is_file()]
+    found = []
+    for folder in day_folders(root):
+        manifest = folder / MANIFEST
+        if manifest.is_file():
+            found.append(manifest)
+        elif manifest.exists() and (manifest, 0) not in _warned:
+            _warned.add((manifest, 0))  # once per process, however often the card is read
+            log.warning("%s: not a file (expected that day's manifest): its segments are not listed", manifest)
+    return found
 
 
 def _card_or_file(path: Path) -> list:

@@ -126,6 +126,19 @@ def test_a_damaged_manifest_is_repaired_and_the_next_lesson_recorded(tmp_path, c
     assert not (out / MANIFEST).exists() and (out / CARD_STATE).exists()
 
 
+def test_a_day_manifest_that_is_not_a_file_is_one_warning_not_silence(tmp_path, capsys):
+    out = tmp_path / "rec"
+    record(out, capsys)
+    day = card_manifests(out)[-1]
+    day.unlink()
+    day.mkdir()  # made by hand, or by a tool that got the path wrong
+    edge_manifest._warned.clear()
+    assert main(["list", str(out)]) == 2  # nothing else on the card to list
+    err = capsys.readouterr().err
+    assert [line for line in err.splitlines() if str(day) in line] == [
+        f"warning: {day}: not a file (expected that day's manifest): its segments are not listed"], err
+
+
 @pytest.mark.parametrize("layout", ["day manifest", "single manifest of the version before"])
 def test_office_commands_skip_damaged_lines_with_one_line_each_and_change_nothing(tmp_path, capsys, layout):
     out = tmp_path / "rec"
