@@ -10,27 +10,13 @@ from __future__ import annotations
 
 import math
 import re
-from datetime import datetime
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Callable
 
 from .errors import EdgeError, shown
-from .manifest import iter_segments, manifest_path
+from .manifest import is_iso_time, is_relative_file, iter_segments, manifest_path
 
 SHA256 = re.compile(r"[0-9a-f]{64}")
-
-
-def _inside(value) -> bool:
-    path = PurePosixPath(value) if isinstance(value, str) else None
-    return path is not None and value != "" and not path.is_absolute() and ".." not in path.parts
-
-
-def _iso_time(value) -> bool:
-    try:
-        datetime.fromisoformat(value)
-    except (TypeError, ValueError):
-        return False
-    return True
 
 
 def _number(value) -> bool:
@@ -38,9 +24,9 @@ def _number(value) -> bool:
 
 
 FIELDS: dict[str, tuple[Callable[[object], bool], str]] = {
-    "file": (_inside, "a path inside the recordings folder (like 20261124/000001_093000_room1.wav)"),
+    "file": (is_relative_file, "a path inside the recordings folder (like 20261124/000001_093000_room1.wav)"),
     "sha256": (lambda v: isinstance(v, str) and SHA256.fullmatch(v) is not None, "64 hex digits"),
-    "start": (_iso_time, "an ISO 8601 time (like 2026-11-24T09:30:00.000+01:00)"),
+    "start": (is_iso_time, "an ISO 8601 time (like 2026-11-24T09:30:00.000+01:00)"),
     "duration_s": (_number, "a number of seconds, 0 or more"),
     "samples": (lambda v: _number(v) and isinstance(v, int), "a whole number, 0 or more"),
     "prob_mean": (lambda v: v is None or _number(v) and v <= 1, "a probability (0 to 1) or null"),

@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Iterable, Optional
 
-from .manifest import card_manifests, first_seq, manifest_path, manifest_segments
+from .manifest import manifest_path, manifest_segments, manifests_in_order
 from .storage import SEGMENT_NAME, append_manifest, fsync_dir, read_deletions, write_json_atomically
 from .sync import SyncState
 
@@ -90,7 +90,7 @@ def _newest_first(root: Path, inside) -> list:
     """The segments under ``root`` that ``inside`` accepts, newest first, reading day by day
     back only until a day has none: the window is minutes, the card's history years."""
     found = []
-    for manifest in sorted(card_manifests(root), key=first_seq, reverse=True):
+    for manifest in reversed(manifests_in_order(root)):
         entries = manifest_segments(manifest, root)
         chosen = [entry for entry in reversed(entries) if inside(entry)]
         found += chosen

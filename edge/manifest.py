@@ -83,26 +83,29 @@ def is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _relative_file(value) -> bool:
+def is_relative_file(value) -> bool:
+    """A path inside the recordings folder, as a manifest names a segment's file."""
     return (isinstance(value, str) and bool(value) and not value.startswith("/") and "\\" not in value
             and ".." not in value.split("/"))
 
 
-_SEGMENT_FIELDS = (
-    ("file", _relative_file, "a relative path"),
-    ("seq", is_int, "an integer"),
-    ("start", lambda v: isinstance(v, str) and _iso(v), "an ISO 8601 time"),
-    ("duration_s", lambda v: is_int(v) or isinstance(v, float), "a number"),
-    ("sha256", lambda v: isinstance(v, str), "a string"),
-)
-
-
-def _iso(text: str) -> bool:
+def is_iso_time(value) -> bool:
+    if not isinstance(value, str):
+        return False
     try:
-        datetime.fromisoformat(text)
+        datetime.fromisoformat(value)
         return True
     except ValueError:
         return False
+
+
+_SEGMENT_FIELDS = (
+    ("file", is_relative_file, "a relative path"),
+    ("seq", is_int, "an integer"),
+    ("start", is_iso_time, "an ISO 8601 time"),
+    ("duration_s", lambda v: is_int(v) or isinstance(v, float), "a number"),
+    ("sha256", lambda v: isinstance(v, str), "a string"),
+)
 
 
 def parse_line(raw: bytes) -> dict:
@@ -114,7 +117,7 @@ def parse_line(raw: bytes) -> dict:
     if not isinstance(entry, dict):
         raise DamagedLine(f"a JSON object, got {type(entry).__name__}")
     if is_tombstone(entry):
-        if not _relative_file(entry["deleted"]) or ("seq" in entry and not is_int(entry["seq"])):
+        if not is_relative_file(entry["deleted"]) or ("seq" in entry and not is_int(entry["seq"])):
             raise DamagedLine('a tombstone {"deleted": relative path, "seq": integer}')
         return entry
     for key, valid, what in _SEGMENT_FIELDS:
@@ -375,8 +378,14 @@ def iter_segments(recordings_dir: Path) -> Iterator[dict]:
     """Manifest entries of the segments whose files still exist, by sequence number (day by
     day, the days in the order they were begun); one day in memory at a time."""
     root = Path(recordings_dir)
+    for manifest in manifests_in_order(root):
+        yield from manifest_segments(manifest, root)
+
+
+def manifests_in_order(root: Path) -> list:
+    """The card's manifests in the order their days were begun (by the first line's seq: a
+    wrong clock can name a newer day folder before an older one)."""
     manifests = card_manifests(root)
     if len(manifests) > 1:
         manifests.sort(key=first_seq)
-    for manifest in manifests:
-        yield from manifest_segments(manifest, root)
+    return manifests
