@@ -156,11 +156,6 @@ def assess_ages(entries: list, clock) -> tuple:
     return ages[::-1], disagreement
 
 
-def segment_ages(entries: list, clock) -> list:
-    """How old each listed segment is at least, oldest first (see ``assess_ages``)."""
-    return assess_ages(entries, clock)[0]
-
-
 def _fingerprint(manifest: Path) -> Optional[tuple]:
     try:
         status = manifest.stat()

@@ -16,7 +16,7 @@ from edge.config import load_config, settings_from_dict
 from edge.errors import EdgeError
 from edge.export import SegmentExporter
 from edge.manifest import manifest_path
-from edge.retention import SegmentRetention, segment_ages
+from edge.retention import SegmentRetention, assess_ages
 from edge.sync import SyncState
 from edge.storage import (MANIFEST, SegmentEnd, SegmentStart, SegmentWriter, iter_segments,
                           read_deletions, read_manifest)
@@ -117,7 +117,7 @@ def test_unsynchronised_segments_are_aged_by_evidence_or_kept(tmp_path):
     clock.reboot("boot-b", datetime(1970, 1, 1, tzinfo=timezone.utc), synced=False)
     orphan = record(tmp_path, clock)  # boot b never synced
     clock.reboot("boot-c", T0 + timedelta(days=10), synced=True)
-    ages = {a.file: a.age_s for a in segment_ages(list(iter_segments(tmp_path)), clock)}
+    ages = {a.file: a.age_s for a in assess_ages(list(iter_segments(tmp_path)), clock)[0]}
     # The early one is 60 s older than the synchronised one of its boot.
     assert ages[anchored] == 10 * DAY and ages[early] == 10 * DAY + 60
     # Boot b never knew the time and nothing was recorded after it: unknown, kept.
@@ -272,7 +272,7 @@ def test_a_damaged_manifest_entry_is_no_evidence_and_stops_nothing(tmp_path):
     entry.update(monotonic_s="soon", boot_id=None, clock_synced="yes")  # still a segment's line
     manifest.write_text(json.dumps(entry) + "\n")
     clock.reboot("boot-b", T0 + timedelta(days=4), synced=True)
-    ages = {a.file: a.age_s for a in segment_ages(list(iter_segments(tmp_path)), clock)}
+    ages = {a.file: a.age_s for a in assess_ages(list(iter_segments(tmp_path)), clock)[0]}
     assert ages == {old: 4 * DAY, damaged: None}
     assert [t["deleted"] for t in SegmentRetention(tmp_path, keep_days=3, clock=clock).sweep()] == [old]
     # A start that is no time makes the line a damaged one, which the reader skips: still no
