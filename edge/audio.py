@@ -157,8 +157,8 @@ class MicrophoneSource:
         self._assembler = FrameAssembler()
         self._ready = []
         self._resampler = StreamingResampler(self.rate) if self.rate != TARGET_RATE else None
-        log.info("capturing from '%s' at %d Hz%s", self.device_name, self.rate,
-                 "" if self._resampler is None else ", resampled to 16000 Hz")
+        log.info("capturing from '%s' at %d Hz%s (driver buffer %.2f s)", self.device_name, self.rate,
+                 "" if self._resampler is None else ", resampled to 16000 Hz", info["driver_buffer_s"])
 
     def _forward(self, pipe, opened: queue.Queue) -> None:
         """The drain thread: messages from the capture process to the queues."""

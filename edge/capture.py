@@ -1,17 +1,17 @@
 """The capture process: PortAudio/ALSA in a child process of its own, raw blocks to stdout.
 
-Why a process: a capture thread stuck in the driver cannot be stopped from inside the
-process. When the file behind ALSA's file plugin (or a driver) stops delivering without
-failing, PortAudio's callback thread blocks in read() with thread cancellation disabled, and
-Pa_CloseStream/Pa_AbortStream wait for it in pthread_join forever (the GIL is released, but
-the stream, its device and PortAudio's global state stay held, so no reopen can succeed).
-A process can always be ended: SIGKILL frees the device and every file it held, and the next
-open is a fresh process with a fresh PortAudio that rescans ALSA.
+Why a process: a read stuck in the driver cannot be stopped from inside the process. When
+the file behind ALSA's file plugin (or a driver) stops delivering without failing, PortAudio
+blocks in read(), and closing the stream waits for it forever (PortAudio joins a thread that
+has cancellation disabled): the stream, its device and PortAudio's global state stay held, so
+no reopen can succeed. A process can always be ended: SIGKILL frees the device and every
+file it held, and the next open is a fresh process with a fresh PortAudio that rescans ALSA.
 
 Run as ``python -m edge.capture PARAMS_JSON``. Messages on stdout are a 5-byte header (kind,
 payload length as little-endian uint32) and the payload:
 
-- ``R`` ready: JSON with the device's ``name``, ``rate``, ``channels`` and ``block`` frames;
+- ``R`` ready: JSON with the device's ``name``, ``rate``, ``channels``, ``block`` frames and
+  ``driver_buffer_s``, the driver's buffer as PortAudio reports it;
 - ``A`` a block of little-endian int16 audio; ``O`` the same after a driver overflow;
 - ``E`` an error, as one line of text; the process then exits.
 
@@ -28,7 +28,6 @@ import re
 import signal
 import struct
 import sys
-import time
 from dataclasses import dataclass
 from typing import Optional
 
@@ -41,7 +40,10 @@ WINDOW = 512
 PROBE_RATES = (16000, 44100, 48000)
 HW_NAME = re.compile(r"^(?:plug)?hw:(?:CARD=)?([^,]+)(?:,(?:DEV=)?(\d+))?$")
 PR_SET_PDEATHSIG = 1
-STREAM_CHECK_S = 0.5
+PA_INT16 = 0x8
+PA_INPUT_OVERFLOWED = -9981
+# How far the capture process may fall behind the card before audio is lost in the driver.
+DRIVER_BUFFER_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -117,8 +119,67 @@ def _die_with_parent(parent: int) -> None:
         sys.exit(0)
 
 
+class PortAudioStream:
+    """A blocking PortAudio input stream with a driver buffer of ``DRIVER_BUFFER_S``.
+
+    PyAudio opens every stream with PortAudio's *low* default latency, and ALSA's buffer
+    follows it: two periods of a 512-frame block, so the capture process could fall behind by
+    a single period (32 ms) before the card overran. A busy or emulated CPU, a stall of the
+    SD card or a burst from a USB microphone is longer than that (the virtual Pi lost audio
+    at every segment). PyAudio cannot ask for more, so the stream is opened here through
+    PortAudio's own API, in the library PyAudio loaded (one PortAudio, one device list).
+    """
+
+    class Parameters(ctypes.Structure):
+        _fields_ = [("device", ctypes.c_int), ("channelCount", ctypes.c_int),
+                    ("sampleFormat", ctypes.c_ulong), ("suggestedLatency", ctypes.c_double),
+                    ("hostApiSpecificStreamInfo", ctypes.c_void_p)]
+
+    class Info(ctypes.Structure):
+        _fields_ = [("structVersion", ctypes.c_int), ("inputLatency", ctypes.c_double),
+                    ("outputLatency", ctypes.c_double), ("sampleRate", ctypes.c_double)]
+
+    def __init__(self, device: InputDevice, rate: int, channels: int, block: int):
+        self._lib = _portaudio_library()
+        self._lib.Pa_GetErrorText.restype = ctypes.c_char_p
+        self._lib.Pa_GetStreamInfo.restype = ctypes.POINTER(self.Info)
+        self._lib.Pa_ReadStream.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_ulong]
+        self._stream = ctypes.c_void_p()
+        self.block = block
+        self._buffer = ctypes.create_string_buffer(block * channels * 2)
+        parameters = self.Parameters(device.index, channels, PA_INT16, DRIVER_BUFFER_S, None)
+        self._check(self._lib.Pa_OpenStream(ctypes.byref(self._stream), ctypes.byref(parameters), None,
+                                            ctypes.c_double(rate), ctypes.c_ulong(block),
+                                            ctypes.c_ulong(0), None, None))
+        self.latency_s = self._lib.Pa_GetStreamInfo(self._stream).contents.inputLatency
+
+    def _check(self, error: int) -> None:
+        if error < 0:
+            raise OSError(self._lib.Pa_GetErrorText(error).decode(errors="replace"))
+
+    def start(self) -> None:
+        self._check(self._lib.Pa_StartStream(self._stream))
+
+    def read(self) -> tuple[bytes, bool]:
+        """The next block and whether the driver overran before it; OSError when the device fails."""
+        error = self._lib.Pa_ReadStream(self._stream, self._buffer, self.block)
+        if error != PA_INPUT_OVERFLOWED:
+            self._check(error)
+        return self._buffer.raw, error == PA_INPUT_OVERFLOWED
+
+
+def _portaudio_library() -> ctypes.CDLL:
+    """The PortAudio that PyAudio's extension loaded (dlopen gives back the same copy)."""
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            path = line.split()[-1]
+            if "libportaudio" in os.path.basename(path):
+                return ctypes.CDLL(path)
+    return ctypes.CDLL("libportaudio.so.2")
+
+
 def capture(device_name: str, capture_rate: Optional[int]) -> str:
-    """Open the device, stream its blocks to stdout until the stream stops; the reason."""
+    """Open the device, stream its blocks to stdout until the device fails; the reason."""
     import pyaudio
 
     with quiet_stderr():
@@ -132,28 +193,23 @@ def capture(device_name: str, capture_rate: Optional[int]) -> str:
     rate = capture_rate or (TARGET_RATE if TARGET_RATE in device.rates else device.default_rate)
     channels = 1 if device.rates or device.channels == 1 else min(2, device.channels)
     block = round(WINDOW * rate / TARGET_RATE)
-
-    def on_audio(data, frame_count, time_info, status):
-        try:
-            send(b"O" if status & pyaudio.paInputOverflow else b"A", data)
-        except OSError:  # the recorder is gone
-            return None, pyaudio.paAbort
-        return None, pyaudio.paContinue
-
     try:
         with quiet_stderr():
-            stream = pa.open(format=pyaudio.paInt16, channels=channels, rate=rate, input=True,
-                             input_device_index=device.index, frames_per_buffer=block,
-                             stream_callback=on_audio, start=False)
-    except (OSError, ValueError) as exc:
+            stream = PortAudioStream(device, rate, channels, block)
+    except OSError as exc:
         return f"cannot open '{device.name}' at {rate} Hz: {exc}"
     # Ready before the first block, so the reader knows the format of every block.
     send(b"R", json.dumps({"name": device.name, "rate": rate, "channels": channels,
-                           "block": block}).encode())
-    stream.start_stream()
-    while stream.is_active():
-        time.sleep(STREAM_CHECK_S)
-    return "the capture stream stopped"
+                           "block": block, "driver_buffer_s": stream.latency_s}).encode())
+    try:
+        stream.start()
+        while True:
+            data, overran = stream.read()
+            send(b"O" if overran else b"A", data)
+    except OSError as exc:
+        if isinstance(exc, BrokenPipeError):
+            raise
+        return f"the capture stream failed: {exc}"
 
 
 def main(argv: list[str]) -> int:

@@ -194,6 +194,8 @@ def mic_boot() -> None:
     run(["systemctl", "start", UNIT])
     state = wait_for(listening, "the recorder listening again", 600)
     restarts0 = state["NRestarts"]
+    opened = run(["journalctl", "-b", "-u", UNIT, "-o", "cat", "--grep", "capturing from"]).stdout.split("\n")
+    say(f"INFO the recorder's last open: {opened[-2] if len(opened) > 1 else 'not in the journal'}")
     started = int(show("ExecMainStartTimestampMonotonic")["ExecMainStartTimestampMonotonic"]) / 1e6
     # How many segments `edge process` stores from the lesson (the host ran it).
     expected = int((KIT / "expected-segments").read_text())
