@@ -114,6 +114,8 @@ class MicrophoneSource:
         self.overflows = 0
         self.dropped_frames = 0
         self.device_name = ""
+        self.driver_buffer_s = 0.0
+        """How far the capture process may fall behind the device before audio is lost in the driver."""
         self._process: Optional[subprocess.Popen] = None
         self._drain: Optional[threading.Thread] = None
         self._failure: Optional[str] = None
@@ -152,13 +154,14 @@ class MicrophoneSource:
             raise CaptureError(payload.decode(errors="replace"))
         info = json.loads(payload)
         self.device_name, self.rate = info["name"], info["rate"]
+        self.driver_buffer_s = info["driver_buffer_s"]
         self._channels, block = info["channels"], info["block"]
         self._block_windows = block * TARGET_RATE / self.rate / WINDOW
         self._assembler = FrameAssembler()
         self._ready = []
         self._resampler = StreamingResampler(self.rate) if self.rate != TARGET_RATE else None
         log.info("capturing from '%s' at %d Hz%s (driver buffer %.2f s)", self.device_name, self.rate,
-                 "" if self._resampler is None else ", resampled to 16000 Hz", info["driver_buffer_s"])
+                 "" if self._resampler is None else ", resampled to 16000 Hz", self.driver_buffer_s)
 
     def _forward(self, pipe, opened: queue.Queue) -> None:
         """The drain thread: messages from the capture process to the queues."""

@@ -40,6 +40,20 @@ def test_alsa_file_plugin_capture_delivers_the_input_bytes(alsa, lesson):
     assert source.dropped_frames == 0
 
 
+@pytest.mark.parametrize("only_rate", [None, 48000])
+def test_the_capture_process_may_fall_behind_the_device_by_most_of_a_second(alsa, lesson, only_rate):
+    # PortAudio's low default gives the driver two periods: one 32 ms block of slack before
+    # the card overruns (the virtual Pi's loopback card lost audio at every segment).
+    alsa.add("testmic", lesson, only_rate=only_rate)
+    source = MicrophoneSource(AudioSettings(device="testmic", buffer_s=NO_DROP_BUFFER_S))
+    source.open()
+    try:
+        assert source.read(timeout=2.0) is not None
+    finally:
+        source.close()
+    assert source.driver_buffer_s >= 0.4
+
+
 def run_live(settings, detector, recordings, samples):
     stop = threading.Event()
     recorder = make_recorder(settings, detector, recordings)
