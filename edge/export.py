@@ -39,7 +39,7 @@ from .entries import checked_entry, checked_segments
 from .errors import EdgeError
 from .indicator import LedPattern
 from .card import retire_day
-from .manifest import DAY_FOLDER, card_manifests, manifest_path
+from .manifest import DAY_FOLDER, card_manifests, is_tombstone, manifest_entries, manifest_path
 from .storage import (MANIFEST, fsync_dir, read_manifest, rewrite_manifest, safe_name,
                       write_json_atomically, write_lines_atomically)
 
@@ -327,10 +327,17 @@ class SegmentExporter:
             self.target.mkdir(exist_ok=True)
         except OSError as exc:
             raise EdgeError(f"{self.dest}: cannot write to the destination ({exc.strerror})") from None
-        # An earlier export's manifest there is merged with this one's at the end: a damaged
-        # line must stop the export now, before anything is copied.
-        for entry in read_manifest(self.target / MANIFEST):
-            checked_entry(self.target / MANIFEST, entry)
+        # An earlier export's manifest there is rewritten, merged with this one's, at the end:
+        # a damaged line (which that rewrite would drop) must stop the export now, before
+        # anything is copied.
+        copied = self.target / MANIFEST
+
+        def stop(number: int, raw: bytes, expected: str) -> None:
+            raise EdgeError(f"{copied}:{number}: expected {expected}; "
+                            "the manifest is damaged or was edited, nothing done")
+        for entry in manifest_entries(copied, stop):
+            if not is_tombstone(entry):
+                checked_entry(copied, entry)
 
     def _remove_leftovers(self) -> None:
         for leftover in self.target.glob(f"*/*{EXPORTING_SUFFIX}"):

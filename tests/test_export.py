@@ -552,6 +552,25 @@ def test_a_damaged_manifest_on_the_destination_stops_the_export_before_it_copies
     assert sorted(stick.rglob("*")) == before
 
 
+@pytest.mark.parametrize("damage", ["not json at all", "[1, 2]", '{"seq": 9}'])
+def test_an_unreadable_line_on_the_destination_stops_the_export_and_is_kept(
+        tmp_path, recordings, config_file, capsys, damage):
+    # The destination's manifest is rewritten at the end of an export: a line it cannot read
+    # would be dropped from the stick without a word.
+    stick = tmp_path / "stick"
+    stick.mkdir()
+    assert edge(capsys, "export", str(stick), "--since", DAYS[0], "--until", DAYS[0],
+                "--config", str(config_file))[0] == 0
+    copied = stick / DEVICE / "manifest.jsonl"
+    with open(copied, "a") as f:
+        f.write(damage + "\n")
+    number = len(copied.read_text().splitlines())
+    before = {p: p.read_bytes() for p in stick.rglob("*") if p.is_file()}
+    code, _, err = edge(capsys, "export", str(stick), "--config", str(config_file))
+    assert code == 2 and err.startswith(f"edge: {copied}:{number}: expected ") and err.count("\n") == 1
+    assert {p: p.read_bytes() for p in stick.rglob("*") if p.is_file()} == before
+
+
 def test_a_file_that_is_not_what_its_name_says_is_one_line(tmp_path, capsys):
     card = tmp_path / "card"
     card.write_text("not a folder\n")  # recordings_dir naming a file
