@@ -167,8 +167,9 @@ def decrypt_segment(segment: EncryptedSegment, identity: Path) -> Optional[str]:
         partial.unlink()
         return "nothing authentic to decrypt: the file was cut off before its first chunk was whole"
     expected = entry["samples"] if entry else None
-    if expected is not None and samples > expected or (
-            expected is not None and samples < expected and not entry.get("recovered")):
+    # A recovered segment's count is what recovery could prove without the key: its last
+    # chunk, sealed as the segment closed just before the power went, can add to it.
+    if expected is not None and samples != expected and not entry.get("recovered"):
         os.replace(partial, target.with_name(target.name + ".damaged"))
         return (f"decrypts to {samples} samples, its manifest says {expected}; "
                 f"kept as {target.name}.damaged")

@@ -208,12 +208,24 @@ def plaintext_bytes_at_most(payload: int) -> int:
 
 
 def age_wav_samples(path: Path) -> int:
-    """At most this many samples are in an encrypted segment (a chunk cut short by a power
-    cut decrypts to nothing), from the file's size: nothing is decrypted."""
+    """The samples of a whole encrypted segment (age sealed its last, shorter chunk when the
+    segment closed), from the file's size: nothing is decrypted."""
     payload = age_payload_bytes(path)
     if payload is None:
         return 0
     return max(plaintext_bytes_at_most(payload) - WAV_HEADER_BYTES, 0) // 2
+
+
+def interrupted_age_wav_samples(path: Path) -> int:
+    """The samples certainly in an encrypted segment a power cut interrupted: those of the
+    chunks age sealed whole. The bytes after them are a chunk the card got only part of (it
+    decrypts to nothing: ext4 may have written some of its pages before the power went), or,
+    rarely, the last chunk age sealed as the segment closed, which `edge decrypt` then finds
+    beyond this count."""
+    payload = age_payload_bytes(path)
+    if payload is None:
+        return 0
+    return max(payload // (CHUNK_BYTES + TAG_BYTES) * CHUNK_BYTES - WAV_HEADER_BYTES, 0) // 2
 
 
 class AgeWav:

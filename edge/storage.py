@@ -30,7 +30,7 @@ from typing import Optional, Protocol
 
 import numpy as np
 
-from .encryption import AGE_WAV_EXTENSION, age_wav_samples
+from .encryption import AGE_WAV_EXTENSION, age_wav_samples, interrupted_age_wav_samples
 from .errors import EdgeError
 from .card import CARD_STATE, SEGMENT_NAME, CardState, migrate_card, next_seq, retire_day, scan_card
 from .manifest import (MANIFEST, append_manifest, day_folders, fsync_dir, iter_segments,  # noqa: F401
@@ -214,9 +214,9 @@ def repair_part(part: Path) -> int:
 
     A plain WAV is cut to whole samples and given a header that matches. An encrypted one
     stays as the power cut left it (ciphertext cannot be cut or given a new header without
-    the key; `edge decrypt` keeps what is authentic), and the count is what it holds at most."""
+    the key; `edge decrypt` keeps what is authentic), and the count is what it certainly holds."""
     if part.name.endswith(AGE_WAV_EXTENSION + PART):
-        return age_wav_samples(part)
+        return interrupted_age_wav_samples(part)
     with open(part, "r+b") as f:
         return fit_wav_header(f)
 
