@@ -5,7 +5,7 @@ cuts on real ext4 (SIGKILL of qemu). docs/virtual-pi.md says what it proves and 
     EDGE_VM_CACHE=/var/cache/edge-vm  images (keyed by their inputs), apt and pip downloads
     EDGE_VM_CUTS=20                   power cuts, half of them on an encrypted card
     EDGE_VM_SEED=...                  the cuts' random moments (printed; repeats a run)
-    EDGE_VM_ONLY=mic|cuts             run one part only
+    EDGE_VM_ONLY=mic|cuts|image       run one part only (image: build it, boot nothing)
     EDGE_VM_KEEP=1                    keep the work directory (card images, serial logs)
 
 Root only. Prints one PASS/FAIL line per check, then "N passed, N failed"; exits non-zero
@@ -364,6 +364,8 @@ def main() -> int:
         return 0
     ensure_tools()
     source = image()
+    if ONLY == "image":
+        return 0
     work = Path(tempfile.mkdtemp(prefix="edge-vm-run.", dir="/var/tmp"))
     say(f"work in {work}; power cuts: {CUTS}, seed {SEED} (EDGE_VM_SEED={SEED} repeats it)")
     try:
