@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
 from pathlib import Path
 from typing import Optional
@@ -100,6 +100,17 @@ def read_status(path: Path) -> Optional[dict]:
         raise EdgeError(f"{path}: not a status the recorder wrote ({problem}); a running recorder "
                         "replaces it within seconds, check service.status_file")
     return status
+
+
+def last_published(path: Path) -> RecorderStatus:
+    """The status in ``path`` as the daemon that wrote it left it (what it knew of the card:
+    last speech, oldest segment, recent problems); a fresh one when there is none to read."""
+    try:
+        old = read_status(path) or {}
+    except (EdgeError, OSError):
+        old = {}
+    known = {f.name for f in fields(RecorderStatus)}
+    return RecorderStatus(**{key: value for key, value in old.items() if key in known})
 
 
 def _status_problem(status) -> Optional[str]:
