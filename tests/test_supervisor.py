@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
+from dataclasses import asdict
 from datetime import datetime, timedelta, timezone
 
 import numpy as np
@@ -11,9 +13,9 @@ import pytest
 
 from edge.audio import CaptureError
 from edge.config import AudioSettings
-from edge.status import RecorderStatus, read_status
+from edge.status import RecorderStatus, publish_status, read_status
 from edge.supervisor import (READ_TIMEOUT_S, STATUS_EVERY_S, CaptureSupervisor, StatusPublisher,
-                             StorageSupervisor, Watchdog)
+                             StorageSupervisor, Watchdog, publish_start_failure)
 
 FRAME = np.zeros(512, np.int16)
 
@@ -279,3 +281,41 @@ def test_status_is_published_on_change_and_every_few_seconds_otherwise(tmp_path)
     for n in range(7):
         publisher.warn(f"problem {n}")
     assert [e.split(" ", 1)[1] for e in publisher.status.errors] == [f"problem {n}" for n in range(2, 7)]
+
+
+def test_a_start_that_failed_is_the_last_word_of_the_status_and_the_card_s_facts_stay(tmp_path):
+    clock = FakeClock()
+    path = tmp_path / "run" / "status.json"  # the runtime folder is not there yet
+    earlier = RecorderStatus(pid=1, state="listening", since="2026-11-23T08:00:00+00:00",
+                             updated="2026-11-23T15:00:00+00:00", last_speech="2026-11-23T14:59:00+00:00",
+                             oldest_segment="20261101/000001_080000_mic.wav", errors=["t microphone lost"])
+    path.parent.mkdir()
+    publish_status(path, earlier)
+    publish_start_failure(path, "edge.yaml: not valid YAML at line 2", clock)
+    status = read_status(path)
+    assert (status["state"], status["pid"]) == ("stopped", os.getpid())
+    assert status["since"] == status["updated"] == "2026-11-24T09:00:00+00:00"
+    assert status["errors"] == ["t microphone lost", "2026-11-24T09:00:00+00:00 edge.yaml: not valid YAML at line 2"]
+    assert (status["last_speech"], status["oldest_segment"]) == (earlier.last_speech, earlier.oldest_segment)
+    assert status["free_mb"] is None  # the recorder did not look
+
+    # systemd tries again 30 s later, from a new process: not running since the first failure.
+    clock.now += 30
+    publish_status(path, RecorderStatus(**{**read_status(path), "pid": 2}))
+    publish_start_failure(path, "edge.yaml: not valid YAML at line 2", clock)
+    status = read_status(path)
+    assert status["since"] == "2026-11-24T09:00:00+00:00" and status["updated"] == "2026-11-24T09:00:30+00:00"
+    assert len(status["errors"]) == 3
+
+
+def test_a_start_failure_makes_the_runtime_folder_and_keeps_what_this_process_published(tmp_path):
+    clock = FakeClock()
+    path = tmp_path / "run" / "status.json"
+    publish_start_failure(path, "no model", clock)
+    assert read_status(path)["errors"] == ["2026-11-24T09:00:00+00:00 no model"]
+    # This process ran as the recorder and published how it stopped: that stays.
+    ran = RecorderStatus(pid=os.getpid(), state="stopped", since="s", updated="2026-11-24T10:00:00+00:00",
+                         errors=["stopped by an error: RuntimeError()"])
+    publish_status(path, ran)
+    publish_start_failure(path, "stopped by an error: RuntimeError()", clock)
+    assert read_status(path) == asdict(ran)
