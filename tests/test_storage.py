@@ -174,6 +174,33 @@ def test_segment_renamed_but_not_listed_is_listed_once(tmp_path, monkeypatch):
     writer_at(tmp_path)  # a second restart must not list it again
     entries = read_manifest(tmp_path / MANIFEST)
     assert len(entries) == 1 and entries[0]["recovered"] is True
+    assert (entries[0]["samples"], entries[0]["duration_s"]) == (8000, 0.5)  # the audio it has
+
+
+@pytest.mark.parametrize("field, value", [
+    ("start_s", True), ("start_s", "12.5"), ("monotonic_s", float("inf")), ("source", 5),
+    ("boot_id", None), ("clock_synced", "no"), ("mic_gaps", {}), ("start", "yesterday"),
+])
+def test_an_interrupted_segment_whose_sidecar_is_damaged_is_left_as_it_is(tmp_path, field, value):
+    """The sidecar's facts would be the segment's manifest line: one that is not what a
+    segment's start writes leaves the audio untouched for a person, the others recovered."""
+    writer = writer_at(tmp_path)
+    damaged = writer.open(start())
+    writer.append(audio(0.5))
+    writer._file._file.flush()
+    sidecar = damaged.with_name(damaged.name + ".part.json")
+    meta = json.loads(sidecar.read_text())
+    sidecar.write_text(json.dumps({**meta, field: value}))
+    writer._abandon()
+    whole = writer.open(start(offset=5.0))
+    writer.append(audio(0.3))
+    writer._file._file.flush()
+    part = damaged.with_name(damaged.name + ".part")
+    before = part.read_bytes()
+    recovered = SegmentWriter(tmp_path, "class room#1", "modelsha", "1.2.3").prepare()
+    assert [e["file"] for e in recovered] == [whole.relative_to(tmp_path).as_posix()]
+    assert read_manifest(tmp_path / MANIFEST) == recovered
+    assert part.read_bytes() == before and json.loads(sidecar.read_text())[field] == value
 
 
 def test_torn_manifest_line_is_moved_aside_and_appends_go_on(tmp_path):
