@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import wave
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -234,3 +235,17 @@ def test_segment_listed_but_with_its_sidecar_left_is_not_listed_again(tmp_path):
     writer_at(tmp_path)
     assert read_manifest(tmp_path / MANIFEST) == [entry]
     assert not sidecar.exists() and final.exists()
+
+
+def test_audio_is_written_down_to_min_free_mb_and_not_below(tmp_path, monkeypatch):
+    """"Free space on the card below which no more audio is written, in megabytes" (10^6
+    bytes, as df -H and the status show them): exactly 200 MB free still takes audio."""
+    guard = storage.FreeSpaceGuard(tmp_path, 200, "stop")
+
+    def card_with(blocks_of_512):
+        monkeypatch.setattr(storage.os, "statvfs", lambda path: SimpleNamespace(f_bavail=blocks_of_512, f_frsize=512))
+
+    card_with(390625)  # 200 000 000 bytes
+    assert guard.free_mb() == 200.0 and guard.has_room()
+    card_with(390624)
+    assert not guard.has_room()
