@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import wave
 from types import SimpleNamespace
 
@@ -52,6 +54,7 @@ def test_segment_is_a_wav_listed_once_with_its_facts(tmp_path):
     assert entry["sha256"] == file_sha256(path)
     assert (entry["start_s"], entry["end_s"], entry["samples"]) == (12.5, 14.8, len(samples))
     assert entry["end"] == "2026-11-24T09:30:14.300+01:00"
+    assert entry["recovered"] is False
     assert read_manifest(tmp_path / MANIFEST) == [entry]
     assert sorted(p.name for p in path.parent.iterdir()) == sorted([path.name, MANIFEST])  # no .part, no sidecar
 
@@ -249,3 +252,42 @@ def test_audio_is_written_down_to_min_free_mb_and_not_below(tmp_path, monkeypatc
     assert guard.free_mb() == 200.0 and guard.has_room()
     card_with(390624)
     assert not guard.has_room()
+
+
+def test_a_full_card_gives_up_its_oldest_segments_one_by_one_until_there_is_room(tmp_path, monkeypatch, caplog):
+    writer = writer_at(tmp_path)
+    files = []
+    for wall in ("2026-11-23T09:00:00.000+01:00", "2026-11-24T09:00:00.000+01:00", "2026-11-24T10:00:00.000+01:00"):
+        writer.open(start(wall=wall))
+        writer.append(audio(0.1))  # 3244 bytes with the header
+        files.append(writer.close(END)["file"])
+
+    def card(path):  # 10 244 bytes in all, each worth a kB (so a segment is 3.244 "MB")
+        used = sum(p.stat().st_size for p in tmp_path.rglob("*.wav"))
+        return SimpleNamespace(f_bavail=10244 - used, f_frsize=1000)
+
+    monkeypatch.setattr(storage.os, "statvfs", card)
+    assert not storage.FreeSpaceGuard(tmp_path, 7, "stop").has_room()
+    assert all((tmp_path / f).exists() for f in files)  # "stop" never deletes
+    assert storage.FreeSpaceGuard(tmp_path, 7, "delete_oldest").has_room()  # 7.0 MB free after two
+    assert [(tmp_path / f).exists() for f in files] == [False, False, True]
+    assert [e["file"] for e in read_manifest(tmp_path / "20261124" / MANIFEST)] == files[2:]
+    assert not (tmp_path / "20261123" / MANIFEST).exists()  # the emptied day is retired
+    assert [r.getMessage() for r in caplog.records if "card full" in r.getMessage()] == [
+        f"card full: deleted the oldest segment {f}" for f in files[:2]]
+    assert not storage.FreeSpaceGuard(tmp_path, 20, "delete_oldest").has_room()  # more than the card holds
+
+
+def test_a_segment_that_cannot_be_finished_says_which_file_and_why(tmp_path, monkeypatch):
+    writer = writer_at(tmp_path)
+    final = writer.open(start())
+    writer.append(audio(0.1))
+
+    def failing_fsync(fd):
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    monkeypatch.setattr(storage.os, "fsync", failing_fsync)
+    with pytest.raises(storage.StorageUnavailable) as failed:
+        writer.close(END)
+    assert str(failed.value) == f"{final}.part: Input/output error"
+    assert not writer.is_open
