@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import glob
-import logging
 import signal
 import sys
 import threading
@@ -20,10 +19,8 @@ from .indicator import GPIO_CHIPS, make_indicator
 from .logs import setup_logging
 from .notify import ServiceNotifier, watchdog_interval
 from .recorder import Recorder, make_writer
+from .status import make_status_folder
 from .supervisor import publish_start_failure
-
-log = logging.getLogger("edge")
-
 
 def run_command(args: argparse.Namespace) -> int:
     # Until the config is read, the status goes where the default config (and the installed
@@ -47,11 +44,7 @@ def record(settings: Settings, status_path: Path) -> int:
     indicator = make_indicator(settings.led)
     export_state = export.export_state_file(settings)
     notifier = ServiceNotifier()
-    try:
-        # systemd makes $RUNTIME_DIRECTORY; a login session's runtime directory is made here.
-        status_path.parent.mkdir(mode=0o750, parents=True, exist_ok=True)
-    except OSError as exc:
-        log.warning("%s: cannot create the folder for the status (%s)", status_path.parent, exc.strerror)
+    make_status_folder(status_path)
     requests = controls.ControlQueue()
     button = controls.make_button(settings.controls, requests)
     socket_path = controls.control_socket(settings)

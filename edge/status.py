@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import json
+import logging
 import os
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
@@ -14,6 +15,9 @@ from .errors import EdgeError
 from .indicator import LedPattern
 
 STATUS_MODE = 0o640
+FOLDER_MODE = 0o750
+
+log = logging.getLogger(__name__)
 
 
 class RecorderState(enum.Enum):
@@ -74,6 +78,15 @@ def state_line(status: dict) -> str:
     if status["state"] == RecorderState.PAUSED.value and until:
         return f"paused until {datetime.fromisoformat(until).strftime('%H:%M')}"
     return status["state"]
+
+
+def make_status_folder(path: Path) -> None:
+    """The folder of the status file ``path``: systemd makes $RUNTIME_DIRECTORY, a login
+    session's runtime folder is made here (readable by the service's group, like the file)."""
+    try:
+        path.parent.mkdir(mode=FOLDER_MODE, parents=True, exist_ok=True)
+    except OSError as exc:
+        log.warning("%s: cannot create the folder for the status (%s)", path.parent, exc.strerror)
 
 
 def publish_status(path: Path, status: RecorderStatus) -> None:

@@ -21,7 +21,7 @@ from .audio import CaptureError, FrameSource
 from .clock import SystemClock
 from .config import AudioSettings
 from .notify import ServiceNotifier
-from .status import RecorderState, RecorderStatus, last_published, publish_status
+from .status import RecorderState, RecorderStatus, last_published, make_status_folder, publish_status
 from .storage import FreeSpaceGuard, SegmentWriter
 
 log = logging.getLogger(__name__)
@@ -123,17 +123,15 @@ def publish_start_failure(path: Path, why: str, clock=SystemClock()) -> None:
     if status.pid == os.getpid():
         return
     status.pid = os.getpid()
+    # Not told to systemd: `systemctl status` shows the restart and the journal's line.
     publisher = StatusPublisher(status, path, ServiceNotifier(""), clock, time.monotonic, _not_measured)
     publisher.keep_error(why)
-    try:
-        path.parent.mkdir(mode=0o750, parents=True, exist_ok=True)
-    except OSError as exc:
-        log.debug("cannot publish status: %s", exc)
-    publisher.publish(RecorderState.STOPPED.value, None, force=True)
+    make_status_folder(path)
+    publisher.publish(RecorderState.STOPPED.value, None)
 
 
 def _not_measured() -> float:
-    raise OSError("free space not measured: the recorder did not start")
+    raise OSError  # the recorder did not start: the card's free space is unknown
 
 
 def _duration(seconds: float) -> str:
