@@ -459,3 +459,23 @@ def test_the_journal_says_why_storing_waits_and_when_it_resumes(caplog):
     storage.check()
     assert caplog.messages == ["card still unavailable: [Errno 30] Read-only file system",
                                "storing audio again (500 MB free)"]
+
+
+def test_systemd_is_told_the_status_line_only_when_it_changes_and_free_space_to_a_tenth(tmp_path, caplog):
+    clock = FakeClock()
+    notifier = FakeNotifier(clock)
+    path = tmp_path / "status.json"
+    publisher = StatusPublisher(RecorderStatus(pid=42), path, notifier, clock, clock.monotonic, lambda: 12345.67)
+    for _ in range(3):
+        publisher.publish("listening", None, force=True)
+    assert notifier.statuses == ["listening · 0 segments today · 12.3 GB free"]
+    assert read_status(path)["free_mb"] == 12345.7
+
+
+def test_a_status_that_cannot_be_written_is_a_debug_line_not_a_crash(tmp_path, caplog):
+    clock = FakeClock()
+    path = tmp_path / "gone" / "status.json"
+    publisher = StatusPublisher(RecorderStatus(pid=42), path, FakeNotifier(clock), clock, clock.monotonic, lambda: 1.0)
+    caplog.set_level(logging.DEBUG, logger="edge.supervisor")
+    publisher.publish("listening", None, force=True)
+    assert caplog.messages == [f"cannot publish status: [Errno 2] No such file or directory: '{path}.tmp'"]
