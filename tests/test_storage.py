@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import json
+import logging
 import os
 import wave
 from types import SimpleNamespace
@@ -59,16 +61,22 @@ def test_segment_is_a_wav_listed_once_with_its_facts(tmp_path):
     assert sorted(p.name for p in path.parent.iterdir()) == sorted([path.name, MANIFEST])  # no .part, no sidecar
 
 
+def can_allocate_ahead(folder) -> bool:
+    """Whether the filesystem of ``folder`` takes fallocate(KEEP_SIZE), asked of the C library
+    itself (not of edge.storage, whose answer is what the tests check)."""
+    fallocate = getattr(ctypes.CDLL(None, use_errno=True), "fallocate64", None)
+    with open(folder / "probe", "wb") as f:
+        return fallocate is not None and fallocate(f.fileno(), 1, ctypes.c_int64(0), ctypes.c_int64(4096)) == 0
+
+
 def test_an_open_segment_has_its_blocks_allocated_ahead_and_gives_back_the_rest(tmp_path):
-    probe = tmp_path / "probe"
-    with open(probe, "wb") as f:
-        if not storage.reserve(f.fileno(), 0, 4096):
-            pytest.skip(f"{tmp_path} cannot allocate ahead (fallocate KEEP_SIZE)")
+    if not can_allocate_ahead(tmp_path):
+        pytest.skip(f"{tmp_path} cannot allocate ahead (fallocate KEEP_SIZE)")
     writer = writer_at(tmp_path)
     part = tmp_path / writer.open(start()).relative_to(tmp_path)
     part = part.with_name(part.name + ".part")
-    samples = audio(20.0)  # 640 kB: one reservation and half of it used, then the next
-    for second in range(20):
+    samples = audio(70.0)  # 2.2 MB: three reservations, each made when half the last is used
+    for second in range(70):
         writer.append(samples[16000 * second:16000 * (second + 1)])
         size, allocated = part.stat().st_size, part.stat().st_blocks * 512
         # Allocated ahead without changing the size: a valid WAV of what it holds.
@@ -90,8 +98,15 @@ def test_sequence_numbers_grow_across_restarts_whatever_the_clock(tmp_path):
     writer.open(start(wall="1970-01-01T00:00:30.000+00:00"))
     writer.append(audio(0.1))
     second = writer.close(END)
-    assert (first["seq"], second["seq"]) == (1, 2)
+    writer.open(start(wall="1970-01-01T00:01:30.000+00:00"))
+    writer.append(audio(0.1))
+    third = writer.close(END)
+    assert (first["seq"], second["seq"], third["seq"]) == (1, 2, 3)
     assert second["file"] == "19700101/000002_000030_class-room-1.wav"
+    writer = writer_at(tmp_path)  # the card state written when 19700101 began is whole
+    assert writer.repairs == []
+    writer.open(start(wall="1970-01-01T00:02:30.000+00:00"))
+    assert writer.close(END) is None and writer_at(tmp_path).repairs == []
 
 
 def test_empty_segment_leaves_nothing(tmp_path):
@@ -291,3 +306,48 @@ def test_a_segment_that_cannot_be_finished_says_which_file_and_why(tmp_path, mon
         writer.close(END)
     assert str(failed.value) == f"{final}.part: Input/output error"
     assert not writer.is_open
+    monkeypatch.undo()
+    final = writer.open(start(offset=1.0))
+    monkeypatch.setattr(storage.os, "fsync", failing_fsync)
+    with pytest.raises(storage.StorageUnavailable) as failed:
+        writer.append(audio(1.0))  # its fsync fails
+    assert str(failed.value) == f"{final}.part: Input/output error"
+
+
+def test_audio_appended_window_by_window_is_made_durable_every_fsync_interval(tmp_path, monkeypatch):
+    writer = writer_at(tmp_path, fsync_interval_s=1.0)
+    writer.open(start())
+    synced = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(storage.os, "fsync", lambda fd: (synced.append(writer._samples), real_fsync(fd)))
+    samples = audio(3.0)
+    for at in range(0, len(samples), 512):  # the recorder's 32 ms windows
+        writer.append(samples[at:at + 512])
+    # The first append that brings a second of audio since the last fsync makes it durable.
+    assert synced == [16384, 32768]
+
+
+def test_a_writer_whose_card_refused_the_start_numbers_its_first_segment_all_the_same(tmp_path):
+    writer = SegmentWriter(tmp_path, "class room#1", "modelsha", "1.2.3")  # prepare() failed
+    writer.open(start())
+    writer.append(audio(0.1))
+    assert writer.close(END)["file"] == "20261124/000001_093012_class-room-1.wav"
+
+
+def test_a_card_that_fails_to_allocate_ahead_still_records_and_says_so_in_the_debug_log(tmp_path, monkeypatch, caplog):
+    def fallocate(code):
+        def failing(*args):
+            ctypes.set_errno(code)
+            return -1
+        return failing
+
+    caplog.set_level(logging.DEBUG, logger="edge.storage")
+    for code in (errno.EOPNOTSUPP, errno.EIO):  # a FUSE card; a failing one
+        monkeypatch.setattr(storage, "_fallocate", fallocate(code))
+        writer = writer_at(tmp_path)
+        writer.open(start())
+        writer.append(audio(2.0))
+        entry = writer.close(END)
+        assert entry["samples"] == 32000
+    assert [m for m in caplog.messages if "reserve" in m] == [
+        "cannot reserve space ahead of the audio: Input/output error"]
