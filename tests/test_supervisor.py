@@ -479,3 +479,14 @@ def test_a_status_that_cannot_be_written_is_a_debug_line_not_a_crash(tmp_path, c
     caplog.set_level(logging.DEBUG, logger="edge.supervisor")
     publisher.publish("listening", None, force=True)
     assert caplog.messages == [f"cannot publish status: [Errno 2] No such file or directory: '{path}.tmp'"]
+
+
+def test_a_microphone_silent_from_the_start_is_lost_after_the_stall_timeout():
+    clock = FakeClock()
+    source = ScriptedMicrophone(clock, [None] * 9)
+    capture, listener, _ = supervisor(clock, source, stall_timeout_s=2.0)
+    for _ in range(8):  # the first read starts the count; 7 more silent reads of 0.25 s
+        assert capture.read() is None
+    assert listener.lost == []
+    capture.read()  # 2.0 s after the first read without audio
+    assert listener.lost == ["no audio for 2 s"]
