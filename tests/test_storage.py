@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import hashlib
 import json
 import logging
 import os
@@ -16,7 +17,7 @@ import pytest
 import edge.storage as storage
 from cardcheck import header_agrees_with_data
 from syscalls import first_after, indexes, needs_strace, trace
-from edge.storage import (MANIFEST, SegmentEnd, SegmentStart, SegmentWriter, file_sha256,
+from edge.storage import (MANIFEST, SegmentEnd, SegmentStart, SegmentWriter,
                           read_manifest)
 
 END = SegmentEnd(prob_mean=0.8, prob_max=0.99, overflows=0, dropped_frames=0)
@@ -53,7 +54,8 @@ def test_segment_is_a_wav_listed_once_with_its_facts(tmp_path):
     path = tmp_path / entry["file"]
     assert entry["file"] == "20261124/000001_093012_class-room-1.wav"
     assert np.array_equal(wav_samples(path), samples)
-    assert entry["sha256"] == file_sha256(path)
+    assert entry["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert (entry["device"], entry["source"]) == ("class-room-1", "mic:default")
     assert (entry["start_s"], entry["end_s"], entry["samples"]) == (12.5, 14.8, len(samples))
     assert entry["end"] == "2026-11-24T09:30:14.300+01:00"
     assert entry["recovered"] is False
@@ -166,7 +168,7 @@ def test_interrupted_segment_is_recovered_with_the_audio_it_had(tmp_path):
     assert (entry["overflows"], entry["dropped_frames"]) == (0, 0)  # integers, as in every line
     assert np.array_equal(wav_samples(final), samples)
     assert header_agrees_with_data(final)
-    assert entry["sha256"] == file_sha256(final)
+    assert entry["sha256"] == hashlib.sha256(final.read_bytes()).hexdigest()
     assert not part.exists()
 
 
@@ -239,11 +241,13 @@ def test_every_interrupted_segment_of_a_day_is_dealt_with_whatever_comes_before_
     last = writer.open(start(offset=2.0))  # 3: interrupted with audio
     writer.append(audio(0.3))
     writer._file._file.flush()
+    leftover = last.parent / (last.name + ".part.json.tmp")  # a sidecar cut before its rename
+    leftover.write_text('{"seq": 4')
     recovered = SegmentWriter(tmp_path, "class room#1", "modelsha", "1.2.3").prepare()  # one pass
     assert [(e["seq"], e["recovered"]) for e in read_manifest(tmp_path / MANIFEST)] == [(2, False), (3, True)]
     assert [tmp_path / e["file"] for e in recovered] == [last]
     assert not empty.with_name(empty.name + ".part").exists()
-    assert list(tmp_path.rglob("*.part*")) == []
+    assert list(tmp_path.rglob("*.part*")) == [] and not leftover.exists()
 
 
 def test_torn_manifest_line_is_moved_aside_and_appends_go_on(tmp_path):
