@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import glob
-import logging
 import signal
 import sys
 import threading
@@ -13,18 +12,30 @@ from typing import Optional
 
 from . import __version__, controls, decrypt, detector, doctor, export, plot, sync
 from .audio import CaptureError, MicrophoneSource, WavFileSource, describe_devices
-from .config import add_config_argument, load_config, resolve_data_path, resolve_runtime_path
+from .config import (ServiceSettings, Settings, add_config_argument, load_config, resolve_data_path,
+                     resolve_runtime_path)
 from .errors import DEVICE_MODULES, EdgeError, missing_device_module, permission_denied
 from .indicator import GPIO_CHIPS, make_indicator
 from .logs import setup_logging
 from .notify import ServiceNotifier, watchdog_interval
 from .recorder import Recorder, make_writer
-
-log = logging.getLogger("edge")
-
+from .status import make_status_folder
+from .supervisor import publish_start_failure
 
 def run_command(args: argparse.Namespace) -> int:
-    settings = load_config(args.config)
+    # Until the config is read, the status goes where the default config (and the installed
+    # one) keeps it, which is where `edge status` looks on a recorder whose config is broken.
+    status_path = resolve_runtime_path(ServiceSettings.status_file)
+    try:
+        settings = load_config(args.config)
+        status_path = resolve_runtime_path(settings.service.status_file)
+        return record(settings, status_path)
+    except Exception as exc:
+        publish_start_failure(status_path, error_line(exc) or f"stopped by an error: {exc!r}")
+        raise
+
+
+def record(settings: Settings, status_path: Path) -> int:
     vad = detector.make_detector(settings)
     writer = make_writer(settings, resolve_data_path(settings.storage.recordings_dir), vad)
     stop = threading.Event()
@@ -33,12 +44,7 @@ def run_command(args: argparse.Namespace) -> int:
     indicator = make_indicator(settings.led)
     export_state = export.export_state_file(settings)
     notifier = ServiceNotifier()
-    status_path = resolve_runtime_path(settings.service.status_file)
-    try:
-        # systemd makes $RUNTIME_DIRECTORY; a login session's runtime directory is made here.
-        status_path.parent.mkdir(mode=0o750, parents=True, exist_ok=True)
-    except OSError as exc:
-        log.warning("%s: cannot create the folder for the status (%s)", status_path.parent, exc.strerror)
+    make_status_folder(status_path)
     requests = controls.ControlQueue()
     button = controls.make_button(settings.controls, requests)
     socket_path = controls.control_socket(settings)
@@ -127,23 +133,28 @@ def main(argv: Optional[list] = None) -> int:
     try:
         setup_logging(args.log_level)
         return args.func(args)
-    except EdgeError as exc:
-        print(f"edge: {exc}", file=sys.stderr)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        line = error_line(exc)
+        if line is None:
+            raise
+        print(f"edge: {line}", file=sys.stderr)
         return 2
-    except PermissionError as exc:
+
+
+def error_line(exc: Exception) -> Optional[str]:
+    """The one line that says what a person can fix; None for a bug (its traceback is shown)."""
+    if isinstance(exc, EdgeError):
+        return str(exc)
+    if isinstance(exc, PermissionError):
         # Files of the service (recordings, status) read by a user who may not read them.
-        print(f"edge: {permission_denied(exc.filename)}", file=sys.stderr)
-        return 2
-    except OSError as exc:
+        return permission_denied(exc.filename)
+    if isinstance(exc, OSError):
         # The last net for a file that is not what its name says (a folder named
         # manifest.jsonl, recordings_dir naming a file): still one line that names it.
         where = f"{exc.filename}: " if exc.filename else ""
-        print(f"edge: {where}{exc.strerror or exc}", file=sys.stderr)
-        return 2
-    except ModuleNotFoundError as exc:
-        if exc.name not in DEVICE_MODULES:
-            raise
-        print(f"edge: {missing_device_module(exc.name)}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
+        return f"{where}{exc.strerror or exc}"
+    if isinstance(exc, ModuleNotFoundError) and exc.name in DEVICE_MODULES:
+        return missing_device_module(exc.name)
+    return None

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import enum
 import json
+import logging
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
 from pathlib import Path
 from typing import Optional
@@ -14,6 +15,9 @@ from .errors import EdgeError
 from .indicator import LedPattern
 
 STATUS_MODE = 0o640
+FOLDER_MODE = 0o750
+
+log = logging.getLogger(__name__)
 
 
 class RecorderState(enum.Enum):
@@ -76,6 +80,15 @@ def state_line(status: dict) -> str:
     return status["state"]
 
 
+def make_status_folder(path: Path) -> None:
+    """The folder of the status file ``path``: systemd makes $RUNTIME_DIRECTORY, a login
+    session's runtime folder is made here (readable by the service's group, like the file)."""
+    try:
+        path.parent.mkdir(mode=FOLDER_MODE, parents=True, exist_ok=True)
+    except OSError as exc:
+        log.warning("%s: cannot create the folder for the status (%s)", path.parent, exc.strerror)
+
+
 def publish_status(path: Path, status: RecorderStatus) -> None:
     """Replace the status file atomically (readers never see half of it)."""
     tmp = path.with_name(path.name + ".tmp")
@@ -100,6 +113,17 @@ def read_status(path: Path) -> Optional[dict]:
         raise EdgeError(f"{path}: not a status the recorder wrote ({problem}); a running recorder "
                         "replaces it within seconds, check service.status_file")
     return status
+
+
+def last_published(path: Path) -> RecorderStatus:
+    """The status in ``path`` as the daemon that wrote it left it (what it knew of the card:
+    last speech, oldest segment, recent problems); a fresh one when there is none to read."""
+    try:
+        old = read_status(path) or {}
+    except (EdgeError, OSError):
+        old = {}
+    known = {f.name for f in fields(RecorderStatus)}
+    return RecorderStatus(**{key: value for key, value in old.items() if key in known})
 
 
 def _status_problem(status) -> Optional[str]:

@@ -8,6 +8,7 @@ recorder), so that tests can drive it alone with a fake clock and fake devices.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from datetime import datetime
@@ -17,9 +18,10 @@ from typing import Callable, Optional, Protocol
 import numpy as np
 
 from .audio import CaptureError, FrameSource
+from .clock import SystemClock
 from .config import AudioSettings
 from .notify import ServiceNotifier
-from .status import RecorderStatus, publish_status
+from .status import RecorderState, RecorderStatus, last_published, make_status_folder, publish_status
 from .storage import FreeSpaceGuard, SegmentWriter
 
 log = logging.getLogger(__name__)
@@ -70,6 +72,10 @@ class StatusPublisher:
     def warn(self, message: str) -> None:
         """Log a problem and keep it among the recent ones `edge status` shows."""
         log.warning("%s", message)
+        self.keep_error(message)
+
+    def keep_error(self, message: str) -> None:
+        """Keep a problem among the recent ones `edge status` shows (logged elsewhere)."""
         entry = f"{self.clock.wall().isoformat(timespec='seconds')} {message}"
         self.status.errors = (self.status.errors + [entry])[-MAX_ERRORS_KEPT:]
 
@@ -107,6 +113,25 @@ class StatusPublisher:
                 publish_status(self.path, status)
             except OSError as exc:
                 log.debug("cannot publish status: %s", exc)
+
+
+def publish_start_failure(path: Path, why: str, clock=SystemClock()) -> None:
+    """Say in the status why this daemon did not start: `edge status` then shows "not running
+    since ... (last error: ``why``)". What the last daemon knew of the card stays; a status
+    this process has published already (the recorder ran) says how it ended and is kept."""
+    status = last_published(path)
+    if status.pid == os.getpid():
+        return
+    status.pid = os.getpid()
+    # Not told to systemd: `systemctl status` shows the restart and the journal's line.
+    publisher = StatusPublisher(status, path, ServiceNotifier(""), clock, time.monotonic, _not_measured)
+    publisher.keep_error(why)
+    make_status_folder(path)
+    publisher.publish(RecorderState.STOPPED.value, None)
+
+
+def _not_measured() -> float:
+    raise OSError  # the recorder did not start: the card's free space is unknown
 
 
 def _duration(seconds: float) -> str:

@@ -7,6 +7,7 @@ as they open a USB microphone, and it delivers the file's bytes unchanged.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import socket
 import struct
@@ -275,6 +276,16 @@ def pin_time_tolerance_s() -> float:
         time.sleep(0.02)  # the measurement itself: how late does a 20 ms sleep end?
         late = max(late, time.monotonic() - began - 0.02)
     return 0.05 + 4 * late
+
+
+def feed(fifo: Path, samples: np.ndarray) -> int:
+    """Put all of ``samples`` into the microphone's FIFO at once, without waiting for a reader;
+    the returned descriptor keeps the FIFO open, so capture stalls after them instead of ending."""
+    fd = os.open(fifo, os.O_RDWR | os.O_NONBLOCK)
+    data = np.asarray(samples, dtype="<i2").tobytes()
+    fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, max(len(data), 65536))
+    assert os.write(fd, data) == len(data)
+    return fd
 
 
 def wait_until(condition, what: str, timeout: float = 20.0) -> None:

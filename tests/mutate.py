@@ -39,7 +39,7 @@ MODULE_TESTS = {
     "resample": ["tests/test_resample.py", "tests/test_wavio.py"],
     "status": ["tests/test_status.py", "tests/test_status_doctor.py", "tests/test_supervisor.py"],
     "storage": ["tests/test_storage.py", "tests/test_recovery_properties.py", "tests/test_durability.py",
-                "tests/test_full_card.py"],
+                "tests/test_full_card.py", "tests/test_encryption.py", "tests/test_forget.py"],
     "supervisor": ["tests/test_supervisor.py", "tests/test_recorder.py", "tests/test_full_card.py",
                    "tests/test_mic_loss.py"],
     "capture": ["tests/test_capture.py", "tests/test_capture_hang.py"],

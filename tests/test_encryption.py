@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import wait_until
+from conftest import feed, wait_until
 from edge.cli import main
 from edge.encryption import CHUNK_BYTES, AgeWav, age_payload_bytes
 from edge.errors import EdgeError
@@ -552,16 +552,6 @@ def power_cut(daemon: subprocess.Popen) -> None:
     daemon.send_signal(signal.SIGKILL)
     daemon.wait(timeout=30)
     wait_until(lambda: all(dead(pid) for pid in children), "the age processes to die")
-
-
-def feed(fifo: Path, samples: np.ndarray) -> int:
-    """Put all of ``samples`` into the microphone's FIFO at once, without waiting for a reader;
-    the returned descriptor keeps the FIFO open, so capture stalls after them instead of ending."""
-    fd = os.open(fifo, os.O_RDWR | os.O_NONBLOCK)
-    data = np.asarray(samples, dtype="<i2").tobytes()
-    fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, max(len(data), 65536))
-    assert os.write(fd, data) == len(data)
-    return fd
 
 
 def test_sigkill_with_encryption_leaves_no_plaintext_and_every_segment_decrypts(

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import ctypes
+import errno
+import hashlib
 import json
+import logging
+import os
 import wave
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -11,7 +17,7 @@ import pytest
 import edge.storage as storage
 from cardcheck import header_agrees_with_data
 from syscalls import first_after, indexes, needs_strace, trace
-from edge.storage import (MANIFEST, SegmentEnd, SegmentStart, SegmentWriter, file_sha256,
+from edge.storage import (MANIFEST, SegmentEnd, SegmentStart, SegmentWriter,
                           read_manifest)
 
 END = SegmentEnd(prob_mean=0.8, prob_max=0.99, overflows=0, dropped_frames=0)
@@ -48,23 +54,31 @@ def test_segment_is_a_wav_listed_once_with_its_facts(tmp_path):
     path = tmp_path / entry["file"]
     assert entry["file"] == "20261124/000001_093012_class-room-1.wav"
     assert np.array_equal(wav_samples(path), samples)
-    assert entry["sha256"] == file_sha256(path)
+    assert entry["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert (entry["device"], entry["source"]) == ("class-room-1", "mic:default")
     assert (entry["start_s"], entry["end_s"], entry["samples"]) == (12.5, 14.8, len(samples))
     assert entry["end"] == "2026-11-24T09:30:14.300+01:00"
+    assert entry["recovered"] is False
     assert read_manifest(tmp_path / MANIFEST) == [entry]
     assert sorted(p.name for p in path.parent.iterdir()) == sorted([path.name, MANIFEST])  # no .part, no sidecar
 
 
+def can_allocate_ahead(folder) -> bool:
+    """Whether the filesystem of ``folder`` takes fallocate(KEEP_SIZE), asked of the C library
+    itself (not of edge.storage, whose answer is what the tests check)."""
+    fallocate = getattr(ctypes.CDLL(None, use_errno=True), "fallocate64", None)
+    with open(folder / "probe", "wb") as f:
+        return fallocate is not None and fallocate(f.fileno(), 1, ctypes.c_int64(0), ctypes.c_int64(4096)) == 0
+
+
 def test_an_open_segment_has_its_blocks_allocated_ahead_and_gives_back_the_rest(tmp_path):
-    probe = tmp_path / "probe"
-    with open(probe, "wb") as f:
-        if not storage.reserve(f.fileno(), 0, 4096):
-            pytest.skip(f"{tmp_path} cannot allocate ahead (fallocate KEEP_SIZE)")
+    if not can_allocate_ahead(tmp_path):
+        pytest.skip(f"{tmp_path} cannot allocate ahead (fallocate KEEP_SIZE)")
     writer = writer_at(tmp_path)
     part = tmp_path / writer.open(start()).relative_to(tmp_path)
     part = part.with_name(part.name + ".part")
-    samples = audio(20.0)  # 640 kB: one reservation and half of it used, then the next
-    for second in range(20):
+    samples = audio(70.0)  # 2.2 MB: three reservations, each made when half the last is used
+    for second in range(70):
         writer.append(samples[16000 * second:16000 * (second + 1)])
         size, allocated = part.stat().st_size, part.stat().st_blocks * 512
         # Allocated ahead without changing the size: a valid WAV of what it holds.
@@ -73,7 +87,8 @@ def test_an_open_segment_has_its_blocks_allocated_ahead_and_gives_back_the_rest(
     entry = writer.close(END)
     path = tmp_path / entry["file"]
     assert np.array_equal(wav_samples(path), samples)
-    assert path.stat().st_blocks * 512 < path.stat().st_size + 4096  # nothing left reserved
+    # Nothing left reserved (of 1 MB), the filesystem's own blocks for a long file aside.
+    assert path.stat().st_blocks * 512 < path.stat().st_size + 65536
 
 
 def test_sequence_numbers_grow_across_restarts_whatever_the_clock(tmp_path):
@@ -86,8 +101,15 @@ def test_sequence_numbers_grow_across_restarts_whatever_the_clock(tmp_path):
     writer.open(start(wall="1970-01-01T00:00:30.000+00:00"))
     writer.append(audio(0.1))
     second = writer.close(END)
-    assert (first["seq"], second["seq"]) == (1, 2)
+    writer.open(start(wall="1970-01-01T00:01:30.000+00:00"))
+    writer.append(audio(0.1))
+    third = writer.close(END)
+    assert (first["seq"], second["seq"], third["seq"]) == (1, 2, 3)
     assert second["file"] == "19700101/000002_000030_class-room-1.wav"
+    writer = writer_at(tmp_path)  # the card state written when 19700101 began is whole
+    assert writer.repairs == []
+    writer.open(start(wall="1970-01-01T00:02:30.000+00:00"))
+    assert writer.close(END) is None and writer_at(tmp_path).repairs == []
 
 
 def test_empty_segment_leaves_nothing(tmp_path):
@@ -143,9 +165,10 @@ def test_interrupted_segment_is_recovered_with_the_audio_it_had(tmp_path):
     assert len(recovered) == 1
     entry = recovered[0]
     assert entry["recovered"] is True and entry["prob_mean"] is None
+    assert (entry["overflows"], entry["dropped_frames"]) == (0, 0)  # integers, as in every line
     assert np.array_equal(wav_samples(final), samples)
     assert header_agrees_with_data(final)
-    assert entry["sha256"] == file_sha256(final)
+    assert entry["sha256"] == hashlib.sha256(final.read_bytes()).hexdigest()
     assert not part.exists()
 
 
@@ -174,6 +197,57 @@ def test_segment_renamed_but_not_listed_is_listed_once(tmp_path, monkeypatch):
     writer_at(tmp_path)  # a second restart must not list it again
     entries = read_manifest(tmp_path / MANIFEST)
     assert len(entries) == 1 and entries[0]["recovered"] is True
+    assert (entries[0]["samples"], entries[0]["duration_s"]) == (8000, 0.5)  # the audio it has
+
+
+@pytest.mark.parametrize("field, value", [
+    ("start_s", True), ("start_s", "12.5"), ("monotonic_s", float("inf")), ("source", 5),
+    ("boot_id", None), ("clock_synced", "no"), ("mic_gaps", {}), ("start", "yesterday"),
+])
+def test_an_interrupted_segment_whose_sidecar_is_damaged_is_left_as_it_is(tmp_path, field, value, caplog):
+    """The sidecar's facts would be the segment's manifest line: one that is not what a
+    segment's start writes leaves the audio untouched for a person, the others recovered."""
+    writer = writer_at(tmp_path)
+    damaged = writer.open(start())
+    writer.append(audio(0.5))
+    writer._file._file.flush()
+    sidecar = damaged.with_name(damaged.name + ".part.json")
+    meta = json.loads(sidecar.read_text())
+    sidecar.write_text(json.dumps({**meta, field: value}))
+    writer._abandon()
+    whole = writer.open(start(offset=5.0))
+    writer.append(audio(0.3))
+    writer._file._file.flush()
+    part = damaged.with_name(damaged.name + ".part")
+    before = part.read_bytes()
+    recovered = SegmentWriter(tmp_path, "class room#1", "modelsha", "1.2.3").prepare()
+    assert [e["file"] for e in recovered] == [whole.relative_to(tmp_path).as_posix()]
+    assert read_manifest(tmp_path / MANIFEST) == recovered
+    assert part.read_bytes() == before and json.loads(sidecar.read_text())[field] == value
+    assert [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING] == [
+        f"{sidecar}: damaged (expected the JSON a segment's start writes): {part.name} not recovered",
+        f"recovered {whole.relative_to(tmp_path).as_posix()} after an interruption (0.3 s of audio)"]
+
+
+def test_every_interrupted_segment_of_a_day_is_dealt_with_whatever_comes_before_it(tmp_path, monkeypatch):
+    writer = writer_at(tmp_path)
+    empty = writer.open(start())  # 1: nothing written when the power went
+    writer._abandon()
+    writer.open(start(offset=1.0))  # 2: listed, but its sidecar was left
+    writer.append(audio(0.2))
+    monkeypatch.setattr(storage.Path, "unlink", lambda path, missing_ok=False: None)
+    writer.close(END)
+    monkeypatch.undo()
+    last = writer.open(start(offset=2.0))  # 3: interrupted with audio
+    writer.append(audio(0.3))
+    writer._file._file.flush()
+    leftover = last.parent / (last.name + ".part.json.tmp")  # a sidecar cut before its rename
+    leftover.write_text('{"seq": 4')
+    recovered = SegmentWriter(tmp_path, "class room#1", "modelsha", "1.2.3").prepare()  # one pass
+    assert [(e["seq"], e["recovered"]) for e in read_manifest(tmp_path / MANIFEST)] == [(2, False), (3, True)]
+    assert [tmp_path / e["file"] for e in recovered] == [last]
+    assert not empty.with_name(empty.name + ".part").exists()
+    assert list(tmp_path.rglob("*.part*")) == [] and not leftover.exists()
 
 
 def test_torn_manifest_line_is_moved_aside_and_appends_go_on(tmp_path):
@@ -207,3 +281,101 @@ def test_segment_listed_but_with_its_sidecar_left_is_not_listed_again(tmp_path):
     writer_at(tmp_path)
     assert read_manifest(tmp_path / MANIFEST) == [entry]
     assert not sidecar.exists() and final.exists()
+
+
+def test_audio_is_written_down_to_min_free_mb_and_not_below(tmp_path, monkeypatch):
+    """"Free space on the card below which no more audio is written, in megabytes" (10^6
+    bytes, as df -H and the status show them): exactly 200 MB free still takes audio."""
+    guard = storage.FreeSpaceGuard(tmp_path, 200, "stop")
+
+    def card_with(blocks_of_512):
+        monkeypatch.setattr(storage.os, "statvfs", lambda path: SimpleNamespace(f_bavail=blocks_of_512, f_frsize=512))
+
+    card_with(390625)  # 200 000 000 bytes
+    assert guard.free_mb() == 200.0 and guard.has_room()
+    card_with(390624)
+    assert not guard.has_room()
+
+
+def test_a_full_card_gives_up_its_oldest_segments_one_by_one_until_there_is_room(tmp_path, monkeypatch, caplog):
+    writer = writer_at(tmp_path)
+    files = []
+    for wall in ("2026-11-23T09:00:00.000+01:00", "2026-11-24T09:00:00.000+01:00", "2026-11-24T10:00:00.000+01:00"):
+        writer.open(start(wall=wall))
+        writer.append(audio(0.1))  # 3244 bytes with the header
+        files.append(writer.close(END)["file"])
+
+    def card(path):  # 10 244 bytes in all, each worth a kB (so a segment is 3.244 "MB")
+        used = sum(p.stat().st_size for p in tmp_path.rglob("*.wav"))
+        return SimpleNamespace(f_bavail=10244 - used, f_frsize=1000)
+
+    monkeypatch.setattr(storage.os, "statvfs", card)
+    assert not storage.FreeSpaceGuard(tmp_path, 7, "stop").has_room()
+    assert all((tmp_path / f).exists() for f in files)  # "stop" never deletes
+    assert storage.FreeSpaceGuard(tmp_path, 7, "delete_oldest").has_room()  # 7.0 MB free after two
+    assert [(tmp_path / f).exists() for f in files] == [False, False, True]
+    assert [e["file"] for e in read_manifest(tmp_path / "20261124" / MANIFEST)] == files[2:]
+    assert not (tmp_path / "20261123" / MANIFEST).exists()  # the emptied day is retired
+    assert [r.getMessage() for r in caplog.records if "card full" in r.getMessage()] == [
+        f"card full: deleted the oldest segment {f}" for f in files[:2]]
+    assert not storage.FreeSpaceGuard(tmp_path, 20, "delete_oldest").has_room()  # more than the card holds
+
+
+def test_a_segment_that_cannot_be_finished_says_which_file_and_why(tmp_path, monkeypatch):
+    writer = writer_at(tmp_path)
+    final = writer.open(start())
+    writer.append(audio(0.1))
+
+    def failing_fsync(fd):
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    monkeypatch.setattr(storage.os, "fsync", failing_fsync)
+    with pytest.raises(storage.StorageUnavailable) as failed:
+        writer.close(END)
+    assert str(failed.value) == f"{final}.part: Input/output error"
+    assert not writer.is_open
+    monkeypatch.undo()
+    final = writer.open(start(offset=1.0))
+    monkeypatch.setattr(storage.os, "fsync", failing_fsync)
+    with pytest.raises(storage.StorageUnavailable) as failed:
+        writer.append(audio(1.0))  # its fsync fails
+    assert str(failed.value) == f"{final}.part: Input/output error"
+
+
+def test_audio_appended_window_by_window_is_made_durable_every_fsync_interval(tmp_path, monkeypatch):
+    writer = writer_at(tmp_path, fsync_interval_s=1.0)
+    writer.open(start())
+    synced = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(storage.os, "fsync", lambda fd: (synced.append(writer._samples), real_fsync(fd)))
+    samples = audio(3.0)
+    for at in range(0, len(samples), 512):  # the recorder's 32 ms windows
+        writer.append(samples[at:at + 512])
+    # The first append that brings a second of audio since the last fsync makes it durable.
+    assert synced == [16384, 32768]
+
+
+def test_a_writer_whose_card_refused_the_start_numbers_its_first_segment_all_the_same(tmp_path):
+    writer = SegmentWriter(tmp_path, "class room#1", "modelsha", "1.2.3")  # prepare() failed
+    writer.open(start())
+    writer.append(audio(0.1))
+    assert writer.close(END)["file"] == "20261124/000001_093012_class-room-1.wav"
+
+
+def test_a_card_that_fails_to_allocate_ahead_still_records_and_says_so_in_the_debug_log(tmp_path, monkeypatch, caplog):
+    def fallocate(code):
+        def failing(*args):
+            ctypes.set_errno(code)
+            return -1
+        return failing
+
+    caplog.set_level(logging.DEBUG, logger="edge.storage")
+    for code in (errno.EOPNOTSUPP, errno.EIO):  # a FUSE card; a failing one
+        monkeypatch.setattr(storage, "_fallocate", fallocate(code))
+        writer = writer_at(tmp_path)
+        writer.open(start())
+        writer.append(audio(2.0))
+        entry = writer.close(END)
+        assert entry["samples"] == 32000
+    assert [m for m in caplog.messages if "reserve" in m] == [
+        "cannot reserve space ahead of the audio: Input/output error"]
