@@ -59,7 +59,7 @@ from .errors import EdgeError
 from .export import SUMS, hash_from_medium, merge_manifest, remove_segments, sha256sums
 from .manifest import is_tombstone, line_entries
 from .notify import ServiceNotifier
-from .rclone import NOT_FOUND, CopyLog, Job, Rclone, SyncFailed, isotime, listed, rclone_error, same_time
+from .rclone import NOT_FOUND, CopyLog, Job, Mover, Rclone, SyncFailed, isotime, listed, rclone_error, same_time
 from .storage import MANIFEST, iter_segments, safe_name, write_json_atomically
 
 log = logging.getLogger(__name__)
@@ -201,6 +201,10 @@ class RemoteSync:
         """`rclone backend features` of the remote, once asked in a run."""
         self._index: dict = {}
         """name -> SHA-256 of the manifest and SHA256SUMS being sent."""
+        self._mover: Optional[Mover] = None
+        """Moves what is staged into place, as soon as it is proven, over one `rclone rcd`."""
+        self._handed: set = set()
+        """What the mover was given to move in this run."""
 
     def run(self, dry_run: bool = False) -> SyncReport:
         self.rclone.check_ready()
@@ -209,11 +213,14 @@ class RemoteSync:
             if state.remote != self.remote:
                 state = SyncState(remote=self.remote, last_success=None)
             report = SyncReport()
+            self._mover, self._handed = None, set()
             try:
                 self._sync(state, report, dry_run)
             except SyncFailed as exc:
                 report.error = str(exc)
             finally:
+                if self._mover is not None:
+                    self._mover.close()
                 self.rclone.stop()
             if not dry_run:
                 self._record(state, report)
@@ -226,10 +233,10 @@ class RemoteSync:
         for name in list(state.synced):
             if name not in local:
                 del state.synced[name]
-        listing = self._start_listing()
         waiting = [name for name in local if name not in state.synced]
         unlisted = [name for name, record in state.synced.items() if not record["listed"]]
         if dry_run:
+            listing = self._start_listing()
             self._forget_changed(state, listed(listing.result()))
             pending = [name for name in local if name not in state.synced]
             self._count_waiting(report, pending, sizes)
@@ -239,6 +246,9 @@ class RemoteSync:
         # What waits goes up at once, beside the listing, the remote manifest and the backend's
         # features; the card check reads it meanwhile.
         copies = [(waiting, self._start_copy(waiting, str(self.root), transfer=True))] if waiting else []
+        listing = self._start_listing()
+        if waiting:
+            self._moving()  # its process starts and connects while the copy runs
         existing = self._start_cat() if waiting or unlisted else None
         features = self.rclone.start("backend", "features", self.remote) if waiting else None
         card = CardCheck(self.root, local, report.problems)
@@ -331,6 +341,7 @@ class RemoteSync:
         """What a segment copy did: the copies it staged proven equal to the card (by rclone's
         own hash comparison or, where the backend keeps no hash, by downloading them), those
         it found in place, and why it failed (or None)."""
+        self._move_as_proven(copy, card)
         result = copy.result()
         sent = CopyLog.parse(result.stderr)
         sound = set(card.sound(names))
@@ -352,6 +363,26 @@ class RemoteSync:
         if sent.copied or sent.corrupted:
             reason = self._explain_copy_failure(reason, missing, sizes)  # the remote answers: full?
         return outcome, reason
+
+    def _moving(self) -> Mover:
+        if self._mover is None:
+            self._mover = Mover(self.rclone.start_daemon(), self.staging, self.remote)
+        return self._mover
+
+    def _move_as_proven(self, copy: Job, card: "CardCheck") -> None:
+        """While ``copy`` runs, hand each segment it staged to the mover as soon as its log
+        proves the copy equal to what was read from the card and the card check passed it:
+        by the time the copy ends, most of what it sent is in place."""
+        if self._mover is None:
+            return
+        log = CopyLog()
+        while True:
+            ended = copy.wait_at_most(0.05)
+            arrived = [name for name in log.feed(copy.tail()) if card.sound([name])]
+            self._mover.move(arrived)
+            self._handed.update(arrived)
+            if ended:
+                return
 
     def _verify_in_place(self, names: list, features: Job) -> list:
         """Among segments found on the remote under their final names, those equal to the card
@@ -426,15 +457,12 @@ class RemoteSync:
             == len(INDEX)
         error = None if index_ok else (rclone_error(result.stderr) or f"the copy of {MANIFEST} on the remote "
                                        "does not match, sent again next run")
-        # Segment paths start with their day's digits, which sort before both index names.
-        moving = staged + (list(INDEX) if index_ok else [])
-        if moving:
-            try:
-                self.rclone.run("move", "--files-from", self._list_file(moving), "--ignore-times", "--check-first",
-                                "--order-by", "name", "--transfers", "1", "--delete-empty-src-dirs",
-                                self.staging, self.remote)
-            except SyncFailed as exc:
-                error = str(exc)
+        # The manifest and SHA256SUMS move after every segment they list, one at a time.
+        moving = [name for name in staged if name not in self._handed] + (list(INDEX) if index_ok else [])
+        if moving or self._handed:
+            mover = self._moving()
+            mover.move(moving)
+            error = mover.finish() or error
         placed = self._placed(staged, sizes, features) if error is None else listed(self._start_listing().result())
         for name, there in [(n, remote_files.get(n)) for n in good] + [(n, placed.get(n)) for n in staged]:
             if there is not None:
