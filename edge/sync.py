@@ -30,7 +30,11 @@ from the card once and has the remote hash each copy once:
 
 What is synced lives in ``sync-state.json`` beside the manifest, replaced atomically and
 fsynced like every other file the recorder writes; losing it (or a run stopped between the
-move and the record) costs a verification in place, not a copy. Only finished segments
+move and the record) costs a verification in place, not a copy. A run that changes nothing in
+it (the timer's run every 15 minutes with nothing new to send) does not rewrite it: the card
+is not worn for a timestamp. Every run's time and outcome go to ``sync-run.json`` beside the
+daemon's status, in memory (/run/edge-recorder); after a reboot `edge status` falls back on
+the card's, the time of the last run that changed something. Only finished segments
 (listed in the manifest) are ever sent, never a ``.part``. Nothing here needs the content of
 the recordings beyond its bytes: encrypted segments leave as the ciphertext they are on the
 card.
@@ -53,7 +57,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Iterator, Optional
 
-from .config import Settings, SyncSettings, add_config_argument, device_name, load_config, resolve_data_path
+from .config import (Settings, SyncSettings, add_config_argument, device_name, load_config, resolve_data_path,
+                     resolve_runtime_path)
 from .entries import checked_segments
 from .errors import EdgeError
 from .export import SUMS, hash_from_medium, merge_manifest, remove_segments, sha256sums
@@ -65,6 +70,10 @@ from .storage import MANIFEST, iter_segments, safe_name, write_json_atomically
 log = logging.getLogger(__name__)
 
 SYNC_STATE = "sync-state.json"
+SYNC_RUN = "sync-run.json"
+"""The last run's time and outcome, in memory beside the daemon's status (not on the card)."""
+RUN_FIELDS = ("last_success", "last_attempt")
+"""What changes at every run: not worth a write to the card on its own."""
 SYNC_LOCK = "sync.lock"
 STAGING = ".incoming"
 INDEX = (MANIFEST, SUMS)
@@ -191,11 +200,13 @@ class RemoteSync:
     """Brings one recordings folder's finished segments to an rclone remote, verified."""
 
     def __init__(self, recordings_dir: Path, remote: str, rclone: Rclone, delete_after_verified: bool = False,
-                 out=None):
+                 out=None, run_record: Optional[Path] = None):
         self.root = Path(recordings_dir)
         self.remote, self.staging = split_remote(remote)
         self.rclone = rclone
         self.delete = delete_after_verified
+        self.run_record = run_record
+        """Where each run's time and outcome are published (``sync-run.json``), or None."""
         self.out = out or sys.stdout
         self._backend: Optional[dict] = None
         """`rclone backend features` of the remote, once asked in a run."""
@@ -210,6 +221,7 @@ class RemoteSync:
         self.rclone.check_ready()
         with _sync_lock(self.root):
             state = SyncState.load(self.root)
+            on_card = _lasting(self._on_card())
             if state.remote != self.remote:
                 state = SyncState(remote=self.remote, last_success=None)
             report = SyncReport()
@@ -223,7 +235,7 @@ class RemoteSync:
                     self._mover.close()
                 self.rclone.stop()
             if not dry_run:
-                self._record(state, report)
+                self._record(state, report, on_card)
             return report
 
     def _sync(self, state: SyncState, report: SyncReport, dry_run: bool) -> None:
@@ -503,14 +515,30 @@ class RemoteSync:
         report.waiting = len(names)
         report.waiting_bytes = sum(sizes[n] for n in names)
 
-    def _record(self, state: SyncState, report: SyncReport) -> None:
+    def _record(self, state: SyncState, report: SyncReport, on_card: Optional[dict]) -> None:
+        """Rewrite the state on the card if this run changed it (``on_card``: as it was before,
+        without the run's time); publish the run's time and outcome in memory."""
         now = datetime.now().astimezone().isoformat(timespec="seconds")
         state.last_attempt = now
         state.last_error = report.error or (report.problems[-1] if report.problems else None)
         if report.ok and report.waiting == 0:
             state.last_success = now
         state.waiting, state.waiting_bytes = report.waiting, report.waiting_bytes
-        state.save(self.root)
+        if _lasting(asdict(state)) != on_card:
+            state.save(self.root)
+        if self.run_record is not None:
+            try:
+                write_json_atomically(self.run_record, {"remote": self.remote, "last_attempt": now,
+                                                        "last_success": state.last_success,
+                                                        "last_error": state.last_error})
+            except OSError as exc:  # no /run/edge-recorder (the recorder has not run since boot)
+                log.debug("%s: cannot publish the run (%s)", self.run_record, exc.strerror)
+
+    def _on_card(self) -> Optional[dict]:
+        try:
+            return json.loads((self.root / SYNC_STATE).read_text())
+        except (OSError, ValueError):
+            return None
 
     def _list_file(self, names: list) -> str:
         """A --files-from list, kept for the life of this process."""
@@ -606,6 +634,11 @@ def _sync_lock(folder: Path) -> Iterator[None]:
         _remove_list_files()
 
 
+def _lasting(state: Optional[dict]) -> Optional[dict]:
+    """A state without what every run changes: what is worth writing to the card."""
+    return None if not isinstance(state, dict) else {k: v for k, v in state.items() if k not in RUN_FIELDS}
+
+
 def _size(path: Path) -> int:
     try:
         return path.stat().st_size
@@ -633,9 +666,26 @@ def status_lines(settings: Settings) -> list:
         count, size = backlog(root, state)
     except PermissionError:
         raise EdgeError(f"{root}: permission denied (the recordings are private: sudo edge status)") from None
-    return [f"last sync:      {state.last_success or 'never'} to {configured_remote(settings)}",
+    remote = configured_remote(settings)
+    run = last_run(settings, split_remote(remote)[0])
+    last_success, last_error = run.get("last_success", state.last_success), run.get("last_error", state.last_error)
+    return [f"last sync:      {last_success or 'never'} to {remote}",
             f"waiting:        {count} segments ({_mb(size)})",
-            f"sync problem:   {state.last_error or 'none'}"]
+            f"sync problem:   {last_error or 'none'}"]
+
+
+def run_record_path(settings: Settings) -> Path:
+    return resolve_runtime_path(settings.service.status_file).with_name(SYNC_RUN)
+
+
+def last_run(settings: Settings, remote: str) -> dict:
+    """The last run's ``sync-run.json`` (empty when there is none since boot, or it was to
+    another remote)."""
+    try:
+        run = json.loads(run_record_path(settings).read_text())
+    except (OSError, ValueError):
+        return {}
+    return run if isinstance(run, dict) and run.get("remote") == remote else {}
 
 
 def add_command(subparsers) -> None:
@@ -655,7 +705,8 @@ def run_sync_command(args: argparse.Namespace) -> int:
     settings = load_config(args.config)
     remote = configured_remote(settings)
     sync = RemoteSync(resolve_data_path(settings.storage.recordings_dir), remote, make_rclone(settings.sync),
-                      delete_after_verified=settings.sync.delete_after_verified)
+                      delete_after_verified=settings.sync.delete_after_verified,
+                      run_record=run_record_path(settings))
     notifier = ServiceNotifier()
     try:
         report = last = sync.run(dry_run=args.dry_run)
