@@ -94,11 +94,6 @@ class Rclone:
         """Start one `rclone rcd`: later calls share its process and its open connections."""
         return Daemon(self)
 
-    def hashes(self, remote: str) -> list:
-        """The hash types the remote's backend keeps (empty: verification must download)."""
-        result = self.run("backend", "features", remote)
-        return json.loads(result.stdout).get("Hashes") or []
-
     def free_bytes(self, remote: str) -> Optional[int]:
         """Free space the remote reports, or None when its backend cannot tell."""
         try:
@@ -235,10 +230,11 @@ class CopyLog:
 
 
 class Daemon:
-    """One `rclone rcd` on 127.0.0.1, called over HTTP: one process and one pool of open
-    connections for many small operations (an SFTP session costs a handshake; a process, its
-    start). Its password is random and reaches it in its environment, which only its user
-    and root can read, not on its command line."""
+    """One `rclone rcd` on 127.0.0.1, called over one kept-alive HTTP connection: one process
+    and one pool of open connections to the remote for many small operations (an SFTP session
+    costs a handshake; a process, its start). Its password is random and reaches it in its
+    environment, which only its user and root can read, not on its command line. Called from
+    one thread at a time."""
 
     def __init__(self, rclone: Rclone):
         self.timeout_s = max(rclone.timeout_s, 60) + rclone.timeout_s
@@ -246,48 +242,56 @@ class Daemon:
         # Without NOTIFY_SOCKET: rcd would tell systemd it is ready, as if it were the service.
         self.job = rclone.start("rcd", "--rc-addr", "127.0.0.1:0", log="NOTICE",
                                 env={"RCLONE_RC_USER": "edge", "RCLONE_RC_PASS": password, "NOTIFY_SOCKET": None})
-        # Imported here, once rcd starts, not when edge does: urllib costs 20 ms at every start.
-        import urllib.request
+        # Imported here, once rcd starts, not when edge does: it costs milliseconds at every start.
+        import http.client
 
-        self._urllib = urllib.request
-        self._authorization = "Basic " + base64.b64encode(f"edge:{password}".encode()).decode()
+        self._http = http.client
+        self._headers = {"Content-Type": "application/json",
+                         "Authorization": "Basic " + base64.b64encode(f"edge:{password}".encode()).decode()}
         self._start_s = rclone.timeout_s
-        self._url: Optional[str] = None
+        self._port: Optional[int] = None
         self._failed: Optional[str] = None
         self._heard = ""
-        # Straight to 127.0.0.1, whatever proxy the environment names.
-        self._opener = self._urllib.build_opener(self._urllib.ProxyHandler({}))
+        self._connection = None
 
     def call(self, method: str, **params) -> dict:
         """One rc call (e.g. ``operations/movefile``); a failure raises SyncFailed with rclone's words."""
-        request = self._urllib.Request(self._address() + method, data=json.dumps(params).encode(),
-                                         headers={"Content-Type": "application/json",
-                                                  "Authorization": self._authorization})
+        body = json.dumps(params).encode()
+        reused = self._connection is not None
+        if self._connection is None:
+            self._connection = self._http.HTTPConnection("127.0.0.1", self._address(), timeout=self.timeout_s)
         try:
-            with self._opener.open(request, timeout=self.timeout_s) as response:
-                return json.load(response)
-        except self._urllib.HTTPError as exc:
-            try:
-                reason = json.load(exc).get("error")
-            except (ValueError, AttributeError):
-                reason = None
-            raise SyncFailed(reason or f"rclone rcd: {method} failed ({exc.code})") from None
-        except (OSError, ValueError) as exc:
-            raise SyncFailed(f"rclone rcd: {method}: {getattr(exc, 'reason', exc)}") from None
+            self._connection.request("POST", f"/{method}", body, self._headers)
+            response = self._connection.getresponse()
+            answer = response.read()
+        except (OSError, self._http.HTTPException) as exc:
+            self._connection.close()
+            self._connection = None
+            if reused and isinstance(exc, (self._http.RemoteDisconnected, ConnectionResetError, BrokenPipeError)):
+                return self.call(method, **params)  # rcd closed the idle connection: once more on a new one
+            raise SyncFailed(f"rclone rcd: {method}: {exc}") from None
+        try:
+            result = json.loads(answer)
+        except ValueError:
+            result = None
+        if response.status != 200 or not isinstance(result, dict):
+            reason = result.get("error") if isinstance(result, dict) else None
+            raise SyncFailed(reason or f"rclone rcd: {method} failed ({response.status})")
+        return result
 
-    def _address(self) -> str:
+    def _address(self) -> int:
         deadline = time.monotonic() + self._start_s
-        while self._url is None and self._failed is None:
+        while self._port is None and self._failed is None:
             self._heard += self.job.tail()
-            found = re.search(r"Serving remote control on (http://127\.0\.0\.1:\d+/)", self._heard)
+            found = re.search(r"Serving remote control on http://127\.0\.0\.1:(\d+)/", self._heard)
             if found:
-                self._url = found.group(1)
+                self._port = int(found.group(1))
             elif self.job.wait_at_most(0.01) or time.monotonic() > deadline:
                 self.job.stop()
                 self._failed = rclone_error(self._heard) or "rclone rcd did not start"
         if self._failed is not None:
             raise SyncFailed(self._failed)
-        return self._url
+        return self._port
 
 
 class Mover:
@@ -306,10 +310,21 @@ class Mover:
         self._destination = posixpath.relpath(destination_path, root or ".")
         self.moved: list = []
         self.error: Optional[str] = None
+        self._features: dict = {}
+        self._features_error: Optional[str] = None
+        self._asked = threading.Event()
         self._abandoned = False
         self._queue: queue.Queue = queue.Queue()
         self._thread = threading.Thread(target=self._work, name="edge-sync-mover", daemon=True)
         self._thread.start()
+
+    def features(self) -> dict:
+        """The backend's features as `rclone backend features` gives them (``Hashes``,
+        ``Precision``...), asked when the mover connected."""
+        self._asked.wait()
+        if self._features_error is not None:
+            raise SyncFailed(self._features_error)
+        return self._features
 
     def move(self, names: list) -> None:
         for name in names:
@@ -337,9 +352,11 @@ class Mover:
     def _work(self) -> None:
         try:
             # Connects while the caller still has nothing to move.
-            self.daemon.call("operations/fsinfo", fs=self._root)
-        except SyncFailed:
-            pass  # the first move says why
+            self._features = self.daemon.call("operations/fsinfo", fs=self._root)
+        except SyncFailed as exc:
+            self._features_error = str(exc)
+        finally:
+            self._asked.set()
         while (name := self._queue.get()) is not None:
             if self.error is not None or self._abandoned:
                 continue

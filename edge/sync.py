@@ -209,7 +209,7 @@ class RemoteSync:
         """Where each run's time and outcome are published (``sync-run.json``), or None."""
         self.out = out or sys.stdout
         self._backend: Optional[dict] = None
-        """`rclone backend features` of the remote, once asked in a run."""
+        """The remote's backend features (hashes, time precision), once asked in a run."""
         self._index: dict = {}
         """name -> SHA-256 of the manifest and SHA256SUMS being sent."""
         self._mover: Optional[Mover] = None
@@ -255,14 +255,13 @@ class RemoteSync:
             for name in pending:
                 self.out.write(f"would copy {name} ({_mb(sizes[name])})\n")
             return
-        # What waits goes up at once, beside the listing, the remote manifest and the backend's
-        # features; the card check reads it meanwhile.
+        # What waits goes up at once, beside the listing, the remote manifest and the mover
+        # (which connects and asks the backend's features); the card check reads it meanwhile.
         copies = [(waiting, self._start_copy(waiting, str(self.root), transfer=True))] if waiting else []
         listing = self._start_listing()
         if waiting:
-            self._moving()  # its process starts and connects while the copy runs
+            self._moving()
         existing = self._start_cat() if waiting or unlisted else None
-        features = self.rclone.start("backend", "features", self.remote) if waiting else None
         card = CardCheck(self.root, local, report.problems)
         card.check(waiting, until=listing.done)
         remote_files = listed(listing.result())
@@ -276,7 +275,7 @@ class RemoteSync:
         if not pending and not unlisted:
             return
         existing = existing or self._start_cat()
-        features = features or self.rclone.start("backend", "features", self.remote)
+        self._moving()
         card.check(pending)
         # The manifest goes up while the segments do, listing every one whose card check
         # passed; it is sent again only if one of them does not arrive.
@@ -291,7 +290,7 @@ class RemoteSync:
             copy_error = copy_error or reason
         # Found in place with the card's size and time (a lost state file, a run stopped
         # before it recorded them): verified where they are, sent again only if that fails.
-        good = self._verify_in_place(in_place, features)
+        good = self._verify_in_place(in_place)
         if len(good) < len(in_place):
             resent, reason = self._collect(self._start_copy([n for n in in_place if n not in good], str(self.root),
                                                             transfer=True, replace=True),
@@ -309,7 +308,7 @@ class RemoteSync:
                 index.stop()
                 index = self._stage_index(lines, unlisted + new, local)
             self._place(index, [n for n in new if n in staged], state, local, sizes, remote_files, unlisted,
-                        [n for n in new if n in good], features)
+                        [n for n in new if n in good])
         except SyncFailed:
             if copy_error:
                 raise SyncFailed(copy_error) from None  # a full remote fails both: the first says why
@@ -396,12 +395,12 @@ class RemoteSync:
             if ended:
                 return
 
-    def _verify_in_place(self, names: list, features: Job) -> list:
+    def _verify_in_place(self, names: list) -> list:
         """Among segments found on the remote under their final names, those equal to the card
         (`rclone check`: by hash where the backend keeps one, else by downloading them)."""
         if not names:
             return []
-        by = [] if self._features(features).get("Hashes") else ["--download"]
+        by = [] if self._features().get("Hashes") else ["--download"]
         result = self.rclone.run("check", "--one-way", "--combined", "-", *by,
                                  "--files-from", self._list_file(names), str(self.root), self.remote, allow=(1,))
         marks = dict(reversed(line.split(" ", 1)) for line in result.stdout.splitlines() if " " in line)
@@ -409,9 +408,9 @@ class RemoteSync:
             raise SyncFailed(rclone_error(result.stderr) or "the remote failed while verifying")
         return [n for n in names if marks.get(n) == "="]
 
-    def _features(self, features: Job) -> dict:
+    def _features(self) -> dict:
         if self._backend is None:
-            self._backend = json.loads(features.result().stdout)
+            self._backend = self._moving().features()
         return self._backend
 
     def _verify_by_download(self, names: list, expected: dict) -> tuple:
@@ -459,7 +458,7 @@ class RemoteSync:
         return self._start_copy(list(INDEX), str(folder))
 
     def _place(self, index: Job, staged: list, state: SyncState, local: dict, sizes: dict, remote_files: dict,
-               unlisted: list, good: list, features: Job) -> None:
+               unlisted: list, good: list) -> None:
         """Verify the staged manifest, move the staged segments into place and the manifest
         after them (one rclone, in name order, one file at a time), and record what is synced."""
         result = index.result()
@@ -475,7 +474,7 @@ class RemoteSync:
             mover = self._moving()
             mover.move(moving)
             error = mover.finish() or error
-        placed = self._placed(staged, sizes, features) if error is None else listed(self._start_listing().result())
+        placed = self._placed(staged, sizes) if error is None else listed(self._start_listing().result())
         for name, there in [(n, remote_files.get(n)) for n in good] + [(n, placed.get(n)) for n in staged]:
             if there is not None:
                 state.synced[name] = {"sha256": local[name]["sha256"], "size": there[0], "modtime": there[1],
@@ -488,13 +487,13 @@ class RemoteSync:
         if error:
             raise SyncFailed(error)
 
-    def _placed(self, staged: list, sizes: dict, features: Job) -> dict:
+    def _placed(self, staged: list, sizes: dict) -> dict:
         """name -> (size, modtime) of the segments just moved into place, as the remote will list
         them: rclone gave each the card's modification time (at the remote's precision) and a
         rename keeps it. Where the backend keeps no times, the remote is listed again."""
         if not staged:
             return {}
-        precision_ns = self._features(features).get("Precision") or 0
+        precision_ns = self._features().get("Precision") or 0
         if not 0 < precision_ns <= 1_000_000_000:
             return listed(self._start_listing().result())
         placed = {}
