@@ -4,25 +4,31 @@ from __future__ import annotations
 
 import argparse
 import glob
+import importlib
 import signal
 import sys
 import threading
 from pathlib import Path
 from typing import Optional
 
-from . import __version__, controls, decrypt, detector, doctor, export, plot, sync
-from .audio import CaptureError, MicrophoneSource, WavFileSource, describe_devices
+from . import __version__
 from .config import (ServiceSettings, Settings, add_config_argument, load_config, resolve_data_path,
                      resolve_runtime_path)
 from .errors import DEVICE_MODULES, EdgeError, missing_device_module, permission_denied
 from .indicator import GPIO_CHIPS, make_indicator
 from .logs import setup_logging
 from .notify import ServiceNotifier, watchdog_interval
-from .recorder import Recorder, make_writer
-from .status import make_status_folder
-from .supervisor import publish_start_failure
+
+COMMAND_MODULES = ("detector", "doctor", "export", "plot", "decrypt", "sync", "controls")
+"""The modules that add commands of their own (``add_command``), in the order help lists them."""
+STANDALONE = {"sync": "sync"}
+"""Commands whose module is all they import: `edge sync`, started by a timer every hour, is
+not kept waiting for the recorder's numerical stack (numpy, the model) it never uses."""
+
 
 def run_command(args: argparse.Namespace) -> int:
+    from .supervisor import publish_start_failure
+
     # Until the config is read, the status goes where the default config (and the installed
     # one) keeps it, which is where `edge status` looks on a recorder whose config is broken.
     status_path = resolve_runtime_path(ServiceSettings.status_file)
@@ -36,6 +42,11 @@ def run_command(args: argparse.Namespace) -> int:
 
 
 def record(settings: Settings, status_path: Path) -> int:
+    from . import controls, detector, export
+    from .audio import CaptureError, MicrophoneSource
+    from .recorder import Recorder, make_writer
+    from .status import make_status_folder
+
     vad = detector.make_detector(settings)
     writer = make_writer(settings, resolve_data_path(settings.storage.recordings_dir), vad)
     stop = threading.Event()
@@ -71,6 +82,10 @@ def record(settings: Settings, status_path: Path) -> int:
 
 
 def process_command(args: argparse.Namespace) -> int:
+    from . import detector
+    from .audio import WavFileSource
+    from .recorder import Recorder, make_writer
+
     settings = load_config(args.config)
     vad = detector.make_detector(settings)
     writer = make_writer(settings, args.out, vad)
@@ -90,17 +105,23 @@ def led_off_command(args: argparse.Namespace) -> int:
 
 
 def devices_command(args: argparse.Namespace) -> int:
+    from .audio import describe_devices
+
     settings = load_config(args.config)
     for line in describe_devices(settings.audio):
         print(line)
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: Optional[str] = None) -> argparse.ArgumentParser:
+    """The whole command line, or only ``command``'s when it is one of :data:`STANDALONE`."""
     parser = argparse.ArgumentParser(prog="edge", description=__doc__)
     parser.add_argument("--version", action="version", version=f"edge {__version__}")
     parser.add_argument("--log-level", default="info", help="debug, info, warning or error")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    if command in STANDALONE:
+        importlib.import_module(f".{STANDALONE[command]}", __package__).add_command(sub)
+        return parser
 
     def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         add_config_argument(p)
@@ -123,13 +144,25 @@ def build_parser() -> argparse.ArgumentParser:
         "led-off", help="switch the LED off: dark means the recorder is not running"))
     led_off.set_defaults(func=led_off_command)
 
-    for module in (detector, doctor, export, plot, decrypt, sync, controls):
-        module.add_command(sub)
+    for name in COMMAND_MODULES:
+        importlib.import_module(f".{name}", __package__).add_command(sub)
     return parser
 
 
+def command_named(argv: list) -> Optional[str]:
+    """The command ``argv`` names (its first word that is no option nor an option's value)."""
+    words = iter(argv)
+    for word in words:
+        if word == "--log-level":
+            next(words, None)
+        elif not word.startswith("-"):
+            return word
+    return None
+
+
 def main(argv: Optional[list] = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(command_named(argv)).parse_args(argv)
     try:
         setup_logging(args.log_level)
         return args.func(args)

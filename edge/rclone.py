@@ -11,12 +11,20 @@ way by the caller.
 
 from __future__ import annotations
 
+import base64
 import ctypes
 import json
+import os
+import posixpath
+import queue
+import re
+import secrets
 import shutil
 import signal
 import subprocess
 import tempfile
+import threading
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -54,7 +62,8 @@ class Rclone:
         except OSError as exc:
             raise EdgeError(f"{self.config}: cannot read the rclone config ({exc.strerror})") from None
 
-    def start(self, *args: str, allow: tuple = (), transfer: bool = False, log: str = "ERROR") -> "Job":
+    def start(self, *args: str, allow: tuple = (), transfer: bool = False, log: str = "ERROR",
+              env: Optional[dict] = None) -> "Job":
         """Start one rclone command and return at once; :meth:`Job.result` waits for it. Its
         output goes to unnamed temporary files, not pipes: nobody has to read while it runs."""
         # Few retries: a remote that is gone is reported within seconds, and the timer's next
@@ -66,7 +75,7 @@ class Rclone:
             command.append("--use-json-log")
         if transfer and self.bwlimit is not None:
             command += ["--bwlimit", f"{self.bwlimit:g}M"]
-        job = Job(command + list(args), allow)
+        job = Job(command + list(args), allow, env)
         self._jobs = [running for running in self._jobs if not running.finished] + [job]
         return job
 
@@ -81,10 +90,9 @@ class Rclone:
         raises SyncFailed with rclone's own last error line."""
         return self.start(*args, allow=allow, transfer=transfer).result(timeout)
 
-    def hashes(self, remote: str) -> list:
-        """The hash types the remote's backend keeps (empty: verification must download)."""
-        result = self.run("backend", "features", remote)
-        return json.loads(result.stdout).get("Hashes") or []
+    def start_daemon(self) -> "Daemon":
+        """Start one `rclone rcd`: later calls share its process and its open connections."""
+        return Daemon(self)
 
     def free_bytes(self, remote: str) -> Optional[int]:
         """Free space the remote reports, or None when its backend cannot tell."""
@@ -98,14 +106,16 @@ class Rclone:
 class Job:
     """One running rclone."""
 
-    def __init__(self, command: list, allow: tuple):
+    def __init__(self, command: list, allow: tuple, env: Optional[dict] = None):
         self.command = command
         self.allow = allow
         self._out = tempfile.TemporaryFile("w+", prefix="edge-rclone-")
         self._err = tempfile.TemporaryFile("w+", prefix="edge-rclone-")
+        self._tailed = 0
         try:
             self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=self._out, stderr=self._err,
-                                            text=True, preexec_fn=_die_with_parent)
+                                            text=True, preexec_fn=_die_with_parent,
+                                            env=None if env is None else _environment(env))
         except FileNotFoundError:
             self._close()
             raise EdgeError("rclone is not installed (apt install rclone)") from None
@@ -117,6 +127,23 @@ class Job:
 
     def done(self) -> bool:
         return self.process.poll() is not None
+
+    def wait_at_most(self, seconds: float) -> bool:
+        """Whether it ended, waiting up to ``seconds`` for that."""
+        try:
+            self.process.wait(seconds)
+        except subprocess.TimeoutExpired:
+            return False
+        return True
+
+    def tail(self) -> str:
+        """The whole lines it wrote to stderr since the last call, while it runs."""
+        lines = b""
+        while chunk := os.pread(self._err.fileno(), 1 << 20, self._tailed + len(lines)):
+            lines += chunk
+        lines = lines[:lines.rfind(b"\n") + 1]
+        self._tailed += len(lines)
+        return lines.decode(errors="replace")
 
     def stop(self) -> None:
         if not self.finished:
@@ -167,7 +194,18 @@ class CopyLog:
     @classmethod
     def parse(cls, stderr: str) -> "CopyLog":
         log = cls()
-        for line in stderr.splitlines():
+        log.feed(stderr)
+        for name in log.corrupted:
+            log.copied.discard(name)
+            log.proven.pop(name, None)
+        log.proven = {name: proof for name, proof in log.proven.items() if name in log.copied}
+        return log
+
+    def feed(self, lines: str) -> list:
+        """Read more of the log (whole lines); returns the files it says were copied and
+        proven: rclone logs the proof of a file before it logs the file copied."""
+        arrived = []
+        for line in lines.splitlines():
             if not line.startswith("{"):
                 continue
             try:
@@ -179,18 +217,158 @@ class CopyLog:
                 continue
             if message.startswith("corrupted on transfer"):
                 if '""' not in message:
-                    log.corrupted[name] = message
+                    self.corrupted[name] = message
             elif message.startswith("Destination found in --compare-dest"):
-                log.in_place.add(name)
+                self.in_place.add(name)
             elif "Copied (" in message:
-                log.copied.add(name)
+                self.copied.add(name)
+                if name in self.proven and name not in self.corrupted:
+                    arrived.append(name)
             elif entry.get("level") == "debug" and message.endswith(" OK") and " = " in message:
-                log.proven[name] = message[:-3]
-        for name in log.corrupted:
-            log.copied.discard(name)
-            log.proven.pop(name, None)
-        log.proven = {name: proof for name, proof in log.proven.items() if name in log.copied}
-        return log
+                self.proven[name] = message[:-3]
+        return arrived
+
+
+class Daemon:
+    """One `rclone rcd` on 127.0.0.1, called over one kept-alive HTTP connection: one process
+    and one pool of open connections to the remote for many small operations (an SFTP session
+    costs a handshake; a process, its start). Its password is random and reaches it in its
+    environment, which only its user and root can read, not on its command line. Called from
+    one thread at a time."""
+
+    def __init__(self, rclone: Rclone):
+        self.timeout_s = max(rclone.timeout_s, 60) + rclone.timeout_s
+        password = secrets.token_urlsafe(24)
+        # Without NOTIFY_SOCKET: rcd would tell systemd it is ready, as if it were the service.
+        self.job = rclone.start("rcd", "--rc-addr", "127.0.0.1:0", log="NOTICE",
+                                env={"RCLONE_RC_USER": "edge", "RCLONE_RC_PASS": password, "NOTIFY_SOCKET": None})
+        # Imported here, once rcd starts, not when edge does: it costs milliseconds at every start.
+        import http.client
+
+        self._http = http.client
+        self._headers = {"Content-Type": "application/json",
+                         "Authorization": "Basic " + base64.b64encode(f"edge:{password}".encode()).decode()}
+        self._start_s = rclone.timeout_s
+        self._port: Optional[int] = None
+        self._failed: Optional[str] = None
+        self._heard = ""
+        self._connection = None
+
+    def call(self, method: str, **params) -> dict:
+        """One rc call (e.g. ``operations/movefile``); a failure raises SyncFailed with rclone's words."""
+        body = json.dumps(params).encode()
+        reused = self._connection is not None
+        if self._connection is None:
+            self._connection = self._http.HTTPConnection("127.0.0.1", self._address(), timeout=self.timeout_s)
+        try:
+            self._connection.request("POST", f"/{method}", body, self._headers)
+            response = self._connection.getresponse()
+            answer = response.read()
+        except (OSError, self._http.HTTPException) as exc:
+            self._connection.close()
+            self._connection = None
+            if reused and isinstance(exc, (self._http.RemoteDisconnected, ConnectionResetError, BrokenPipeError)):
+                return self.call(method, **params)  # rcd closed the idle connection: once more on a new one
+            raise SyncFailed(f"rclone rcd: {method}: {exc}") from None
+        try:
+            result = json.loads(answer)
+        except ValueError:
+            result = None
+        if response.status != 200 or not isinstance(result, dict):
+            reason = result.get("error") if isinstance(result, dict) else None
+            raise SyncFailed(reason or f"rclone rcd: {method} failed ({response.status})")
+        return result
+
+    def _address(self) -> int:
+        deadline = time.monotonic() + self._start_s
+        while self._port is None and self._failed is None:
+            self._heard += self.job.tail()
+            found = re.search(r"Serving remote control on http://127\.0\.0\.1:(\d+)/", self._heard)
+            if found:
+                self._port = int(found.group(1))
+            elif self.job.wait_at_most(0.01) or time.monotonic() > deadline:
+                self.job.stop()
+                self._failed = rclone_error(self._heard) or "rclone rcd did not start"
+        if self._failed is not None:
+            raise SyncFailed(self._failed)
+        return self._port
+
+
+class Mover:
+    """Renames files from one folder of a remote to another, one at a time in the order they
+    are given, through a :class:`Daemon` in a thread of its own: the caller hands over each
+    file as soon as it may move and goes on. The first failure stops it; nothing after it moves."""
+
+    def __init__(self, daemon: Daemon, source: str, destination: str):
+        # One root for both folders: one connection serves both ends of every rename.
+        name, _, source_path = source.partition(":")
+        destination_path = destination.partition(":")[2]
+        root = posixpath.commonpath([source_path, destination_path])
+        self.daemon = daemon
+        self._root = f"{name}:{root}"
+        self._source = posixpath.relpath(source_path, root or ".")
+        self._destination = posixpath.relpath(destination_path, root or ".")
+        self.moved: list = []
+        self.error: Optional[str] = None
+        self._features: dict = {}
+        self._features_error: Optional[str] = None
+        self._asked = threading.Event()
+        self._abandoned = False
+        self._queue: queue.Queue = queue.Queue()
+        self._thread = threading.Thread(target=self._work, name="edge-sync-mover", daemon=True)
+        self._thread.start()
+
+    def features(self) -> dict:
+        """The backend's features as `rclone backend features` gives them (``Hashes``,
+        ``Precision``...), asked when the mover connected."""
+        self._asked.wait()
+        if self._features_error is not None:
+            raise SyncFailed(self._features_error)
+        return self._features
+
+    def move(self, names: list) -> None:
+        for name in names:
+            self._queue.put(name)
+
+    def finish(self) -> Optional[str]:
+        """Wait until everything handed over moved (or the first failure); returns why it
+        failed, or None. The source folders it emptied are removed."""
+        self._queue.put(None)
+        self._thread.join()
+        # Folder by folder, not `operations/rmdirs`, which walks the whole source first.
+        for folder in sorted({posixpath.dirname(name) for name in self.moved} - {""}, reverse=True):
+            try:
+                self.daemon.call("operations/rmdir", fs=self._root, remote=posixpath.join(self._source, folder))
+            except SyncFailed:
+                pass  # not empty (a copy that failed to verify waits there), or gone
+        return self.error
+
+    def close(self) -> None:
+        """Stop without moving what is still waiting (a run that failed)."""
+        self._abandoned = True
+        self._queue.put(None)
+        self._thread.join()
+
+    def _work(self) -> None:
+        try:
+            # Connects while the caller still has nothing to move.
+            self._features = self.daemon.call("operations/fsinfo", fs=self._root)
+        except SyncFailed as exc:
+            self._features_error = str(exc)
+        finally:
+            self._asked.set()
+        while (name := self._queue.get()) is not None:
+            if self.error is not None or self._abandoned:
+                continue
+            try:
+                # Like `rclone move --ignore-times`: a file already there is replaced.
+                self.daemon.call("operations/movefile", srcFs=self._root, dstFs=self._root,
+                                 srcRemote=posixpath.join(self._source, name),
+                                 dstRemote=posixpath.join(self._destination, name),
+                                 _config={"IgnoreTimes": True})
+                self.moved.append(name)
+            except SyncFailed as exc:
+                self.error = str(exc)
 
 
 def isotime(ns: int) -> str:
@@ -263,6 +441,12 @@ def _split_log_line(line: str) -> tuple:
                 return parts[0], level, rest[len(level):].lstrip(" :").strip()
         return parts[0], "", rest.strip()
     return "", "", line.strip()
+
+
+def _environment(changes: dict) -> dict:
+    """This process's environment with ``changes`` (a None value removes the variable)."""
+    merged = {**os.environ, **changes}
+    return {key: value for key, value in merged.items() if value is not None}
 
 
 def _die_with_parent() -> None:

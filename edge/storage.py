@@ -26,9 +26,7 @@ import struct
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Optional, Protocol
-
-import numpy as np
+from typing import TYPE_CHECKING, Optional, Protocol
 
 from .encryption import AGE_WAV_EXTENSION, age_wav_samples, interrupted_age_wav_samples
 from .errors import EdgeError
@@ -36,6 +34,9 @@ from .card import CARD_STATE, SEGMENT_NAME, CardState, migrate_card, next_seq, r
 from .manifest import (MANIFEST, append_manifest, day_folders, fsync_dir, iter_segments,  # noqa: F401
                        manifest_path, manifest_segments, read_deletions, read_manifest, repair_manifest,
                        rewrite_manifest, write_json_atomically, write_lines_atomically)
+
+if TYPE_CHECKING:  # numpy is not needed to read or copy the card (`edge sync` starts without it)
+    import numpy as np
 
 log = logging.getLogger(__name__)
 
@@ -328,7 +329,7 @@ class SegmentWriter:
     def append(self, samples: np.ndarray) -> None:
         """Add audio to the open segment, making it durable every fsync interval."""
         try:
-            self._file.write(np.asarray(samples, dtype="<i2").tobytes())
+            self._file.write(samples.astype("<i2", copy=False).tobytes())
             self._samples += len(samples)
             self._unsynced += len(samples)
             if self._unsynced >= self.fsync_interval:

@@ -30,7 +30,11 @@ from the card once and has the remote hash each copy once:
 
 What is synced lives in ``sync-state.json`` beside the manifest, replaced atomically and
 fsynced like every other file the recorder writes; losing it (or a run stopped between the
-move and the record) costs a verification in place, not a copy. Only finished segments
+move and the record) costs a verification in place, not a copy. A run that changes nothing in
+it (the timer's run every 15 minutes with nothing new to send) does not rewrite it: the card
+is not worn for a timestamp. Every run's time and outcome go to ``sync-run.json`` beside the
+daemon's status, in memory (/run/edge-recorder); after a reboot `edge status` falls back on
+the card's, the time of the last run that changed something. Only finished segments
 (listed in the manifest) are ever sent, never a ``.part``. Nothing here needs the content of
 the recordings beyond its bytes: encrypted segments leave as the ciphertext they are on the
 card.
@@ -53,18 +57,23 @@ from datetime import datetime
 from pathlib import Path
 from typing import Iterator, Optional
 
-from .config import Settings, SyncSettings, add_config_argument, device_name, load_config, resolve_data_path
+from .config import (Settings, SyncSettings, add_config_argument, device_name, load_config, resolve_data_path,
+                     resolve_runtime_path)
 from .entries import checked_segments
 from .errors import EdgeError
 from .export import SUMS, hash_from_medium, merge_manifest, remove_segments, sha256sums
 from .manifest import is_tombstone, line_entries
 from .notify import ServiceNotifier
-from .rclone import NOT_FOUND, CopyLog, Job, Rclone, SyncFailed, isotime, listed, rclone_error, same_time
+from .rclone import NOT_FOUND, CopyLog, Job, Mover, Rclone, SyncFailed, isotime, listed, rclone_error, same_time
 from .storage import MANIFEST, iter_segments, safe_name, write_json_atomically
 
 log = logging.getLogger(__name__)
 
 SYNC_STATE = "sync-state.json"
+SYNC_RUN = "sync-run.json"
+"""The last run's time and outcome, in memory beside the daemon's status (not on the card)."""
+RUN_FIELDS = ("last_success", "last_attempt")
+"""What changes at every run: not worth a write to the card on its own."""
 SYNC_LOCK = "sync.lock"
 STAGING = ".incoming"
 INDEX = (MANIFEST, SUMS)
@@ -191,32 +200,42 @@ class RemoteSync:
     """Brings one recordings folder's finished segments to an rclone remote, verified."""
 
     def __init__(self, recordings_dir: Path, remote: str, rclone: Rclone, delete_after_verified: bool = False,
-                 out=None):
+                 out=None, run_record: Optional[Path] = None):
         self.root = Path(recordings_dir)
         self.remote, self.staging = split_remote(remote)
         self.rclone = rclone
         self.delete = delete_after_verified
+        self.run_record = run_record
+        """Where each run's time and outcome are published (``sync-run.json``), or None."""
         self.out = out or sys.stdout
         self._backend: Optional[dict] = None
-        """`rclone backend features` of the remote, once asked in a run."""
+        """The remote's backend features (hashes, time precision), once asked in a run."""
         self._index: dict = {}
         """name -> SHA-256 of the manifest and SHA256SUMS being sent."""
+        self._mover: Optional[Mover] = None
+        """Moves what is staged into place, as soon as it is proven, over one `rclone rcd`."""
+        self._handed: set = set()
+        """What the mover was given to move in this run."""
 
     def run(self, dry_run: bool = False) -> SyncReport:
         self.rclone.check_ready()
         with _sync_lock(self.root):
             state = SyncState.load(self.root)
+            on_card = _lasting(self._on_card())
             if state.remote != self.remote:
                 state = SyncState(remote=self.remote, last_success=None)
             report = SyncReport()
+            self._mover, self._handed = None, set()
             try:
                 self._sync(state, report, dry_run)
             except SyncFailed as exc:
                 report.error = str(exc)
             finally:
+                if self._mover is not None:
+                    self._mover.close()
                 self.rclone.stop()
             if not dry_run:
-                self._record(state, report)
+                self._record(state, report, on_card)
             return report
 
     def _sync(self, state: SyncState, report: SyncReport, dry_run: bool) -> None:
@@ -226,21 +245,23 @@ class RemoteSync:
         for name in list(state.synced):
             if name not in local:
                 del state.synced[name]
-        listing = self._start_listing()
         waiting = [name for name in local if name not in state.synced]
         unlisted = [name for name, record in state.synced.items() if not record["listed"]]
         if dry_run:
+            listing = self._start_listing()
             self._forget_changed(state, listed(listing.result()))
             pending = [name for name in local if name not in state.synced]
             self._count_waiting(report, pending, sizes)
             for name in pending:
                 self.out.write(f"would copy {name} ({_mb(sizes[name])})\n")
             return
-        # What waits goes up at once, beside the listing, the remote manifest and the backend's
-        # features; the card check reads it meanwhile.
+        # What waits goes up at once, beside the listing, the remote manifest and the mover
+        # (which connects and asks the backend's features); the card check reads it meanwhile.
         copies = [(waiting, self._start_copy(waiting, str(self.root), transfer=True))] if waiting else []
+        listing = self._start_listing()
+        if waiting:
+            self._moving()
         existing = self._start_cat() if waiting or unlisted else None
-        features = self.rclone.start("backend", "features", self.remote) if waiting else None
         card = CardCheck(self.root, local, report.problems)
         card.check(waiting, until=listing.done)
         remote_files = listed(listing.result())
@@ -254,7 +275,7 @@ class RemoteSync:
         if not pending and not unlisted:
             return
         existing = existing or self._start_cat()
-        features = features or self.rclone.start("backend", "features", self.remote)
+        self._moving()
         card.check(pending)
         # The manifest goes up while the segments do, listing every one whose card check
         # passed; it is sent again only if one of them does not arrive.
@@ -269,7 +290,7 @@ class RemoteSync:
             copy_error = copy_error or reason
         # Found in place with the card's size and time (a lost state file, a run stopped
         # before it recorded them): verified where they are, sent again only if that fails.
-        good = self._verify_in_place(in_place, features)
+        good = self._verify_in_place(in_place)
         if len(good) < len(in_place):
             resent, reason = self._collect(self._start_copy([n for n in in_place if n not in good], str(self.root),
                                                             transfer=True, replace=True),
@@ -287,7 +308,7 @@ class RemoteSync:
                 index.stop()
                 index = self._stage_index(lines, unlisted + new, local)
             self._place(index, [n for n in new if n in staged], state, local, sizes, remote_files, unlisted,
-                        [n for n in new if n in good], features)
+                        [n for n in new if n in good])
         except SyncFailed:
             if copy_error:
                 raise SyncFailed(copy_error) from None  # a full remote fails both: the first says why
@@ -331,6 +352,7 @@ class RemoteSync:
         """What a segment copy did: the copies it staged proven equal to the card (by rclone's
         own hash comparison or, where the backend keeps no hash, by downloading them), those
         it found in place, and why it failed (or None)."""
+        self._move_as_proven(copy, card)
         result = copy.result()
         sent = CopyLog.parse(result.stderr)
         sound = set(card.sound(names))
@@ -353,12 +375,32 @@ class RemoteSync:
             reason = self._explain_copy_failure(reason, missing, sizes)  # the remote answers: full?
         return outcome, reason
 
-    def _verify_in_place(self, names: list, features: Job) -> list:
+    def _moving(self) -> Mover:
+        if self._mover is None:
+            self._mover = Mover(self.rclone.start_daemon(), self.staging, self.remote)
+        return self._mover
+
+    def _move_as_proven(self, copy: Job, card: "CardCheck") -> None:
+        """While ``copy`` runs, hand each segment it staged to the mover as soon as its log
+        proves the copy equal to what was read from the card and the card check passed it:
+        by the time the copy ends, most of what it sent is in place."""
+        if self._mover is None:
+            return
+        log = CopyLog()
+        while True:
+            ended = copy.wait_at_most(0.05)
+            arrived = [name for name in log.feed(copy.tail()) if card.sound([name])]
+            self._mover.move(arrived)
+            self._handed.update(arrived)
+            if ended:
+                return
+
+    def _verify_in_place(self, names: list) -> list:
         """Among segments found on the remote under their final names, those equal to the card
         (`rclone check`: by hash where the backend keeps one, else by downloading them)."""
         if not names:
             return []
-        by = [] if self._features(features).get("Hashes") else ["--download"]
+        by = [] if self._features().get("Hashes") else ["--download"]
         result = self.rclone.run("check", "--one-way", "--combined", "-", *by,
                                  "--files-from", self._list_file(names), str(self.root), self.remote, allow=(1,))
         marks = dict(reversed(line.split(" ", 1)) for line in result.stdout.splitlines() if " " in line)
@@ -366,9 +408,9 @@ class RemoteSync:
             raise SyncFailed(rclone_error(result.stderr) or "the remote failed while verifying")
         return [n for n in names if marks.get(n) == "="]
 
-    def _features(self, features: Job) -> dict:
+    def _features(self) -> dict:
         if self._backend is None:
-            self._backend = json.loads(features.result().stdout)
+            self._backend = self._moving().features()
         return self._backend
 
     def _verify_by_download(self, names: list, expected: dict) -> tuple:
@@ -416,7 +458,7 @@ class RemoteSync:
         return self._start_copy(list(INDEX), str(folder))
 
     def _place(self, index: Job, staged: list, state: SyncState, local: dict, sizes: dict, remote_files: dict,
-               unlisted: list, good: list, features: Job) -> None:
+               unlisted: list, good: list) -> None:
         """Verify the staged manifest, move the staged segments into place and the manifest
         after them (one rclone, in name order, one file at a time), and record what is synced."""
         result = index.result()
@@ -426,16 +468,13 @@ class RemoteSync:
             == len(INDEX)
         error = None if index_ok else (rclone_error(result.stderr) or f"the copy of {MANIFEST} on the remote "
                                        "does not match, sent again next run")
-        # Segment paths start with their day's digits, which sort before both index names.
-        moving = staged + (list(INDEX) if index_ok else [])
-        if moving:
-            try:
-                self.rclone.run("move", "--files-from", self._list_file(moving), "--ignore-times", "--check-first",
-                                "--order-by", "name", "--transfers", "1", "--delete-empty-src-dirs",
-                                self.staging, self.remote)
-            except SyncFailed as exc:
-                error = str(exc)
-        placed = self._placed(staged, sizes, features) if error is None else listed(self._start_listing().result())
+        # The manifest and SHA256SUMS move after every segment they list, one at a time.
+        moving = [name for name in staged if name not in self._handed] + (list(INDEX) if index_ok else [])
+        if moving or self._handed:
+            mover = self._moving()
+            mover.move(moving)
+            error = mover.finish() or error
+        placed = self._placed(staged, sizes) if error is None else listed(self._start_listing().result())
         for name, there in [(n, remote_files.get(n)) for n in good] + [(n, placed.get(n)) for n in staged]:
             if there is not None:
                 state.synced[name] = {"sha256": local[name]["sha256"], "size": there[0], "modtime": there[1],
@@ -448,13 +487,13 @@ class RemoteSync:
         if error:
             raise SyncFailed(error)
 
-    def _placed(self, staged: list, sizes: dict, features: Job) -> dict:
+    def _placed(self, staged: list, sizes: dict) -> dict:
         """name -> (size, modtime) of the segments just moved into place, as the remote will list
         them: rclone gave each the card's modification time (at the remote's precision) and a
         rename keeps it. Where the backend keeps no times, the remote is listed again."""
         if not staged:
             return {}
-        precision_ns = self._features(features).get("Precision") or 0
+        precision_ns = self._features().get("Precision") or 0
         if not 0 < precision_ns <= 1_000_000_000:
             return listed(self._start_listing().result())
         placed = {}
@@ -475,14 +514,30 @@ class RemoteSync:
         report.waiting = len(names)
         report.waiting_bytes = sum(sizes[n] for n in names)
 
-    def _record(self, state: SyncState, report: SyncReport) -> None:
+    def _record(self, state: SyncState, report: SyncReport, on_card: Optional[dict]) -> None:
+        """Rewrite the state on the card if this run changed it (``on_card``: as it was before,
+        without the run's time); publish the run's time and outcome in memory."""
         now = datetime.now().astimezone().isoformat(timespec="seconds")
         state.last_attempt = now
         state.last_error = report.error or (report.problems[-1] if report.problems else None)
         if report.ok and report.waiting == 0:
             state.last_success = now
         state.waiting, state.waiting_bytes = report.waiting, report.waiting_bytes
-        state.save(self.root)
+        if _lasting(asdict(state)) != on_card:
+            state.save(self.root)
+        if self.run_record is not None:
+            try:
+                write_json_atomically(self.run_record, {"remote": self.remote, "last_attempt": now,
+                                                        "last_success": state.last_success,
+                                                        "last_error": state.last_error})
+            except OSError as exc:  # no /run/edge-recorder (the recorder has not run since boot)
+                log.debug("%s: cannot publish the run (%s)", self.run_record, exc.strerror)
+
+    def _on_card(self) -> Optional[dict]:
+        try:
+            return json.loads((self.root / SYNC_STATE).read_text())
+        except (OSError, ValueError):
+            return None
 
     def _list_file(self, names: list) -> str:
         """A --files-from list, kept for the life of this process."""
@@ -578,6 +633,11 @@ def _sync_lock(folder: Path) -> Iterator[None]:
         _remove_list_files()
 
 
+def _lasting(state: Optional[dict]) -> Optional[dict]:
+    """A state without what every run changes: what is worth writing to the card."""
+    return None if not isinstance(state, dict) else {k: v for k, v in state.items() if k not in RUN_FIELDS}
+
+
 def _size(path: Path) -> int:
     try:
         return path.stat().st_size
@@ -605,9 +665,26 @@ def status_lines(settings: Settings) -> list:
         count, size = backlog(root, state)
     except PermissionError:
         raise EdgeError(f"{root}: permission denied (the recordings are private: sudo edge status)") from None
-    return [f"last sync:      {state.last_success or 'never'} to {configured_remote(settings)}",
+    remote = configured_remote(settings)
+    run = last_run(settings, split_remote(remote)[0])
+    last_success, last_error = run.get("last_success", state.last_success), run.get("last_error", state.last_error)
+    return [f"last sync:      {last_success or 'never'} to {remote}",
             f"waiting:        {count} segments ({_mb(size)})",
-            f"sync problem:   {state.last_error or 'none'}"]
+            f"sync problem:   {last_error or 'none'}"]
+
+
+def run_record_path(settings: Settings) -> Path:
+    return resolve_runtime_path(settings.service.status_file).with_name(SYNC_RUN)
+
+
+def last_run(settings: Settings, remote: str) -> dict:
+    """The last run's ``sync-run.json`` (empty when there is none since boot, or it was to
+    another remote)."""
+    try:
+        run = json.loads(run_record_path(settings).read_text())
+    except (OSError, ValueError):
+        return {}
+    return run if isinstance(run, dict) and run.get("remote") == remote else {}
 
 
 def add_command(subparsers) -> None:
@@ -627,7 +704,8 @@ def run_sync_command(args: argparse.Namespace) -> int:
     settings = load_config(args.config)
     remote = configured_remote(settings)
     sync = RemoteSync(resolve_data_path(settings.storage.recordings_dir), remote, make_rclone(settings.sync),
-                      delete_after_verified=settings.sync.delete_after_verified)
+                      delete_after_verified=settings.sync.delete_after_verified,
+                      run_record=run_record_path(settings))
     notifier = ServiceNotifier()
     try:
         report = last = sync.run(dry_run=args.dry_run)

@@ -15,6 +15,7 @@ import io
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -580,3 +581,35 @@ def test_damaged_manifest_lines_on_the_card_and_the_remote_are_one_line_each(tmp
     assert f"/manifest.jsonl:{len(SECONDS) + 1}: skipped, expected a JSON object, got list" in err
     assert "2 uploaded" in out
     assert_remote_matches(remote, entries)
+
+
+@pytest.mark.skipif(shutil.which("rclone") is None, reason="rclone is not installed")
+def test_an_idle_run_writes_nothing_to_the_card_and_status_still_shows_it(tmp_path, recordings, capsys):
+    """The timer's run every 15 minutes with nothing new to send: sync-state.json keeps its
+    inode and time; the run's time reaches `edge status` from memory (sync-run.json), and after
+    a reboot (that file gone) the card's time of the last run that changed something."""
+    (tmp_path / "rclone.conf").write_text("[disk]\ntype = local\n")
+    remote = Remote("local", None, tmp_path / "rclone.conf", f"disk:{tmp_path}/nas/recordings/{{device}}",
+                    tmp_path / "nas" / "recordings" / DEVICE)
+    config = write_config(tmp_path, recordings, remote)
+    publish_status(tmp_path / "status.json", RecorderStatus(since="2026-11-24T09:00:00+01:00", pid=os.getpid(),
+                                                            updated=datetime.now().astimezone().isoformat()))
+    assert edge(capsys, "sync", "--once", "--config", str(config))[0] == 0
+    assert_remote_matches(remote, read_manifest(recordings / "manifest.jsonl"))
+    state = recordings / SYNC_STATE
+    written = state.stat()
+    card_success = SyncState.load(recordings).last_success
+    run_record = tmp_path / "sync-run.json"
+    run_record.unlink()
+
+    code, out, err = edge(capsys, "sync", "--once", "--config", str(config))
+    assert code == 0 and "0 uploaded" in out, err
+    assert (state.stat().st_ino, state.stat().st_mtime_ns) == (written.st_ino, written.st_mtime_ns)
+    run = json.loads(run_record.read_text())
+    assert run["last_error"] is None and run["last_success"] == run["last_attempt"]
+    out = edge(capsys, "status", "--config", str(config))[1]
+    assert f"last sync:      {run['last_success']} to " in out and "sync problem:   none" in out
+
+    run_record.unlink()  # a reboot empties /run
+    out = edge(capsys, "status", "--config", str(config))[1]
+    assert f"last sync:      {card_success} to " in out
