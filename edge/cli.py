@@ -11,7 +11,7 @@ import threading
 from pathlib import Path
 from typing import Optional
 
-from . import __version__, controls, decrypt, detector, doctor, export, plot, sync
+from . import __version__, controls, decrypt, detector, doctor, export, listing, plot, sync
 from .audio import CaptureError, MicrophoneSource, WavFileSource, describe_devices
 from .config import add_config_argument, load_config, resolve_data_path, resolve_runtime_path
 from .errors import DEVICE_MODULES, EdgeError, missing_device_module, permission_denied
@@ -117,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
         "led-off", help="switch the LED off: dark means the recorder is not running"))
     led_off.set_defaults(func=led_off_command)
 
-    for module in (detector, doctor, export, plot, decrypt, sync, controls):
+    for module in (detector, doctor, export, listing, plot, decrypt, sync, controls):
         module.add_command(sub)
     return parser
 
