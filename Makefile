@@ -9,7 +9,7 @@ DEB_PACKAGES := portaudio19-dev python3-venv python3-dev gcc alsa-utils age
 TEST_DEB_PACKAGES := openssh-server openssh-client rclone strace
 SILERO_PIN := silero-vad==6.2.3
 
-.PHONY: deb test-deb venv test fuzz run demo model bench bench-arm bench-sync bench-scaling bench-wear soak install uninstall clean lazyfs mutate check-targets vm-test
+.PHONY: deb test-deb venv test fuzz run demo model bench bench-arm bench-sync bench-scaling bench-office bench-wear soak install uninstall clean lazyfs mutate check-targets vm-test
 SOAK_CUTS ?= 200
 MUTATE_JOBS ?= 1
 LAZYFS_DIR ?= /var/tmp/edge-lazyfs
@@ -130,12 +130,19 @@ bench: venv
 	$(BIN)/python -m bench $(BENCH_ARGS)
 	$(MAKE) --no-print-directory bench-sync
 	$(MAKE) --no-print-directory bench-scaling
+	$(MAKE) --no-print-directory bench-office
 	$(MAKE) --no-print-directory bench-wear
 
 # What the card's history costs: a day, a month and a year of segments, this version beside
 # the last one with a single manifest.jsonl (docs/card-layout.md).
 bench-scaling: venv
 	$(BIN)/python -m bench.scaling $(BENCH_SCALING_ARGS)
+
+# The office side: `edge list DIR` over 1 and 100 devices with a day, a month and a year each,
+# the catalogue's first build, a warm run and one after a new day, beside the plain reader
+# (docs/card-layout.md). The 100-device year takes about half an hour on a small machine.
+bench-office: venv
+	$(BIN)/python -m bench.office $(BENCH_OFFICE_ARGS)
 
 # What the recorder writes to the SD card per hour (silence, a lesson, no microphone) beside
 # a stopped recorder, on a loop-mounted ext4 card, about 22 minutes; as root.

@@ -14,7 +14,8 @@ least of its rounds (what the code costs when the machine lets it run), memory t
 - sweep: the first retention sweep after start and a steady one (the median of 5 in a row,
   each the mean of 1000 when a sweep takes microseconds), with ``keep_days`` null ("off") and
   with a ``keep_days`` nothing has reached yet ("on");
-- list: wall time and peak memory of `edge list DIR` (one device, the office side), once.
+- list: wall time and peak memory of `edge list DIR` (one device, the office side), once:
+  the catalogue's first build (bench.office measures the office side further).
 
 "before" is the code at BASELINE (the last commit with a single manifest.jsonl), extracted
 with `git archive` into a temporary folder, given the same history in its own layout; it is
@@ -162,7 +163,9 @@ elif what == "list":
 
 
 def measure(code_root: Path, what: str, root: Path, *args: str) -> dict:
-    env = {**os.environ, "PYTHONPATH": str(code_root)}
+    # `edge list DIR` keeps a catalogue in the user's cache folder: here one beside the card,
+    # so that the list figure is its first build, as it is for a card just copied off.
+    env = {**os.environ, "PYTHONPATH": str(code_root), "XDG_CACHE_HOME": f"{root}-cache"}
     done = subprocess.run([sys.executable, "-c", CHILD, what, str(root), *args], env=env, cwd=code_root,
                           capture_output=True, text=True, check=False)
     if done.returncode != 0:

@@ -19,7 +19,7 @@ from .indicator import GPIO_CHIPS, make_indicator
 from .logs import setup_logging
 from .notify import ServiceNotifier, watchdog_interval
 
-COMMAND_MODULES = ("detector", "doctor", "export", "plot", "decrypt", "sync", "controls")
+COMMAND_MODULES = ("detector", "doctor", "export", "listing", "plot", "decrypt", "sync", "controls")
 """The modules that add commands of their own (``add_command``), in the order help lists them."""
 STANDALONE = {"sync": "sync"}
 """Commands whose module is all they import: `edge sync`, started by a timer every hour, is

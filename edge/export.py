@@ -1,4 +1,4 @@
-"""Copying recordings off the card: `edge export DEST` and `edge list`.
+"""Copying recordings off the card: `edge export DEST` (`edge list` is in edge.listing).
 
 Segments go to ``DEST/<device>/`` in the same date folders as on the card, beside a merged
 ``manifest.jsonl`` and a ``SHA256SUMS`` that ``sha256sum -c`` accepts. Every file is written
@@ -20,7 +20,6 @@ except ImportError:  # Windows: only the office commands (list, decrypt) run the
     fcntl = None
 
 import argparse
-import csv
 import errno
 import hashlib
 import json
@@ -39,7 +38,7 @@ from .entries import checked_entry, checked_segments
 from .errors import EdgeError
 from .indicator import LedPattern
 from .card import retire_day
-from .manifest import DAY_FOLDER, card_manifests, is_tombstone, manifest_entries, manifest_path
+from .manifest import is_tombstone, manifest_entries, manifest_path
 from .storage import (MANIFEST, fsync_dir, read_manifest, rewrite_manifest, safe_name,
                       write_json_atomically, write_lines_atomically)
 
@@ -469,7 +468,7 @@ def export_led_pattern(path: Path, now: datetime) -> Optional[LedPattern]:
 
 
 def add_command(subparsers) -> None:
-    """Register `edge export` and `edge list`."""
+    """Register `edge export`."""
     export = subparsers.add_parser(
         "export", help="copy recordings to a folder or USB stick, verified",
         description="Copy segments and their manifest lines to DEST/<device>/, verify every copy "
@@ -484,16 +483,6 @@ def add_command(subparsers) -> None:
                              "true; export.move decides whether originals are deleted")
     add_config_argument(export)
     export.set_defaults(func=run_export_command)
-
-    listing = subparsers.add_parser("list", help="list the recorded segments",
-                                    description="Show the segments on the card, or with DIR... those of "
-                                                "many devices' folders merged (a copy, a NAS share, an "
-                                                "rclone mount): a table, or CSV for a spreadsheet.")
-    listing.add_argument("dirs", nargs="*", type=Path, metavar="DIR",
-                         help="a device's folder (with manifest.jsonl) or a folder of such folders")
-    listing.add_argument("--csv", action="store_true", help="comma-separated values on stdout")
-    add_config_argument(listing)
-    listing.set_defaults(func=run_list_command)
 
 
 def run_export_command(args: argparse.Namespace) -> int:
@@ -516,98 +505,6 @@ def run_export_command(args: argparse.Namespace) -> int:
               file=sys.stderr)
     print(report.summary(exporter.target))
     return 0 if report.ok else 1
-
-
-LIST_COLUMNS = ("file", "start", "duration_s", "prob_mean", "prob_max", "recovered")
-
-
-def run_list_command(args: argparse.Namespace) -> int:
-    if args.dirs:
-        columns = ("device",) + LIST_COLUMNS
-        rows = [[_device(folder, entry)] + _list_row(entry) for folder, entry in merged_segments(args.dirs)]
-    else:
-        settings = load_config(args.config)
-        columns = LIST_COLUMNS
-        rows = [_list_row(entry) for entry in checked_segments(resolve_data_path(settings.storage.recordings_dir))]
-    if args.csv:
-        writer = csv.writer(sys.stdout)
-        writer.writerow(columns)
-        writer.writerows(rows)
-    else:
-        _print_table(columns, rows)
-    return 0
-
-
-def device_folders(dirs: list) -> list:
-    """The device folders (holding a manifest.jsonl) that ``dirs`` name or contain."""
-    folders = []
-    for folder in dirs:
-        try:
-            if not folder.is_dir():
-                raise EdgeError(f"{folder}: no such folder")
-        except PermissionError:
-            raise EdgeError(f"{folder}: permission denied") from None
-        # A card's day folders hold its manifests: they are not devices of their own.
-        candidates = [folder] + sorted(sub for sub in _listing(folder)
-                                       if not sub.name.startswith(".") and not DAY_FOLDER.match(sub.name))
-        folders += [candidate for candidate in candidates if _has_manifest(candidate)]
-    if not folders:
-        raise EdgeError(f"{', '.join(map(str, dirs))}: no {MANIFEST} here nor in a folder one level down")
-    return folders
-
-
-def _listing(folder: Path) -> list:
-    try:
-        return [sub for sub in folder.iterdir() if sub.is_dir()]
-    except PermissionError:
-        raise EdgeError(f"{folder}: permission denied") from None
-
-
-def _has_manifest(folder: Path) -> bool:
-    """A card's or a copy's folder: a manifest.jsonl, or day folders that have one."""
-    try:
-        return bool(card_manifests(folder))
-    except PermissionError:
-        raise EdgeError(f"{folder}: permission denied") from None
-
-
-def merged_segments(dirs: list) -> list:
-    """(device folder, entry) of every segment present in the folders, by start time."""
-    found = []
-    for folder in device_folders(dirs):
-        try:
-            found += [(folder, entry) for entry in checked_segments(folder)]
-        except PermissionError:
-            raise EdgeError(f"{folder}: permission denied") from None
-    return sorted(found, key=lambda pair: (datetime.fromisoformat(pair[1]["start"]), pair[0].name, pair[1]["seq"]))
-
-
-def _device(folder: Path, entry: dict) -> str:
-    """The device that recorded a segment, as its manifest says (a folder may be renamed);
-    the folder's name for an entry without one."""
-    device = entry.get("device")
-    return device if isinstance(device, str) and device else folder.name
-
-
-def _list_row(entry: dict) -> list:
-    # Spreadsheets read "2026-11-24 09:30:12" as a date and time, not an ISO string with an
-    # offset; the manifest keeps the exact time.
-    start = datetime.fromisoformat(entry["start"]).strftime("%Y-%m-%d %H:%M:%S")
-    return [entry["file"], start, f"{entry['duration_s']:.3f}", _probability(entry["prob_mean"]),
-            _probability(entry["prob_max"]), "yes" if entry.get("recovered") else "no"]
-
-
-def _probability(value: Optional[float]) -> str:
-    return "" if value is None else f"{value:.3f}"
-
-
-def _print_table(columns: tuple, rows: list) -> None:
-    widths = [max([len(column)] + [len(row[i]) for row in rows]) for i, column in enumerate(columns)]
-    for row in [list(columns)] + rows:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
-    duration = columns.index("duration_s")
-    seconds = round(sum(float(row[duration]) for row in rows))
-    print(f"{len(rows)} segments, {seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d} of speech")
 
 
 def _day(text: str) -> date:

@@ -102,6 +102,12 @@ def no_installed_config(monkeypatch, tmp_path):
     monkeypatch.setattr(edge.config, "SYSTEM_CONFIG", tmp_path / "not-installed" / "edge.yaml")
 
 
+@pytest.fixture(autouse=True)
+def own_catalogue(monkeypatch, tmp_path):
+    """`edge list DIR` keeps its catalogue in the user's cache folder: the test's, not ours."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
+
 @pytest.fixture(scope="session")
 def lesson() -> np.ndarray:
     return read_wav_16k(LESSON_WAV)

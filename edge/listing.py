@@ -1,0 +1,147 @@
+"""`edge list`: the segments of the card, or of many devices' folders merged into one table.
+
+On the device (no DIR) the card's manifests are read as they are. In the office (`edge list
+DIR...`) the answer comes from the catalogue (edge.catalogue), which reads only what changed
+in the manifests since the last run; ``--no-catalogue`` reads every manifest instead, as
+before, and is what the catalogue's output is compared with (tests/test_catalogue.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Optional
+
+from .config import add_config_argument, load_config, resolve_data_path
+from .entries import checked_segments
+from .errors import EdgeError
+from .manifest import DAY_FOLDER, MANIFEST, card_manifests
+
+LIST_COLUMNS = ("file", "start", "duration_s", "prob_mean", "prob_max", "recovered")
+OFFICE_COLUMNS = ("device",) + LIST_COLUMNS
+
+
+def add_command(subparsers) -> None:
+    """Register `edge list`."""
+    listing = subparsers.add_parser("list", help="list the recorded segments",
+                                    description="Show the segments on the card, or with DIR... those of "
+                                                "many devices' folders merged (a copy, a NAS share, an "
+                                                "rclone mount): a table, or CSV for a spreadsheet.")
+    listing.add_argument("dirs", nargs="*", type=Path, metavar="DIR",
+                         help="a device's folder (with manifest.jsonl) or a folder of such folders")
+    listing.add_argument("--csv", action="store_true", help="comma-separated values on stdout")
+    listing.add_argument("--no-catalogue", action="store_true",
+                         help="with DIR: read every manifest instead of the catalogue in the user's "
+                              "cache folder (slow for many devices; the catalogue is left as it is)")
+    add_config_argument(listing)
+    listing.set_defaults(func=run_list_command)
+
+
+def run_list_command(args: argparse.Namespace) -> int:
+    if args.dirs and not args.no_catalogue:
+        from .catalogue import open_catalogue  # it formats its rows with list_row, below
+
+        folders = device_folders(args.dirs)
+        with open_catalogue() as catalogue:
+            catalogue.update(folders)
+            catalogue.write_listing(folders, sys.stdout, as_csv=args.csv)
+        return 0
+    if args.dirs:
+        columns = OFFICE_COLUMNS
+        rows = [[_device(folder, entry)] + list_row(entry) for folder, entry in merged_segments(args.dirs)]
+    else:
+        settings = load_config(args.config)
+        columns = LIST_COLUMNS
+        rows = [list_row(entry) for entry in checked_segments(resolve_data_path(settings.storage.recordings_dir))]
+    if args.csv:
+        writer = csv.writer(sys.stdout)
+        writer.writerow(columns)
+        writer.writerows(rows)
+    else:
+        _print_table(columns, rows)
+    return 0
+
+
+def device_folders(dirs: list) -> list:
+    """The device folders (holding a manifest.jsonl) that ``dirs`` name or contain."""
+    folders = []
+    for folder in dirs:
+        try:
+            if not folder.is_dir():
+                raise EdgeError(f"{folder}: no such folder")
+        except PermissionError:
+            raise EdgeError(f"{folder}: permission denied") from None
+        # A card's day folders hold its manifests: they are not devices of their own.
+        candidates = [folder] + sorted(sub for sub in _listing(folder)
+                                       if not sub.name.startswith(".") and not DAY_FOLDER.match(sub.name))
+        folders += [candidate for candidate in candidates if _has_manifest(candidate)]
+    if not folders:
+        raise EdgeError(f"{', '.join(map(str, dirs))}: no {MANIFEST} here nor in a folder one level down")
+    return folders
+
+
+def _listing(folder: Path) -> list:
+    try:
+        return [sub for sub in folder.iterdir() if sub.is_dir()]
+    except PermissionError:
+        raise EdgeError(f"{folder}: permission denied") from None
+
+
+def _has_manifest(folder: Path) -> bool:
+    """A card's or a copy's folder: a manifest.jsonl, or day folders that have one."""
+    try:
+        return bool(card_manifests(folder))
+    except PermissionError:
+        raise EdgeError(f"{folder}: permission denied") from None
+
+
+def merged_segments(dirs: list) -> list:
+    """(device folder, entry) of every segment present in the folders, by start time."""
+    found = []
+    for folder in device_folders(dirs):
+        try:
+            found += [(folder, entry) for entry in checked_segments(folder)]
+        except PermissionError:
+            raise EdgeError(f"{folder}: permission denied") from None
+    return sorted(found, key=lambda pair: (datetime.fromisoformat(pair[1]["start"]), pair[0].name, pair[1]["seq"]))
+
+
+def _device(folder: Path, entry: dict) -> str:
+    """The device that recorded a segment, as its manifest says (a folder may be renamed);
+    the folder's name for an entry without one."""
+    return device_cell(entry) or folder.name
+
+
+def device_cell(entry: dict) -> Optional[str]:
+    """The device a segment's line names, or None when it names none."""
+    device = entry.get("device")
+    return device if isinstance(device, str) and device else None
+
+
+def list_row(entry: dict) -> list:
+    """The cells of a segment's row after its device: what LIST_COLUMNS name."""
+    # Spreadsheets read "2026-11-24 09:30:12" as a date and time, not an ISO string with an
+    # offset; the manifest keeps the exact time.
+    start = datetime.fromisoformat(entry["start"]).strftime("%Y-%m-%d %H:%M:%S")
+    return [entry["file"], start, f"{entry['duration_s']:.3f}", _probability(entry["prob_mean"]),
+            _probability(entry["prob_max"]), "yes" if entry.get("recovered") else "no"]
+
+
+def _probability(value: Optional[float]) -> str:
+    return "" if value is None else f"{value:.3f}"
+
+
+def _print_table(columns: tuple, rows: list) -> None:
+    widths = [max([len(column)] + [len(row[i]) for row in rows]) for i, column in enumerate(columns)]
+    for row in [list(columns)] + rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+    duration = columns.index("duration_s")
+    print(speech_total(len(rows), round(sum(float(row[duration]) for row in rows))))
+
+
+def speech_total(segments: int, seconds: int) -> str:
+    """The table's last line."""
+    return f"{segments} segments, {seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d} of speech"

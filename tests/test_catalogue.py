@@ -1,0 +1,194 @@
+"""The office catalogue (edge.catalogue): `edge list DIR...` answers as the plain reader
+(`--no-catalogue`, every manifest read) does, after appends, rewrites, a lost or damaged
+catalogue file, and where the catalogue cannot be written."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from edge import manifest as manifest_module
+from bench.scaling import make_history
+from edge.catalogue import catalogue_path
+from edge.cli import main
+from edge.manifest import rewrite_manifest
+
+DAYS, PER_DAY = 3, 8
+
+
+def edge(capsys, *argv) -> tuple:
+    manifest_module._warned.clear()  # each run warns as a fresh process does
+    code = main(list(map(str, argv)))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def both(capsys, *argv) -> tuple:
+    """(catalogue's, plain reader's) (code, out, err) of `edge list ARGV`."""
+    return edge(capsys, "list", *argv), edge(capsys, "list", "--no-catalogue", *argv)
+
+
+def assert_same(capsys, office: Path) -> str:
+    """Table and CSV of the catalogue equal the plain reader's, warnings included; returns
+    the table."""
+    outputs = []
+    for argv in ((office,), ("--csv", office)):
+        catalogue, plain = both(capsys, *argv)
+        assert catalogue == plain
+        assert catalogue[0] == 0, catalogue[2]
+        outputs.append(catalogue[1])
+    return outputs[0]
+
+
+@pytest.fixture
+def office(tmp_path) -> Path:
+    """Two devices' folders, one with damaged lines, a segment whose file is gone and a line
+    without a device."""
+    office = tmp_path / "office"
+    for room in ("room-a", "room-b"):
+        make_history(office / room, DAYS, PER_DAY)
+    manifest = office / "room-b" / "20250902" / "manifest.jsonl"
+    lines = manifest.read_text().splitlines()
+    lines[2] = "{not json"
+    lines[4] = json.dumps([1, 2])
+    entry = json.loads(lines[5])
+    del entry["device"]
+    lines[5] = json.dumps(entry)
+    manifest.write_text("\n".join(lines) + "\n" + '{"file": "torn')
+    (office / "room-a" / json.loads(lines[0])["file"]).unlink()  # gone without a tombstone
+    return office
+
+
+def day_manifest(office: Path, room: str, day: str) -> Path:
+    return office / room / day / "manifest.jsonl"
+
+
+def append_segment(office: Path, room: str, day: str, seq: int) -> str:
+    """A new segment (its file and line) appended to a day's manifest; returns its file."""
+    manifest = day_manifest(office, room, day)
+    entry = json.loads(manifest.read_text().splitlines()[0])
+    entry.update(seq=seq, file=f"{day}/{seq:06d}_120000_room1.wav", start=f"{day[:4]}-{day[4:6]}-{day[6:]}T12:00:00.000+01:00")
+    (office / room / entry["file"]).write_bytes(b"RIFF")
+    with open(manifest, "a") as f:
+        f.write(json.dumps(entry) + "\n")
+    return entry["file"]
+
+
+def test_output_equals_the_plain_readers_with_damaged_lines(office, capsys):
+    first = assert_same(capsys, office)  # the first run builds the catalogue
+    assert catalogue_path().is_file()
+    assert assert_same(capsys, office) == first  # the next one reads it
+    _, _, err = edge(capsys, "list", office)
+    assert err.count("warning:") == 2 and ":3: skipped" in err and ":5: skipped" in err
+    assert first.count("\nroom-b ") == 1  # the line without a device: its folder's name
+    assert assert_same(capsys, office / "room-b") != first  # one device of those catalogued
+
+
+def test_appended_lines_are_picked_up(office, capsys):
+    assert_same(capsys, office)
+    added = append_segment(office, "room-a", "20250903", 900)
+    out = assert_same(capsys, office)
+    assert added in out and out.count(added) == 1
+    # A torn last line is not read until it is whole.
+    manifest = day_manifest(office, "room-a", "20250903")
+    whole = manifest.read_text().splitlines()[-1]
+    new = whole.replace("000900_120000", "000901_120000").replace('"seq": 900', '"seq": 901')
+    (office / "room-a" / "20250903" / "000901_120000_room1.wav").write_bytes(b"RIFF")
+    with open(manifest, "a") as f:
+        f.write(new[:40])
+    assert "000901_120000" not in assert_same(capsys, office)
+    with open(manifest, "a") as f:
+        f.write(new[40:] + "\n")
+    assert "000901_120000" in assert_same(capsys, office)
+
+
+def test_a_rewritten_manifest_is_read_again(office, capsys):
+    before = assert_same(capsys, office)
+    manifest = day_manifest(office, "room-a", "20250901")
+    gone = json.loads(manifest.read_text().splitlines()[1])
+    # As `edge export --move` rewrites it, here with the segment's file left in place: only
+    # reading the new manifest can drop the segment from the list.
+    rewrite_manifest(manifest, lambda entry: entry["seq"] != gone["seq"],
+                     lambda entry: {"deleted": entry["file"], "seq": entry["seq"], "reason": "test"})
+    assert (office / "room-a" / gone["file"]).exists()
+    after = assert_same(capsys, office)
+    assert before.count(gone["file"]) == 2 and after.count(gone["file"]) == 1  # room-b's stays
+
+
+def test_a_manifest_rewritten_to_its_old_size_is_read_again(office, capsys):
+    assert_same(capsys, office)
+    manifest = day_manifest(office, "room-a", "20250902")
+    text = manifest.read_text()
+    status = manifest.stat()
+    lines = text.splitlines(keepends=True)
+    lines[3] = lines[3].replace('"prob_max": 0.9987', '"prob_max": 0.4444')  # not the last 64 bytes
+    changed = "".join(lines)
+    assert len(changed) == len(text)
+    manifest.write_text(changed)  # in place, same inode and size
+    os.utime(manifest, ns=(status.st_atime_ns, status.st_mtime_ns + 5_000_000_000))
+    assert "  0.444  " in assert_same(capsys, office)
+
+
+def test_a_deleted_catalogue_is_rebuilt_with_the_same_output(office, capsys):
+    first = assert_same(capsys, office)
+    catalogue_path().unlink()
+    code, out, err = edge(capsys, "list", office)
+    assert (code, out) == (0, first) and catalogue_path().is_file()
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated"])
+def test_a_damaged_catalogue_is_rebuilt(office, capsys, damage):
+    first = assert_same(capsys, office)
+    path = catalogue_path()
+    for extra in (path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        extra.unlink(missing_ok=True)
+    if damage == "garbage":
+        path.write_bytes(b"not a database, a stick's sector of noise " * 100)
+    else:
+        data = path.read_bytes()
+        path.write_bytes(data[:100] + bytes(len(data) - 100))  # the header kept, the pages zeroed
+    code, out, err = edge(capsys, "list", office)
+    assert (code, out) == (0, first)
+    assert [line for line in err.splitlines() if not line.startswith("warning:")] == [
+        line for line in err.splitlines() if line.startswith(f"edge: the catalogue {path} is damaged")]
+    assert "rebuilding it from the manifests" in err and "Traceback" not in err
+    assert "edge:" not in edge(capsys, "list", office)[2]  # rebuilt once
+
+
+def test_an_unwritable_catalogue_place_is_one_line_and_a_temporary_catalogue(office, tmp_path, capsys,
+                                                                              monkeypatch):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the cache folder would be")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))
+    catalogue, plain = both(capsys, office)
+    assert catalogue[:2] == plain[:2]
+    extra = [line for line in catalogue[2].splitlines() if not line.startswith("warning:")]
+    assert len(extra) == 1 and extra[0].startswith(f"edge: cannot write the catalogue {blocker}/edge/")
+    assert blocker.read_text() == "a file where the cache folder would be"
+
+
+def test_a_field_the_office_cannot_use_stops_it_as_the_plain_reader(office, capsys):
+    manifest = day_manifest(office, "room-a", "20250903")
+    lines = manifest.read_text().splitlines()
+    entry = json.loads(lines[3])
+    entry["sha256"] = "not a hash"
+    lines[3] = json.dumps(entry)
+    manifest.write_text("\n".join(lines) + "\n")
+    catalogue, plain = both(capsys, office)
+    assert catalogue == plain and catalogue[0] == 2 and "'sha256' must be 64 hex digits" in catalogue[2]
+
+
+def test_two_lists_at_once_build_one_catalogue(office, capsys):
+    expected = edge(capsys, "list", "--no-catalogue", "--csv", office)[1].replace("\r\n", "\n")
+    runs = [subprocess.Popen([sys.executable, "-m", "edge", "list", "--csv", str(office)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    results = [run.communicate(timeout=120) for run in runs]
+    assert [run.returncode for run in runs] == [0, 0, 0], results
+    assert [out for out, _ in results] == [expected] * 3
+    assert all("edge:" not in err for _, err in results)
+    assert edge(capsys, "list", "--csv", office)[1].replace("\r\n", "\n") == expected
