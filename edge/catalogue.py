@@ -47,12 +47,12 @@ import time
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Iterator, Optional, TextIO
+from typing import Iterator, Optional
 
 from .entries import checked_entry
 from .errors import EdgeError
 from .listing import device_cell, list_row
-from .manifest import DamagedLine, _warned, card_manifests, is_tombstone, parse_line
+from .manifest import DamagedLine, card_manifests, is_tombstone, parse_line
 
 log = logging.getLogger(__name__)
 
@@ -65,9 +65,9 @@ RACY_NS = 2_000_000_000
 TAIL = 64
 """Bytes before a manifest's read offset kept to recognise an append from a rewrite."""
 BATCH = 5000
+"""Rows inserted, or fetched, at a time."""
 MAX_INT = (1 << 63) - 1
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-LISTING_COLUMNS = ("device", "file", "start", "duration_s", "prob_mean", "prob_max", "recovered")
 
 SCHEMA = """
 CREATE TABLE folder(id INTEGER PRIMARY KEY, path TEXT UNIQUE NOT NULL);
@@ -125,7 +125,8 @@ def open_catalogue(path: Optional[Path] = None) -> Iterator["Catalogue"]:
 
 
 class Catalogue:
-    """An open catalogue file: ``update`` it from device folders, then ``write_listing``."""
+    """An open catalogue file: ``update`` it from device folders, then
+    :func:`edge.catalogue_table.write_listing` from its rows."""
 
     def __init__(self, path: Path, db: sqlite3.Connection):
         self.path = path
@@ -314,81 +315,6 @@ class Catalogue:
                 self._listings[key] = set()
         return self._listings[key]
 
-    # -- output -------------------------------------------------------------------------------
-
-    def write_listing(self, folders: list, out: TextIO, as_csv: bool) -> None:
-        """`edge list DIR...`'s table (or CSV) of the segments of ``folders``, by start time
-        (then folder name, seq), as the plain reader prints it."""
-        db = self.db
-        db.execute("BEGIN")  # one snapshot for the checks, the widths and the rows
-        try:
-            self._choose(folders)
-            problem = db.execute(
-                "SELECT c.rank, m.path, s.problem FROM segment s JOIN chosen c ON c.folder_id = s.folder_id "
-                f"JOIN manifest m ON m.id = s.id >> {LINE_BITS} "
-                "WHERE s.problem IS NOT NULL AND s.present ORDER BY c.rank, s.seq LIMIT 1").fetchone()
-            # The plain reader stops at the problem: it warns about what it read before it.
-            self._warn_damaged(folders, problem[:2] if problem else (len(folders), ""))
-            if problem:
-                raise EdgeError(os.path.join(folders[problem[0]], problem[2]))
-            segments, total_ms, *widest = db.execute(
-                "SELECT coalesce(sum(m.segments), 0), coalesce(sum(m.total_ms), 0), "
-                "coalesce(max(m.w_device), 0), coalesce(max(m.w_file), 0), coalesce(max(m.w_start), 0), "
-                "coalesce(max(m.w_duration), 0), coalesce(max(m.w_prob_mean), 0), "
-                "coalesce(max(m.w_prob_max), 0) FROM chosen c JOIN manifest m ON m.folder_id = c.folder_id"
-            ).fetchone()
-            cells = ("coalesce(s.device, c.name)", "s.file", "s.start", "s.duration", "s.prob_mean",
-                     "s.prob_max", "s.recovered")
-            if as_csv:
-                header = ",".join(LISTING_COLUMNS)
-                line = " || ',' || ".join([_csv_quoted(cells[0]), _csv_quoted(cells[1])] + list(cells[2:]))
-                end = "\r\n"
-                args: tuple = ()
-            else:
-                widths = [max(len(column), width) for column, width in zip(LISTING_COLUMNS, widest)]
-                header = "  ".join([c.ljust(w) for c, w in zip(LISTING_COLUMNS, widths)] + [LISTING_COLUMNS[-1]])
-                # The last column (yes/no) is never padded: what rstrip() leaves of it.
-                line = ("rtrim(printf('" + "%!-*s  " * len(widths) + "%s', "
-                        + ", ".join(f"{w}, {cell}" for w, cell in zip(widths, cells)) + f", {cells[-1]}))")
-                end = "\n"
-                args = ()
-            out.write(header + end)
-            rows = db.execute(
-                f"SELECT {line} FROM segment s JOIN chosen c ON c.folder_id = s.folder_id "
-                "WHERE s.present AND s.problem IS NULL ORDER BY s.start_us, c.name, s.seq, c.rank", args)
-            while True:
-                batch = rows.fetchmany(BATCH)
-                if not batch:
-                    break
-                out.write(end.join([row[0] for row in batch]) + end)
-            if not as_csv:
-                seconds = round(total_ms / 1000)
-                out.write(f"{segments} segments, {seconds // 3600}:{seconds // 60 % 60:02d}:"
-                          f"{seconds % 60:02d} of speech\n")
-        finally:
-            db.execute("ROLLBACK")
-
-    def _choose(self, folders: list) -> None:
-        db = self.db
-        db.execute("CREATE TEMP TABLE IF NOT EXISTS chosen(rank INTEGER PRIMARY KEY, folder_id INTEGER, name TEXT)")
-        db.execute("CREATE INDEX IF NOT EXISTS temp.chosen_folder ON chosen(folder_id)")
-        db.execute("DELETE FROM chosen")
-        for rank, folder in enumerate(folders):
-            row = db.execute("SELECT id FROM folder WHERE path = ?", (os.path.abspath(folder),)).fetchone()
-            if row:
-                db.execute("INSERT INTO chosen VALUES (?, ?, ?)", (rank, row[0], Path(folder).name))
-
-    def _warn_damaged(self, folders: list, until: tuple) -> None:
-        """Warn about the damaged lines of the manifests up to ``until`` (rank, path)."""
-        for rank, path, line, expected in self.db.execute(
-                "SELECT c.rank, m.path, d.line, d.expected FROM chosen c JOIN manifest m ON m.folder_id = c.folder_id "
-                "JOIN damaged d ON d.manifest_id = m.id WHERE (c.rank, m.path) <= (?, ?) "
-                "ORDER BY c.rank, m.path, d.line", until):
-            path = os.path.join(folders[rank], path)
-            if (path, line) not in _warned:
-                _warned.add((path, line))  # as edge.manifest.line_entries does
-                logging.getLogger("edge.manifest").warning("%s:%d: skipped, expected %s", path, line, expected)
-
 
 def _segment_row(row_id: int, folder_id: int, manifest: str, entry: dict) -> tuple:
     """A segment row: its cells as `edge list` prints them, or the problem that stops it
@@ -418,13 +344,6 @@ def _text(value: Optional[str]) -> Optional[str]:
     if value is None or value.isascii():
         return value
     return value.encode("utf-8", "backslashreplace").decode("utf-8")
-
-
-def _csv_quoted(cell: str) -> str:
-    """The SQL of ``cell`` as Python's csv module writes it (quoted when it holds a comma, a
-    quote or a line break)."""
-    return (f"CASE WHEN instr({cell}, ',') OR instr({cell}, '\"') OR instr({cell}, char(10)) "
-            f"OR instr({cell}, char(13)) THEN '\"' || replace({cell}, '\"', '\"\"') || '\"' ELSE {cell} END")
 
 
 def _mtime(path: Path) -> Optional[int]:

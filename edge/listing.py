@@ -43,11 +43,12 @@ def add_command(subparsers) -> None:
 def run_list_command(args: argparse.Namespace) -> int:
     if args.dirs and not args.no_catalogue:
         from .catalogue import open_catalogue  # it formats its rows with list_row, below
+        from .catalogue_table import write_listing
 
         folders = device_folders(args.dirs)
         with open_catalogue() as catalogue:
             catalogue.update(folders)
-            catalogue.write_listing(folders, sys.stdout, as_csv=args.csv)
+            write_listing(catalogue.db, folders, sys.stdout, as_csv=args.csv)
         return 0
     if args.dirs:
         columns = OFFICE_COLUMNS

@@ -64,7 +64,8 @@ from .errors import EdgeError
 from .export import SUMS, hash_from_medium, merge_manifest, remove_segments, sha256sums
 from .manifest import is_tombstone, line_entries
 from .notify import ServiceNotifier
-from .rclone import NOT_FOUND, CopyLog, Job, Mover, Rclone, SyncFailed, isotime, listed, rclone_error, same_time
+from .rclone import NOT_FOUND, CopyLog, Job, Rclone, SyncFailed, isotime, listed, rclone_error, same_time
+from .rclone_rc import Daemon, Mover
 from .storage import MANIFEST, iter_segments, safe_name, write_json_atomically
 
 log = logging.getLogger(__name__)
@@ -377,7 +378,7 @@ class RemoteSync:
 
     def _moving(self) -> Mover:
         if self._mover is None:
-            self._mover = Mover(self.rclone.start_daemon(), self.staging, self.remote)
+            self._mover = Mover(Daemon(self.rclone), self.staging, self.remote)
         return self._mover
 
     def _move_as_proven(self, copy: Job, card: "CardCheck") -> None:

@@ -1,0 +1,92 @@
+"""`edge list DIR...`'s answer from the catalogue (edge.catalogue): the table or CSV of the
+chosen device folders' segments, streamed out of one query, each line formatted by sqlite's
+printf, the widths and the last line from the manifests' summaries, so that memory does not
+grow with the history."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+from pathlib import Path
+from typing import TextIO
+
+from .catalogue import BATCH, LINE_BITS
+from .errors import EdgeError
+from .listing import OFFICE_COLUMNS, speech_total
+from .manifest import _warned
+
+
+def write_listing(db: sqlite3.Connection, folders: list, out: TextIO, as_csv: bool) -> None:
+    """`edge list DIR...`'s table (or CSV) of the segments of ``folders``, by start time
+    (then folder name, seq), as the plain reader prints it."""
+    db.execute("BEGIN")  # one snapshot for the checks, the widths and the rows
+    try:
+        _choose(db, folders)
+        problem = db.execute(
+            "SELECT c.rank, m.path, s.problem FROM segment s JOIN chosen c ON c.folder_id = s.folder_id "
+            f"JOIN manifest m ON m.id = s.id >> {LINE_BITS} "
+            "WHERE s.problem IS NOT NULL AND s.present ORDER BY c.rank, s.seq LIMIT 1").fetchone()
+        # The plain reader stops at the problem: it warns about what it read before it.
+        _warn_damaged(db, folders, problem[:2] if problem else (len(folders), ""))
+        if problem:
+            raise EdgeError(os.path.join(folders[problem[0]], problem[2]))
+        segments, total_ms, *widest = db.execute(
+            "SELECT coalesce(sum(m.segments), 0), coalesce(sum(m.total_ms), 0), "
+            "coalesce(max(m.w_device), 0), coalesce(max(m.w_file), 0), coalesce(max(m.w_start), 0), "
+            "coalesce(max(m.w_duration), 0), coalesce(max(m.w_prob_mean), 0), "
+            "coalesce(max(m.w_prob_max), 0) FROM chosen c JOIN manifest m ON m.folder_id = c.folder_id"
+        ).fetchone()
+        cells = ("coalesce(s.device, c.name)", "s.file", "s.start", "s.duration", "s.prob_mean",
+                 "s.prob_max", "s.recovered")
+        if as_csv:
+            header = ",".join(OFFICE_COLUMNS)
+            line = " || ',' || ".join([_csv_quoted(cells[0]), _csv_quoted(cells[1])] + list(cells[2:]))
+            end = "\r\n"
+        else:
+            widths = [max(len(column), width) for column, width in zip(OFFICE_COLUMNS, widest)]
+            header = "  ".join([c.ljust(w) for c, w in zip(OFFICE_COLUMNS, widths)] + [OFFICE_COLUMNS[-1]])
+            # The last column (yes/no) is never padded: what rstrip() leaves of it.
+            line = ("rtrim(printf('" + "%!-*s  " * len(widths) + "%s', "
+                    + ", ".join(f"{w}, {cell}" for w, cell in zip(widths, cells)) + f", {cells[-1]}))")
+            end = "\n"
+        out.write(header + end)
+        rows = db.execute(
+            f"SELECT {line} FROM segment s JOIN chosen c ON c.folder_id = s.folder_id "
+            "WHERE s.present AND s.problem IS NULL ORDER BY s.start_us, c.name, s.seq, c.rank")
+        while True:
+            batch = rows.fetchmany(BATCH)
+            if not batch:
+                break
+            out.write(end.join([row[0] for row in batch]) + end)
+        if not as_csv:
+            out.write(speech_total(segments, round(total_ms / 1000)) + "\n")
+    finally:
+        db.execute("ROLLBACK")
+
+def _choose(db: sqlite3.Connection, folders: list) -> None:
+    db.execute("CREATE TEMP TABLE IF NOT EXISTS chosen(rank INTEGER PRIMARY KEY, folder_id INTEGER, name TEXT)")
+    db.execute("CREATE INDEX IF NOT EXISTS temp.chosen_folder ON chosen(folder_id)")
+    db.execute("DELETE FROM chosen")
+    for rank, folder in enumerate(folders):
+        row = db.execute("SELECT id FROM folder WHERE path = ?", (os.path.abspath(folder),)).fetchone()
+        if row:
+            db.execute("INSERT INTO chosen VALUES (?, ?, ?)", (rank, row[0], Path(folder).name))
+
+def _warn_damaged(db: sqlite3.Connection, folders: list, until: tuple) -> None:
+    """Warn about the damaged lines of the manifests up to ``until`` (rank, path)."""
+    for rank, path, line, expected in db.execute(
+            "SELECT c.rank, m.path, d.line, d.expected FROM chosen c JOIN manifest m ON m.folder_id = c.folder_id "
+            "JOIN damaged d ON d.manifest_id = m.id WHERE (c.rank, m.path) <= (?, ?) "
+            "ORDER BY c.rank, m.path, d.line", until):
+        path = os.path.join(folders[rank], path)
+        if (path, line) not in _warned:
+            _warned.add((path, line))  # as edge.manifest.line_entries does
+            logging.getLogger("edge.manifest").warning("%s:%d: skipped, expected %s", path, line, expected)
+
+
+def _csv_quoted(cell: str) -> str:
+    """The SQL of ``cell`` as Python's csv module writes it (quoted when it holds a comma, a
+    quote or a line break)."""
+    return (f"CASE WHEN instr({cell}, ',') OR instr({cell}, '\"') OR instr({cell}, char(10)) "
+            f"OR instr({cell}, char(13)) THEN '\"' || replace({cell}, '\"', '\"\"') || '\"' ELSE {cell} END")

@@ -1,0 +1,159 @@
+"""rclone's remote control: one `rclone rcd` that many small operations share (:class:`Daemon`),
+and the :class:`Mover` that renames proven copies into place through it while `edge sync`
+goes on copying. The rclone command line itself is edge.rclone."""
+
+from __future__ import annotations
+
+import base64
+import json
+import posixpath
+import queue
+import re
+import secrets
+import threading
+import time
+from typing import Optional
+
+from .rclone import Rclone, SyncFailed, rclone_error
+
+
+class Daemon:
+    """One `rclone rcd` on 127.0.0.1, called over one kept-alive HTTP connection: one process
+    and one pool of open connections to the remote for many small operations (an SFTP session
+    costs a handshake; a process, its start). Its password is random and reaches it in its
+    environment, which only its user and root can read, not on its command line. Called from
+    one thread at a time."""
+
+    def __init__(self, rclone: Rclone):
+        self.timeout_s = max(rclone.timeout_s, 60) + rclone.timeout_s
+        password = secrets.token_urlsafe(24)
+        # Without NOTIFY_SOCKET: rcd would tell systemd it is ready, as if it were the service.
+        self.job = rclone.start("rcd", "--rc-addr", "127.0.0.1:0", log="NOTICE",
+                                env={"RCLONE_RC_USER": "edge", "RCLONE_RC_PASS": password, "NOTIFY_SOCKET": None})
+        # Imported here, once rcd starts, not when edge does: it costs milliseconds at every start.
+        import http.client
+
+        self._http = http.client
+        self._headers = {"Content-Type": "application/json",
+                         "Authorization": "Basic " + base64.b64encode(f"edge:{password}".encode()).decode()}
+        self._start_s = rclone.timeout_s
+        self._port: Optional[int] = None
+        self._failed: Optional[str] = None
+        self._heard = ""
+        self._connection = None
+
+    def call(self, method: str, **params) -> dict:
+        """One rc call (e.g. ``operations/movefile``); a failure raises SyncFailed with rclone's words."""
+        body = json.dumps(params).encode()
+        reused = self._connection is not None
+        if self._connection is None:
+            self._connection = self._http.HTTPConnection("127.0.0.1", self._address(), timeout=self.timeout_s)
+        try:
+            self._connection.request("POST", f"/{method}", body, self._headers)
+            response = self._connection.getresponse()
+            answer = response.read()
+        except (OSError, self._http.HTTPException) as exc:
+            self._connection.close()
+            self._connection = None
+            if reused and isinstance(exc, (self._http.RemoteDisconnected, ConnectionResetError, BrokenPipeError)):
+                return self.call(method, **params)  # rcd closed the idle connection: once more on a new one
+            raise SyncFailed(f"rclone rcd: {method}: {exc}") from None
+        try:
+            result = json.loads(answer)
+        except ValueError:
+            result = None
+        if response.status != 200 or not isinstance(result, dict):
+            reason = result.get("error") if isinstance(result, dict) else None
+            raise SyncFailed(reason or f"rclone rcd: {method} failed ({response.status})")
+        return result
+
+    def _address(self) -> int:
+        deadline = time.monotonic() + self._start_s
+        while self._port is None and self._failed is None:
+            self._heard += self.job.tail()
+            found = re.search(r"Serving remote control on http://127\.0\.0\.1:(\d+)/", self._heard)
+            if found:
+                self._port = int(found.group(1))
+            elif self.job.wait_at_most(0.01) or time.monotonic() > deadline:
+                self.job.stop()
+                self._failed = rclone_error(self._heard) or "rclone rcd did not start"
+        if self._failed is not None:
+            raise SyncFailed(self._failed)
+        return self._port
+
+
+class Mover:
+    """Renames files from one folder of a remote to another, one at a time in the order they
+    are given, through a :class:`Daemon` in a thread of its own: the caller hands over each
+    file as soon as it may move and goes on. The first failure stops it; nothing after it moves."""
+
+    def __init__(self, daemon: Daemon, source: str, destination: str):
+        # One root for both folders: one connection serves both ends of every rename.
+        name, _, source_path = source.partition(":")
+        destination_path = destination.partition(":")[2]
+        root = posixpath.commonpath([source_path, destination_path])
+        self.daemon = daemon
+        self._root = f"{name}:{root}"
+        self._source = posixpath.relpath(source_path, root or ".")
+        self._destination = posixpath.relpath(destination_path, root or ".")
+        self.moved: list = []
+        self.error: Optional[str] = None
+        self._features: dict = {}
+        self._features_error: Optional[str] = None
+        self._asked = threading.Event()
+        self._abandoned = False
+        self._queue: queue.Queue = queue.Queue()
+        self._thread = threading.Thread(target=self._work, name="edge-sync-mover", daemon=True)
+        self._thread.start()
+
+    def features(self) -> dict:
+        """The backend's features as `rclone backend features` gives them (``Hashes``,
+        ``Precision``...), asked when the mover connected."""
+        self._asked.wait()
+        if self._features_error is not None:
+            raise SyncFailed(self._features_error)
+        return self._features
+
+    def move(self, names: list) -> None:
+        for name in names:
+            self._queue.put(name)
+
+    def finish(self) -> Optional[str]:
+        """Wait until everything handed over moved (or the first failure); returns why it
+        failed, or None. The source folders it emptied are removed."""
+        self._queue.put(None)
+        self._thread.join()
+        # Folder by folder, not `operations/rmdirs`, which walks the whole source first.
+        for folder in sorted({posixpath.dirname(name) for name in self.moved} - {""}, reverse=True):
+            try:
+                self.daemon.call("operations/rmdir", fs=self._root, remote=posixpath.join(self._source, folder))
+            except SyncFailed:
+                pass  # not empty (a copy that failed to verify waits there), or gone
+        return self.error
+
+    def close(self) -> None:
+        """Stop without moving what is still waiting (a run that failed)."""
+        self._abandoned = True
+        self._queue.put(None)
+        self._thread.join()
+
+    def _work(self) -> None:
+        try:
+            # Connects while the caller still has nothing to move.
+            self._features = self.daemon.call("operations/fsinfo", fs=self._root)
+        except SyncFailed as exc:
+            self._features_error = str(exc)
+        finally:
+            self._asked.set()
+        while (name := self._queue.get()) is not None:
+            if self.error is not None or self._abandoned:
+                continue
+            try:
+                # Like `rclone move --ignore-times`: a file already there is replaced.
+                self.daemon.call("operations/movefile", srcFs=self._root, dstFs=self._root,
+                                 srcRemote=posixpath.join(self._source, name),
+                                 dstRemote=posixpath.join(self._destination, name),
+                                 _config={"IgnoreTimes": True})
+                self.moved.append(name)
+            except SyncFailed as exc:
+                self.error = str(exc)
