@@ -317,8 +317,12 @@ def cuts_part(source: Path, work: Path, name: str, cuts: int, seed: int, encrypt
         key = subprocess.run(["age-keygen"], capture_output=True, text=True, check=True).stdout
         recipient = next(l.split(": ", 1)[1] for l in key.splitlines() if l.startswith("# public key: "))
         files["/usr/local/lib/edge-vm/identity.txt"] = key.encode()
+        # age seals audio in chunks of 2.05 s, and the lesson's sentences are shorter: with
+        # its pauses kept inside segments, a cut finds chunks sealed in an open segment to
+        # recover, not only segments too short to have any on the card.
         files["/etc/edge-recorder/edge.yaml"] = ((HERE / "edge.yaml").read_text()
-                                                + f"privacy:\n  recipients: [{recipient}]\n").encode()
+                                                + f"privacy:\n  recipients: [{recipient}]\n"
+                                                + "segmenter:\n  min_silence_ms: 2500\n").encode()
     card.put(files, owner_like={"/etc/edge-recorder/edge.yaml": "/etc/edge-recorder/edge.yaml"})
     rng = random.Random(seed)
     bound = int(FSYNC_INTERVAL_S * RATE) + WINDOW + (AGE_CHUNK_SAMPLES if encrypted else 0)
