@@ -36,7 +36,9 @@ class Daemon:
         self._http = http.client
         self._headers = {"Content-Type": "application/json",
                          "Authorization": "Basic " + base64.b64encode(f"edge:{password}".encode()).decode()}
-        self._start_s = rclone.timeout_s
+        # Starting a local process, not reaching the remote: not bounded by the remote's
+        # connect timeout (seconds in tests), which a busy machine can exceed.
+        self._start_s = max(rclone.timeout_s, 60)
         self._port: Optional[int] = None
         self._failed: Optional[str] = None
         self._heard = ""

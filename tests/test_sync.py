@@ -537,7 +537,8 @@ def test_the_service_gets_a_one_line_status(tmp_path, recordings, remote, capsys
     listener.settimeout(10)
     monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "notify"))
     try:
-        assert edge(capsys, "sync", "--once", "--config", str(write_config(tmp_path, recordings, remote)))[0] == 0
+        code, out, err = edge(capsys, "sync", "--once", "--config", str(write_config(tmp_path, recordings, remote)))
+        assert code == 0, out + err
         message = listener.recv(4096).decode()
     finally:
         listener.close()
