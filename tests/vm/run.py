@@ -357,7 +357,7 @@ def cuts_part(source: Path, work: Path, name: str, cuts: int, seed: int, encrypt
                     had[l.split()[1]] = int(l.split()[2])
     took = time.monotonic() - t
     kind = "encrypted" if encrypted else "plain"
-    detail = (f"{cuts} cuts on a {kind} card in {took:.0f} s, {recovered_total} open segments recovered; "
+    detail = (f"{cuts} cuts on the {kind} card in {took:.0f} s, {recovered_total} open segments recovered; "
               f"audio lost per cut max {max(losses, default=0) / RATE:.3f} s (bound {bound / RATE:.3f} s)")
     if recovered_total == 0:
         problems.append("no cut hit an open segment: proved nothing")
