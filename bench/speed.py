@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from edge.capture import BLOCK
 from edge.storage import read_manifest
 
 from .labels import SAMPLE_RATE, WINDOW
@@ -52,7 +53,8 @@ class RealTimeFeeder(threading.Thread):
     opens the FIFO when the PCM is opened, and PortAudio opens and closes the device while
     probing, so a closed reader (EPIPE) just means: wait for the next open."""
 
-    CHUNK = WINDOW
+    # The capture's block: ALSA's file plugin pads a read the FIFO cannot fill with silence.
+    CHUNK = BLOCK
 
     def __init__(self, fifo: Path, samples: np.ndarray):
         super().__init__(daemon=True)

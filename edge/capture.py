@@ -44,6 +44,12 @@ PA_INT16 = 0x8
 PA_INPUT_OVERFLOWED = -9981
 # How far the capture process may fall behind the card before audio is lost in the driver.
 DRIVER_BUFFER_S = 0.5
+# Audio comes in blocks of this many detector windows (128 ms): every block wakes this
+# process and the recorder, and each wake-up costs more than the work it brings (cold caches,
+# thread hand-offs), so four windows a wake-up halve the daemon's CPU against one (bench).
+# The LED lights up to three windows later; the detector still scores every window.
+BLOCK_WINDOWS = 4
+BLOCK = BLOCK_WINDOWS * WINDOW  # samples of a block at 16 kHz
 
 
 @dataclass(frozen=True)
@@ -123,8 +129,8 @@ class PortAudioStream:
     """A blocking PortAudio input stream with a driver buffer of ``DRIVER_BUFFER_S``.
 
     PyAudio opens every stream with PortAudio's *low* default latency, and ALSA's buffer
-    follows it: two periods of a 512-frame block, so the capture process could fall behind by
-    a single period (32 ms) before the card overran. A busy or emulated CPU, a stall of the
+    follows it: two periods of a block, so the capture process could fall behind by a single
+    period before the card overran. A busy or emulated CPU, a stall of the
     SD card or a burst from a USB microphone is longer than that (the virtual Pi lost audio
     at every segment). PyAudio cannot ask for more, so the stream is opened here through
     PortAudio's own API, in the library PyAudio loaded (one PortAudio, one device list).
@@ -192,7 +198,7 @@ def capture(device_name: str, capture_rate: Optional[int]) -> str:
         return f"audio.device '{device_name}' not found (capture devices: {names})"
     rate = capture_rate or (TARGET_RATE if TARGET_RATE in device.rates else device.default_rate)
     channels = 1 if device.rates or device.channels == 1 else min(2, device.channels)
-    block = round(WINDOW * rate / TARGET_RATE)
+    block = round(BLOCK * rate / TARGET_RATE)
     try:
         with quiet_stderr():
             stream = PortAudioStream(device, rate, channels, block)

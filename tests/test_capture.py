@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import StopAfter, covered, feed, frame_count, make_recorder, segment_audio, wait_until
+from edge.capture import BLOCK, BLOCK_WINDOWS
 from edge.audio import CaptureError, MicrophoneSource
 from edge.config import AudioSettings, settings_from_dict
 
@@ -113,24 +114,24 @@ def test_device_without_16khz_is_captured_at_its_default_rate(alsa, lesson, less
 
 
 def test_frames_the_detector_had_no_room_for_are_counted(alsa):
-    queued, lost = 15, 25  # the queue holds 0.5 s: 15 blocks of 32 ms
-    blocks = np.repeat(np.arange(queued + lost, dtype=np.int16), 512)  # block i holds i
+    queued, lost = 3, 10  # the queue holds 0.5 s: 3 blocks of 128 ms
+    blocks = np.repeat(np.arange(queued + lost, dtype=np.int16), BLOCK)  # block i holds i
     fed = feed(alsa.add_fifo("testmic"), blocks)  # then the FIFO stalls: no block after them
     source = MicrophoneSource(AudioSettings(device="testmic", buffer_s=0.5))
     source.open()
     try:
         # Nothing reads: the queue fills and every block the device delivers next is lost.
-        wait_until(lambda: source.dropped_frames >= lost, "the blocks that found the queue full")
-        kept = [int(source.read(timeout=10)[0]) for _ in range(queued)]
+        wait_until(lambda: source.dropped_frames >= lost * BLOCK_WINDOWS, "the blocks that found the queue full")
+        kept = [int(source.read(timeout=10)[0]) for _ in range(queued * BLOCK_WINDOWS)]
         # A block after all the others, read once there is room: everything before it has
         # been counted by then, and nothing that was lost is in the queue.
-        os.write(fed, np.full(512, 1000, dtype="<i2").tobytes())
+        os.write(fed, np.full(BLOCK, 1000, dtype="<i2").tobytes())
         after = int(source.read(timeout=10)[0])
-        assert (source.dropped_frames, source.overflows) == (lost, 0)
+        assert (source.dropped_frames, source.overflows) == (lost * BLOCK_WINDOWS, 0)
     finally:
         source.close()
         os.close(fed)
-    assert kept == list(range(queued)) and after == 1000
+    assert kept == list(np.repeat(range(queued), BLOCK_WINDOWS)) and after == 1000
 
 
 def test_long_talk_is_split_at_max_segment_s_in_the_live_recorder(alsa, lesson, lesson_speech, detector, tmp_path):

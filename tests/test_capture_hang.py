@@ -15,6 +15,7 @@ from pathlib import Path
 
 from cardcheck import assert_card_consistent
 from conftest import LESSON_WAV, RATE, Daemon, wait_until
+from edge.capture import BLOCK
 from edge.config import load_config
 from edge.status import read_status
 from edge.storage import MANIFEST, read_manifest
@@ -27,10 +28,11 @@ FEEDER = """
 import os, sys, time
 from edge.wavio import read_wav_16k
 samples = read_wav_16k(sys.argv[2]).astype("<i2")
-blocks = [samples[i:i + 512].tobytes() for i in range(0, len(samples) - 511, 512)]
+block = int(sys.argv[4])  # the capture's: the file plugin pads a shorter read with silence
+blocks = [samples[i:i + block].tobytes() for i in range(0, len(samples) - block + 1, block)]
 # Read-write: a FIFO without a reader (between two capture processes) must not end the feeder.
 fd = os.open(sys.argv[1], os.O_RDWR)
-period, start, n = 512 / 16000 / float(sys.argv[3]), time.monotonic(), 0
+period, start, n = block / 16000 / float(sys.argv[3]), time.monotonic(), 0
 while True:
     os.write(fd, blocks[n % len(blocks)])
     n += 1
@@ -55,7 +57,7 @@ def test_stalled_capture_is_reopened_recovers_and_stops_promptly(alsa, tmp_path)
     # A stop waits at most for an open in progress.
     stop_s = audio.open_timeout_s + PROCESS_SLACK_S
 
-    feeder = subprocess.Popen([sys.executable, "-c", FEEDER, str(fifo), str(LESSON_WAV), str(SPEED)])
+    feeder = subprocess.Popen([sys.executable, "-c", FEEDER, str(fifo), str(LESSON_WAV), str(SPEED), str(BLOCK)])
     daemon = Daemon(tmp_path, config)
     try:
         wait_until(lambda: len(read_manifest(recordings / MANIFEST)) >= 2, "segments before the stall")
