@@ -2,7 +2,7 @@
 recorder's own venv Python (numpy, PyAudio and the edge package as installed by `make install`).
 
 The check is named on the kernel command line (edge.vm=mic|cut|final); everything it has to
-say goes to the second serial port (/dev/ttyS1), one line each, which tests/vm/run.py reads on
+say goes to the second serial port (/dev/ttyS1; a virtio console on arm64), one line each, which tests/vm/run.py reads on
 the host: ``PASS name: ...``, ``FAIL name: ...``, ``INFO ...``, and for the power cuts
 ``RECORDING`` (the host may cut from now on), ``HAD file samples`` (what the recorder had
 written, sampled every 20 ms) and ``RECOVERED file samples``. ``END`` closes a boot that
@@ -44,7 +44,10 @@ LED_PIN = 17  # where the virtual Pi's LED is wired (tests/vm/edge.yaml says the
 RATE = 16000
 WINDOW = 512
 
-out = open("/dev/ttyS1", "w", buffering=1)
+# The second serial port on a PC; arm64's virt machine has one UART, so there it is a virtio
+# console (edge.report= on the kernel command line).
+REPORT = re.search(r"\bedge\.report=(\S+)", Path("/proc/cmdline").read_text())
+out = open(REPORT.group(1) if REPORT else "/dev/ttyS1", "w", buffering=1)
 
 
 def say(line: str) -> None:

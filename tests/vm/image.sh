@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
-# The virtual Pi's card image: Debian bookworm amd64 with Debian's own kernel, the recorder
+# The virtual Pi's card image: Debian bookworm (amd64 or arm64) with Debian's own kernel, the recorder
 # installed by `make install` from the committed HEAD with the unit enabled, and the test
 # hardware (snd-aloop, gpio-sim built out of tree). A test fixture, not a product.
 #
-#   tests/vm/image.sh OUT_DIR      writes OUT_DIR/{card.img,vmlinuz,initrd.img,kernel.txt}
+#   tests/vm/image.sh OUT_DIR [ARCH]   writes OUT_DIR/{card.img,vmlinuz,initrd.img,kernel.txt}
+#
+# ARCH: amd64 (default) or arm64, which is built under qemu-user (binfmt) and boots under
+# qemu-system-aarch64 -M virt.
 #
 # Debian packages and PyPI only. apt and pip downloads are kept in $EDGE_VM_CACHE/{apt,pip}
 # (default /var/cache/edge-vm). Root only.
 set -euo pipefail
 out=${1:?output directory}
+arch=${2:-amd64}
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 cache=${EDGE_VM_CACHE:-/var/cache/edge-vm}
@@ -17,7 +21,7 @@ suite=bookworm
 size=3G
 # The test's kit inside the guest (snd-aloop's player, configfs for gpio-sim, the kbuild of
 # gpio-sim and the initramfs's tools); the recorder's own packages come from `make install`.
-packages=(linux-image-amd64 linux-headers-amd64 linux-source-6.1 busybox-static cpio kmod udev
+packages=(linux-image-$arch linux-headers-$arch linux-source-6.1 busybox-static cpio kmod udev
           alsa-utils gcc make xz-utils libc6-dev)
 
 work=$(mktemp -d /var/tmp/edge-vm-image.XXXXXX)
@@ -46,9 +50,11 @@ bind() { mkdir -p "$2"; mount --bind "$1" "$2"; }
 in_root() { chroot "$root" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 \
     DEBIAN_FRONTEND=noninteractive "$@"; }
 
-"$repo/tests/targets/debian-root.sh" "$suite" amd64 "$root" >/dev/null
+"$repo/tests/targets/debian-root.sh" "$suite" "$arch" "$root" >/dev/null
 mkdir -p "$cache/apt" "$cache/pip"
 mount -t proc proc "$root/proc"
+# Under qemu-user, ai-edge-litert crashes on the host's x86 /proc/cpuinfo: show it a Pi 4's.
+[ "$arch" = "$(dpkg --print-architecture)" ] || mount --bind "$repo/tests/targets/cpuinfo-pi4-arm64.txt" "$root/proc/cpuinfo"
 bind "$cache/apt" "$root/var/cache/apt/archives"; bind "$cache/pip" "$root/root/.cache/pip"
 
 say "Debian packages: ${packages[*]}"
@@ -78,7 +84,8 @@ initramfs=$root/tmp/initramfs
 mkdir -p "$initramfs/bin" "$initramfs/modules"
 cp "$root/bin/busybox" "$initramfs/bin/busybox"
 install -m 0755 "$here/init" "$initramfs/init"
-for module in virtio_pci virtio_blk crc32c_generic ext4; do
+# virtio_console: arm64's report port (/dev/hvc0), there before the check starts.
+for module in virtio_pci virtio_blk virtio_console crc32c_generic ext4; do
     in_root modprobe -S "$kernel" --show-depends "$module"
 done | awk '$1 == "insmod" && !seen[$2]++ {print $2}' >"$work/modules.txt"
 while read -r module; do

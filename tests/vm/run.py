@@ -7,6 +7,8 @@ cuts on real ext4 (SIGKILL of qemu). docs/virtual-pi.md says what it proves and 
     EDGE_VM_SEED=...                  the cuts' random moments (printed; repeats a run)
     EDGE_VM_ONLY=mic|cuts|image       run one part only (image: build it, boot nothing)
     EDGE_VM_KEEP=1                    keep the work directory (card images, serial logs)
+    EDGE_VM_ARCH=amd64|arm64          the guest: a PC (Nehalem) or arm64's virt machine with a
+                                      Cortex-A72 (make check-targets), both under TCG
 
 Root only. Prints one PASS/FAIL line per check, then "N passed, N failed"; exits non-zero
 on any failure.
@@ -39,6 +41,7 @@ CACHE = Path(os.environ.get("EDGE_VM_CACHE", "/var/cache/edge-vm"))
 CUTS = int(os.environ.get("EDGE_VM_CUTS", "20"))
 SEED = int(os.environ.get("EDGE_VM_SEED", str(int(time.time()))))
 ONLY = os.environ.get("EDGE_VM_ONLY", "")
+ARCH = os.environ.get("EDGE_VM_ARCH", "amd64")
 RATE = 16000
 WINDOW = 512
 FSYNC_INTERVAL_S = 1.0  # the default, which tests/vm/edge.yaml keeps
@@ -65,7 +68,7 @@ def report(ok: bool, line: str) -> None:
 
 
 def image_key() -> str:
-    digest = hashlib.sha256()
+    digest = hashlib.sha256(ARCH.encode())
     for name in RECIPE:
         digest.update(name.encode() + b"\0" + (HERE / name).read_bytes())
     trees = subprocess.run(["git", "-C", str(REPO), "rev-parse", *[f"HEAD:{p}" for p in PROJECT]],
@@ -85,18 +88,26 @@ def image() -> Path:
     building = Path(str(path) + ".tmp")
     shutil.rmtree(building, ignore_errors=True)
     t = time.monotonic()
-    subprocess.run(["bash", str(HERE / "image.sh"), str(building)], check=True)
+    subprocess.run(["bash", str(HERE / "image.sh"), str(building), ARCH], check=True)
     for old in images.iterdir():
-        if old != building:
+        if old != building and image_arch(old) == ARCH:
             shutil.rmtree(old, ignore_errors=True)
+    (building / "arch.txt").write_text(ARCH + "\n")
     building.rename(path)
     say(f"image built in {time.monotonic() - t:.0f} s")
     return path
 
 
+def image_arch(path: Path) -> str:
+    try:
+        return (path / "arch.txt").read_text().strip()
+    except OSError:
+        return "amd64"  # images from before arm64
+
+
 def ensure_tools() -> None:
-    missing = [p for tool, p in [("qemu-system-x86_64", "qemu-system-x86"), ("mkfs.ext4", "e2fsprogs"),
-                                  ("age-keygen", "age")] if not shutil.which(tool)]
+    qemu = ("qemu-system-aarch64", "qemu-system-arm") if ARCH == "arm64" else ("qemu-system-x86_64", "qemu-system-x86")
+    missing = [p for tool, p in [qemu, ("mkfs.ext4", "e2fsprogs"), ("age-keygen", "age")] if not shutil.which(tool)]
     if missing:
         say(f"installing {' '.join(missing)}")
         subprocess.run(["apt-get", "-o", "DPkg::Lock::Timeout=600", "update", "-qq"], check=False)
@@ -156,14 +167,19 @@ class Card:
         self.boots += 1
         report_path = self.dir / f"report-{self.boots}.txt"
         console = self.dir / f"console-{self.boots}.txt"
-        # Nehalem (SSE4.2, no AVX): TCG emulates AVX/AVX2 about 8 times slower than SSE, and
-        # numpy, TFLite and glibc pick AVX2 where the CPU offers it (docs/virtual-pi.md).
-        command = ["qemu-system-x86_64", "-accel", "tcg", "-cpu", "Nehalem", "-m", "1024", "-smp", str(cpus),
-                   "-kernel", str(self.kernel), "-initrd", str(self.initrd),
-                   "-append", f"root=/dev/vda rw console=ttyS0 panic=-1 quiet no_timer_check edge.vm={mode}",
-                   "-drive", f"file={self.img},format=raw,if=virtio,cache=none",
-                   "-display", "none", "-monitor", "none", "-vga", "none", "-nic", "none", "-no-reboot",
-                   "-serial", f"file:{console}", "-serial", f"file:{report_path}"]
+        command = [*machine(cpus), "-m", "1024", "-smp", str(cpus), "-kernel", str(self.kernel),
+                   "-initrd", str(self.initrd), "-drive", f"file={self.img},format=raw,if=none,id=card,cache=none",
+                   "-device", "virtio-blk-pci,drive=card",
+                   "-display", "none", "-monitor", "none", "-nic", "none", "-no-reboot",
+                   "-serial", f"file:{console}"]
+        if ARCH == "arm64":
+            # virt has one UART: the report goes to a virtio console.
+            command += ["-append", f"root=/dev/vda rw console=ttyAMA0 panic=-1 quiet edge.vm={mode} edge.report=/dev/hvc0",
+                        "-device", "virtio-serial-pci", "-chardev", f"file,id=report,path={report_path}",
+                        "-device", "virtconsole,chardev=report"]
+        else:
+            command += ["-append", f"root=/dev/vda rw console=ttyS0 panic=-1 quiet no_timer_check edge.vm={mode}",
+                        "-vga", "none", "-serial", f"file:{report_path}"]
         qemu = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE)
         deadline = time.monotonic() + BOOT_TIMEOUT_S
@@ -192,6 +208,16 @@ class Card:
             tail = console.read_text(errors="replace")[-1500:] if console.exists() else ""
             raise RuntimeError(f"boot {self.boots} ({mode}) ended without END:\n" + "\n".join(lines[-20:]) + tail)
         return lines
+
+
+def machine(cpus: int) -> list[str]:
+    """qemu and its machine for ARCH, under TCG."""
+    if ARCH == "arm64":
+        # A Pi 4's cores, on the generic virt board: Debian's arm64 kernel boots it as it is.
+        return ["qemu-system-aarch64", "-M", "virt", "-cpu", "cortex-a72", "-accel", "tcg"]
+    # Nehalem (SSE4.2, no AVX): TCG emulates AVX/AVX2 about 8 times slower than SSE, and
+    # numpy, TFLite and glibc pick AVX2 where the CPU offers it (docs/virtual-pi.md).
+    return ["qemu-system-x86_64", "-accel", "tcg", "-cpu", "Nehalem"]
 
 
 def relay(lines: list[str], prefix: str = "") -> None:
