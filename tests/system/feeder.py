@@ -22,7 +22,9 @@ import os
 import time
 
 RATE = 16000
-CHUNK = 512  # samples per write: 32 ms, 1024 bytes (below PIPE_BUF, so writes are atomic)
+# Samples per write: one block of the recorder's capture (edge.capture.BLOCK, 128 ms), 4096
+# bytes, PIPE_BUF, so each write is atomic and a read of a block never finds part of one.
+CHUNK = 2048
 SAMPLE_BYTES = 2
 
 
