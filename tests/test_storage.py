@@ -5,10 +5,12 @@ from __future__ import annotations
 import ctypes
 import errno
 import hashlib
+import io
 import json
 import logging
 import os
 import wave
+from dataclasses import replace
 from types import SimpleNamespace
 
 import numpy as np
@@ -46,21 +48,55 @@ def wav_samples(path):
 
 def test_segment_is_a_wav_listed_once_with_its_facts(tmp_path):
     writer = writer_at(tmp_path)
-    writer.open(start(offset=12.5))
+    gap = {"start": "2026-11-24T09:29:00.000+01:00", "end": "2026-11-24T09:29:05.000+01:00"}
+    writer.open(replace(start(offset=12.34567), clock_synced=True, mic_gaps=[gap]))
     samples = audio(2.3)
     writer.append(samples[:10000])
     writer.append(samples[10000:])
     entry = writer.close(END)
     path = tmp_path / entry["file"]
-    assert entry["file"] == "20261124/000001_093012_class-room-1.wav"
     assert np.array_equal(wav_samples(path), samples)
-    assert entry["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
-    assert (entry["device"], entry["source"]) == ("class-room-1", "mic:default")
-    assert (entry["start_s"], entry["end_s"], entry["samples"]) == (12.5, 14.8, len(samples))
-    assert entry["end"] == "2026-11-24T09:30:14.300+01:00"
-    assert entry["recovered"] is False
+    # Every fact of the line, its name and its JSON type: readers (edge sync, export, a
+    # spreadsheet) look them up by name.
+    expected = {
+        "file": "20261124/000001_093012_class-room-1.wav", "seq": 1, "device": "class-room-1",
+        "source": "mic:default", "start": "2026-11-24T09:30:12.000+01:00",
+        "end": "2026-11-24T09:30:14.300+01:00", "start_s": 12.346, "end_s": 14.646, "duration_s": 2.3,
+        "samples": 36800, "sample_rate": 16000, "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        "prob_mean": 0.8, "prob_max": 0.99, "clock_synced": True, "boot_id": "b00t", "monotonic_s": 112.34567,
+        "overflows": 0, "dropped_frames": 0, "mic_gaps": [gap], "recovered": False,
+        "model_sha256": "modelsha", "version": "1.2.3"}
+    assert entry == expected
+    assert {k: type(v) for k, v in entry.items()} == {k: type(v) for k, v in expected.items()}
     assert read_manifest(tmp_path / MANIFEST) == [entry]
     assert sorted(p.name for p in path.parent.iterdir()) == sorted([path.name, MANIFEST])  # no .part, no sidecar
+
+
+def wave_module_wav(samples) -> bytes:
+    """The WAV Python's own wave module writes for ``samples`` (16 kHz mono 16-bit)."""
+    out = io.BytesIO()
+    with wave.open(out, "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(16000)
+        wav.writeframes(samples.astype("<i2").tobytes())
+    return out.getvalue()
+
+
+def test_segments_closed_or_recovered_are_byte_for_byte_the_wav_of_their_audio(tmp_path):
+    """Every header field (byte rate and block align too, which some players divide by), as an
+    independent writer puts it."""
+    writer = writer_at(tmp_path, fsync_interval_s=0.5)
+    samples = audio(0.7)
+    writer.open(start())
+    writer.append(samples)
+    closed = tmp_path / writer.close(END)["file"]
+    assert closed.read_bytes() == wave_module_wav(samples)
+    cut = writer.open(start(offset=5.0, wall="2026-11-24T09:30:17.000+01:00"))
+    writer.append(samples)
+    writer._file._file.flush()  # what the kernel has when the power goes
+    (entry,) = SegmentWriter(tmp_path, "class room#1", "modelsha", "1.2.3").prepare()
+    assert tmp_path / entry["file"] == cut and cut.read_bytes() == wave_module_wav(samples)
 
 
 def can_allocate_ahead(folder) -> bool:
@@ -89,6 +125,34 @@ def test_an_open_segment_has_its_blocks_allocated_ahead_and_gives_back_the_rest(
     assert np.array_equal(wav_samples(path), samples)
     # Nothing left reserved (of 1 MB), the filesystem's own blocks for a long file aside.
     assert path.stat().st_blocks * 512 < path.stat().st_size + 65536
+
+
+def test_space_is_allocated_ahead_only_from_64_mib_free_and_only_where_it_can_be(tmp_path, monkeypatch):
+    """Below 64 MiB free every byte is kept for audio and the floor; exactly 64 MiB still
+    reserves. reserve() says True only for blocks it allocated (the writer counts on them)."""
+    if not can_allocate_ahead(tmp_path):
+        pytest.skip(f"{tmp_path} cannot allocate ahead (fallocate KEEP_SIZE)")
+    real_fstatvfs = os.fstatvfs
+
+    def card_with(free_bytes):
+        def fstatvfs(fd):
+            real = real_fstatvfs(fd)
+            return SimpleNamespace(f_frsize=real.f_frsize, f_bavail=free_bytes // real.f_frsize)
+        monkeypatch.setattr(storage.os, "fstatvfs", fstatvfs)
+
+    def reserved(name):
+        with open(tmp_path / name, "wb") as f:
+            said = storage.reserve(f.fileno(), 0, storage.RESERVE_BYTES)
+            return said, os.fstat(f.fileno()).st_blocks * 512
+    card_with(storage.RESERVE_ONLY_ABOVE_BYTES)
+    assert reserved("at_64_mib") == (True, storage.RESERVE_BYTES)
+    card_with(storage.RESERVE_ONLY_ABOVE_BYTES - 4096)
+    assert reserved("below") == (False, 0)
+    monkeypatch.undo()
+    monkeypatch.setattr(storage, "_fallocate", lambda *args: (ctypes.set_errno(errno.EOPNOTSUPP), -1)[1])
+    assert reserved("fuse") == (False, 0)  # a filesystem that cannot (FUSE)
+    monkeypatch.setattr(storage, "_fallocate", None)  # no C library function (Windows)
+    assert reserved("no_fallocate") == (False, 0)
 
 
 def test_sequence_numbers_grow_across_restarts_whatever_the_clock(tmp_path):
@@ -198,6 +262,7 @@ def test_segment_renamed_but_not_listed_is_listed_once(tmp_path, monkeypatch):
     entries = read_manifest(tmp_path / MANIFEST)
     assert len(entries) == 1 and entries[0]["recovered"] is True
     assert (entries[0]["samples"], entries[0]["duration_s"]) == (8000, 0.5)  # the audio it has
+    assert type(entries[0]["samples"]) is int  # a count of samples, as in every line
 
 
 @pytest.mark.parametrize("field, value", [
@@ -353,6 +418,24 @@ def test_audio_appended_window_by_window_is_made_durable_every_fsync_interval(tm
         writer.append(samples[at:at + 512])
     # The first append that brings a second of audio since the last fsync makes it durable.
     assert synced == [16384, 32768]
+
+
+def test_an_fsync_comes_when_a_whole_interval_of_audio_is_unsynced_not_a_sample_before(tmp_path, monkeypatch):
+    writer = writer_at(tmp_path, fsync_interval_s=1.0)
+    writer.open(start())
+    synced = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(storage.os, "fsync", lambda fd: (synced.append(writer._samples), real_fsync(fd)))
+    for size in (15999, 1, 15999, 1, 20000, 15999):
+        writer.append(audio(size / 16000))
+    assert synced == [16000, 32000, 52000]
+
+
+def test_recordings_folder_is_created_with_its_parents(tmp_path):
+    writer = writer_at(tmp_path / "card" / "edge" / "recordings")
+    writer.open(start())
+    writer.append(audio(0.1))
+    assert (tmp_path / "card" / "edge" / "recordings" / writer.close(END)["file"]).exists()
 
 
 def test_a_writer_whose_card_refused_the_start_numbers_its_first_segment_all_the_same(tmp_path):
