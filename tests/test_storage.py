@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 import edge.storage as storage
+from edge.errors import EdgeError
 from cardcheck import header_agrees_with_data
 from syscalls import first_after, indexes, needs_strace, trace
 from edge.storage import (MANIFEST, SegmentEnd, SegmentStart, SegmentWriter,
@@ -174,6 +175,15 @@ def test_sequence_numbers_grow_across_restarts_whatever_the_clock(tmp_path):
     assert writer.repairs == []
     writer.open(start(wall="1970-01-01T00:02:30.000+00:00"))
     assert writer.close(END) is None and writer_at(tmp_path).repairs == []
+
+
+def test_a_new_card_restarted_before_any_speech_starts_again(tmp_path):
+    assert writer_at(tmp_path).repairs == []
+    writer = writer_at(tmp_path)  # a card state that names no day folder yet
+    assert writer.repairs == [] and writer.recover() == []
+    writer.open(start())
+    writer.append(audio(0.1))
+    assert writer.close(END)["seq"] == 1
 
 
 def test_empty_segment_leaves_nothing(tmp_path):
@@ -408,7 +418,8 @@ def test_a_segment_that_cannot_be_finished_says_which_file_and_why(tmp_path, mon
 
 
 def test_audio_appended_window_by_window_is_made_durable_every_fsync_interval(tmp_path, monkeypatch):
-    writer = writer_at(tmp_path, fsync_interval_s=1.0)
+    writer = SegmentWriter(tmp_path, "class room#1", "modelsha", "1.2.3")  # the default: every second
+    writer.prepare()
     writer.open(start())
     synced = []
     real_fsync = os.fsync
@@ -429,6 +440,46 @@ def test_an_fsync_comes_when_a_whole_interval_of_audio_is_unsynced_not_a_sample_
     for size in (15999, 1, 15999, 1, 20000, 15999):
         writer.append(audio(size / 16000))
     assert synced == [16000, 32000, 52000]
+
+
+def test_a_recordings_folder_that_cannot_be_made_is_one_line_naming_it(tmp_path):
+    (tmp_path / "card").write_text("a file where the card's folder should be")
+    writer = SegmentWriter(tmp_path / "card" / "recordings", "class room#1", "modelsha", "1.2.3")
+    with pytest.raises(EdgeError) as failed:
+        writer.prepare()
+    assert str(failed.value) == f"{tmp_path / 'card' / 'recordings'}: cannot create recordings folder (Not a directory)"
+
+
+def test_device_names_keep_letters_digits_dots_and_dashes_in_file_names(tmp_path):
+    writer = SegmentWriter(tmp_path, "Room B.12-North/Süd", "modelsha", "1.2.3")
+    writer.prepare()
+    writer.open(start())
+    writer.append(audio(0.1))
+    entry = writer.close(END)
+    assert (entry["file"], entry["device"]) == ("20261124/000001_093012_Room-B.12-North-S-d.wav", "Room-B.12-North-S-d")
+
+
+def test_a_card_that_lost_its_state_has_the_interrupted_segments_of_every_day_recovered_once(tmp_path, caplog):
+    """Without the card state every day folder is looked at, once; after that (the card coming
+    back after an error) only the day the state names, whatever the card's history."""
+    writer = writer_at(tmp_path)
+    interrupted = []
+    for day in (23, 24, 25):
+        interrupted.append(writer.open(start(wall=f"2026-11-{day}T09:30:12.000+01:00")))
+        writer.append(audio(0.2))
+        writer._file._file.flush()
+        writer._abandon()
+    first = interrupted.pop(0)
+    first.with_name(first.name + ".part.json").write_text("{")  # its audio is left for a person, with a warning
+    (tmp_path / "card-state.json").unlink()
+    writer = SegmentWriter(tmp_path, "class room#1", "modelsha", "1.2.3")
+    recovered = writer.prepare()
+    assert [tmp_path / e["file"] for e in recovered] == interrupted
+    for final in interrupted:
+        assert read_manifest(final.parent / MANIFEST) == [e for e in recovered if tmp_path / e["file"] == final]
+    assert len([m for m in caplog.messages if "damaged" in m]) == 1
+    assert writer.recover() == []
+    assert len([m for m in caplog.messages if "damaged" in m]) == 1
 
 
 def test_recordings_folder_is_created_with_its_parents(tmp_path):
