@@ -482,6 +482,35 @@ def test_a_card_that_lost_its_state_has_the_interrupted_segments_of_every_day_re
     assert len([m for m in caplog.messages if "damaged" in m]) == 1
 
 
+def test_a_writer_whose_start_failed_finishes_every_interrupted_segment_once_the_card_takes_writes(tmp_path):
+    """prepare() failed (a read-only card at boot): the storage supervisor's recover() when
+    the card comes back does what prepare() would have, in every day folder."""
+    writer = writer_at(tmp_path)
+    interrupted = []
+    for day in (23, 24):
+        interrupted.append(writer.open(start(wall=f"2026-11-{day}T09:30:12.000+01:00")))
+        writer.append(audio(0.2))
+        writer._file._file.flush()
+        writer._abandon()
+    writer = SegmentWriter(tmp_path, "class room#1", "modelsha", "1.2.3")
+    assert writer.repairs == []  # nothing for the recorder to report
+    assert [tmp_path / e["file"] for e in writer.recover()] == interrupted
+
+
+def test_a_damaged_card_state_is_rebuilt_said_and_numbering_goes_on(tmp_path):
+    writer = writer_at(tmp_path)
+    writer.open(start())
+    writer.append(audio(0.1))
+    writer.close(END)
+    (tmp_path / "card-state.json").write_text('{"next_seq": ')
+    writer = writer_at(tmp_path)
+    assert writer.repairs == [f"{tmp_path / 'card-state.json'}: damaged, rebuilt from every day folder"]
+    writer.open(start(wall="2026-11-24T10:00:00.000+01:00"))
+    writer.append(audio(0.1))
+    assert writer.close(END)["seq"] == 2
+    assert writer_at(tmp_path).repairs == []
+
+
 def test_recordings_folder_is_created_with_its_parents(tmp_path):
     writer = writer_at(tmp_path / "card" / "edge" / "recordings")
     writer.open(start())
