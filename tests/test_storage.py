@@ -479,6 +479,7 @@ def test_a_card_that_lost_its_state_has_the_interrupted_segments_of_every_day_re
         assert read_manifest(final.parent / MANIFEST) == [e for e in recovered if tmp_path / e["file"] == final]
     assert len([m for m in caplog.messages if "damaged" in m]) == 1
     assert writer.recover() == []
+    assert SegmentWriter(tmp_path, "class room#1", "modelsha", "1.2.3").prepare() == []  # a restart
     assert len([m for m in caplog.messages if "damaged" in m]) == 1
 
 
