@@ -334,6 +334,7 @@ def test_torn_manifest_line_is_moved_aside_and_appends_go_on(tmp_path):
     with open(day, "a") as f:
         f.write('{"file": "20261124/0000')
     writer = writer_at(tmp_path)
+    assert writer.repairs == [f"{day}: damaged line 2 moved to manifest.damaged.jsonl"]  # for `edge status`
     writer.open(start())
     writer.append(audio(0.2))
     writer.close(END)
