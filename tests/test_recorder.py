@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import json
 import threading
+import wave
 from datetime import datetime, timedelta, timezone
 
+import numpy as np
 import pytest
 
 from conftest import PacedSource, StopAfter, make_recorder
 from edge.cli import main
-from edge.config import load_config
+from edge.audio import WavFileSource
+from edge.config import load_config, settings_from_dict
 from edge.status import RecorderStatus, read_status
 from edge.storage import MANIFEST, read_manifest
 from edge.supervisor import StatusPublisher
@@ -146,3 +149,51 @@ def test_a_restart_counts_only_today_s_segments(tmp_path, detector):
             f.write(json.dumps(line) + "\n")
     recorder = make_recorder(load_config(write_config(tmp_path)), detector, root, clock=FakeClock(today))
     assert recorder.status.segments_today == 3
+
+
+class LoudnessDetector:
+    """Speech wherever a window is loud: segments the test places itself, no model needed."""
+
+    sha256 = "loudness"
+
+    def reset(self):
+        pass
+
+    def __call__(self, frame):
+        return 0.95 if np.abs(frame).max() > 1000 else 0.02
+
+
+def wav_file(path, samples):
+    with wave.open(str(path), "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(16000)
+        wav.writeframes(samples.astype("<i2").tobytes())
+    return path
+
+
+@pytest.mark.parametrize("loud_s", [(), ((2.0, 4.0), (7.0, 8.5))])
+def test_a_file_s_segments_are_placed_on_its_own_timeline_and_summed_up(tmp_path, loud_s):
+    """`edge process`: a segment's times are its offset in the file, from the wall and boot
+    clocks read when the file began; the summary line counts what the manifest lists."""
+    samples = np.zeros(344 * 512, np.int16)  # 11.008 s, whole 32 ms windows
+    noise = np.random.default_rng(1).integers(-8000, 8000, len(samples)).astype(np.int16)
+    for begin, end in loud_s:
+        samples[int(begin * 16000):int(end * 16000)] = noise[int(begin * 16000):int(end * 16000)]
+    wall0 = datetime(2026, 11, 24, 9, 0, tzinfo=timezone.utc)
+    clock = FakeClock(wall0)
+    clock.boottime = lambda: 100.00025
+    recorder = make_recorder(settings_from_dict({}), LoudnessDetector(), tmp_path / "rec", clock=clock)
+    path = wav_file(tmp_path / "lesson.wav", samples)
+    summary = recorder.process_file(WavFileSource(path))
+    entries = [e for day in sorted((tmp_path / "rec").glob("2*")) for e in read_manifest(day / MANIFEST)]
+    assert len(entries) == len(loud_s) and list(recorder.entries) == entries
+    for entry, (begin, end) in zip(entries, loud_s):
+        assert entry["start_s"] <= begin and end <= entry["end_s"] <= end + 3.0  # the speech, with its rolls
+        assert entry["start"] == (wall0 + timedelta(seconds=entry["start_s"])).isoformat(timespec="milliseconds")
+        assert entry["monotonic_s"] == round(100.00025 + entry["start_s"], 3)
+        assert (entry["source"], entry["mic_gaps"], entry["boot_id"]) == (str(path), [], "boot")
+    kept = sum(e["duration_s"] for e in entries)
+    assert (summary.segments, summary.kept_s, summary.total_s) == (len(entries), kept, 11.008)
+    found = "speech found" if loud_s else "no speech found"
+    assert summary.line() == f"{path}: {found}, {len(entries)} segments, {kept:.1f} s kept, {11.008 - kept:.1f} s skipped"
