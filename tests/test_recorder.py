@@ -3,7 +3,11 @@ audio the microphone lost (in the manifest and in `edge status`), and the error 
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import shutil
+import subprocess
 import threading
 import wave
 from datetime import datetime, timedelta, timezone
@@ -197,3 +201,45 @@ def test_a_file_s_segments_are_placed_on_its_own_timeline_and_summed_up(tmp_path
     assert (summary.segments, summary.kept_s, summary.total_s) == (len(entries), kept, 11.008)
     found = "speech found" if loud_s else "no speech found"
     assert summary.line() == f"{path}: {found}, {len(entries)} segments, {kept:.1f} s kept, {11.008 - kept:.1f} s skipped"
+
+
+def test_the_writer_the_service_makes_finishes_a_cut_segment_and_says_how_many(tmp_path, caplog):
+    from edge import __version__
+    from edge.recorder import make_writer
+    from edge.storage import SegmentStart
+
+    settings = settings_from_dict({"storage": {"recordings_dir": str(tmp_path / "rec"), "device_name": "room-7"}})
+    writer = make_writer(settings, tmp_path / "rec", LoudnessDetector())
+    for second in range(2):  # two segments cut by a power loss
+        writer.open(SegmentStart("mic:test", second, f"2026-11-24T09:00:0{second}.000+00:00", 100.0 + second, "b", True))
+        writer.append(np.ones(1600, np.int16))
+        writer._file._file.flush()
+        writer._abandon()
+    writer = make_writer(settings, tmp_path / "rec", LoudnessDetector())
+    assert "recovered 2 interrupted segments" in caplog.messages
+    (first, second) = read_manifest(tmp_path / "rec" / "20261124" / MANIFEST)
+    assert (first["model_sha256"], first["version"], first["device"]) == ("loudness", __version__, "room-7")
+    assert first["file"].endswith("_room-7.wav") and writer.format.extension == ".wav"  # no recipients: plain WAV
+
+
+@pytest.mark.skipif(shutil.which("age-keygen") is None, reason="age is not installed")
+def test_the_writer_the_service_makes_encrypts_to_the_configured_recipients(tmp_path):
+    from edge.encryption import AGE_WAV_EXTENSION
+    from edge.recorder import make_writer
+
+    public = subprocess.run(["age-keygen"], check=True, capture_output=True, text=True).stderr.split()[-1]
+    settings = settings_from_dict({"privacy": {"recipients": [public]}})
+    writer = make_writer(settings, tmp_path / "rec", LoudnessDetector())
+    assert writer.format.extension == AGE_WAV_EXTENSION and writer.format.arguments == ["-r", public]
+
+
+def test_a_card_that_refuses_the_repair_at_start_is_named_in_one_warning(tmp_path, monkeypatch, caplog):
+    import edge.storage as storage
+    from edge.recorder import make_writer
+
+    def read_only(writer):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+
+    monkeypatch.setattr(storage.SegmentWriter, "prepare", read_only)
+    make_writer(settings_from_dict({}), tmp_path / "rec", LoudnessDetector())
+    assert caplog.messages == [f"{tmp_path / 'rec'}: cannot finish interrupted segments now (Read-only file system)"]
