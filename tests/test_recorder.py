@@ -243,3 +243,23 @@ def test_a_card_that_refuses_the_repair_at_start_is_named_in_one_warning(tmp_pat
     monkeypatch.setattr(storage.SegmentWriter, "prepare", read_only)
     make_writer(settings_from_dict({}), tmp_path / "rec", LoudnessDetector())
     assert caplog.messages == [f"{tmp_path / 'rec'}: cannot finish interrupted segments now (Read-only file system)"]
+
+
+def test_a_live_segment_is_dated_back_from_the_clocks_by_the_audio_since_its_first_sample(tmp_path):
+    """While listening, a segment opens after its first sample was heard (pre-roll, the
+    detector's confirmation): its wall and boot times are the clocks' now minus that much audio,
+    the same amount for both; its offset is from the start of the session."""
+    samples = np.zeros(344 * 512, np.int16)
+    noise = np.random.default_rng(2).integers(-8000, 8000, len(samples)).astype(np.int16)
+    for begin, end in ((2.0, 4.0), (7.0, 8.5)):
+        samples[int(begin * 16000):int(end * 16000)] = noise[int(begin * 16000):int(end * 16000)]
+    now = datetime(2026, 11, 24, 9, 0, tzinfo=timezone.utc)
+    recorder = make_recorder(settings_from_dict({}), LoudnessDetector(), tmp_path / "rec", clock=FakeClock(now))
+    recorder.run(PacedSource(samples, speed=1000), threading.Event())
+    entries = list(recorder.entries)
+    assert len(entries) == 2
+    for entry, begin in zip(entries, (2.0, 7.0)):
+        assert begin - 1.0 < entry["start_s"] <= begin  # with its pre-roll
+        age = (now - datetime.fromisoformat(entry["start"])).total_seconds()
+        assert abs((100.0 - entry["monotonic_s"]) - age) <= 0.001  # the FakeClock's boot time is 100 s
+        assert 0.0 < age < 1.0 and entry["start_s"] + age <= entry["end_s"]
