@@ -46,7 +46,7 @@ MODULE_TESTS = {
     "audio": ["tests/test_open_timeout.py", "tests/test_capture.py", "tests/test_capture_hang.py",
               "tests/test_mic_loss.py"],
     "recorder": ["tests/test_recorder.py", "tests/test_capture.py", "tests/test_full_card.py",
-                 "tests/test_mic_loss.py", "tests/test_indicator.py"],
+                 "tests/test_mic_loss.py", "tests/test_indicator.py", "tests/test_retention.py"],
     "encryption": ["tests/test_encryption.py"],
     "retention": ["tests/test_retention.py"],
     "sync": ["tests/test_sync_unit.py", "tests/test_sync.py"],

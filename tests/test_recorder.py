@@ -3,15 +3,22 @@ audio the microphone lost (in the manifest and in `edge status`), and the error 
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import shutil
+import subprocess
 import threading
+import wave
 from datetime import datetime, timedelta, timezone
 
+import numpy as np
 import pytest
 
 from conftest import PacedSource, StopAfter, make_recorder
 from edge.cli import main
-from edge.config import load_config
+from edge.audio import WavFileSource
+from edge.config import load_config, settings_from_dict
 from edge.status import RecorderStatus, read_status
 from edge.storage import MANIFEST, read_manifest
 from edge.supervisor import StatusPublisher
@@ -146,3 +153,113 @@ def test_a_restart_counts_only_today_s_segments(tmp_path, detector):
             f.write(json.dumps(line) + "\n")
     recorder = make_recorder(load_config(write_config(tmp_path)), detector, root, clock=FakeClock(today))
     assert recorder.status.segments_today == 3
+
+
+class LoudnessDetector:
+    """Speech wherever a window is loud: segments the test places itself, no model needed."""
+
+    sha256 = "loudness"
+
+    def reset(self):
+        pass
+
+    def __call__(self, frame):
+        return 0.95 if np.abs(frame).max() > 1000 else 0.02
+
+
+def wav_file(path, samples):
+    with wave.open(str(path), "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(16000)
+        wav.writeframes(samples.astype("<i2").tobytes())
+    return path
+
+
+@pytest.mark.parametrize("loud_s", [(), ((2.0, 4.0), (7.0, 8.5))])
+def test_a_file_s_segments_are_placed_on_its_own_timeline_and_summed_up(tmp_path, loud_s):
+    """`edge process`: a segment's times are its offset in the file, from the wall and boot
+    clocks read when the file began; the summary line counts what the manifest lists."""
+    samples = np.zeros(344 * 512, np.int16)  # 11.008 s, whole 32 ms windows
+    noise = np.random.default_rng(1).integers(-8000, 8000, len(samples)).astype(np.int16)
+    for begin, end in loud_s:
+        samples[int(begin * 16000):int(end * 16000)] = noise[int(begin * 16000):int(end * 16000)]
+    wall0 = datetime(2026, 11, 24, 9, 0, tzinfo=timezone.utc)
+    clock = FakeClock(wall0)
+    clock.boottime = lambda: 100.00025
+    recorder = make_recorder(settings_from_dict({}), LoudnessDetector(), tmp_path / "rec", clock=clock)
+    path = wav_file(tmp_path / "lesson.wav", samples)
+    summary = recorder.process_file(WavFileSource(path))
+    entries = [e for day in sorted((tmp_path / "rec").glob("2*")) for e in read_manifest(day / MANIFEST)]
+    assert len(entries) == len(loud_s) and list(recorder.entries) == entries
+    for entry, (begin, end) in zip(entries, loud_s):
+        assert entry["start_s"] <= begin and end <= entry["end_s"] <= end + 3.0  # the speech, with its rolls
+        assert entry["start"] == (wall0 + timedelta(seconds=entry["start_s"])).isoformat(timespec="milliseconds")
+        assert entry["monotonic_s"] == round(100.00025 + entry["start_s"], 3)
+        assert (entry["source"], entry["mic_gaps"], entry["boot_id"]) == (str(path), [], "boot")
+    kept = sum(e["duration_s"] for e in entries)
+    assert (summary.segments, summary.kept_s, summary.total_s) == (len(entries), kept, 11.008)
+    found = "speech found" if loud_s else "no speech found"
+    assert summary.line() == f"{path}: {found}, {len(entries)} segments, {kept:.1f} s kept, {11.008 - kept:.1f} s skipped"
+
+
+def test_the_writer_the_service_makes_finishes_a_cut_segment_and_says_how_many(tmp_path, caplog):
+    from edge import __version__
+    from edge.recorder import make_writer
+    from edge.storage import SegmentStart
+
+    settings = settings_from_dict({"storage": {"recordings_dir": str(tmp_path / "rec"), "device_name": "room-7"}})
+    writer = make_writer(settings, tmp_path / "rec", LoudnessDetector())
+    for second in range(2):  # two segments cut by a power loss
+        writer.open(SegmentStart("mic:test", second, f"2026-11-24T09:00:0{second}.000+00:00", 100.0 + second, "b", True))
+        writer.append(np.ones(1600, np.int16))
+        writer._file._file.flush()
+        writer._abandon()
+    writer = make_writer(settings, tmp_path / "rec", LoudnessDetector())
+    assert "recovered 2 interrupted segments" in caplog.messages
+    (first, second) = read_manifest(tmp_path / "rec" / "20261124" / MANIFEST)
+    assert (first["model_sha256"], first["version"], first["device"]) == ("loudness", __version__, "room-7")
+    assert first["file"].endswith("_room-7.wav") and writer.format.extension == ".wav"  # no recipients: plain WAV
+
+
+@pytest.mark.skipif(shutil.which("age-keygen") is None, reason="age is not installed")
+def test_the_writer_the_service_makes_encrypts_to_the_configured_recipients(tmp_path):
+    from edge.encryption import AGE_WAV_EXTENSION
+    from edge.recorder import make_writer
+
+    public = subprocess.run(["age-keygen"], check=True, capture_output=True, text=True).stderr.split()[-1]
+    settings = settings_from_dict({"privacy": {"recipients": [public]}})
+    writer = make_writer(settings, tmp_path / "rec", LoudnessDetector())
+    assert writer.format.extension == AGE_WAV_EXTENSION and writer.format.arguments == ["-r", public]
+
+
+def test_a_card_that_refuses_the_repair_at_start_is_named_in_one_warning(tmp_path, monkeypatch, caplog):
+    import edge.storage as storage
+    from edge.recorder import make_writer
+
+    def read_only(writer):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+
+    monkeypatch.setattr(storage.SegmentWriter, "prepare", read_only)
+    make_writer(settings_from_dict({}), tmp_path / "rec", LoudnessDetector())
+    assert caplog.messages == [f"{tmp_path / 'rec'}: cannot finish interrupted segments now (Read-only file system)"]
+
+
+def test_a_live_segment_is_dated_back_from_the_clocks_by_the_audio_since_its_first_sample(tmp_path):
+    """While listening, a segment opens after its first sample was heard (pre-roll, the
+    detector's confirmation): its wall and boot times are the clocks' now minus that much audio,
+    the same amount for both; its offset is from the start of the session."""
+    samples = np.zeros(344 * 512, np.int16)
+    noise = np.random.default_rng(2).integers(-8000, 8000, len(samples)).astype(np.int16)
+    for begin, end in ((2.0, 4.0), (7.0, 8.5)):
+        samples[int(begin * 16000):int(end * 16000)] = noise[int(begin * 16000):int(end * 16000)]
+    now = datetime(2026, 11, 24, 9, 0, tzinfo=timezone.utc)
+    recorder = make_recorder(settings_from_dict({}), LoudnessDetector(), tmp_path / "rec", clock=FakeClock(now))
+    recorder.run(PacedSource(samples, speed=1000), threading.Event())
+    entries = list(recorder.entries)
+    assert len(entries) == 2
+    for entry, begin in zip(entries, (2.0, 7.0)):
+        assert begin - 1.0 < entry["start_s"] <= begin  # with its pre-roll
+        age = (now - datetime.fromisoformat(entry["start"])).total_seconds()
+        assert abs((100.0 - entry["monotonic_s"]) - age) <= 0.001  # the FakeClock's boot time is 100 s
+        assert 0.0 < age < 1.0 and entry["start_s"] + age <= entry["end_s"]

@@ -3,7 +3,9 @@ the clock jumped. The clock is a fake one the tests set; the segments are real f
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import threading
 from datetime import datetime, timedelta, timezone
 
@@ -152,6 +154,31 @@ def test_daemon_deletes_old_segments_and_edge_status_shows_the_oldest(tmp_path, 
     main(["status", "--config", str(config)])  # exit 1: the fake clock's status is weeks old
     out = capsys.readouterr().out
     assert f"oldest segment: {kept}, recorded 1.0 days ago; deleted after 2.5 days" in out
+
+
+def test_the_daemon_gives_the_oldest_segment_s_age_in_days_to_a_thousandth(tmp_path, detector):
+    clock = FakeClock()
+    recordings = tmp_path / "rec"
+    oldest = record(recordings, clock)
+    record(recordings, clock)
+    clock.advance(1.23551 * DAY)  # rounds up to 1.236 days; 1.2355 (4 decimals) and 1.235 (one day of 86401 s) are wrong
+    settings = settings_from_dict({"storage": {"keep_days": 30}, "led": {"pin": None}})
+    recorder = make_recorder(settings, detector, recordings, clock=clock)
+    recorder.run(PacedSource(np.zeros(16000, np.int16), speed=50), threading.Event())
+    status = recorder.status
+    assert (status.oldest_segment, status.oldest_segment_days, status.retention_paused) == (oldest, 1.236, None)
+
+
+def test_a_card_that_refuses_deletions_is_a_warning_and_recording_goes_on(tmp_path, detector, lesson, caplog):
+    def refused():
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+
+    settings = settings_from_dict({"storage": {"keep_days": 1}, "led": {"pin": None}})
+    recorder = make_recorder(settings, detector, tmp_path / "rec", clock=FakeClock())
+    recorder.retention.sweep = refused
+    recorder.run(PacedSource(lesson, speed=50), threading.Event())
+    assert "cannot delete old segments now (Read-only file system)" in caplog.messages
+    assert recorder.entries
 
 
 def test_keep_days_is_checked_like_every_setting():

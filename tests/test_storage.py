@@ -5,16 +5,19 @@ from __future__ import annotations
 import ctypes
 import errno
 import hashlib
+import io
 import json
 import logging
 import os
 import wave
+from dataclasses import replace
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 import edge.storage as storage
+from edge.errors import EdgeError
 from cardcheck import header_agrees_with_data
 from syscalls import first_after, indexes, needs_strace, trace
 from edge.storage import (MANIFEST, SegmentEnd, SegmentStart, SegmentWriter,
@@ -46,21 +49,55 @@ def wav_samples(path):
 
 def test_segment_is_a_wav_listed_once_with_its_facts(tmp_path):
     writer = writer_at(tmp_path)
-    writer.open(start(offset=12.5))
+    gap = {"start": "2026-11-24T09:29:00.000+01:00", "end": "2026-11-24T09:29:05.000+01:00"}
+    writer.open(replace(start(offset=12.34567), clock_synced=True, mic_gaps=[gap]))
     samples = audio(2.3)
     writer.append(samples[:10000])
     writer.append(samples[10000:])
     entry = writer.close(END)
     path = tmp_path / entry["file"]
-    assert entry["file"] == "20261124/000001_093012_class-room-1.wav"
     assert np.array_equal(wav_samples(path), samples)
-    assert entry["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
-    assert (entry["device"], entry["source"]) == ("class-room-1", "mic:default")
-    assert (entry["start_s"], entry["end_s"], entry["samples"]) == (12.5, 14.8, len(samples))
-    assert entry["end"] == "2026-11-24T09:30:14.300+01:00"
-    assert entry["recovered"] is False
+    # Every fact of the line, its name and its JSON type: readers (edge sync, export, a
+    # spreadsheet) look them up by name.
+    expected = {
+        "file": "20261124/000001_093012_class-room-1.wav", "seq": 1, "device": "class-room-1",
+        "source": "mic:default", "start": "2026-11-24T09:30:12.000+01:00",
+        "end": "2026-11-24T09:30:14.300+01:00", "start_s": 12.346, "end_s": 14.646, "duration_s": 2.3,
+        "samples": 36800, "sample_rate": 16000, "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        "prob_mean": 0.8, "prob_max": 0.99, "clock_synced": True, "boot_id": "b00t", "monotonic_s": 112.34567,
+        "overflows": 0, "dropped_frames": 0, "mic_gaps": [gap], "recovered": False,
+        "model_sha256": "modelsha", "version": "1.2.3"}
+    assert entry == expected
+    assert {k: type(v) for k, v in entry.items()} == {k: type(v) for k, v in expected.items()}
     assert read_manifest(tmp_path / MANIFEST) == [entry]
     assert sorted(p.name for p in path.parent.iterdir()) == sorted([path.name, MANIFEST])  # no .part, no sidecar
+
+
+def wave_module_wav(samples) -> bytes:
+    """The WAV Python's own wave module writes for ``samples`` (16 kHz mono 16-bit)."""
+    out = io.BytesIO()
+    with wave.open(out, "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(16000)
+        wav.writeframes(samples.astype("<i2").tobytes())
+    return out.getvalue()
+
+
+def test_segments_closed_or_recovered_are_byte_for_byte_the_wav_of_their_audio(tmp_path):
+    """Every header field (byte rate and block align too, which some players divide by), as an
+    independent writer puts it."""
+    writer = writer_at(tmp_path, fsync_interval_s=0.5)
+    samples = audio(0.7)
+    writer.open(start())
+    writer.append(samples)
+    closed = tmp_path / writer.close(END)["file"]
+    assert closed.read_bytes() == wave_module_wav(samples)
+    cut = writer.open(start(offset=5.0, wall="2026-11-24T09:30:17.000+01:00"))
+    writer.append(samples)
+    writer._file._file.flush()  # what the kernel has when the power goes
+    (entry,) = SegmentWriter(tmp_path, "class room#1", "modelsha", "1.2.3").prepare()
+    assert tmp_path / entry["file"] == cut and cut.read_bytes() == wave_module_wav(samples)
 
 
 def can_allocate_ahead(folder) -> bool:
@@ -91,6 +128,34 @@ def test_an_open_segment_has_its_blocks_allocated_ahead_and_gives_back_the_rest(
     assert path.stat().st_blocks * 512 < path.stat().st_size + 65536
 
 
+def test_space_is_allocated_ahead_only_from_64_mib_free_and_only_where_it_can_be(tmp_path, monkeypatch):
+    """Below 64 MiB free every byte is kept for audio and the floor; exactly 64 MiB still
+    reserves. reserve() says True only for blocks it allocated (the writer counts on them)."""
+    if not can_allocate_ahead(tmp_path):
+        pytest.skip(f"{tmp_path} cannot allocate ahead (fallocate KEEP_SIZE)")
+    real_fstatvfs = os.fstatvfs
+
+    def card_with(free_bytes):
+        def fstatvfs(fd):
+            real = real_fstatvfs(fd)
+            return SimpleNamespace(f_frsize=real.f_frsize, f_bavail=free_bytes // real.f_frsize)
+        monkeypatch.setattr(storage.os, "fstatvfs", fstatvfs)
+
+    def reserved(name):
+        with open(tmp_path / name, "wb") as f:
+            said = storage.reserve(f.fileno(), 0, storage.RESERVE_BYTES)
+            return said, os.fstat(f.fileno()).st_blocks * 512
+    card_with(storage.RESERVE_ONLY_ABOVE_BYTES)
+    assert reserved("at_64_mib") == (True, storage.RESERVE_BYTES)
+    card_with(storage.RESERVE_ONLY_ABOVE_BYTES - 4096)
+    assert reserved("below") == (False, 0)
+    monkeypatch.undo()
+    monkeypatch.setattr(storage, "_fallocate", lambda *args: (ctypes.set_errno(errno.EOPNOTSUPP), -1)[1])
+    assert reserved("fuse") == (False, 0)  # a filesystem that cannot (FUSE)
+    monkeypatch.setattr(storage, "_fallocate", None)  # no C library function (Windows)
+    assert reserved("no_fallocate") == (False, 0)
+
+
 def test_sequence_numbers_grow_across_restarts_whatever_the_clock(tmp_path):
     writer = writer_at(tmp_path)
     writer.open(start(wall="2026-11-24T09:30:12.000+00:00"))
@@ -110,6 +175,15 @@ def test_sequence_numbers_grow_across_restarts_whatever_the_clock(tmp_path):
     assert writer.repairs == []
     writer.open(start(wall="1970-01-01T00:02:30.000+00:00"))
     assert writer.close(END) is None and writer_at(tmp_path).repairs == []
+
+
+def test_a_new_card_restarted_before_any_speech_starts_again(tmp_path):
+    assert writer_at(tmp_path).repairs == []
+    writer = writer_at(tmp_path)  # a card state that names no day folder yet
+    assert writer.repairs == [] and writer.recover() == []
+    writer.open(start())
+    writer.append(audio(0.1))
+    assert writer.close(END)["seq"] == 1
 
 
 def test_empty_segment_leaves_nothing(tmp_path):
@@ -198,6 +272,7 @@ def test_segment_renamed_but_not_listed_is_listed_once(tmp_path, monkeypatch):
     entries = read_manifest(tmp_path / MANIFEST)
     assert len(entries) == 1 and entries[0]["recovered"] is True
     assert (entries[0]["samples"], entries[0]["duration_s"]) == (8000, 0.5)  # the audio it has
+    assert type(entries[0]["samples"]) is int  # a count of samples, as in every line
 
 
 @pytest.mark.parametrize("field, value", [
@@ -259,6 +334,7 @@ def test_torn_manifest_line_is_moved_aside_and_appends_go_on(tmp_path):
     with open(day, "a") as f:
         f.write('{"file": "20261124/0000')
     writer = writer_at(tmp_path)
+    assert writer.repairs == [f"{day}: damaged line 2 moved to manifest.damaged.jsonl"]  # for `edge status`
     writer.open(start())
     writer.append(audio(0.2))
     writer.close(END)
@@ -343,7 +419,8 @@ def test_a_segment_that_cannot_be_finished_says_which_file_and_why(tmp_path, mon
 
 
 def test_audio_appended_window_by_window_is_made_durable_every_fsync_interval(tmp_path, monkeypatch):
-    writer = writer_at(tmp_path, fsync_interval_s=1.0)
+    writer = SegmentWriter(tmp_path, "class room#1", "modelsha", "1.2.3")  # the default: every second
+    writer.prepare()
     writer.open(start())
     synced = []
     real_fsync = os.fsync
@@ -353,6 +430,94 @@ def test_audio_appended_window_by_window_is_made_durable_every_fsync_interval(tm
         writer.append(samples[at:at + 512])
     # The first append that brings a second of audio since the last fsync makes it durable.
     assert synced == [16384, 32768]
+
+
+def test_an_fsync_comes_when_a_whole_interval_of_audio_is_unsynced_not_a_sample_before(tmp_path, monkeypatch):
+    writer = writer_at(tmp_path, fsync_interval_s=1.0)
+    writer.open(start())
+    synced = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(storage.os, "fsync", lambda fd: (synced.append(writer._samples), real_fsync(fd)))
+    for size in (15999, 1, 15999, 1, 20000, 15999):
+        writer.append(audio(size / 16000))
+    assert synced == [16000, 32000, 52000]
+
+
+def test_a_recordings_folder_that_cannot_be_made_is_one_line_naming_it(tmp_path):
+    (tmp_path / "card").write_text("a file where the card's folder should be")
+    writer = SegmentWriter(tmp_path / "card" / "recordings", "class room#1", "modelsha", "1.2.3")
+    with pytest.raises(EdgeError) as failed:
+        writer.prepare()
+    assert str(failed.value) == f"{tmp_path / 'card' / 'recordings'}: cannot create recordings folder (Not a directory)"
+
+
+def test_device_names_keep_letters_digits_dots_and_dashes_in_file_names(tmp_path):
+    writer = SegmentWriter(tmp_path, "Room B.12-North/Süd", "modelsha", "1.2.3")
+    writer.prepare()
+    writer.open(start())
+    writer.append(audio(0.1))
+    entry = writer.close(END)
+    assert (entry["file"], entry["device"]) == ("20261124/000001_093012_Room-B.12-North-S-d.wav", "Room-B.12-North-S-d")
+
+
+def test_a_card_that_lost_its_state_has_the_interrupted_segments_of_every_day_recovered_once(tmp_path, caplog):
+    """Without the card state every day folder is looked at, once; after that (the card coming
+    back after an error) only the day the state names, whatever the card's history."""
+    writer = writer_at(tmp_path)
+    interrupted = []
+    for day in (23, 24, 25):
+        interrupted.append(writer.open(start(wall=f"2026-11-{day}T09:30:12.000+01:00")))
+        writer.append(audio(0.2))
+        writer._file._file.flush()
+        writer._abandon()
+    first = interrupted.pop(0)
+    first.with_name(first.name + ".part.json").write_text("{")  # its audio is left for a person, with a warning
+    (tmp_path / "card-state.json").unlink()
+    writer = SegmentWriter(tmp_path, "class room#1", "modelsha", "1.2.3")
+    recovered = writer.prepare()
+    assert [tmp_path / e["file"] for e in recovered] == interrupted
+    for final in interrupted:
+        assert read_manifest(final.parent / MANIFEST) == [e for e in recovered if tmp_path / e["file"] == final]
+    assert len([m for m in caplog.messages if "damaged" in m]) == 1
+    assert writer.recover() == []
+    assert SegmentWriter(tmp_path, "class room#1", "modelsha", "1.2.3").prepare() == []  # a restart
+    assert len([m for m in caplog.messages if "damaged" in m]) == 1
+
+
+def test_a_writer_whose_start_failed_finishes_every_interrupted_segment_once_the_card_takes_writes(tmp_path):
+    """prepare() failed (a read-only card at boot): the storage supervisor's recover() when
+    the card comes back does what prepare() would have, in every day folder."""
+    writer = writer_at(tmp_path)
+    interrupted = []
+    for day in (23, 24):
+        interrupted.append(writer.open(start(wall=f"2026-11-{day}T09:30:12.000+01:00")))
+        writer.append(audio(0.2))
+        writer._file._file.flush()
+        writer._abandon()
+    writer = SegmentWriter(tmp_path, "class room#1", "modelsha", "1.2.3")
+    assert writer.repairs == []  # nothing for the recorder to report
+    assert [tmp_path / e["file"] for e in writer.recover()] == interrupted
+
+
+def test_a_damaged_card_state_is_rebuilt_said_and_numbering_goes_on(tmp_path):
+    writer = writer_at(tmp_path)
+    writer.open(start())
+    writer.append(audio(0.1))
+    writer.close(END)
+    (tmp_path / "card-state.json").write_text('{"next_seq": ')
+    writer = writer_at(tmp_path)
+    assert writer.repairs == [f"{tmp_path / 'card-state.json'}: damaged, rebuilt from every day folder"]
+    writer.open(start(wall="2026-11-24T10:00:00.000+01:00"))
+    writer.append(audio(0.1))
+    assert writer.close(END)["seq"] == 2
+    assert writer_at(tmp_path).repairs == []
+
+
+def test_recordings_folder_is_created_with_its_parents(tmp_path):
+    writer = writer_at(tmp_path / "card" / "edge" / "recordings")
+    writer.open(start())
+    writer.append(audio(0.1))
+    assert (tmp_path / "card" / "edge" / "recordings" / writer.close(END)["file"]).exists()
 
 
 def test_a_writer_whose_card_refused_the_start_numbers_its_first_segment_all_the_same(tmp_path):
