@@ -499,3 +499,23 @@ def test_without_keep_days_the_card_is_left_as_it_is(tmp_path):
     assert retention.sweep() == [] and retention.oldest == SegmentAge(kept, 2, 400 * DAY)
     assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
 
+
+def test_boots_of_unknown_id_are_never_taken_for_one_another(tmp_path):
+    # /proc gave no boot id: "unknown" in one boot may be any other boot.
+    clock = FakeClock(boot="unknown", synced=False, wall=datetime(1970, 1, 1, tzinfo=timezone.utc))
+    stray = record(tmp_path, clock)  # at 100 s of its boot, the time unknown
+    clock.reboot("unknown", datetime(1970, 1, 1, tzinfo=timezone.utc), synced=False)
+    clock.advance(30 * DAY)
+    clock.now, clock.is_synced = T0, True  # a month into this boot, NTP sets the clock
+    stamped = record(tmp_path, clock)
+    clock.advance(DAY)
+    # Neither this boot's clock nor the stamp of another segment of an "unknown" boot dates
+    # the stray one: only that it was recorded before the stamped one.
+    ages = {a.file: a.age_s for a in assess_ages(list(iter_segments(tmp_path)), clock)[0]}
+    assert ages == {stray: DAY, stamped: DAY}
+    assert SegmentRetention(tmp_path, keep_days=10, clock=clock).sweep() == []
+    # Rebooted again, the clock synchronised: the stamped one is dated by its own stamp, and
+    # its boot time (of another boot) is no disagreement.
+    clock.reboot("unknown", T0 + timedelta(days=40), synced=True)
+    retention = SegmentRetention(tmp_path, keep_days=10, clock=clock)
+    assert [t["deleted"] for t in retention.sweep()] == [stray, stamped] and retention.paused is None
