@@ -215,14 +215,15 @@ def test_a_synchronised_clock_400_days_ahead_deletes_nothing_and_says_why(tmp_pa
     honest_now = clock.now
     clock.now = honest_now + timedelta(days=400)  # a bad time server; the flag says synchronised
     retention = SegmentRetention(tmp_path, keep_days=30, clock=clock)
-    with caplog.at_level("WARNING", logger="edge.retention"):
-        assert retention.sweep() == []
-        assert retention.sweep() == []
-    assert on_card(tmp_path) == first_boot + this_boot
+    caplog.set_level("INFO", logger="edge.retention")
+    assert retention.sweep() == []
     # The sweep reads a window of day folders: the reason may name either segment of this boot.
     assert retention.paused in paused_by_a_clock_400_days_ahead(this_boot)
-    warnings = [r.getMessage() for r in caplog.records]
-    assert warnings == [f"retention paused, nothing is deleted: {retention.paused}"]  # once
+    said = [f"retention paused, nothing is deleted: {retention.paused}"]
+    assert [r.getMessage() for r in caplog.records] == said  # at once
+    assert retention.sweep() == []
+    assert on_card(tmp_path) == first_boot + this_boot
+    assert [r.getMessage() for r in caplog.records] == said  # and once
     # What boot time proves is still reported: the oldest is at least as old as the segment
     # of this boot the reason names (7 or 4 days). Even what boot time alone proves old is
     # kept while the clocks disagree.
@@ -230,9 +231,14 @@ def test_a_synchronised_clock_400_days_ahead_deletes_nothing_and_says_why(tmp_pa
     assert (retention.oldest.file, retention.oldest.age_s) == (first_boot[0], proven_days * DAY)
     assert SegmentRetention(tmp_path, keep_days=proven_days - 1, clock=clock).sweep() == []
     # The clock put right, the evidence agrees again: the one 32-day-old segment goes.
+    # With nothing to delete, nothing is paused.
+    unbounded = SegmentRetention(tmp_path, keep_days=None, clock=clock)
+    assert unbounded.sweep() == [] and unbounded.paused is None
     clock.now = honest_now
+    caplog.clear()
     assert [t["deleted"] for t in retention.sweep()] == [first_boot[0]]
     assert retention.paused is None
+    assert [r.getMessage() for r in caplog.records][-1] == "retention resumed: the clocks agree again"
 
 
 def test_an_honest_synchronised_clock_deletes_what_is_old_from_earlier_boots(tmp_path):
@@ -519,3 +525,80 @@ def test_boots_of_unknown_id_are_never_taken_for_one_another(tmp_path):
     clock.reboot("unknown", T0 + timedelta(days=40), synced=True)
     retention = SegmentRetention(tmp_path, keep_days=10, clock=clock)
     assert [t["deleted"] for t in retention.sweep()] == [stray, stamped] and retention.paused is None
+
+
+def test_the_clocks_agree_within_the_tolerance_and_not_a_second_beyond(tmp_path):
+    clock = FakeClock()
+    lesson = record(tmp_path, clock)
+    clock.advance(DAY)
+    honest = clock.now
+    # A segment of this boot: wall time against boot time.
+    clock.now = honest + timedelta(seconds=CLOCK_TOLERANCE_S)
+    retention = SegmentRetention(tmp_path, keep_days=30, clock=clock)
+    assert retention.sweep() == [] and retention.paused is None
+    clock.now = honest + timedelta(seconds=CLOCK_TOLERANCE_S + 1)
+    retention = SegmentRetention(tmp_path, keep_days=30, clock=clock)
+    assert retention.sweep() == [] and retention.paused == (
+        f"the synchronised wall clock says {lesson} was recorded 1.01 days ago, boot time says 1.00 days")
+    # A segment of an earlier boot: the wall clock may put this boot's start up to the
+    # tolerance before it (a reboot minutes after a lesson, stamps a moment apart), no more.
+    for seconds_before, paused in ((CLOCK_TOLERANCE_S, False), (CLOCK_TOLERANCE_S + 1, True)):
+        clock.reboot("boot-b", T0, synced=True)
+        clock.now = T0 - timedelta(seconds=seconds_before - clock.boottime())  # began then
+        retention = SegmentRetention(tmp_path, keep_days=30, clock=clock)
+        assert retention.sweep() == [] and on_card(tmp_path) == [lesson]
+        assert (retention.paused or "").startswith(f"{lesson} was recorded in an earlier boot") is paused
+
+
+def test_segments_recorded_before_ntp_in_this_boot_neither_fake_nor_hide_a_wrong_clock(tmp_path):
+    clock = FakeClock(synced=False, wall=datetime(1970, 1, 1, tzinfo=timezone.utc))
+    early = record(tmp_path, clock)
+    clock.advance(60)
+    clock.now, clock.is_synced = T0, True  # NTP sets the clock
+    stamped = record(tmp_path, clock)
+    clock.advance(3 * DAY)
+    retention = SegmentRetention(tmp_path, keep_days=2, clock=clock)
+    # The 1970 stamp is no evidence against the clock: boot time ages both.
+    assert [t["deleted"] for t in retention.sweep()] == [early, stamped] and retention.paused is None
+    # The same again in a new boot, then a bad time server: the stamped segment shows it,
+    # whatever comes before it.
+    clock.reboot("boot-b", datetime(1970, 1, 1, tzinfo=timezone.utc), synced=False)
+    early = record(tmp_path, clock)
+    clock.advance(60)
+    clock.now, clock.is_synced = T0 + timedelta(days=10), True
+    stamped = record(tmp_path, clock)
+    clock.advance(DAY)
+    clock.now += timedelta(days=400)
+    retention = SegmentRetention(tmp_path, keep_days=30, clock=clock)
+    assert retention.sweep() == [] and on_card(tmp_path) == [early, stamped]
+    assert retention.paused == (f"the synchronised wall clock says {stamped} was recorded 401.00 days "
+                                "ago, boot time says 1.00 days")
+
+
+def test_a_pause_over_a_day_whose_files_are_gone_is_still_a_pause(tmp_path):
+    clock = FakeClock()
+    first_boot, this_boot = lessons_over_two_boots(tmp_path, clock)
+    (tmp_path / first_boot[0]).unlink()  # taken off by hand; its day lists nothing left
+    clock.now += timedelta(days=400)
+    retention = SegmentRetention(tmp_path, keep_days=30, clock=clock)
+    assert retention.sweep() == [] and retention.paused is not None
+    assert on_card(tmp_path) == first_boot[1:] + this_boot
+
+
+def test_an_oldest_of_unknown_age_stays_unknown_while_retention_rests(tmp_path):
+    # Boot b: two days before NTP, then a synchronised segment that dates them, on a third
+    # day the first day's window does not hold; boot d never knew the time.
+    clock = FakeClock(boot="boot-b", synced=False, wall=datetime(1970, 1, 1, tzinfo=timezone.utc))
+    first = record(tmp_path, clock)
+    clock.advance(DAY)
+    record(tmp_path, clock)
+    clock.advance(DAY)
+    clock.now, clock.is_synced = T0, True
+    record(tmp_path, clock)
+    clock.reboot("boot-d", datetime(1970, 1, 10, tzinfo=timezone.utc), synced=False)
+    record(tmp_path, clock)
+    clock.reboot("boot-e", T0 + timedelta(days=1), synced=True)
+    retention = SegmentRetention(tmp_path, keep_days=30, clock=clock)
+    assert retention.sweep() == [] and retention.oldest == SegmentAge(first, 1, None)
+    clock.advance(3600)  # the second day proved young: retention rests, and ages nothing unknown
+    assert retention.sweep() == [] and retention.oldest == SegmentAge(first, 1, None)
