@@ -800,18 +800,25 @@ def test_what_age_says_about_a_key_is_passed_on_as_it_is(tmp_path, monkeypatch):
         assert str(raised.value) == f"privacy.recipients: 'age1abc' is not a valid age public key ({reason})"
 
 
-def test_checking_a_key_neither_reads_the_terminal_nor_writes_to_it(key):
+def test_checking_a_key_neither_reads_the_terminal_nor_writes_to_it(key, capfd):
     # `edge doctor` and `edge run` check the keys at start, often in a terminal: here a stdin
-    # that stays open (whatever reads it waits for ever) and a stdout that shows all it gets.
-    check = subprocess.Popen([sys.executable, "-c", "import sys; from edge.encryption import recipient_arguments; "
-                              "print(recipient_arguments(sys.argv[1:]))", key[1]],
-                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # nobody types into (whatever reads it waits until it is closed) and a captured stdout.
+    typed_into, nobody_types = os.pipe()
+    terminal = os.dup(0)
+    os.dup2(typed_into, 0)
+    checked = []
+    checker = threading.Thread(target=lambda: checked.append(recipient_arguments([key[1]])), daemon=True)
     try:
-        check.wait(timeout=20)
+        checker.start()
+        checker.join(timeout=20)
+        waited_for_input = checker.is_alive()
     finally:
-        check.stdin.close()
-        check.kill()
-    assert check.returncode == 0 and check.stdout.read() == f"['-r', '{key[1]}']\n".encode()
+        os.close(nobody_types)  # an age that reads its input ends now
+        checker.join()
+        os.dup2(terminal, 0)
+        os.close(terminal)
+        os.close(typed_into)
+    assert not waited_for_input and checked == [["-r", key[1]]] and capfd.readouterr().out == ""
 
 
 def age_header_end(path: Path) -> int:
@@ -938,6 +945,8 @@ def test_a_hung_age_is_killed_not_waited_for_for_ever(tmp_path, key, monkeypatch
             ("exec 0<&-; exec sleep 600", lambda stream: stream.close()))):
         fake_age(tmp_path, monkeypatch, script)
         stream = AgeWav(["-r", key[1]]).create(tmp_path / f"{number}.wav.age.part")
+        if "0<&-" in script:
+            wait_until(lambda: not os.path.exists(f"/proc/{stream._age.pid}/fd/0"), "age to close its input")
         ended = []
 
         def finish():
