@@ -10,7 +10,8 @@ time server, a hand-set date). A segment is therefore deleted only on evidence o
   evidence (below): wall time now minus its ``start``;
 - recorded with an unsynchronised clock in a boot where another segment had a synchronised
   one: that segment's time plus the difference of their ``monotonic_s`` (same boot, same
-  CLOCK_BOOTTIME), when the clock is synchronised now and consistent.
+  CLOCK_BOOTTIME), when the clock is synchronised now and consistent. Boots whose id was
+  unknown cannot be told apart, so a segment of such a boot has no anchor but its own stamp.
 
 A segment is also at least as old as any segment recorded after it (sequence numbers only
 grow), so an unknown age takes the largest known age of a later segment. A segment whose age
@@ -93,6 +94,12 @@ def _boot(entry: dict) -> Optional[str]:
     return boot if isinstance(boot, str) and boot != "unknown" else None
 
 
+def _stamped(entry: dict) -> bool:
+    """Whether a segment's ``start`` was stamped by a synchronised clock, with its boot time."""
+    return (entry.get("clock_synced") is True and _start(entry) is not None
+            and _seconds(entry, "monotonic_s") is not None)
+
+
 def wall_clock_disagreement(entries: list, clock) -> Optional[str]:
     """Why the synchronised wall clock is not evidence of age now (one line), or None when it
     agrees with boot time and the segments on the card."""
@@ -126,8 +133,7 @@ def assess_ages(entries: list, clock) -> tuple:
     # One synchronised segment per boot anchors that boot's CLOCK_BOOTTIME to true time.
     anchors = {}
     for entry in entries:
-        if (entry.get("clock_synced") is True and _boot(entry) not in anchors
-                and _start(entry) is not None and _seconds(entry, "monotonic_s") is not None):
+        if _boot(entry) is not None and _boot(entry) not in anchors and _stamped(entry):
             anchors[_boot(entry)] = entry
 
     def known_age(entry: dict) -> Optional[float]:
@@ -138,7 +144,8 @@ def assess_ages(entries: list, clock) -> tuple:
             return boot_now - monotonic
         if not trust_wall:
             return None
-        anchor = anchors.get(_boot(entry))
+        # Boots of unknown id cannot be told apart: only a segment's own stamp dates it.
+        anchor = anchors.get(_boot(entry)) if _boot(entry) is not None else entry if _stamped(entry) else None
         if anchor is None:
             return None
         recorded = _start(anchor) + monotonic - anchor["monotonic_s"]

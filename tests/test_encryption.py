@@ -7,6 +7,7 @@ daemon on a real ALSA capture is killed together with its age processes.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
@@ -17,7 +18,9 @@ import socket
 import struct
 import subprocess
 import sys
+import stat
 import termios
+import threading
 import time
 import wave
 from pathlib import Path
@@ -27,11 +30,13 @@ import pytest
 
 from conftest import feed, wait_until
 from edge.cli import main
-from edge.encryption import CHUNK_BYTES, AgeWav, age_payload_bytes
+import edge.encryption
+from edge.encryption import (CHUNK_BYTES, AgeWav, age_payload_bytes, age_wav_samples,
+                             interrupted_age_wav_samples, recipient_arguments, streaming_wav_header)
 from edge.errors import EdgeError
 from edge.card import CARD_STATE
-from edge.storage import (MANIFEST, SegmentEnd, SegmentStart, SegmentWriter, file_sha256,
-                          read_manifest)
+from edge.storage import (MANIFEST, PlainWav, SegmentEnd, SegmentStart, SegmentWriter, file_sha256,
+                          read_manifest, wav_header)
 
 END = SegmentEnd(prob_mean=0.8, prob_max=0.99, overflows=0, dropped_frames=0)
 FRAME = 512
@@ -719,3 +724,252 @@ def test_a_full_card_stops_the_encrypted_segment_like_a_plain_one(tmp_path, key)
         assert_no_plaintext(card, pcm_runs(samples))
     finally:
         subprocess.run(["umount", str(card)], check=True)
+
+
+def fake_age(tmp_path: Path, monkeypatch, script: str) -> None:
+    """An `age` command first on PATH that runs the shell ``script`` instead of the real one."""
+    folder = tmp_path / "bin"
+    folder.mkdir(exist_ok=True)
+    (folder / "age").write_text("#!/bin/sh\n" + script + "\n")
+    (folder / "age").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{folder}{os.pathsep}{os.environ['PATH']}")
+
+
+def test_every_recipient_reaches_age_and_each_can_decrypt(tmp_path, key):
+    identity, public = key
+    other = tmp_path / "other-key.txt"
+    subprocess.run(["age-keygen", "-o", str(other)], check=True, capture_output=True)
+    other_public = subprocess.run(["age-keygen", "-y", str(other)], check=True, capture_output=True,
+                                  text=True).stdout.strip()
+    ssh = tmp_path / "id_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "office", "-f", str(ssh)], check=True)
+    ssh_public = ssh.with_name("id_ed25519.pub").read_text().strip()
+    listed = tmp_path / "recipients.txt"
+    listed.write_text(f"# the office\n\n{other_public}\n")
+    segments = AgeWav.for_recipients([f"  {public}\t", ssh_public, f" {listed} "])
+    assert segments.arguments == ["-r", public, "-r", ssh_public, "-R", str(listed)]
+    writer = SegmentWriter(tmp_path / "card", "room1", "m", "v", 1.0, segments)
+    writer.prepare()
+    writer.open(start())
+    samples = audio(0.5)
+    writer.append(samples)
+    entry = writer.close(END)
+    for secret in (identity, other, ssh):
+        result = age_decrypt(tmp_path / "card" / entry["file"], secret)
+        assert result.returncode == 0 and np.array_equal(pcm_after_header(result.stdout), samples)
+
+
+def test_recipient_mistakes_are_one_line_naming_the_key_or_file(tmp_path, key):
+    secret = key[0].read_text().splitlines()[-1].lower()  # lower case is still a secret key
+    comments, binary, with_secret, bad = (tmp_path / name for name in ("comments.txt", "binary.txt",
+                                                                       "secret.txt", "bad.txt"))
+    comments.write_text("  # the office's key, to come\n\n")
+    binary.write_bytes(b"\xff\xfe\x00age1")
+    with_secret.write_text(f"{key[1]}\n   {secret}\n")
+    bad.write_text("hello\n")
+    origin = "privacy.recipients"
+    for recipients, message in (
+            ([secret], f"{origin}: {secret[:19]}... is a secret key (an identity), not a public key: give "
+                       "the 'age1...' line that edge keygen printed, and keep the secret key off the device"),
+            ([str(tmp_path / "none.txt")], f"{origin}: {tmp_path / 'none.txt'}: cannot read recipients file "
+                                           "(No such file or directory); expected a file of 'age1...' lines"),
+            ([str(binary)], f"{origin}: {binary}: not a text file of 'age1...' lines"),
+            ([str(with_secret)], f"{origin}: {with_secret}: line 2 is a secret key (an identity), not a "
+                                 "public key; keep secret keys off the device"),
+            ([str(comments)], f"{origin}: {comments}: no public key in the recipients file"),
+            ([], f"{origin}: empty list; give at least one 'age1...' public key")):
+        with pytest.raises(EdgeError) as raised:
+            recipient_arguments(recipients)
+        assert str(raised.value) == message
+    # What age itself finds wrong with a file is said in age's words, on the same line.
+    with pytest.raises(EdgeError) as raised:
+        recipient_arguments([str(bad)])
+    said = str(raised.value)
+    assert said.startswith(f"{origin}: {bad}: not a valid recipients file (") and said.endswith(")")
+    assert "error:" not in said and "\n" not in said and len(said) > len(f"{origin}: {bad}: not a valid recipients file ()")
+
+
+def test_what_age_says_about_a_key_is_passed_on_as_it_is(tmp_path, monkeypatch):
+    for script, reason in (
+            ('echo "age: error: malformed recipient: error: bad checksum" >&2; exit 1',
+             "malformed recipient: error: bad checksum"),
+            ('echo "Segmentation fault" >&2; exit 139', "Segmentation fault")):  # no error line
+        fake_age(tmp_path, monkeypatch, script)
+        with pytest.raises(EdgeError) as raised:
+            recipient_arguments(["age1abc"])
+        assert str(raised.value) == f"privacy.recipients: 'age1abc' is not a valid age public key ({reason})"
+
+
+def test_checking_a_key_neither_reads_the_terminal_nor_writes_to_it(key, capfd):
+    # `edge doctor` and `edge run` check the keys at start, often in a terminal: here a stdin
+    # nobody types into (whatever reads it waits until it is closed) and a captured stdout.
+    typed_into, nobody_types = os.pipe()
+    terminal = os.dup(0)
+    os.dup2(typed_into, 0)
+    checked = []
+    checker = threading.Thread(target=lambda: checked.append(recipient_arguments([key[1]])), daemon=True)
+    try:
+        checker.start()
+        checker.join(timeout=20)
+        waited_for_input = checker.is_alive()
+    finally:
+        os.close(nobody_types)  # an age that reads its input ends now
+        checker.join()
+        os.dup2(terminal, 0)
+        os.close(terminal)
+        os.close(typed_into)
+    assert not waited_for_input and checked == [["-r", key[1]]] and capfd.readouterr().out == ""
+
+
+def age_header_end(path: Path) -> int:
+    """Where an age file's payload nonce begins: after the header's MAC line."""
+    data = path.read_bytes()
+    return data.index(b"\n", data.index(b"\n--- ") + 1) + 1
+
+
+def test_an_encrypted_segment_s_samples_are_counted_from_its_size(tmp_path, key):
+    segments = AgeWav.for_recipients([key[1]])
+    in_first_chunk = (CHUNK_BYTES - 44) // 2  # the header takes 44 bytes of it
+    for count in (0, 1, in_first_chunk, in_first_chunk + 1, 70000):
+        path = tmp_path / f"{count}.wav.age"
+        stream = segments.create(path)
+        stream.write(audio(count / 16000).tobytes())
+        stream.close()
+        counted = age_wav_samples(path)
+        assert counted == count and type(counted) is int  # an integer in the manifest
+    # A damaged payload is counted by its size all the same; a damaged header holds nothing.
+    damaged = bytearray(path.read_bytes())
+    inside = age_header_end(path) + 5000
+    damaged[inside:inside + 7] = b"\n--- x\n"
+    path.write_bytes(damaged)
+    assert age_wav_samples(path) == 70000
+    path.write_bytes(damaged[:age_header_end(path) - 3])
+    assert age_wav_samples(path) == 0 and interrupted_age_wav_samples(path) == 0
+
+
+def test_an_interrupted_encrypted_segment_counts_exactly_the_chunks_age_decrypts(tmp_path, key):
+    identity, public = key
+    whole = tmp_path / "whole.wav.age"
+    stream = AgeWav.for_recipients([public]).create(whole)
+    stream.write(audio(5.0).tobytes())  # two whole chunks and part of a third
+    stream.close()
+    data, payload = whole.read_bytes(), age_header_end(whole) + 16
+    sealed = CHUNK_BYTES + 16
+    assert age_payload_bytes(whole) == len(data) - payload
+    for cut in (payload - 6, payload, payload + sealed - 1, payload + sealed, payload + 2 * sealed - 1,
+                payload + 2 * sealed):
+        part = tmp_path / "cut.wav.age.part"
+        part.write_bytes(data[:cut])
+        decrypted = age_decrypt(part, identity).stdout
+        assert interrupted_age_wav_samples(part) == max(len(decrypted) - 44, 0) // 2, cut
+        assert age_payload_bytes(part) == max(cut - payload, 0)
+
+
+def test_only_the_first_64_kib_are_read_for_an_age_header(tmp_path):
+    # A file whose beginning is no age header is nothing that decrypts, whatever comes after.
+    path = tmp_path / "garbage.wav.age"
+    path.write_bytes(b"\x00" * (64 * 1024) + b"\n--- x\n" + b"\x00" * 1000)
+    assert age_payload_bytes(path) is None and age_wav_samples(path) == 0
+
+
+def test_the_streamed_header_is_a_plain_segment_s_but_for_its_sizes():
+    header = streaming_wav_header()
+    assert header[12:36] == wav_header(0)[12:36]  # 16 kHz, mono, 16 bit: the same fmt chunk
+    assert header[4:8] == header[40:44] == b"\xff\xff\xff\xff" and len(header) == 44
+
+
+def test_an_encrypted_part_is_made_like_a_plain_one_never_over_another(tmp_path, key):
+    segments = AgeWav.for_recipients([key[1]])
+    plain = PlainWav().create(tmp_path / "plain.wav.part")
+    plain.close()
+    stream = segments.create(tmp_path / "a.wav.age.part")
+    try:
+        # Its own session: a Ctrl-C meant for `edge run` does not reach age.
+        assert os.getsid(stream._age.pid) == stream._age.pid != os.getsid(0)
+    finally:
+        stream.close()
+    mode = stat.S_IMODE((tmp_path / "a.wav.age.part").stat().st_mode)
+    assert mode == stat.S_IMODE((tmp_path / "plain.wav.part").stat().st_mode)
+    before = (tmp_path / "a.wav.age.part").read_bytes()
+    with pytest.raises(FileExistsError):
+        segments.create(tmp_path / "a.wav.age.part")
+    assert (tmp_path / "a.wav.age.part").read_bytes() == before
+
+
+def test_an_age_that_fails_is_an_os_error_saying_why(tmp_path, key, monkeypatch):
+    segments = AgeWav(["-r", key[1]])
+    stream = segments.create(tmp_path / "killed.wav.age.part")
+    os.kill(stream._age.pid, signal.SIGKILL)
+    stream._age.wait()
+    with pytest.raises(OSError) as raised:
+        stream.close()
+    assert (raised.value.errno, raised.value.strerror) == (errno.EIO, "age: killed by SIGKILL")
+    for script, number, reason in (
+            ("cat >/dev/null; echo 'age: error: write: no space left on device' >&2; exit 1",
+             errno.ENOSPC, "write: no space left on device"),
+            (r"cat >/dev/null; printf 'age: error: disk \377 gone: error: 5\n' >&2; exit 1",
+             errno.EIO, "disk \ufffd gone: error: 5"),
+            ("cat >/dev/null; exit 3", errno.EIO, "exit status 3")):
+        fake_age(tmp_path, monkeypatch, script)
+        stream = segments.create(tmp_path / f"{number}-{len(reason)}.wav.age.part")
+        stream.write(b"\0" * 1000)
+        with pytest.raises(OSError) as raised:
+            stream.close()
+        assert (raised.value.errno, raised.value.strerror) == (number, f"age: {reason}")
+    # An age that stops reading fails the next write, even if it said all was well.
+    fake_age(tmp_path, monkeypatch, "exit 0")
+    stream = segments.create(tmp_path / "quit.wav.age.part")
+    stream._age.wait()
+    with pytest.raises(OSError) as raised:
+        stream.write(b"\0" * 1_000_000)
+    assert (raised.value.errno, raised.value.strerror) == (errno.EIO, "age: exit status 0")
+
+
+def test_an_age_that_cannot_start_is_an_os_error_and_leaks_nothing(tmp_path, key, monkeypatch):
+    fake_age(tmp_path, monkeypatch, "")
+    (tmp_path / "bin" / "age").write_text("#!/nonexistent/interpreter\n")
+    open_before = len(os.listdir("/proc/self/fd"))
+    with pytest.raises(FileNotFoundError):
+        AgeWav(["-r", key[1]]).create(tmp_path / "a.wav.age.part")
+    assert len(os.listdir("/proc/self/fd")) == open_before
+
+
+def test_a_hung_age_is_killed_not_waited_for_for_ever(tmp_path, key, monkeypatch):
+    monkeypatch.setattr(edge.encryption, "STOP_WAIT_S", 0.2)
+    # Ages that hang on: with their input closed (a write then fails, or the close's flush),
+    # reading nothing, or after reading it all.
+    for number, (script, end) in enumerate((
+            ("exec 0<&-; exec sleep 600", lambda stream: stream.write(b"\0" * 1_000_000)),
+            ("exec sleep 600", lambda stream: stream.abandon()),
+            ("cat >/dev/null; exec sleep 600", lambda stream: stream.close()),
+            ("exec 0<&-; exec sleep 600", lambda stream: stream.close()))):
+        fake_age(tmp_path, monkeypatch, script)
+        stream = AgeWav(["-r", key[1]]).create(tmp_path / f"{number}.wav.age.part")
+        if "0<&-" in script:
+            wait_until(lambda: not os.path.exists(f"/proc/{stream._age.pid}/fd/0"), "age to close its input")
+        ended = []
+
+        def finish():
+            try:
+                end(stream)
+            except (OSError, subprocess.SubprocessError) as failure:
+                ended.append(failure)
+            else:
+                ended.append(None)
+        ender = threading.Thread(target=finish, daemon=True)
+        ender.start()
+        ender.join(timeout=20)
+        try:
+            assert ended, f"{script}: still waiting"
+            if number < 2:
+                assert stream._age.returncode == -signal.SIGKILL
+                assert ended[0] is None or ended[0].strerror == "age: killed by SIGKILL"
+        finally:
+            stream._age.kill()
+
+
+def test_without_age_installed_recipients_say_how_to_install_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(EdgeError) as raised:
+        recipient_arguments(["age1abc"])
+    assert str(raised.value) == f"age: command not found; {edge.encryption.INSTALL_HINT}"

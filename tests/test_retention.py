@@ -17,8 +17,10 @@ from edge.cli import main
 from edge.config import load_config, settings_from_dict
 from edge.errors import EdgeError
 from edge.export import SegmentExporter
+import edge.retention
 from edge.manifest import manifest_path
-from edge.retention import SegmentRetention, assess_ages
+from edge.retention import (CLOCK_TOLERANCE_S, UNPROVEN_DAYS_READ, SegmentAge, SegmentRetention,
+                            assess_ages)
 from edge.sync import SyncState
 from edge.storage import (MANIFEST, SegmentEnd, SegmentStart, SegmentWriter, iter_segments,
                           read_deletions, read_manifest)
@@ -240,14 +242,15 @@ def test_a_synchronised_clock_400_days_ahead_deletes_nothing_and_says_why(tmp_pa
     honest_now = clock.now
     clock.now = honest_now + timedelta(days=400)  # a bad time server; the flag says synchronised
     retention = SegmentRetention(tmp_path, keep_days=30, clock=clock)
-    with caplog.at_level("WARNING", logger="edge.retention"):
-        assert retention.sweep() == []
-        assert retention.sweep() == []
-    assert on_card(tmp_path) == first_boot + this_boot
+    caplog.set_level("INFO", logger="edge.retention")
+    assert retention.sweep() == []
     # The sweep reads a window of day folders: the reason may name either segment of this boot.
     assert retention.paused in paused_by_a_clock_400_days_ahead(this_boot)
-    warnings = [r.getMessage() for r in caplog.records]
-    assert warnings == [f"retention paused, nothing is deleted: {retention.paused}"]  # once
+    said = [f"retention paused, nothing is deleted: {retention.paused}"]
+    assert [r.getMessage() for r in caplog.records] == said  # at once
+    assert retention.sweep() == []
+    assert on_card(tmp_path) == first_boot + this_boot
+    assert [r.getMessage() for r in caplog.records] == said  # and once
     # What boot time proves is still reported: the oldest is at least as old as the segment
     # of this boot the reason names (7 or 4 days). Even what boot time alone proves old is
     # kept while the clocks disagree.
@@ -255,9 +258,14 @@ def test_a_synchronised_clock_400_days_ahead_deletes_nothing_and_says_why(tmp_pa
     assert (retention.oldest.file, retention.oldest.age_s) == (first_boot[0], proven_days * DAY)
     assert SegmentRetention(tmp_path, keep_days=proven_days - 1, clock=clock).sweep() == []
     # The clock put right, the evidence agrees again: the one 32-day-old segment goes.
+    # With nothing to delete, nothing is paused.
+    unbounded = SegmentRetention(tmp_path, keep_days=None, clock=clock)
+    assert unbounded.sweep() == [] and unbounded.paused is None
     clock.now = honest_now
+    caplog.clear()
     assert [t["deleted"] for t in retention.sweep()] == [first_boot[0]]
     assert retention.paused is None
+    assert [r.getMessage() for r in caplog.records][-1] == "retention resumed: the clocks agree again"
 
 
 def test_an_honest_synchronised_clock_deletes_what_is_old_from_earlier_boots(tmp_path):
@@ -364,3 +372,260 @@ def test_a_damaged_sync_state_never_stops_retention(tmp_path, state):
     (tmp_path / "sync-state.json").write_text(state)
     retention = SegmentRetention(tmp_path, keep_days=2, clock=clock, sync_remote="nas:room1")
     assert [t["deleted"] for t in retention.sweep()] == [old]
+
+
+def days_read(monkeypatch) -> list:
+    """The day folders each sweep of SegmentRetention reads segments from, in order (one list
+    per call of manifest_segments)."""
+    read = []
+    real = edge.retention.manifest_segments
+
+    def spy(manifest, root):
+        read.append(manifest.parent.name)
+        return real(manifest, root)
+    monkeypatch.setattr(edge.retention, "manifest_segments", spy)
+    return read
+
+
+def test_a_segment_is_kept_until_exactly_keep_days_and_deleted_after(tmp_path, caplog):
+    clock = FakeClock()
+    lesson = record(tmp_path, clock)
+    assert assess_ages(list(iter_segments(tmp_path)), clock)[0] == [SegmentAge(lesson, 1, 0.0)]
+    clock.advance(2 * DAY)
+    retention = SegmentRetention(tmp_path, keep_days=2, clock=clock)
+    with caplog.at_level("INFO", logger="edge.retention"):
+        assert retention.sweep() == [] and on_card(tmp_path) == [lesson]
+        assert retention.oldest == SegmentAge(lesson, 1, 2 * DAY) and retention.paused is None
+        clock.advance(1)
+        [tombstone] = retention.sweep()
+    assert tombstone == {"deleted": lesson, "seq": 1,
+                         "reason": "retention: recorded 2.00 days ago, storage.keep_days is 2",
+                         "at": clock.wall().isoformat(timespec="seconds")}
+    assert read_deletions(tmp_path) == [tombstone] and on_card(tmp_path) == []
+    # No remote: nothing to say about copies; no clock trouble: nothing about pausing.
+    assert [r.getMessage() for r in caplog.records] == [f"deleted {lesson}: {tombstone['reason']}"]
+
+
+def test_an_empty_card_is_swept_without_a_word(tmp_path, caplog):
+    retention = SegmentRetention(tmp_path, keep_days=2, clock=FakeClock())
+    with caplog.at_level("INFO", logger="edge.retention"):
+        assert retention.sweep() == []
+    assert (retention.oldest, retention.paused, caplog.records) == (None, None, [])
+
+
+def test_within_a_day_the_oldest_go_first_and_the_oldest_left_is_reported(tmp_path):
+    clock = FakeClock()
+    files = []
+    for _ in range(4):  # one an hour, one day folder
+        files.append(record(tmp_path, clock))
+        clock.advance(3600)
+    clock.advance(2 * DAY - 2.5 * 3600)  # ages: 2 days and 1.5 h, 0.5 h; 2 days less 0.5 h, 1.5 h
+    assert [a.file for a in assess_ages(list(iter_segments(tmp_path)), clock)[0]] == files
+    retention = SegmentRetention(tmp_path, keep_days=2, clock=clock)
+    assert [t["deleted"] for t in retention.sweep()] == files[:2]
+    assert [t["deleted"] for t in read_deletions(tmp_path)] == files[:2]  # in that order on the card
+    assert on_card(tmp_path) == files[2:]
+    assert retention.oldest == SegmentAge(files[2], 3, 2 * DAY - 1800)
+
+
+def test_between_sweeps_retention_only_ages_the_oldest_and_deletes_it_when_due(tmp_path, monkeypatch):
+    clock = FakeClock()
+    old = record(tmp_path, clock)
+    clock.advance(DAY)
+    young = record(tmp_path, clock)  # the next day's folder
+    clock.advance(DAY / 2)
+    retention = SegmentRetention(tmp_path, keep_days=2, clock=clock)
+    assert retention.sweep() == [] and retention.oldest == SegmentAge(old, 1, 1.5 * DAY)
+    read = days_read(monkeypatch)
+    for seconds in (DAY / 4, DAY / 4 - 1):  # nothing can be due before the oldest is: no manifest is read
+        clock.advance(seconds)
+        assert retention.sweep() == [] and read == []
+    assert retention.oldest == SegmentAge(old, 1, 2 * DAY - 1)
+    clock.advance(2)
+    assert [t["deleted"] for t in retention.sweep()] == [old] and read
+    assert on_card(tmp_path) == [young] and retention.oldest == SegmentAge(young, 2, DAY + 1)
+
+
+def test_a_sweep_reads_the_first_day_it_proves_young_the_next_and_the_newest(tmp_path, monkeypatch):
+    clock = FakeClock()
+    for _ in range(4):
+        record(tmp_path, clock)
+        clock.advance(DAY)
+    days = sorted(p.name for p in tmp_path.iterdir() if p.is_dir())
+    read = days_read(monkeypatch)
+    assert SegmentRetention(tmp_path, keep_days=10, clock=clock).sweep() == []
+    assert set(read) == {days[0], days[1], days[3]}
+
+
+def test_a_sweep_reads_a_bounded_number_of_days_of_unknown_age(tmp_path, monkeypatch):
+    # Twelve days of a boot that never knew the time; nothing recorded in this one yet.
+    clock = FakeClock(boot="boot-b", synced=False, wall=datetime(1970, 1, 1, tzinfo=timezone.utc))
+    files = []
+    for _ in range(12):
+        files.append(record(tmp_path, clock))
+        clock.advance(DAY)
+    clock.reboot("boot-c", datetime(1970, 2, 1, tzinfo=timezone.utc), synced=False)
+    days = sorted(p.name for p in tmp_path.iterdir() if p.is_dir())
+    read = days_read(monkeypatch)
+    retention = SegmentRetention(tmp_path, keep_days=1, clock=clock)
+    assert retention.sweep() == [] and on_card(tmp_path) == files
+    # It passes over UNPROVEN_DAYS_READ days and stops at the next; each window holds the
+    # next day too; and the newest day is read as evidence.
+    assert set(read) == set(days[:UNPROVEN_DAYS_READ + 2] + days[-1:])
+    assert retention.oldest == SegmentAge(files[0], 1, None)
+
+
+def test_days_are_swept_in_the_order_they_were_begun_whatever_their_names(tmp_path, monkeypatch):
+    clock = FakeClock()
+    first = record(tmp_path, clock)  # 20261101
+    clock.reboot("boot-b", datetime(1970, 1, 1, tzinfo=timezone.utc), synced=False)
+    second = record(tmp_path, clock)  # 19700101
+    clock.advance(3 * DAY)
+    third = record(tmp_path, clock)  # 19700104
+    first_lines = []
+    real_first_seq = edge.retention.first_seq
+    monkeypatch.setattr(edge.retention, "first_seq",
+                        lambda manifest: first_lines.append(manifest.parent.name) or real_first_seq(manifest))
+    retention = SegmentRetention(tmp_path, keep_days=2, clock=clock)
+    # The first is at least as old as the second, recorded after it in a boot that counts.
+    assert [t["deleted"] for t in retention.sweep()] == [first, second]
+    assert on_card(tmp_path) == [third]
+    fourth = record(tmp_path, clock)  # its day's manifest changes: the next sweep reads again
+    clock.advance(2 * DAY + 1)
+    assert [t["deleted"] for t in retention.sweep()] == [third, fourth]
+    # The first line of a day is read once in the daemon's life.
+    assert sorted(first_lines) == ["19700101", "19700104", "20261101"]
+
+
+def test_a_day_gone_while_the_sweep_lists_the_card_stops_nothing(tmp_path, monkeypatch):
+    clock = FakeClock()
+    old = record(tmp_path, clock)
+    clock.advance(3 * DAY)
+    real = edge.retention.card_manifests
+    monkeypatch.setattr(edge.retention, "card_manifests",
+                        lambda root: [root / "20261030" / MANIFEST] + real(root))  # retired since
+    assert [t["deleted"] for t in SegmentRetention(tmp_path, keep_days=2, clock=clock).sweep()] == [old]
+
+
+def test_days_left_empty_are_retired_days_with_segments_stay(tmp_path):
+    clock = FakeClock()
+    files = []
+    for _ in range(3):
+        files.append(record(tmp_path, clock))
+        clock.advance(DAY)
+    SegmentRetention(tmp_path, keep_days=2.5, clock=clock).sweep()
+    assert on_card(tmp_path) == files[1:]
+    # The first day's tombstone joined the card's deletions and its folder went.
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == [f.split("/")[0] for f in files[1:]]
+    assert [t["deleted"] for t in read_deletions(tmp_path)] == files[:1]
+
+
+def test_without_keep_days_the_card_is_left_as_it_is(tmp_path):
+    clock = FakeClock()
+    gone = record(tmp_path, clock)
+    clock.advance(DAY)
+    kept = record(tmp_path, clock)
+    (tmp_path / gone).unlink()  # taken off by hand: its day lists nothing left
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    clock.advance(400 * DAY)
+    retention = SegmentRetention(tmp_path, keep_days=None, clock=clock)
+    assert retention.sweep() == [] and retention.oldest == SegmentAge(kept, 2, 400 * DAY)
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+
+
+def test_boots_of_unknown_id_are_never_taken_for_one_another(tmp_path):
+    # /proc gave no boot id: "unknown" in one boot may be any other boot.
+    clock = FakeClock(boot="unknown", synced=False, wall=datetime(1970, 1, 1, tzinfo=timezone.utc))
+    stray = record(tmp_path, clock)  # at 100 s of its boot, the time unknown
+    clock.reboot("unknown", datetime(1970, 1, 1, tzinfo=timezone.utc), synced=False)
+    clock.advance(30 * DAY)
+    clock.now, clock.is_synced = T0, True  # a month into this boot, NTP sets the clock
+    stamped = record(tmp_path, clock)
+    clock.advance(DAY)
+    # Neither this boot's clock nor the stamp of another segment of an "unknown" boot dates
+    # the stray one: only that it was recorded before the stamped one.
+    ages = {a.file: a.age_s for a in assess_ages(list(iter_segments(tmp_path)), clock)[0]}
+    assert ages == {stray: DAY, stamped: DAY}
+    assert SegmentRetention(tmp_path, keep_days=10, clock=clock).sweep() == []
+    # Rebooted again, the clock synchronised: the stamped one is dated by its own stamp, and
+    # its boot time (of another boot) is no disagreement.
+    clock.reboot("unknown", T0 + timedelta(days=40), synced=True)
+    retention = SegmentRetention(tmp_path, keep_days=10, clock=clock)
+    assert [t["deleted"] for t in retention.sweep()] == [stray, stamped] and retention.paused is None
+
+
+def test_the_clocks_agree_within_the_tolerance_and_not_a_second_beyond(tmp_path):
+    clock = FakeClock()
+    lesson = record(tmp_path, clock)
+    clock.advance(DAY)
+    honest = clock.now
+    # A segment of this boot: wall time against boot time.
+    clock.now = honest + timedelta(seconds=CLOCK_TOLERANCE_S)
+    retention = SegmentRetention(tmp_path, keep_days=30, clock=clock)
+    assert retention.sweep() == [] and retention.paused is None
+    clock.now = honest + timedelta(seconds=CLOCK_TOLERANCE_S + 1)
+    retention = SegmentRetention(tmp_path, keep_days=30, clock=clock)
+    assert retention.sweep() == [] and retention.paused == (
+        f"the synchronised wall clock says {lesson} was recorded 1.01 days ago, boot time says 1.00 days")
+    # A segment of an earlier boot: the wall clock may put this boot's start up to the
+    # tolerance before it (a reboot minutes after a lesson, stamps a moment apart), no more.
+    for seconds_before, paused in ((CLOCK_TOLERANCE_S, False), (CLOCK_TOLERANCE_S + 1, True)):
+        clock.reboot("boot-b", T0, synced=True)
+        clock.now = T0 - timedelta(seconds=seconds_before - clock.boottime())  # began then
+        retention = SegmentRetention(tmp_path, keep_days=30, clock=clock)
+        assert retention.sweep() == [] and on_card(tmp_path) == [lesson]
+        assert (retention.paused or "").startswith(f"{lesson} was recorded in an earlier boot") is paused
+
+
+def test_segments_recorded_before_ntp_in_this_boot_neither_fake_nor_hide_a_wrong_clock(tmp_path):
+    clock = FakeClock(synced=False, wall=datetime(1970, 1, 1, tzinfo=timezone.utc))
+    early = record(tmp_path, clock)
+    clock.advance(60)
+    clock.now, clock.is_synced = T0, True  # NTP sets the clock
+    stamped = record(tmp_path, clock)
+    clock.advance(3 * DAY)
+    retention = SegmentRetention(tmp_path, keep_days=2, clock=clock)
+    # The 1970 stamp is no evidence against the clock: boot time ages both.
+    assert [t["deleted"] for t in retention.sweep()] == [early, stamped] and retention.paused is None
+    # The same again in a new boot, then a bad time server: the stamped segment shows it,
+    # whatever comes before it.
+    clock.reboot("boot-b", datetime(1970, 1, 1, tzinfo=timezone.utc), synced=False)
+    early = record(tmp_path, clock)
+    clock.advance(60)
+    clock.now, clock.is_synced = T0 + timedelta(days=10), True
+    stamped = record(tmp_path, clock)
+    clock.advance(DAY)
+    clock.now += timedelta(days=400)
+    retention = SegmentRetention(tmp_path, keep_days=30, clock=clock)
+    assert retention.sweep() == [] and on_card(tmp_path) == [early, stamped]
+    assert retention.paused == (f"the synchronised wall clock says {stamped} was recorded 401.00 days "
+                                "ago, boot time says 1.00 days")
+
+
+def test_a_pause_over_a_day_whose_files_are_gone_is_still_a_pause(tmp_path):
+    clock = FakeClock()
+    first_boot, this_boot = lessons_over_two_boots(tmp_path, clock)
+    (tmp_path / first_boot[0]).unlink()  # taken off by hand; its day lists nothing left
+    clock.now += timedelta(days=400)
+    retention = SegmentRetention(tmp_path, keep_days=30, clock=clock)
+    assert retention.sweep() == [] and retention.paused is not None
+    assert on_card(tmp_path) == first_boot[1:] + this_boot
+
+
+def test_an_oldest_of_unknown_age_stays_unknown_while_retention_rests(tmp_path):
+    # Boot b: two days before NTP, then a synchronised segment that dates them, on a third
+    # day the first day's window does not hold; boot d never knew the time.
+    clock = FakeClock(boot="boot-b", synced=False, wall=datetime(1970, 1, 1, tzinfo=timezone.utc))
+    first = record(tmp_path, clock)
+    clock.advance(DAY)
+    record(tmp_path, clock)
+    clock.advance(DAY)
+    clock.now, clock.is_synced = T0, True
+    record(tmp_path, clock)
+    clock.reboot("boot-d", datetime(1970, 1, 10, tzinfo=timezone.utc), synced=False)
+    record(tmp_path, clock)
+    clock.reboot("boot-e", T0 + timedelta(days=1), synced=True)
+    retention = SegmentRetention(tmp_path, keep_days=30, clock=clock)
+    assert retention.sweep() == [] and retention.oldest == SegmentAge(first, 1, None)
+    clock.advance(3600)  # the second day proved young: retention rests, and ages nothing unknown
+    assert retention.sweep() == [] and retention.oldest == SegmentAge(first, 1, None)
