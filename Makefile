@@ -161,10 +161,14 @@ bench-sync: venv test-deb
 	$(BIN)/python -m bench.sync $(BENCH_SYNC_ARGS)
 
 # The README's commands in fresh Debian roots (ARM under qemu), compared with this machine's
-# output; as root. TARGETS="trixie-amd64" runs one (CI: that one).
+# output, then the virtual Pi built for arm64 (its image takes about 40 minutes to build the
+# first time); as root. TARGETS="trixie-amd64" VM_ARCHS= runs one root and no VM (CI: that).
 TARGETS ?= trixie-amd64 trixie-arm64 bookworm-arm64
+VM_ARCHS ?= arm64
+VM_ARCH_CUTS ?= 6
 check-targets: venv
 	bash tests/targets/check_targets.sh $(TARGETS)
+	for arch in $(VM_ARCHS); do EDGE_VM_ARCH=$$arch EDGE_VM_CUTS=$(VM_ARCH_CUTS) $(BIN)/python tests/vm/run.py || exit 1; done
 
 clean:
 	rm -rf $(VENV) $(BUILD_VENV) demo-recordings .pytest_cache

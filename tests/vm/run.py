@@ -173,8 +173,10 @@ class Card:
                    "-display", "none", "-monitor", "none", "-nic", "none", "-no-reboot",
                    "-serial", f"file:{console}"]
         if ARCH == "arm64":
-            # virt has one UART: the report goes to a virtio console.
-            command += ["-append", f"root=/dev/vda rw console=ttyAMA0 panic=-1 quiet edge.vm={mode} edge.report=/dev/hvc0",
+            # virt has one UART: the report goes to a virtio console. Its power button (gpio-keys
+            # on the PL061 chip) is kept off that chip, which hw.sh releases for the simulated one.
+            command += ["-append", f"root=/dev/vda rw console=ttyAMA0 panic=-1 quiet modprobe.blacklist=gpio_keys "
+                        f"edge.vm={mode} edge.report=/dev/hvc0",
                         "-device", "virtio-serial-pci", "-chardev", f"file,id=report,path={report_path}",
                         "-device", "virtconsole,chardev=report"]
         else:
