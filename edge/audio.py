@@ -124,7 +124,6 @@ class MicrophoneSource:
         self._ready: list = []
         self._resampler: Optional[StreamingResampler] = None
         self._channels = 1
-        self._block_windows = 1.0
         self.rate = TARGET_RATE
 
     def open(self) -> None:
@@ -155,8 +154,7 @@ class MicrophoneSource:
         info = json.loads(payload)
         self.device_name, self.rate = info["name"], info["rate"]
         self.driver_buffer_s = info["driver_buffer_s"]
-        self._channels, block = info["channels"], info["block"]
-        self._block_windows = block * TARGET_RATE / self.rate / WINDOW
+        self._channels = info["channels"]
         self._assembler = FrameAssembler()
         self._ready = []
         self._resampler = StreamingResampler(self.rate) if self.rate != TARGET_RATE else None
@@ -166,6 +164,7 @@ class MicrophoneSource:
     def _forward(self, pipe, opened: queue.Queue) -> None:
         """The drain thread: messages from the capture process to the queues."""
         audio = None  # made when the format is known, before the first block
+        block_windows = 0  # the 16 kHz windows a block makes, also known before the first block
         while True:
             header = pipe.read(HEADER.size)
             if len(header) < HEADER.size:
@@ -178,9 +177,11 @@ class MicrophoneSource:
                 try:
                     audio.put_nowait(payload)
                 except queue.Full:
-                    self.dropped_frames += round(self._block_windows)
+                    self.dropped_frames += block_windows
             elif kind == b"R":
                 info = json.loads(payload)
+                # Here, not in open(): blocks may find the queue full before open() has read this.
+                block_windows = round(info["block"] * TARGET_RATE / info["rate"] / WINDOW)
                 audio = queue.Queue(maxsize=max(2, int(self.settings.buffer_s * info["rate"] / info["block"])))
                 self._queue = audio
                 opened.put((kind, payload))
