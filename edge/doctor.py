@@ -28,7 +28,8 @@ from .indicator import GPIO_CHIPS
 from .manifest import moved_aside
 from .status import RecorderState, is_recorder_process, read_status, state_line, status_age_s
 from .storage import FreeSpaceGuard
-from .sync import SyncFailed, configured_remote, make_rclone, status_lines, split_remote
+from .sync import SyncFailed, make_rclone
+from .sync_state import configured_remote, split_remote, status_lines
 from .vad import SileroVad
 
 STALE_AFTER_S = 30.0

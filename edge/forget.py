@@ -21,7 +21,7 @@ from typing import Iterable, Optional
 
 from .manifest import manifest_path, manifest_segments, manifests_in_order
 from .storage import SEGMENT_NAME, append_manifest, fsync_dir, read_deletions, write_json_atomically
-from .sync import SyncState
+from .sync_state import SyncState
 
 log = logging.getLogger(__name__)
 

@@ -42,6 +42,7 @@ class Rclone:
         self.timeout_s = timeout_s
         self.bwlimit = bwlimit_mib_s
         self._jobs: list = []
+        self._scratch: Optional[Path] = None
 
     def check_ready(self) -> None:
         if shutil.which(RCLONE) is None:
@@ -73,9 +74,25 @@ class Rclone:
         return job
 
     def stop(self) -> None:
-        """Kill every rclone started here that is still running (a run that failed early)."""
+        """Kill every rclone started here that is still running (a run that failed early), and
+        remove the files made for them."""
         while self._jobs:
             self._jobs.pop().stop()
+        if self._scratch is not None:
+            shutil.rmtree(self._scratch, ignore_errors=True)
+            self._scratch = None
+
+    def scratch_folder(self) -> Path:
+        """A new empty folder for files the commands read (lists, staged files), removed by :meth:`stop`."""
+        if self._scratch is None:
+            self._scratch = Path(tempfile.mkdtemp(prefix="edge-sync-"))
+        return Path(tempfile.mkdtemp(dir=self._scratch))
+
+    def files_from(self, names: list) -> str:
+        """A ``--files-from`` list of ``names``, removed by :meth:`stop`."""
+        path = self.scratch_folder() / "files.txt"
+        path.write_text("".join(name + "\n" for name in names))
+        return str(path)
 
     def run(self, *args: str, allow: tuple = (), timeout: Optional[float] = None,
             transfer: bool = False) -> subprocess.CompletedProcess:

@@ -48,7 +48,7 @@ from typing import Optional
 from .card import CardState, retire_day
 from .manifest import (MANIFEST, append_manifest, card_manifests, fsync_dir, first_seq, manifest_path,
                        manifest_segments)
-from .sync import SyncState
+from .sync_state import SyncState
 
 log = logging.getLogger(__name__)
 

@@ -28,16 +28,10 @@ from the card once and has the remote hash each copy once:
 5. only then are they recorded as synced; with ``sync.delete_after_verified``, what is synced
    is deleted from the card.
 
-What is synced lives in ``sync-state.json`` beside the manifest, replaced atomically and
-fsynced like every other file the recorder writes; losing it (or a run stopped between the
-move and the record) costs a verification in place, not a copy. A run that changes nothing in
-it (the timer's run every 15 minutes with nothing new to send) does not rewrite it: the card
-is not worn for a timestamp. Every run's time and outcome go to ``sync-run.json`` beside the
-daemon's status, in memory (/run/edge-recorder); after a reboot `edge status` falls back on
-the card's, the time of the last run that changed something. Only finished segments
-(listed in the manifest) are ever sent, never a ``.part``. Nothing here needs the content of
-the recordings beyond its bytes: encrypted segments leave as the ciphertext they are on the
-card.
+What is synced is kept in ``sync-state.json`` (edge.sync_state); the card side of the proof
+is edge.sync_card. Only finished segments (listed in the manifest) are ever sent, never a
+``.part``. Nothing here needs the content of the recordings beyond its bytes: encrypted
+segments leave as the ciphertext they are on the card.
 """
 
 from __future__ import annotations
@@ -46,150 +40,31 @@ import argparse
 import hashlib
 import json
 import logging
-import os
 import posixpath
-import shutil
 import sys
-import tempfile
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Optional
 
-from .config import (Settings, SyncSettings, add_config_argument, device_name, load_config, resolve_data_path,
-                     resolve_runtime_path)
+from .config import SyncSettings, add_config_argument, load_config, resolve_data_path
 from .entries import checked_segments
-from .errors import EdgeError
-from .export import SUMS, hash_from_medium, merge_manifest, remove_segments, sha256sums
+from .export import SUMS, merge_manifest, remove_segments, sha256sums
 from .manifest import is_tombstone, line_entries
 from .notify import ServiceNotifier
 from .rclone import NOT_FOUND, CopyLog, Job, Rclone, SyncFailed, isotime, listed, rclone_error, same_time
 from .rclone_rc import Daemon, Mover
-from .storage import MANIFEST, iter_segments, safe_name, write_json_atomically
+from .storage import MANIFEST, write_json_atomically
+from .sync_card import CardCheck
+from .sync_state import (SYNC_STATE, SyncReport, SyncState, configured_remote, file_size, lasting, megabytes,
+                         run_record_path, split_remote, sync_lock)
 
 log = logging.getLogger(__name__)
 
-SYNC_STATE = "sync-state.json"
-SYNC_RUN = "sync-run.json"
-"""The last run's time and outcome, in memory beside the daemon's status (not on the card)."""
-RUN_FIELDS = ("last_success", "last_attempt")
-"""What changes at every run: not worth a write to the card on its own."""
-SYNC_LOCK = "sync.lock"
-STAGING = ".incoming"
 INDEX = (MANIFEST, SUMS)
 """What the remote folder holds besides the segments, moved into place after them."""
 # A copy that failed is read from its log too: what arrived whole still counts.
 ANY_EXIT = tuple(range(1, 256))
-
-
-@dataclass
-class SyncState:
-    """What is on the remote and verified, and how the last runs went (``sync-state.json``)."""
-
-    remote: str = ""
-    synced: dict = field(default_factory=dict)
-    """file -> {"sha256", "size", "modtime" (as the remote lists it), "listed" (in the remote manifest)}."""
-    last_success: Optional[str] = None
-    """Wall time the last run ended with nothing left to send and no error, ISO 8601."""
-    last_attempt: Optional[str] = None
-    last_error: Optional[str] = None
-    """The one-line reason the last run failed, or None when it succeeded."""
-    waiting: int = 0
-    waiting_bytes: int = 0
-
-    @classmethod
-    def load(cls, recordings_dir: Path) -> "SyncState":
-        """The state beside the manifest; an empty one where no sync ever ran."""
-        path = Path(recordings_dir) / SYNC_STATE
-        try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError:
-            return cls()
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            data = None
-        synced = data.get("synced", {}) if isinstance(data, dict) else None
-        if not isinstance(synced, dict) or not all(isinstance(r, dict) for r in synced.values()):
-            # Written atomically, so only a foreign hand can damage it: verify everything again.
-            log.warning("%s: unreadable, every copy on the remote will be verified again", path)
-            return cls()
-        known = {f.name for f in cls.__dataclass_fields__.values()}
-        return cls(**{key: value for key, value in data.items() if key in known})
-
-    def save(self, recordings_dir: Path) -> None:
-        write_json_atomically(Path(recordings_dir) / SYNC_STATE, asdict(self))
-
-    def is_synced(self, file: str) -> bool:
-        """True when ``file`` (a manifest path) is on the remote, verified and listed in the
-        remote manifest: the card's copy may go. For retention and deletion."""
-        record = self.synced.get(file)
-        return bool(record and record.get("listed"))
-
-
-def is_synced(recordings_dir: Path, file: str) -> bool:
-    """Whether a segment of ``recordings_dir`` has a verified copy on the remote; for code
-    that deletes recordings (retention) and must say so when one was never copied off."""
-    return SyncState.load(recordings_dir).is_synced(file)
-
-
-@dataclass
-class SyncReport:
-    """What one run did."""
-
-    waiting: int = 0
-    waiting_bytes: int = 0
-    uploaded: int = 0
-    uploaded_bytes: int = 0
-    verified: int = 0
-    """Segments whose copy on the remote was verified in this run (uploaded or found there)."""
-    deleted: int = 0
-    problems: list = field(default_factory=list)
-    """One line per segment that was not synced (corrupt on the card, copy did not verify)."""
-    error: Optional[str] = None
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None and not self.problems
-
-    def then(self, later: "SyncReport") -> "SyncReport":
-        """Both passes' counts, with the ``later`` one's backlog and outcome."""
-        return SyncReport(waiting=later.waiting, waiting_bytes=later.waiting_bytes,
-                          uploaded=self.uploaded + later.uploaded,
-                          uploaded_bytes=self.uploaded_bytes + later.uploaded_bytes,
-                          verified=self.verified + later.verified, deleted=self.deleted + later.deleted,
-                          problems=later.problems, error=later.error)
-
-    def summary(self, remote: str) -> str:
-        text = (f"{self.verified} segments verified on {remote} now ({self.uploaded} uploaded, "
-                f"{_mb(self.uploaded_bytes)}); {self.waiting} waiting ({_mb(self.waiting_bytes)})")
-        if self.deleted:
-            text += f"; {self.deleted} deleted from the card"
-        return text
-
-    def status_line(self) -> str:
-        """The one line systemd shows as STATUS=."""
-        state = f"failed: {self.error}" if self.error else "ok"
-        return f"sync {state} · {self.uploaded} uploaded · {self.waiting} waiting ({_mb(self.waiting_bytes)})"
-
-
-def split_remote(remote: str) -> tuple:
-    """The device's folder and its staging folder on the remote (``name:parent/.incoming/base``)."""
-    name, colon, path = remote.partition(":")
-    path = path.rstrip("/")
-    base = posixpath.basename(path)
-    # rclone's remote names never start with "-" or a space: such a "remote" would reach
-    # rclone as an option of its own.
-    if not colon or not name or name.startswith(("-", " ")) or not base:
-        raise EdgeError(f"sync.remote must be an rclone remote and a folder, like "
-                        f"school-nas:recordings/{{device}}, got {remote!r}")
-    parent = posixpath.dirname(path)
-    return f"{name}:{path}", f"{name}:{posixpath.join(parent, STAGING, base)}"
-
-
-def configured_remote(settings: Settings) -> str:
-    if settings.sync.remote is None:
-        raise EdgeError("no remote configured: set sync.remote (e.g. school-nas:recordings/{device})")
-    return settings.sync.remote.replace("{device}", safe_name(device_name(settings.storage)))
 
 
 def make_rclone(sync: SyncSettings, transfer: bool = True) -> Rclone:
@@ -220,9 +95,9 @@ class RemoteSync:
 
     def run(self, dry_run: bool = False) -> SyncReport:
         self.rclone.check_ready()
-        with _sync_lock(self.root):
+        with sync_lock(self.root):
             state = SyncState.load(self.root)
-            on_card = _lasting(self._on_card())
+            on_card = lasting(self._on_card())
             if state.remote != self.remote:
                 state = SyncState(remote=self.remote, last_success=None)
             report = SyncReport()
@@ -241,7 +116,7 @@ class RemoteSync:
 
     def _sync(self, state: SyncState, report: SyncReport, dry_run: bool) -> None:
         local = {entry["file"]: entry for entry in checked_segments(self.root)}
-        sizes = {name: _size(self.root / name) for name in local}
+        sizes = {name: file_size(self.root / name) for name in local}
         # Verifications of segments no longer on the card are of no more use.
         for name in list(state.synced):
             if name not in local:
@@ -254,7 +129,7 @@ class RemoteSync:
             pending = [name for name in local if name not in state.synced]
             self._count_waiting(report, pending, sizes)
             for name in pending:
-                self.out.write(f"would copy {name} ({_mb(sizes[name])})\n")
+                self.out.write(f"would copy {name} ({megabytes(sizes[name])})\n")
             return
         # What waits goes up at once, beside the listing, the remote manifest and the mover
         # (which connects and asks the backend's features); the card check reads it meanwhile.
@@ -334,7 +209,7 @@ class RemoteSync:
         # A segment already in place with the card's size and time is not sent (--compare-dest)
         # unless ``replace``. At log level DEBUG rclone says what it proved (see CopyLog).
         compare = [] if replace or source != str(self.root) else ["--compare-dest", self.remote]
-        return self.rclone.start("copy", "--files-from", self._list_file(names), "--no-check-dest", *compare,
+        return self.rclone.start("copy", "--files-from", self.rclone.files_from(names), "--no-check-dest", *compare,
                                  source, self.staging, transfer=transfer, log="DEBUG", allow=ANY_EXIT)
 
     def _forget_changed(self, state: SyncState, remote_files: dict) -> None:
@@ -364,7 +239,7 @@ class RemoteSync:
         # A segment that rotted on the card went up as rotten as it is: it never moves into place.
         discard = [n for n in names if n in sent.copied and n not in sound] + differing
         if discard:
-            self.rclone.run("delete", "--files-from", self._list_file(discard), self.staging)
+            self.rclone.run("delete", "--files-from", self.rclone.files_from(discard), self.staging)
         outcome = Collected([n for n in names if n in sound and (n in sent.proven or n in downloaded)],
                             [n for n in names if n in sound and n in sent.in_place])
         missing = [n for n in names if n in sound and not ({n} & (sent.copied | set(sent.corrupted) | sent.in_place))]
@@ -403,7 +278,7 @@ class RemoteSync:
             return []
         by = [] if self._features().get("Hashes") else ["--download"]
         result = self.rclone.run("check", "--one-way", "--combined", "-", *by,
-                                 "--files-from", self._list_file(names), str(self.root), self.remote, allow=(1,))
+                                 "--files-from", self.rclone.files_from(names), str(self.root), self.remote, allow=(1,))
         marks = dict(reversed(line.split(" ", 1)) for line in result.stdout.splitlines() if " " in line)
         if any(marks.get(n) == "!" for n in names):
             raise SyncFailed(rclone_error(result.stderr) or "the remote failed while verifying")
@@ -419,7 +294,7 @@ class RemoteSync:
         downloaded and its SHA-256 compared with ``expected`` (the manifest's)."""
         if not names:
             return [], []
-        result = self.rclone.run("hashsum", "sha256", "--download", "--files-from", self._list_file(names),
+        result = self.rclone.run("hashsum", "sha256", "--download", "--files-from", self.rclone.files_from(names),
                                  self.staging)
         sums = {}
         for line in result.stdout.splitlines():
@@ -432,7 +307,7 @@ class RemoteSync:
         needed = sum(sizes[n] for n in missing)
         free = self.rclone.free_bytes(self.staging)  # the copy made it; the device folder may not exist yet
         if free is not None and free < needed:
-            return f"the remote is full ({_mb(free)} free, {_mb(needed)} to copy): {reason}"
+            return f"the remote is full ({megabytes(free)} free, {megabytes(needed)} to copy): {reason}"
         return reason
 
     def _remote_manifest(self, existing: Job) -> list:
@@ -451,8 +326,7 @@ class RemoteSync:
         # them: it starts again at 1 once every segment has left the card).
         wanted = set(names)
         merged = merge_manifest(lines, [local[name] for name in local if name in wanted])
-        folder = Path(tempfile.mkdtemp(prefix="edge-sync-"))
-        _TEMPORARY.append(folder)
+        folder = self.rclone.scratch_folder()
         (folder / MANIFEST).write_text("".join(json.dumps(entry) + "\n" for entry in merged))
         (folder / SUMS).write_text("".join(line + "\n" for line in sha256sums(merged)))
         self._index = {name: hashlib.sha256((folder / name).read_bytes()).hexdigest() for name in INDEX}
@@ -524,7 +398,7 @@ class RemoteSync:
         if report.ok and report.waiting == 0:
             state.last_success = now
         state.waiting, state.waiting_bytes = report.waiting, report.waiting_bytes
-        if _lasting(asdict(state)) != on_card:
+        if lasting(asdict(state)) != on_card:
             state.save(self.root)
         if self.run_record is not None:
             try:
@@ -540,28 +414,6 @@ class RemoteSync:
         except (OSError, ValueError):
             return None
 
-    def _list_file(self, names: list) -> str:
-        """A --files-from list, kept for the life of this process."""
-        handle = tempfile.NamedTemporaryFile("w", prefix="edge-sync-", suffix=".txt", delete=False)
-        with handle:
-            handle.write("".join(name + "\n" for name in names))
-        _LIST_FILES.append(handle.name)
-        return handle.name
-
-
-_LIST_FILES: list = []
-_TEMPORARY: list = []
-
-
-def _remove_list_files() -> None:
-    while _LIST_FILES:
-        try:
-            os.unlink(_LIST_FILES.pop())
-        except OSError:
-            pass
-    while _TEMPORARY:
-        shutil.rmtree(_TEMPORARY.pop(), ignore_errors=True)
-
 
 @dataclass
 class Collected:
@@ -571,121 +423,6 @@ class Collected:
     """In the staging folder, proven equal to the card."""
     in_place: list
     """Not sent: already under their final names with the card's size and time."""
-
-
-class CardCheck:
-    """Whether waiting segments still hold on the card the bytes their manifest SHA-256 was
-    computed from, read from the medium (not the page cache) one file at a time, so rclone
-    can be started between two files; what rclone reads next comes from the cache it fills."""
-
-    def __init__(self, root: Path, local: dict, problems: list):
-        self.root = root
-        self.local = local
-        self.problems = problems
-        self.result: dict = {}
-        """file -> True (as recorded) or False (not to be sent; a line in ``problems`` says why,
-        unless it was deleted under us by a full card's rotation)."""
-
-    def check(self, names: list, until=None) -> None:
-        """Check ``names`` not checked yet, stopping early once ``until()`` is true."""
-        for name in names:
-            if until is not None and until():
-                return
-            if name not in self.result:
-                self.result[name] = self._matches(name)
-
-    def sound(self, names: list) -> list:
-        self.check(names)
-        return [name for name in names if self.result[name]]
-
-    def _matches(self, name: str) -> bool:
-        try:
-            if hash_from_medium(self.root / name) == self.local[name]["sha256"]:
-                return True
-        except FileNotFoundError:
-            return False  # deleted under us (a full card's rotation): nothing left to send
-        except OSError as exc:
-            self.problems.append(f"{name}: cannot read it on the card ({exc.strerror}), not synced")
-            return False
-        self.problems.append(f"{name}: corrupted on the card (its SHA-256 does not match the manifest), not synced")
-        return False
-
-
-@contextmanager
-def _sync_lock(folder: Path) -> Iterator[None]:
-    import fcntl  # here, not at the top: the office commands import this module on Windows too
-
-    try:
-        # Read-only and readable by all: a manual `sudo edge sync` must not lock the service
-        # user out of the lock file it created (flock needs no write access).
-        fd = os.open(folder / SYNC_LOCK, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    except FileNotFoundError:
-        raise EdgeError(f"{folder}: recordings folder does not exist (nothing recorded yet?)") from None
-    except OSError as exc:
-        raise EdgeError(f"{folder}: cannot open {SYNC_LOCK} ({exc.strerror})") from None
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise EdgeError(f"{folder}: another sync is running") from None
-        yield
-    finally:
-        os.close(fd)
-        _remove_list_files()
-
-
-def _lasting(state: Optional[dict]) -> Optional[dict]:
-    """A state without what every run changes: what is worth writing to the card."""
-    return None if not isinstance(state, dict) else {k: v for k, v in state.items() if k not in RUN_FIELDS}
-
-
-def _size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except FileNotFoundError:
-        return 0
-
-
-def _mb(size: int) -> str:
-    return f"{size / 1e6:.1f} MB"
-
-
-def backlog(recordings_dir: Path, state: SyncState) -> tuple:
-    """(segments, bytes) on the card that have no verified copy on the remote yet."""
-    names = [e["file"] for e in iter_segments(recordings_dir) if not state.is_synced(e["file"])]
-    return len(names), sum(_size(Path(recordings_dir) / n) for n in names)
-
-
-def status_lines(settings: Settings) -> list:
-    """What `edge status` shows about the network copy."""
-    if settings.sync.remote is None:
-        return ["sync:           off (no sync.remote)"]
-    root = resolve_data_path(settings.storage.recordings_dir)
-    try:
-        state = SyncState.load(root)
-        count, size = backlog(root, state)
-    except PermissionError:
-        raise EdgeError(f"{root}: permission denied (the recordings are private: sudo edge status)") from None
-    remote = configured_remote(settings)
-    run = last_run(settings, split_remote(remote)[0])
-    last_success, last_error = run.get("last_success", state.last_success), run.get("last_error", state.last_error)
-    return [f"last sync:      {last_success or 'never'} to {remote}",
-            f"waiting:        {count} segments ({_mb(size)})",
-            f"sync problem:   {last_error or 'none'}"]
-
-
-def run_record_path(settings: Settings) -> Path:
-    return resolve_runtime_path(settings.service.status_file).with_name(SYNC_RUN)
-
-
-def last_run(settings: Settings, remote: str) -> dict:
-    """The last run's ``sync-run.json`` (empty when there is none since boot, or it was to
-    another remote)."""
-    try:
-        run = json.loads(run_record_path(settings).read_text())
-    except (OSError, ValueError):
-        return {}
-    return run if isinstance(run, dict) and run.get("remote") == remote else {}
 
 
 def add_command(subparsers) -> None:

@@ -19,7 +19,7 @@ from edge.export import ExportStatePublisher
 from edge.forget import INTENT, forget_recent
 from edge.storage import (MANIFEST, SegmentEnd, SegmentStart, SegmentWriter, file_sha256,
                           iter_segments, read_deletions, read_manifest)
-from edge.sync import SyncState
+from edge.sync_state import SyncState
 
 END = SegmentEnd(prob_mean=0.8, prob_max=0.9, overflows=0, dropped_frames=0)
 NOW_BOOT = 5000.0

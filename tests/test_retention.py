@@ -21,7 +21,7 @@ import edge.retention
 from edge.manifest import manifest_path
 from edge.retention import (CLOCK_TOLERANCE_S, UNPROVEN_DAYS_READ, SegmentAge, SegmentRetention,
                             assess_ages)
-from edge.sync import SyncState
+from edge.sync_state import SyncState
 from edge.storage import (MANIFEST, SegmentEnd, SegmentStart, SegmentWriter, iter_segments,
                           read_deletions, read_manifest)
 

@@ -18,6 +18,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -32,7 +33,7 @@ from edge.config import load_config
 from edge.status import RecorderStatus, publish_status
 from edge.storage import SegmentEnd, SegmentStart, SegmentWriter, read_manifest
 from edge.rclone import rclone_error
-from edge.sync import STAGING, SYNC_STATE, SyncState, is_synced
+from edge.sync_state import STAGING, SYNC_STATE, SyncState, is_synced
 from tests.servers import SftpServer, WebdavServer, descendants, missing_server_binaries, wait_gone
 
 DEVICE = "room-12"
@@ -190,8 +191,11 @@ def wait_for_partial_upload(remote: Remote, process: subprocess.Popen, total: in
         time.sleep(0.01)
 
 
-def test_copies_verifies_and_a_rerun_copies_nothing(tmp_path, recordings, remote, capsys):
+def test_copies_verifies_and_a_rerun_copies_nothing(tmp_path, recordings, remote, capsys, monkeypatch):
     config = write_config(tmp_path, recordings, remote)
+    scratch = tmp_path / "tmp"  # where the run's lists and staged manifest go, and must go from
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
     entries = read_manifest(recordings / "manifest.jsonl")
     code, out, err = edge(capsys, "sync", "--once", "--config", str(config))
     assert code == 0, err
@@ -208,6 +212,7 @@ def test_copies_verifies_and_a_rerun_copies_nothing(tmp_path, recordings, remote
     assert code == 0, err
     assert "0 uploaded" in out
     assert {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in remote.disk.rglob("*") if p.is_file()} == before
+    assert list(scratch.iterdir()) == []
 
 
 def test_new_segments_are_added_to_the_remote_manifest(tmp_path, recordings, remote, capsys):
