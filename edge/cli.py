@@ -42,7 +42,7 @@ def run_command(args: argparse.Namespace) -> int:
 
 
 def record(settings: Settings, status_path: Path) -> int:
-    from . import controls, detector, export
+    from . import controls, detector, export_state
     from .audio import CaptureError, MicrophoneSource
     from .recorder import Recorder, make_writer
     from .status import make_status_folder
@@ -53,7 +53,7 @@ def record(settings: Settings, status_path: Path) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     indicator = make_indicator(settings.led)
-    export_state = export.export_state_file(settings)
+    export_file = export_state.export_state_file(settings)
     notifier = ServiceNotifier()
     make_status_folder(status_path)
     requests = controls.ControlQueue()
@@ -64,8 +64,8 @@ def record(settings: Settings, status_path: Path) -> int:
     recorder = Recorder(
         settings, vad, writer, indicator=indicator, notifier=notifier,
         watchdog_every=watchdog_interval(), status_path=status_path,
-        extra_pattern=lambda: export.export_led_pattern(export_state, recorder.clock.wall()),
-        controls=requests, export_state=export_state, pause_file=socket_path.with_name("paused.json"))
+        extra_pattern=lambda: export_state.export_led_pattern(export_file, recorder.clock.wall()),
+        controls=requests, export_state=export_file, pause_file=socket_path.with_name("paused.json"))
     recorder.status.button = button.name if button is not None else None  # for `edge doctor`
     try:
         recorder.run(MicrophoneSource(settings.audio), stop, wait_for_device=notifier.enabled)

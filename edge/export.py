@@ -9,7 +9,7 @@ leaves at worst a temporary file that the next run removes, and that run carries
 the last one stopped: files already on the destination and verified are not copied again.
 
 The export never touches the LED (the recorder daemon owns the GPIO line); it publishes its
-state in a small JSON file that the daemon polls through ``export_led_pattern``.
+state in a small JSON file that the daemon polls (edge.export_state).
 """
 
 from __future__ import annotations
@@ -25,32 +25,21 @@ import hashlib
 import json
 import os
 import sys
-import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
-from typing import Iterable, Iterator, Optional, TextIO
+from typing import Iterator, Optional, TextIO
 
-from .config import (Settings, add_config_argument, device_name, load_config, resolve_data_path,
-                     resolve_runtime_path)
+from .config import add_config_argument, device_name, load_config, resolve_data_path
 from .entries import checked_entry, checked_segments
 from .errors import EdgeError
-from .indicator import LedPattern
-from .card import retire_day
-from .manifest import is_tombstone, manifest_entries, manifest_path
-from .storage import (MANIFEST, fsync_dir, read_manifest, rewrite_manifest, safe_name,
-                      write_json_atomically, write_lines_atomically)
+from .export_state import ExportStatePublisher, export_state_file
+from .manifest import is_tombstone, manifest_entries
+from .offload import CHUNK, SUMS, hash_from_medium, merge_manifest, remove_segments, sha256sums
+from .storage import MANIFEST, fsync_dir, read_manifest, safe_name, write_lines_atomically
 
-SUMS = "SHA256SUMS"
 EXPORTING_SUFFIX = ".exporting"
-CHUNK = 1 << 20
-STATE_STALE_S = 60
-"""A "copying" state older than this belongs to an export that died, in seconds."""
-RESULT_SHOWN_S = 300
-"""How long the LED shows that an export finished or failed, in seconds."""
-STATE_UPDATE_INTERVAL_S = 10
-"""Least time between two writes of the state file while copying (it is on the SD card)."""
 
 
 @dataclass
@@ -127,30 +116,6 @@ class ExportProgress:
             self.stream.write("\n")
             self.stream.flush()
             self._drawn = False
-
-
-class ExportStatePublisher:
-    """Writes the export state for the daemon's LED; a state file that cannot be written
-    (a manual run by a user without access to the daemon's folder) only costs the LED."""
-
-    def __init__(self, path: Optional[Path]):
-        self.path = path
-        self._last_write = float("-inf")
-
-    def publish(self, state: str, copied: int, total: int, force: bool = True) -> None:
-        if self.path is None:
-            return
-        now = time.monotonic()
-        if not force and now - self._last_write < STATE_UPDATE_INTERVAL_S:
-            return
-        self._last_write = now
-        data = {"state": state, "updated": datetime.now().astimezone().isoformat(timespec="seconds"),
-                "copied": copied, "total": total}
-        try:
-            write_json_atomically(self.path, data)
-        except OSError as exc:
-            sys.stderr.write(f"edge: {self.path}: cannot publish export state ({exc.strerror})\n")
-            self.path = None
 
 
 class SegmentExporter:
@@ -356,54 +321,6 @@ class SegmentExporter:
             pass  # a pulled stick: the next run removes it
 
 
-def merge_manifest(existing: list, verified: list) -> list:
-    """``existing`` manifest entries plus those of ``verified`` not yet among them (same file
-    and SHA-256), in order: a copy's manifest only ever grows."""
-    merged = {json.dumps(entry): entry for entry in existing}
-    keys = {_entry_key(entry) for entry in merged.values()}
-    for entry in verified:
-        if _entry_key(entry) not in keys:
-            keys.add(_entry_key(entry))
-            merged[json.dumps(entry)] = entry
-    return list(merged.values())
-
-
-def sha256sums(entries: Iterable[dict]) -> list:
-    """Lines of a SHA256SUMS file that `sha256sum -c` accepts."""
-    return [f"{entry['sha256']}  {entry['file']}" for entry in entries]
-
-
-def remove_segments(root: Path, verified: list, problems: list, reason: str) -> list:
-    """Delete the segments of ``verified`` (copied elsewhere and verified) from the card; their
-    manifest lines become tombstones saying ``reason`` (which also keep ``seq`` growing);
-    returns the entries removed, and notes a line per failure."""
-    # Files first, manifest lines after: a run stopped in between leaves lines whose file
-    # is gone (skipped everywhere), never a file that no manifest lists.
-    removed = []
-    for entry in verified:
-        try:
-            (root / entry["file"]).unlink(missing_ok=True)
-        except OSError as exc:
-            problems.append(f"{entry['file']}: copied, but cannot remove it from the card ({exc.strerror})")
-            continue
-        removed.append(entry)
-    removed_keys = {_entry_key(entry) for entry in removed}
-    at = datetime.now().astimezone().isoformat(timespec="seconds")
-    for manifest in sorted({manifest_path(root, entry["file"]) for entry in removed}):
-        try:
-            for folder in {(root / entry["file"]).parent for entry in removed
-                           if manifest_path(root, entry["file"]) == manifest}:
-                fsync_dir(folder)
-            rewrite_manifest(manifest, lambda entry: _entry_key(entry) not in removed_keys,
-                             lambda entry: {"deleted": entry["file"], "seq": entry["seq"], "reason": reason, "at": at})
-            if manifest.parent != root:
-                retire_day(root, manifest.parent)
-        except OSError as exc:
-            # Lines whose file is gone are skipped everywhere: untidy, not harmful.
-            problems.append(f"{manifest}: cannot remove the copied segments' lines ({exc.strerror})")
-    return removed
-
-
 @contextmanager
 def _folder_lock(folder: Path) -> Iterator[None]:
     try:
@@ -429,42 +346,6 @@ def _read_blocks(source) -> Iterator[bytes]:
         if not block:
             return
         yield block
-
-
-def hash_from_medium(path: Path) -> str:
-    """SHA-256 of a file as stored, not as cached: its clean pages are dropped first."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
-        for block in iter(lambda: f.read(CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def export_state_file(settings: Settings) -> Path:
-    """Where the export publishes its state: beside the daemon's status file (in memory)."""
-    return resolve_runtime_path(settings.service.status_file).with_name("export.json")
-
-
-def export_led_pattern(path: Path, now: datetime) -> Optional[LedPattern]:
-    """The LED pattern the daemon should show for the export, or None when there is none.
-
-    ``now`` is an aware datetime. An export that stopped publishing for a minute has died,
-    so its "copying" no longer counts; a finished one is shown for five minutes.
-    """
-    try:
-        state = json.loads(Path(path).read_text())
-        age = (now - datetime.fromisoformat(state["updated"])).total_seconds()
-        name = state["state"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    if age < 0:
-        return None
-    if name == "copying":
-        return LedPattern.EXPORTING if age <= STATE_STALE_S else None
-    if age > RESULT_SHOWN_S:
-        return None
-    return {"done": LedPattern.EXPORT_DONE, "failed": LedPattern.EXPORT_FAILED}.get(name)
 
 
 def add_command(subparsers) -> None:
@@ -512,10 +393,6 @@ def _day(text: str) -> date:
         return date.fromisoformat(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)") from None
-
-
-def _entry_key(entry: dict) -> tuple:
-    return entry["file"], entry["sha256"]
 
 
 def _mb(size: int) -> str:

@@ -49,7 +49,7 @@ from typing import Optional
 
 from .config import SyncSettings, add_config_argument, load_config, resolve_data_path
 from .entries import checked_segments
-from .export import SUMS, merge_manifest, remove_segments, sha256sums
+from .offload import SUMS, merge_manifest, remove_segments, sha256sums
 from .manifest import is_tombstone, line_entries
 from .notify import ServiceNotifier
 from .rclone import NOT_FOUND, CopyLog, Job, Rclone, SyncFailed, isotime, listed, rclone_error, same_time

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .export import hash_from_medium
+from .offload import hash_from_medium
 
 
 class CardCheck:

@@ -53,6 +53,8 @@ MODULE_TESTS = {
     "sync_state": ["tests/test_sync.py", "tests/test_retention.py", "tests/test_forget.py"],
     "sync_card": ["tests/test_sync.py"],
     "export": ["tests/test_export.py", "tests/test_durability.py"],
+    "export_state": ["tests/test_export.py", "tests/test_indicator.py", "tests/test_forget.py"],
+    "offload": ["tests/test_export.py", "tests/test_sync.py", "tests/test_durability.py", "tests/test_forget.py"],
 }
 KILLED = {"killed", "timeout", "segfault"}
 

@@ -29,7 +29,8 @@ from edge import config
 from edge import export as export_module
 from edge.cli import main
 from edge.config import ExportSettings
-from edge.export import CHUNK, SegmentExporter, export_led_pattern
+from edge.export import CHUNK, SegmentExporter
+from edge.export_state import export_led_pattern
 from edge.indicator import LedPattern
 from edge.manifest import manifest_path
 from edge.storage import SegmentEnd, SegmentStart, SegmentWriter, read_deletions, read_manifest
@@ -439,7 +440,7 @@ def test_led_pattern_after_a_real_export(tmp_path, recordings, config_file, caps
     dest.mkdir()
     assert edge(capsys, "export", str(dest), "--config", str(config_file))[0] == 0
     settings = config.load_config(config_file)
-    from edge.export import export_state_file
+    from edge.export_state import export_state_file
 
     path = export_state_file(settings)
     assert path == tmp_path / "state" / "export.json"

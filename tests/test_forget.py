@@ -15,7 +15,7 @@ import pytest
 import edge.forget
 import lazyfs
 from conftest import T0, FakeClock
-from edge.export import ExportStatePublisher
+from edge.export_state import ExportStatePublisher
 from edge.forget import INTENT, forget_recent
 from edge.storage import (MANIFEST, SegmentEnd, SegmentStart, SegmentWriter, file_sha256,
                           iter_segments, read_deletions, read_manifest)

@@ -191,7 +191,7 @@ def test_led_is_on_while_a_segment_is_open_following_the_audio(factory, lesson, 
 
 def test_daemon_led_shows_the_usb_export_while_it_listens(factory, detector, tmp_path):
     from edge.clock import SystemClock
-    from edge.export import ExportStatePublisher, export_led_pattern
+    from edge.export_state import ExportStatePublisher, export_led_pattern
 
     state_file = tmp_path / "export.json"
     export = ExportStatePublisher(state_file)
