@@ -22,7 +22,8 @@ from .encryption import AGE_WAV_EXTENSION, WAV_HEADER_BYTES, age_program
 from .errors import EdgeError, printable
 from .entries import checked_entry
 from .manifest import DAY_FOLDER
-from .storage import MANIFEST, file_sha256, fit_wav_header, read_manifest
+from .plain_wav import fit_wav_header
+from .storage import MANIFEST, file_sha256, read_manifest
 
 PARTIAL_SUFFIX = ".decrypting"
 SECRET_KEY_LINES = (b"AGE-SECRET-KEY-1", b"AGE-PLUGIN-", b"-----BEGIN")

@@ -31,8 +31,9 @@ from .pausing import PauseAndForget
 from .retention import SegmentRetention
 from .segmenter import SegmentAudio, SegmentClosed, SegmentOpened, SpeechSegmenter
 from .status import RecorderState, RecorderStatus
-from .storage import (MANIFEST, FreeSpaceGuard, PlainWav, SegmentEnd, SegmentStart, SegmentWriter,
-                      StorageUnavailable, read_manifest)
+from .plain_wav import PlainWav
+from .storage import (MANIFEST, FreeSpaceGuard, SegmentEnd, SegmentStart, SegmentWriter, StorageUnavailable,
+                      read_manifest)
 from .supervisor import CaptureSupervisor, StatusPublisher, StorageSupervisor, Watchdog
 
 log = logging.getLogger(__name__)

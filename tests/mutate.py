@@ -40,6 +40,8 @@ MODULE_TESTS = {
     "status": ["tests/test_status.py", "tests/test_status_doctor.py", "tests/test_supervisor.py"],
     "storage": ["tests/test_storage.py", "tests/test_recovery_properties.py", "tests/test_durability.py",
                 "tests/test_full_card.py", "tests/test_encryption.py", "tests/test_forget.py"],
+    "plain_wav": ["tests/test_storage.py", "tests/test_recovery_properties.py", "tests/test_durability.py",
+                  "tests/test_encryption.py"],
     "supervisor": ["tests/test_supervisor.py", "tests/test_recorder.py", "tests/test_full_card.py",
                    "tests/test_mic_loss.py"],
     "capture": ["tests/test_capture.py", "tests/test_capture_hang.py"],

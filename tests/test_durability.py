@@ -24,7 +24,8 @@ pytestmark = needs_strace()
 SETUP = """
 import numpy as np
 from pathlib import Path
-from edge.storage import SegmentEnd, SegmentStart, SegmentWriter, PlainWav
+from edge.plain_wav import PlainWav
+from edge.storage import SegmentEnd, SegmentStart, SegmentWriter
 START = SegmentStart(source="mic:test", start_s=0.0, start="2026-11-24T09:30:12.000+00:00",
                      monotonic_s=1.0, boot_id="b", clock_synced=True)
 END = SegmentEnd(prob_mean=0.9, prob_max=0.99, overflows=0, dropped_frames=0)

@@ -36,8 +36,8 @@ from edge.encryption import (CHUNK_BYTES, AgeWav, age_payload_bytes, age_wav_sam
                              interrupted_age_wav_samples, recipient_arguments, streaming_wav_header)
 from edge.errors import EdgeError
 from edge.card import CARD_STATE
-from edge.storage import (MANIFEST, PlainWav, SegmentEnd, SegmentStart, SegmentWriter, file_sha256,
-                          read_manifest, wav_header)
+from edge.plain_wav import PlainWav, wav_header
+from edge.storage import MANIFEST, SegmentEnd, SegmentStart, SegmentWriter, file_sha256, read_manifest
 
 END = SegmentEnd(prob_mean=0.8, prob_max=0.99, overflows=0, dropped_frames=0)
 FRAME = 512

@@ -28,7 +28,8 @@ import pytest
 
 from cardcheck import assert_card_consistent, header_agrees_with_data
 from conftest import NotifySocket
-from edge.storage import HEADER_BYTES, MANIFEST, file_sha256, read_manifest
+from edge.plain_wav import HEADER_BYTES
+from edge.storage import MANIFEST, file_sha256, read_manifest
 from edge.wavio import read_wav_16k
 
 CUTS = int(os.environ.get("EDGE_POWER_CUTS", "40"))

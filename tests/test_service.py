@@ -14,7 +14,8 @@ import numpy as np
 
 from cardcheck import assert_card_consistent
 from conftest import NotifySocket, wait_until
-from edge.storage import HEADER_BYTES, MANIFEST, read_manifest
+from edge.plain_wav import HEADER_BYTES
+from edge.storage import MANIFEST, read_manifest
 
 
 class Service:

@@ -16,6 +16,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+import edge.plain_wav as plain_wav
 import edge.storage as storage
 from edge.errors import EdgeError
 from cardcheck import header_agrees_with_data
@@ -119,8 +120,8 @@ def test_an_open_segment_has_its_blocks_allocated_ahead_and_gives_back_the_rest(
         writer.append(samples[16000 * second:16000 * (second + 1)])
         size, allocated = part.stat().st_size, part.stat().st_blocks * 512
         # Allocated ahead without changing the size: a valid WAV of what it holds.
-        assert size == storage.HEADER_BYTES + 2 * 16000 * (second + 1)
-        assert allocated >= size + storage.RESERVE_BYTES // 2, (second, size, allocated)
+        assert size == plain_wav.HEADER_BYTES + 2 * 16000 * (second + 1)
+        assert allocated >= size + plain_wav.RESERVE_BYTES // 2, (second, size, allocated)
     entry = writer.close(END)
     path = tmp_path / entry["file"]
     assert np.array_equal(wav_samples(path), samples)
@@ -139,20 +140,20 @@ def test_space_is_allocated_ahead_only_from_64_mib_free_and_only_where_it_can_be
         def fstatvfs(fd):
             real = real_fstatvfs(fd)
             return SimpleNamespace(f_frsize=real.f_frsize, f_bavail=free_bytes // real.f_frsize)
-        monkeypatch.setattr(storage.os, "fstatvfs", fstatvfs)
+        monkeypatch.setattr(plain_wav.os, "fstatvfs", fstatvfs)
 
     def reserved(name):
         with open(tmp_path / name, "wb") as f:
-            said = storage.reserve(f.fileno(), 0, storage.RESERVE_BYTES)
+            said = plain_wav.reserve(f.fileno(), 0, plain_wav.RESERVE_BYTES)
             return said, os.fstat(f.fileno()).st_blocks * 512
-    card_with(storage.RESERVE_ONLY_ABOVE_BYTES)
-    assert reserved("at_64_mib") == (True, storage.RESERVE_BYTES)
-    card_with(storage.RESERVE_ONLY_ABOVE_BYTES - 4096)
+    card_with(plain_wav.RESERVE_ONLY_ABOVE_BYTES)
+    assert reserved("at_64_mib") == (True, plain_wav.RESERVE_BYTES)
+    card_with(plain_wav.RESERVE_ONLY_ABOVE_BYTES - 4096)
     assert reserved("below") == (False, 0)
     monkeypatch.undo()
-    monkeypatch.setattr(storage, "_fallocate", lambda *args: (ctypes.set_errno(errno.EOPNOTSUPP), -1)[1])
+    monkeypatch.setattr(plain_wav, "_fallocate", lambda *args: (ctypes.set_errno(errno.EOPNOTSUPP), -1)[1])
     assert reserved("fuse") == (False, 0)  # a filesystem that cannot (FUSE)
-    monkeypatch.setattr(storage, "_fallocate", None)  # no C library function (Windows)
+    monkeypatch.setattr(plain_wav, "_fallocate", None)  # no C library function (Windows)
     assert reserved("no_fallocate") == (False, 0)
 
 
@@ -534,9 +535,9 @@ def test_a_card_that_fails_to_allocate_ahead_still_records_and_says_so_in_the_de
             return -1
         return failing
 
-    caplog.set_level(logging.DEBUG, logger="edge.storage")
+    caplog.set_level(logging.DEBUG, logger="edge.plain_wav")
     for code in (errno.EOPNOTSUPP, errno.EIO):  # a FUSE card; a failing one
-        monkeypatch.setattr(storage, "_fallocate", fallocate(code))
+        monkeypatch.setattr(plain_wav, "_fallocate", fallocate(code))
         writer = writer_at(tmp_path)
         writer.open(start())
         writer.append(audio(2.0))
