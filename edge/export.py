@@ -36,7 +36,7 @@ from .entries import checked_entry, checked_segments
 from .errors import EdgeError
 from .export_state import ExportStatePublisher, export_state_file
 from .manifest import is_tombstone, manifest_entries
-from .offload import CHUNK, SUMS, hash_from_medium, merge_manifest, remove_segments, sha256sums
+from .offload import CHUNK, SUMS, hash_from_medium, megabytes, merge_manifest, remove_segments, sha256sums
 from .storage import MANIFEST, fsync_dir, read_manifest, safe_name, write_lines_atomically
 
 EXPORTING_SUFFIX = ".exporting"
@@ -66,7 +66,7 @@ class ExportReport:
 
     def summary(self, dest: Path) -> str:
         text = (f"{self.exported} of {self.total} files on {dest} "
-                f"({self.copied} copied now, {_mb(self.copied_bytes)}; {self.present} already there)")
+                f"({self.copied} copied now, {megabytes(self.copied_bytes)}; {self.present} already there)")
         if self.moved:
             text += f"; {self.moved} removed from the card"
         if self.problems:
@@ -95,7 +95,7 @@ class ExportProgress:
         self._drawn = False
 
     def advance(self, report: ExportReport, done_bytes: int, what: str) -> None:
-        counts = f"{report.exported}/{self.total} files, {_mb(done_bytes)} of {_mb(self.total_bytes)}"
+        counts = f"{report.exported}/{self.total} files, {megabytes(done_bytes)} of {megabytes(self.total_bytes)}"
         if self.tty:
             filled = self.WIDTH * done_bytes // self.total_bytes if self.total_bytes else self.WIDTH
             bar = "#" * filled + "-" * (self.WIDTH - filled)
@@ -382,7 +382,7 @@ def run_export_command(args: argparse.Namespace) -> int:
     report = exporter.run(args.since, args.until)
     if report.stopped:
         print(f"edge: export stopped: {report.stopped}; copied {report.exported} of {report.total} "
-              f"files ({_mb(report.copied_bytes)} this run); originals of the rest kept",
+              f"files ({megabytes(report.copied_bytes)} this run); originals of the rest kept",
               file=sys.stderr)
     print(report.summary(exporter.target))
     return 0 if report.ok else 1
@@ -393,8 +393,3 @@ def _day(text: str) -> date:
         return date.fromisoformat(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)") from None
-
-
-def _mb(size: int) -> str:
-    return f"{size / 1e6:.1f} MB"
-

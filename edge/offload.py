@@ -80,3 +80,8 @@ def hash_from_medium(path: Path) -> str:
 
 def entry_key(entry: dict) -> tuple:
     return entry["file"], entry["sha256"]
+
+
+def megabytes(size: int) -> str:
+    """Bytes as export and sync report them: decimal megabytes to a tenth."""
+    return f"{size / 1e6:.1f} MB"

@@ -49,15 +49,15 @@ from typing import Optional
 
 from .config import SyncSettings, add_config_argument, load_config, resolve_data_path
 from .entries import checked_segments
-from .offload import SUMS, merge_manifest, remove_segments, sha256sums
+from .offload import SUMS, megabytes, merge_manifest, remove_segments, sha256sums
 from .manifest import is_tombstone, line_entries
 from .notify import ServiceNotifier
 from .rclone import NOT_FOUND, CopyLog, Job, Rclone, SyncFailed, isotime, listed, rclone_error, same_time
 from .rclone_rc import Daemon, Mover
 from .storage import MANIFEST, write_json_atomically
 from .sync_card import CardCheck
-from .sync_state import (SYNC_STATE, SyncReport, SyncState, configured_remote, file_size, lasting, megabytes,
-                         run_record_path, split_remote, sync_lock)
+from .sync_state import (SYNC_STATE, SyncReport, SyncState, configured_remote, file_size, lasting, run_record_path,
+                         split_remote, sync_lock)
 
 log = logging.getLogger(__name__)
 

@@ -25,6 +25,7 @@ from typing import Iterator, Optional
 
 from .config import Settings, device_name, resolve_data_path, resolve_runtime_path
 from .errors import EdgeError
+from .offload import megabytes
 from .storage import iter_segments, safe_name, write_json_atomically
 
 log = logging.getLogger(__name__)
@@ -159,9 +160,6 @@ def file_size(path: Path) -> int:
     except FileNotFoundError:
         return 0
 
-
-def megabytes(size: int) -> str:
-    return f"{size / 1e6:.1f} MB"
 
 
 def backlog(recordings_dir: Path, state: SyncState) -> tuple:
