@@ -381,7 +381,9 @@ def check_card(stream: np.ndarray) -> None:
         first = int(nonzero[0])
         at = find(audio[first:], stream)
         if not at:
-            problems.append(f"{entry['file']}: not a stretch of the input")
+            # Audio the recorder could not keep up with is a gap, counted in the manifest: say so.
+            problems.append(f"{entry['file']}: not a stretch of the input ({entry['dropped_frames']} frames "
+                            f"dropped, {entry['overflows']} overflows in its manifest line)")
             continue
         start = round(entry["start_s"] * RATE)
         found = {start + first - a for a in at}
