@@ -11,7 +11,6 @@ powers itself off.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess
