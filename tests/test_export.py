@@ -30,7 +30,9 @@ from edge import export as export_module
 from edge.cli import main
 from edge.config import ExportSettings
 from edge.export import CHUNK, SegmentExporter
-from edge.export_state import export_led_pattern
+from edge import export_state
+from edge.export_state import (RESULT_SHOWN_S, STATE_STALE_S, STATE_UPDATE_INTERVAL_S, ExportStatePublisher,
+                               export_led_pattern)
 from edge.indicator import LedPattern
 from edge.manifest import manifest_path
 from edge.storage import SegmentEnd, SegmentStart, SegmentWriter, read_deletions, read_manifest
@@ -431,8 +433,41 @@ def test_led_pattern_follows_the_export_state(tmp_path):
     assert at("done", 60) is LedPattern.EXPORT_DONE
     assert at("failed", 299) is LedPattern.EXPORT_FAILED
     assert at("done", 301) is None
+    # The bounds themselves: a state written this very second, a copy last heard of exactly
+    # a minute ago, a result shown for exactly five minutes, all still count.
+    assert at("copying", 0) is LedPattern.EXPORTING
+    assert at("copying", STATE_STALE_S) is LedPattern.EXPORTING
+    assert at("done", RESULT_SHOWN_S) is LedPattern.EXPORT_DONE
+    assert at("done", -1) is None  # from the future: a clock that went back
     path.write_text("{")
     assert export_led_pattern(path, now) is None
+
+
+def test_the_export_state_is_written_at_most_every_interval_while_copying(tmp_path, monkeypatch):
+    clock = [1000.0]
+    monkeypatch.setattr(export_state.time, "monotonic", lambda: clock[0])
+    path = tmp_path / "export.json"
+    publisher = ExportStatePublisher(path)
+
+    def copied_after(seconds: float, copied: int, force: bool = False) -> int:
+        clock[0] += seconds
+        publisher.publish("copying", copied, 10, force=force)
+        return json.loads(path.read_text())["copied"]
+
+    assert copied_after(0, 1) == 1  # the first state is written at once
+    assert copied_after(1, 2) == 1  # the SD card is spared
+    assert copied_after(STATE_UPDATE_INTERVAL_S - 1, 3) == 3  # exactly an interval after the last write
+    assert copied_after(STATE_UPDATE_INTERVAL_S - 0.5, 4) == 3
+    assert copied_after(0, 5, force=True) == 5  # the end of a run is always written
+
+
+def test_an_export_state_that_cannot_be_written_is_said_once_and_costs_only_the_led(tmp_path, capsys):
+    unwritable = tmp_path / "not-a-folder"
+    unwritable.write_text("")
+    publisher = ExportStatePublisher(unwritable / "export.json")
+    publisher.publish("copying", 0, 2)
+    publisher.publish("done", 2, 2)
+    assert capsys.readouterr().err == f"edge: {unwritable / 'export.json'}: cannot publish export state (Not a directory)\n"
 
 
 def test_led_pattern_after_a_real_export(tmp_path, recordings, config_file, capsys):

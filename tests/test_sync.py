@@ -33,6 +33,7 @@ from edge.config import load_config
 from edge.status import RecorderStatus, publish_status
 from edge.storage import SegmentEnd, SegmentStart, SegmentWriter, read_manifest
 from edge.rclone import rclone_error
+from edge.sync_card import CardCheck
 from edge.sync_state import STAGING, SYNC_STATE, SyncState, is_synced
 from tests.servers import SftpServer, WebdavServer, descendants, missing_server_binaries, wait_gone
 
@@ -189,6 +190,26 @@ def wait_for_partial_upload(remote: Remote, process: subprocess.Popen, total: in
             process.kill()
             raise AssertionError(f"no upload started in {RUN_TIMEOUT_S} s: {finish(process)}")
         time.sleep(0.01)
+
+
+def test_the_card_check_passes_only_segments_read_back_whole_and_says_why_each_other_stays(tmp_path):
+    """Before a copy counts, each segment is read back from the card: one that rotted or cannot
+    be read is a problem line and stays; one deleted under the sync (a full card's rotation)
+    has nothing left to send and is no problem."""
+    root = tmp_path / "recordings"
+    root.mkdir()
+    for name in ("whole.wav", "rotted.wav"):
+        (root / name).write_bytes(b"RIFF" + bytes(range(200)))
+    local = {name: {"sha256": sha256(root / "whole.wav")}
+             for name in ("whole.wav", "rotted.wav", "deleted.wav", "unreadable.wav")}
+    (root / "rotted.wav").write_bytes(b"RIFF" + bytes(range(199)) + b"!")
+    (root / "unreadable.wav").mkdir()  # opening it fails as a card's read error would
+    problems: list = []
+    card = CardCheck(root, local, problems)
+    assert card.sound(list(local)) == ["whole.wav"]
+    assert problems == [
+        "rotted.wav: corrupted on the card (its SHA-256 does not match the manifest), not synced",
+        "unreadable.wav: cannot read it on the card (Is a directory), not synced"]
 
 
 def test_copies_verifies_and_a_rerun_copies_nothing(tmp_path, recordings, remote, capsys, monkeypatch):
