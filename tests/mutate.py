@@ -56,7 +56,8 @@ MODULE_TESTS = {
     "sync_card": ["tests/test_sync.py"],
     "export": ["tests/test_export.py", "tests/test_durability.py"],
     "export_state": ["tests/test_export.py", "tests/test_indicator.py", "tests/test_forget.py"],
-    "offload": ["tests/test_export.py", "tests/test_sync.py", "tests/test_durability.py", "tests/test_forget.py"],
+    "offload": ["tests/test_offload.py", "tests/test_export.py", "tests/test_sync.py", "tests/test_durability.py",
+                "tests/test_forget.py"],
 }
 KILLED = {"killed", "timeout", "segfault"}
 

@@ -1,0 +1,108 @@
+"""What `edge export` and `edge sync` share (edge.offload), on a card the real SegmentWriter
+wrote: the originals let go once their copies are proven, the manifest a destination gets,
+and a segment read back from the card in bounded memory."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import tracemalloc
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+
+import edge.offload
+from edge.manifest import DELETIONS, read_manifest
+from edge.offload import hash_from_medium, megabytes, merge_manifest, remove_segments
+from edge.storage import MANIFEST, SegmentEnd, SegmentStart, SegmentWriter
+
+END = SegmentEnd(prob_mean=0.8, prob_max=0.99, overflows=0, dropped_frames=0)
+
+
+def record_days(root: Path, starts: list[str]) -> list[dict]:
+    """One 0.1 s segment per wall-clock start, in that order; their manifest entries."""
+    writer = SegmentWriter(root, "room1", "m", "v")
+    writer.prepare()
+    entries = []
+    for offset, wall in enumerate(starts):
+        writer.open(SegmentStart(source="mic:default", start_s=float(offset), start=wall,
+                                 monotonic_s=100.0 + offset, boot_id="b00t", clock_synced=True))
+        writer.append(np.full(1600, offset + 1, dtype=np.int16))
+        entries.append(writer.close(END))
+    return entries
+
+
+def tombstones(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_copied_segments_leave_the_card_as_tombstones_and_an_emptied_day_is_retired(tmp_path):
+    root = tmp_path / "card"
+    first, second, last_day = record_days(root, ["2026-11-23T09:00:00.000+01:00", "2026-11-23T10:00:00.000+01:00",
+                                                 "2026-11-24T09:00:00.000+01:00"])
+    (root / second["file"]).unlink()  # gone already (a run stopped after the file went): no problem
+    problems: list = []
+    removed = remove_segments(root, [first, second], problems, "exported to /media/stick")
+    assert (removed, problems) == ([first, second], [])
+    day = (root / first["file"]).parent
+    assert not (day / MANIFEST).exists()  # nothing of the day left: retired
+    lines = tombstones(root / DELETIONS)
+    assert [(t["deleted"], t["seq"], t["reason"]) for t in lines] == [
+        (first["file"], first["seq"], "exported to /media/stick"), (second["file"], second["seq"], "exported to /media/stick")]
+    assert all(datetime.fromisoformat(t["at"]).tzinfo is not None for t in lines)
+    assert (root / last_day["file"]).exists()
+
+
+def test_a_segment_that_cannot_be_removed_is_one_line_and_the_others_still_go(tmp_path):
+    root = tmp_path / "card"
+    stuck, free = record_days(root, ["2026-11-24T09:00:00.000+01:00", "2026-11-24T10:00:00.000+01:00"])
+    (root / stuck["file"]).unlink()
+    (root / stuck["file"]).mkdir()  # unlink() fails on it as on a card that refuses
+    (root / stuck["file"] / "x").write_text("")
+    problems: list = []
+    assert remove_segments(root, [stuck, free], problems, "synced") == [free]
+    assert problems == [f"{stuck['file']}: copied, but cannot remove it from the card (Is a directory)"]
+    assert not (root / free["file"]).exists()
+    manifest = (root / free["file"]).parent / MANIFEST
+    assert [e["file"] for e in read_manifest(manifest)] == [stuck["file"]]
+
+
+def test_a_manifest_that_cannot_be_rewritten_is_one_line_naming_it(tmp_path, monkeypatch):
+    root = tmp_path / "card"
+    entry, = record_days(root, ["2026-11-24T09:00:00.000+01:00"])
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+    monkeypatch.setattr(edge.offload, "rewrite_manifest", read_only)
+    problems: list = []
+    assert remove_segments(root, [entry], problems, "synced") == [entry]
+    manifest = (root / entry["file"]).parent / MANIFEST
+    assert problems == [f"{manifest}: cannot remove the copied segments' lines (Read-only file system)"]
+
+
+def test_a_destination_manifest_only_grows_and_lists_each_copy_once(tmp_path):
+    there = {"file": "20261124/000001.wav", "sha256": "a" * 64, "seq": 1}
+    new = {"file": "20261124/000002.wav", "sha256": "b" * 64, "seq": 2}
+    same_copy = {**new, "recovered": True}  # another line of the same file and bytes
+    assert merge_manifest([there], [new, same_copy, there]) == [there, new]
+
+
+def test_a_segment_is_read_back_in_bounded_memory_whatever_its_size(tmp_path):
+    path = tmp_path / "long.wav"
+    data = np.random.default_rng(5).integers(0, 256, 16 << 20, dtype=np.uint8).tobytes()  # 16 MiB
+    path.write_bytes(data)
+    tracemalloc.start()
+    try:
+        digest = hash_from_medium(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert digest == hashlib.sha256(data).hexdigest()
+    assert peak < 4 << 20, f"{peak} bytes held to hash a 16 MiB segment"
+
+
+def test_sizes_are_decimal_megabytes_to_a_tenth():
+    assert [megabytes(n) for n in (0, 49_999, 50_000, 1_000_000, 412_960_000)] == [
+        "0.0 MB", "0.0 MB", "0.1 MB", "1.0 MB", "413.0 MB"]
