@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import shutil
 import socket
 import struct
 import subprocess
@@ -106,6 +107,27 @@ def no_installed_config(monkeypatch, tmp_path):
 def own_catalogue(monkeypatch, tmp_path):
     """`edge list DIR` keeps its catalogue in the user's cache folder: the test's, not ours."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
+
+@pytest.fixture
+def ext4_card(tmp_path):
+    """A small ext4 filesystem on a loop device, which the test can make fail with EIO
+    (FS_IOC_SHUTDOWN, as xfs_io's `shutdown`) and then mount again like a re-seated card."""
+    if os.geteuid() != 0 or shutil.which("losetup") is None or shutil.which("mkfs.ext4") is None:
+        pytest.skip("needs root, losetup and mkfs.ext4 for a failing ext4 card")
+    image = tmp_path / "card.img"
+    subprocess.run(["truncate", "-s", "32m", str(image)], check=True)
+    subprocess.run(["mkfs.ext4", "-q", "-F", str(image)], check=True)
+    attached = subprocess.run(["losetup", "-f", "--show", str(image)], capture_output=True, text=True)
+    if attached.returncode != 0:
+        pytest.skip(f"no loop device here: {attached.stderr.strip()}")
+    loop = attached.stdout.strip()
+    mount = tmp_path / "card"
+    mount.mkdir()
+    subprocess.run(["mount", loop, str(mount)], check=True)
+    yield loop, mount
+    subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+    subprocess.run(["losetup", "-d", loop], check=True)
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,6 @@ import errno
 import fcntl
 import os
 import re
-import shutil
 import socket
 import struct
 import subprocess
@@ -306,27 +305,6 @@ def test_read_only_card_at_start_is_reported_not_a_crash(tmp_path, card, lesson,
 
 FS_IOC_SHUTDOWN = 0x8004587D  # _IOR('X', 125, __u32): the filesystem fails every operation with EIO
 SHUTDOWN_NOLOGFLUSH = 2  # as a card that dies: what the journal had not committed is gone
-
-
-@pytest.fixture
-def ext4_card(tmp_path):
-    """A small ext4 filesystem on a loop device, which the test can make fail with EIO
-    (FS_IOC_SHUTDOWN, as xfs_io's `shutdown`) and then mount again like a re-seated card."""
-    if os.geteuid() != 0 or shutil.which("losetup") is None or shutil.which("mkfs.ext4") is None:
-        pytest.skip("needs root, losetup and mkfs.ext4 for a failing ext4 card")
-    image = tmp_path / "card.img"
-    subprocess.run(["truncate", "-s", "32m", str(image)], check=True)
-    subprocess.run(["mkfs.ext4", "-q", "-F", str(image)], check=True)
-    attached = subprocess.run(["losetup", "-f", "--show", str(image)], capture_output=True, text=True)
-    if attached.returncode != 0:
-        pytest.skip(f"no loop device here: {attached.stderr.strip()}")
-    loop = attached.stdout.strip()
-    mount = tmp_path / "card"
-    mount.mkdir()
-    subprocess.run(["mount", loop, str(mount)], check=True)
-    yield loop, mount
-    subprocess.run(["umount", "-l", str(mount)], capture_output=True)
-    subprocess.run(["losetup", "-d", loop], check=True)
 
 
 def test_io_errors_are_survived_and_recording_resumes_on_a_working_card(tmp_path, ext4_card, lesson, detector):

@@ -5,8 +5,11 @@ and a segment read back from the card in bounded memory."""
 from __future__ import annotations
 
 import errno
+import fcntl
 import hashlib
 import json
+import os
+import struct
 import tracemalloc
 from datetime import datetime
 from pathlib import Path
@@ -18,6 +21,7 @@ from edge.manifest import DELETIONS, read_manifest
 from edge.offload import hash_from_medium, megabytes, merge_manifest, remove_segments
 from edge.storage import MANIFEST, SegmentEnd, SegmentStart, SegmentWriter
 
+FIBMAP = 1  # the ioctl that maps a file's block to the filesystem's (root only)
 END = SegmentEnd(prob_mean=0.8, prob_max=0.99, overflows=0, dropped_frames=0)
 
 
@@ -106,3 +110,27 @@ def test_a_segment_is_read_back_in_bounded_memory_whatever_its_size(tmp_path):
 def test_sizes_are_decimal_megabytes_to_a_tenth():
     assert [megabytes(n) for n in (0, 49_999, 50_000, 1_000_000, 412_960_000)] == [
         "0.0 MB", "0.0 MB", "0.1 MB", "1.0 MB", "413.0 MB"]
+
+
+def test_a_segment_is_read_back_from_the_card_not_from_the_page_cache(ext4_card):
+    """Bytes that rotted on the card while the page cache still holds what was written are
+    what the check must see: the cached copy would prove a rotten segment sound."""
+    loop, card = ext4_card
+    path = card / "segment.wav"
+    written = bytes(range(256)) * 64  # 16 KiB
+    with open(path, "wb") as f:
+        f.write(written)
+        f.flush()
+        os.fsync(f.fileno())
+        block = struct.unpack("i", fcntl.ioctl(f.fileno(), FIBMAP, struct.pack("i", 0)))[0]
+    assert path.read_bytes() == written  # in the page cache now
+    rotted = b"ROT!" + written[4:]
+    device = os.open(loop, os.O_WRONLY)  # the medium changes under the file's cached pages
+    try:
+        os.pwrite(device, rotted[:4], block * os.statvfs(card).f_bsize)
+        os.fsync(device)
+    finally:
+        os.close(device)
+    assert path.read_bytes() == written, "the page cache no longer hides the change: the test proves nothing here"
+    assert hash_from_medium(path) == hashlib.sha256(rotted).hexdigest()
+
