@@ -18,7 +18,7 @@ from typing import Iterator, Optional, Protocol
 
 import numpy as np
 
-from .capture import HEADER, WINDOW, list_input_devices, pick_device
+from .capture import BLOCK_WINDOWS, HEADER, WINDOW, list_input_devices, pick_device
 from .config import AudioSettings
 from .logs import quiet_stderr
 from .resample import TARGET_RATE, StreamingResampler
@@ -164,7 +164,6 @@ class MicrophoneSource:
     def _forward(self, pipe, opened: queue.Queue) -> None:
         """The drain thread: messages from the capture process to the queues."""
         audio = None  # made when the format is known, before the first block
-        block_windows = 0  # the 16 kHz windows a block makes, also known before the first block
         while True:
             header = pipe.read(HEADER.size)
             if len(header) < HEADER.size:
@@ -177,11 +176,10 @@ class MicrophoneSource:
                 try:
                     audio.put_nowait(payload)
                 except queue.Full:
-                    self.dropped_frames += block_windows
+                    # A block holds BLOCK_WINDOWS windows once at 16 kHz, whatever the device's rate.
+                    self.dropped_frames += BLOCK_WINDOWS
             elif kind == b"R":
                 info = json.loads(payload)
-                # Here, not in open(): blocks may find the queue full before open() has read this.
-                block_windows = round(info["block"] * TARGET_RATE / info["rate"] / WINDOW)
                 audio = queue.Queue(maxsize=max(2, int(self.settings.buffer_s * info["rate"] / info["block"])))
                 self._queue = audio
                 opened.put((kind, payload))

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
 from .encryption import AGE_WAV_EXTENSION, age_wav_samples, interrupted_age_wav_samples
-from .plain_wav import HEADER_BYTES, PlainWav, SegmentFile, SegmentFormat, fit_wav_header
+from .plain_wav import HEADER_BYTES, SAMPLE_RATE, PlainWav, SegmentFile, SegmentFormat, fit_wav_header
 from .errors import EdgeError
 from .card import CARD_STATE, SEGMENT_NAME, CardState, migrate_card, next_seq, retire_day, scan_card
 from .manifest import (MANIFEST, append_manifest, day_folders, fsync_dir, iter_segments,  # noqa: F401
@@ -38,7 +38,6 @@ if TYPE_CHECKING:  # numpy is not needed to read or copy the card (`edge sync` s
 
 log = logging.getLogger(__name__)
 
-SAMPLE_RATE = 16000
 PART = ".part"
 SIDECAR = ".part.json"
 
