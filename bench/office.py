@@ -9,7 +9,11 @@ first build also waits for its disk). For each fleet size and history, in fresh 
 stdout to /dev/null, wall time and peak resident memory (VmHWM, from wait4) of:
 
 - build: `edge list DIR` with no catalogue yet (reads every manifest once);
-- warm: `edge list DIR` again, nothing changed;
+- warm: `edge list DIR` again, nothing changed: every segment, one line each (a year of a
+  hundred devices is 13 million lines, a gigabyte: its printing is most of the time);
+- week: `edge list --since D --until D+6 DIR`, the history's last week, nothing changed: the
+  question an office asks of a fleet (which classes recorded what, lately), answered from
+  a range of the catalogue's index;
 - new day: `edge list DIR` after one more day (a real folder of 360 segments) on every device;
 - plain: `edge list --no-catalogue DIR` (every manifest read, every row held: today's reader
   before the catalogue). Run where it is affordable (at most --plain-max segments); above that
@@ -31,6 +35,8 @@ from pathlib import Path
 from .scaling import make_history
 
 GOAL_S = 5.0
+WEEK = 7
+"""Days of the question timed beside the whole listing: the history's last week."""
 EDGE = [sys.executable, "-m", "edge"]
 
 
@@ -49,14 +55,16 @@ def run_edge(args: list, cache: Path) -> dict:
     return {"s": took, "hwm_mb": usage.ru_maxrss / 1024}
 
 
-def make_fleet(office: Path, source: Path, devices: int, days: int) -> None:
-    """``devices`` device folders sharing the first ``days`` day folders of ``source``."""
+def make_fleet(office: Path, source: Path, devices: int, days: int) -> list:
+    """``devices`` device folders sharing the first ``days`` day folders of ``source``; returns
+    the days (YYYY-MM-DD)."""
     day_folders = sorted(p for p in source.iterdir() if p.is_dir())[:days]
     for number in range(devices):
         device = office / f"room{number + 1:03d}"
         device.mkdir(parents=True)
         for day in day_folders:
             (device / day.name).symlink_to(day)
+    return [f"{d.name[:4]}-{d.name[4:6]}-{d.name[6:]}" for d in day_folders]
 
 
 def add_day(office: Path, new_day: Path) -> None:
@@ -69,11 +77,12 @@ def measure(tmp: Path, source: Path, new_day: Path, devices: int, days: int, per
             plain_max: int) -> dict:
     office = tmp / f"office-{devices}x{days}"
     cache = tmp / f"cache-{devices}x{days}"
-    make_fleet(office, source, devices, days)
+    dates = make_fleet(office, source, devices, days)
     row = {"devices": devices, "days": days, "segments": devices * days * per_day}
     row["plain"] = run_edge(["list", "--no-catalogue", str(office)], cache) if row["segments"] <= plain_max else None
     row["build"] = run_edge(["list", str(office)], cache)
     row["warm"] = run_edge(["list", str(office)], cache)
+    row["week"] = run_edge(["list", "--since", dates[-WEEK:][0], "--until", dates[-1], str(office)], cache)
     add_day(office, new_day)
     row["new_day"] = run_edge(["list", str(office)], cache)
     row["catalogue_mb"] = sum(f.stat().st_size for f in (cache / "edge").iterdir()) / 1e6
@@ -101,14 +110,14 @@ def cell(figure: dict | None, key: str, fmt: str) -> str:
     return ("~" if figure.get("estimated") else "") + fmt.format(figure[key])
 
 
-HEADER = ("devices", "days", "segments", "build_s", "build_mb", "warm_s", "warm_mb", "new_day_s",
+HEADER = ("devices", "days", "segments", "build_s", "build_mb", "warm_s", "warm_mb", "week_s", "new_day_s",
           "new_day_mb", "catalogue_mb", "plain_s", "plain_mb")
 
 
 def line(row: dict) -> list:
     return [str(row["devices"]), str(row["days"]), f"{row['segments']:,}",
             cell(row["build"], "s", "{:.2f}"), cell(row["build"], "hwm_mb", "{:.0f}"),
-            cell(row["warm"], "s", "{:.2f}"), cell(row["warm"], "hwm_mb", "{:.0f}"),
+            cell(row["warm"], "s", "{:.2f}"), cell(row["warm"], "hwm_mb", "{:.0f}"), cell(row["week"], "s", "{:.2f}"),
             cell(row["new_day"], "s", "{:.2f}"), cell(row["new_day"], "hwm_mb", "{:.0f}"),
             f"{row['catalogue_mb']:.0f}", cell(row["plain"], "s", "{:.2f}"), cell(row["plain"], "hwm_mb", "{:.0f}")]
 
@@ -147,9 +156,9 @@ def main(argv=None) -> int:
     print(table(rows))
     print("~: extrapolated from the largest plain run of the same history (not measured)")
     largest = max(rows, key=lambda r: r["segments"])
-    warm = largest["warm"]["s"]
-    print(f"goal: edge list over {largest['devices']} devices x {largest['days']} days under {GOAL_S:.0f} s "
-          f"(warm catalogue): {warm:.2f} s, {'met' if warm < GOAL_S else 'NOT met'}")
+    for what, figure in (("every segment", largest["warm"]), (f"the last {WEEK} days (--since/--until)", largest["week"])):
+        print(f"goal: edge list over {largest['devices']} devices x {largest['days']} days under {GOAL_S:.0f} s "
+              f"(warm catalogue), {what}: {figure['s']:.2f} s, {'met' if figure['s'] < GOAL_S else 'NOT met'}")
     return 0
 
 

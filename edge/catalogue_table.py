@@ -8,18 +8,25 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
+from datetime import date, datetime, time, timedelta, timezone
 from pathlib import Path
 from typing import TextIO
 
-from .catalogue import BATCH, LINE_BITS
+from .catalogue import BATCH, EPOCH, LINE_BITS
+from .day_range import DayRange
 from .errors import EdgeError
 from .listing import OFFICE_COLUMNS, speech_total
 from .manifest import _warned
 
+CELLS = ("coalesce(s.device, c.name)", "s.file", "s.start", "s.duration", "s.prob_mean", "s.prob_max",
+         "s.recovered")
+"""The SQL of each of OFFICE_COLUMNS' cells."""
 
-def write_listing(db: sqlite3.Connection, folders: list, out: TextIO, as_csv: bool) -> None:
-    """`edge list DIR...`'s table (or CSV) of the segments of ``folders``, by start time
-    (then folder name, seq), as the plain reader prints it."""
+
+def write_listing(db: sqlite3.Connection, folders: list, out: TextIO, as_csv: bool,
+                  days: DayRange = DayRange()) -> None:
+    """`edge list DIR...`'s table (or CSV) of the segments of ``folders`` that start on
+    ``days``, by start time (then folder name, seq), as the plain reader prints it."""
     db.execute("BEGIN")  # one snapshot for the checks, the widths and the rows
     try:
         _choose(db, folders)
@@ -31,29 +38,35 @@ def write_listing(db: sqlite3.Connection, folders: list, out: TextIO, as_csv: bo
         _warn_damaged(db, folders, problem[:2] if problem else (len(folders), ""))
         if problem:
             raise EdgeError(os.path.join(folders[problem[0]], problem[2]))
-        segments, total_ms, *widest = db.execute(
-            "SELECT coalesce(sum(m.segments), 0), coalesce(sum(m.total_ms), 0), "
-            "coalesce(max(m.w_device), 0), coalesce(max(m.w_file), 0), coalesce(max(m.w_start), 0), "
-            "coalesce(max(m.w_duration), 0), coalesce(max(m.w_prob_mean), 0), "
-            "coalesce(max(m.w_prob_max), 0) FROM chosen c JOIN manifest m ON m.folder_id = c.folder_id"
-        ).fetchone()
-        cells = ("coalesce(s.device, c.name)", "s.file", "s.start", "s.duration", "s.prob_mean",
-                 "s.prob_max", "s.recovered")
+        listed, parameters = _listed(days)
+        if days.bounded:
+            segments, total_ms, *widest = db.execute(
+                "SELECT count(*), coalesce(sum(s.duration_ms), 0), "
+                + ", ".join(f"coalesce(max(length({cell})), 0)" for cell in CELLS[:-1])
+                + f" FROM segment s JOIN chosen c ON c.folder_id = s.folder_id WHERE {listed}", parameters
+            ).fetchone()
+        else:  # the manifests' summaries: no pass over the rows
+            segments, total_ms, *widest = db.execute(
+                "SELECT coalesce(sum(m.segments), 0), coalesce(sum(m.total_ms), 0), "
+                "coalesce(max(m.w_device), 0), coalesce(max(m.w_file), 0), coalesce(max(m.w_start), 0), "
+                "coalesce(max(m.w_duration), 0), coalesce(max(m.w_prob_mean), 0), "
+                "coalesce(max(m.w_prob_max), 0) FROM chosen c JOIN manifest m ON m.folder_id = c.folder_id"
+            ).fetchone()
         if as_csv:
             header = ",".join(OFFICE_COLUMNS)
-            line = " || ',' || ".join([_csv_quoted(cells[0]), _csv_quoted(cells[1])] + list(cells[2:]))
+            line = " || ',' || ".join([_csv_quoted(CELLS[0]), _csv_quoted(CELLS[1])] + list(CELLS[2:]))
             end = "\r\n"
         else:
             widths = [max(len(column), width) for column, width in zip(OFFICE_COLUMNS, widest)]
             header = "  ".join([c.ljust(w) for c, w in zip(OFFICE_COLUMNS, widths)] + [OFFICE_COLUMNS[-1]])
             # The last column (yes/no) is never padded: what rstrip() leaves of it.
             line = ("rtrim(printf('" + "%!-*s  " * len(widths) + "%s', "
-                    + ", ".join(f"{w}, {cell}" for w, cell in zip(widths, cells)) + f", {cells[-1]}))")
+                    + ", ".join(f"{w}, {cell}" for w, cell in zip(widths, CELLS)) + f", {CELLS[-1]}))")
             end = "\n"
         out.write(header + end)
         rows = db.execute(
             f"SELECT {line} FROM segment s JOIN chosen c ON c.folder_id = s.folder_id "
-            "WHERE s.present AND s.problem IS NULL ORDER BY s.start_us, c.name, s.seq, c.rank")
+            f"WHERE {listed} ORDER BY s.start_us, c.name, s.seq, c.rank", parameters)
         while True:
             batch = rows.fetchmany(BATCH)
             if not batch:
@@ -63,6 +76,28 @@ def write_listing(db: sqlite3.Connection, folders: list, out: TextIO, as_csv: bo
             out.write(speech_total(segments, round(total_ms / 1000)) + "\n")
     finally:
         db.execute("ROLLBACK")
+
+def _listed(days: DayRange) -> tuple:
+    """The SQL condition (and its parameters) of the segment rows listed: present, whole,
+    and on ``days``, found as a range of the start_us index (a UTC offset is less than a day
+    either way), then by the date the row shows."""
+    if not days.bounded:
+        return "s.present AND s.problem IS NULL", ()
+    since, until = days.since or date.min, days.until or date.max
+    return ("s.present AND s.problem IS NULL AND s.start_us BETWEEN ? AND ? "
+            "AND substr(s.start, 1, 10) BETWEEN ? AND ?",
+            (_utc_us(since, -1), _utc_us(until, 2), since.isoformat(), until.isoformat()))
+
+
+def _utc_us(day: date, days_after: int) -> int:
+    """Microseconds since the epoch (the start_us scale) at 00:00 UTC ``days_after`` ``day``,
+    or the day nearest to that which a date can be."""
+    try:
+        moment = datetime.combine(day + timedelta(days=days_after), time(), timezone.utc)
+    except OverflowError:
+        moment = datetime.combine(day, time(), timezone.utc)
+    return (moment - EPOCH) // timedelta(microseconds=1)
+
 
 def _choose(db: sqlite3.Connection, folders: list) -> None:
     db.execute("CREATE TEMP TABLE IF NOT EXISTS chosen(rank INTEGER PRIMARY KEY, folder_id INTEGER, name TEXT)")

@@ -27,12 +27,12 @@ import os
 import sys
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import date, datetime
 from pathlib import Path
 from typing import Iterator, Optional, TextIO
 
 from .config import add_config_argument, device_name, load_config, resolve_data_path
 from .entries import checked_entry, checked_segments
+from .day_range import DayRange, add_day_arguments
 from .errors import EdgeError
 from .export_state import ExportStatePublisher, export_state_file
 from .manifest import is_tombstone, manifest_entries
@@ -131,12 +131,12 @@ class SegmentExporter:
         self.progress_stream = progress_stream or sys.stderr
         self.state = ExportStatePublisher(state_file)
 
-    def run(self, since: Optional[date] = None, until: Optional[date] = None) -> ExportReport:
+    def run(self, days: DayRange = DayRange()) -> ExportReport:
         self._check_destination()
         # A second export at the same time (the stick's udev event firing twice, a manual
         # run) would race on the manifest rewrite of --move.
         with _folder_lock(self.root):
-            return self._export(self._select(since, until))
+            return self._export([entry for entry in checked_segments(self.root) if days.holds(entry)])
 
     def _export(self, entries: list) -> ExportReport:
         report = ExportReport(total=len(entries))
@@ -274,14 +274,6 @@ class SegmentExporter:
         return len(remove_segments(self.root, verified, report.problems,
                                    f"moved: copy verified in {self.target}"))
 
-    def _select(self, since: Optional[date], until: Optional[date]) -> list:
-        selected = []
-        for entry in checked_segments(self.root):
-            day = datetime.fromisoformat(entry["start"]).date()
-            if (since is None or day >= since) and (until is None or day <= until):
-                selected.append(entry)
-        return selected
-
     def _check_destination(self) -> None:
         if not self.dest.is_dir():
             raise EdgeError(f"{self.dest}: destination folder does not exist (is the stick mounted?)")
@@ -355,8 +347,7 @@ def add_command(subparsers) -> None:
         description="Copy segments and their manifest lines to DEST/<device>/, verify every copy "
                     "against the manifest hash and write SHA256SUMS. Re-running resumes.")
     export.add_argument("dest", metavar="DEST", type=Path, help="destination folder (e.g. a mounted USB stick)")
-    export.add_argument("--since", type=_day, metavar="YYYY-MM-DD", help="only segments that start on or after this day")
-    export.add_argument("--until", type=_day, metavar="YYYY-MM-DD", help="only segments that start on or before this day")
+    add_day_arguments(export)
     export.add_argument("--move", action="store_true",
                         help="delete each original from the card once its copy is verified")
     export.add_argument("--auto", action="store_true",
@@ -374,12 +365,11 @@ def run_export_command(args: argparse.Namespace) -> int:
             print("edge: automatic export is off (export.auto: false), nothing done")
             return 0
         move = move or settings.export.move
-    if args.since and args.until and args.since > args.until:
-        raise EdgeError(f"--since {args.since} is after --until {args.until}")
+    days = DayRange.from_args(args)
     exporter = SegmentExporter(resolve_data_path(settings.storage.recordings_dir), args.dest,
                                device_name(settings.storage), move=move,
                                state_file=export_state_file(settings))
-    report = exporter.run(args.since, args.until)
+    report = exporter.run(days)
     if report.stopped:
         print(f"edge: export stopped: {report.stopped}; copied {report.exported} of {report.total} "
               f"files ({megabytes(report.copied_bytes)} this run); originals of the rest kept",
@@ -387,9 +377,3 @@ def run_export_command(args: argparse.Namespace) -> int:
     print(report.summary(exporter.target))
     return 0 if report.ok else 1
 
-
-def _day(text: str) -> date:
-    try:
-        return date.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)") from None

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Optional
 
 from .config import add_config_argument, load_config, resolve_data_path
+from .day_range import DayRange, add_day_arguments
 from .entries import checked_segments
 from .errors import EdgeError
 from .manifest import DAY_FOLDER, MANIFEST, card_manifests
@@ -33,6 +34,7 @@ def add_command(subparsers) -> None:
     listing.add_argument("dirs", nargs="*", type=Path, metavar="DIR",
                          help="a device's folder (with manifest.jsonl) or a folder of such folders")
     listing.add_argument("--csv", action="store_true", help="comma-separated values on stdout")
+    add_day_arguments(listing)
     listing.add_argument("--no-catalogue", action="store_true",
                          help="with DIR: read every manifest instead of the catalogue in the user's "
                               "cache folder (slow for many devices; the catalogue is left as it is)")
@@ -41,6 +43,7 @@ def add_command(subparsers) -> None:
 
 
 def run_list_command(args: argparse.Namespace) -> int:
+    days = DayRange.from_args(args)
     if args.dirs and not args.no_catalogue:
         from .catalogue import open_catalogue  # it formats its rows with list_row, below
         from .catalogue_table import write_listing
@@ -48,15 +51,17 @@ def run_list_command(args: argparse.Namespace) -> int:
         folders = device_folders(args.dirs)
         with open_catalogue() as catalogue:
             catalogue.update(folders)
-            write_listing(catalogue.db, folders, sys.stdout, as_csv=args.csv)
+            write_listing(catalogue.db, folders, sys.stdout, as_csv=args.csv, days=days)
         return 0
     if args.dirs:
         columns = OFFICE_COLUMNS
-        rows = [[_device(folder, entry)] + list_row(entry) for folder, entry in merged_segments(args.dirs)]
+        rows = [[_device(folder, entry)] + list_row(entry) for folder, entry in merged_segments(args.dirs)
+                if days.holds(entry)]
     else:
         settings = load_config(args.config)
         columns = LIST_COLUMNS
-        rows = [list_row(entry) for entry in checked_segments(resolve_data_path(settings.storage.recordings_dir))]
+        rows = [list_row(entry) for entry in checked_segments(resolve_data_path(settings.storage.recordings_dir))
+                if days.holds(entry)]
     if args.csv:
         writer = csv.writer(sys.stdout)
         writer.writerow(columns)

@@ -33,11 +33,11 @@ def both(capsys, *argv) -> tuple:
     return edge(capsys, "list", *argv), edge(capsys, "list", "--no-catalogue", *argv)
 
 
-def assert_same(capsys, office: Path) -> str:
+def assert_same(capsys, office: Path, *options) -> str:
     """Table and CSV of the catalogue equal the plain reader's, warnings included; returns
     the table."""
     outputs = []
-    for argv in ((office,), ("--csv", office)):
+    for argv in ((*options, office), ("--csv", *options, office)):
         catalogue, plain = both(capsys, *argv)
         assert catalogue == plain
         assert catalogue[0] == 0, catalogue[2]
@@ -68,11 +68,12 @@ def day_manifest(office: Path, room: str, day: str) -> Path:
     return office / room / day / "manifest.jsonl"
 
 
-def append_segment(office: Path, room: str, day: str, seq: int) -> str:
+def append_segment(office: Path, room: str, day: str, seq: int, start: str = "") -> str:
     """A new segment (its file and line) appended to a day's manifest; returns its file."""
     manifest = day_manifest(office, room, day)
     entry = json.loads(manifest.read_text().splitlines()[0])
-    entry.update(seq=seq, file=f"{day}/{seq:06d}_120000_room1.wav", start=f"{day[:4]}-{day[4:6]}-{day[6:]}T12:00:00.000+01:00")
+    start = start or f"{day[:4]}-{day[4:6]}-{day[6:]}T12:00:00.000+01:00"
+    entry.update(seq=seq, file=f"{day}/{seq:06d}_{start[11:13]}{start[14:16]}00_room1.wav", start=start)
     (office / room / entry["file"]).write_bytes(b"RIFF")
     with open(manifest, "a") as f:
         f.write(json.dumps(entry) + "\n")
@@ -192,3 +193,52 @@ def test_two_lists_at_once_build_one_catalogue(office, capsys):
     assert [out for out, _ in results] == [expected] * 3
     assert all("edge:" not in err for _, err in results)
     assert edge(capsys, "list", "--csv", office)[1].replace("\r\n", "\n") == expected
+
+
+def listed_files(csv_text: str) -> list:
+    return [row.split(",")[1] for row in csv_text.splitlines()[1:]]
+
+
+def files_starting_on(office: Path, days: set) -> list:
+    """The files of the segments whose line is whole, whose file is there and whose start, on
+    the recorder's clock, falls on one of ``days`` (YYYY-MM-DD), by name (two devices may
+    have the same names)."""
+    found = []
+    for manifest in office.glob("*/*/manifest.jsonl"):
+        for line in manifest.read_text().splitlines():
+            try:
+                entry = json.loads(line)
+                start = entry["start"]
+            except (ValueError, TypeError, KeyError):
+                continue
+            folder = manifest.parent.parent
+            if start[:10] in days and (folder / entry["file"]).exists():
+                found.append(entry["file"])
+    return sorted(found)
+
+
+@pytest.mark.parametrize("since, until, days", [
+    ("2025-09-02", "2025-09-02", {"2025-09-02"}),
+    ("2025-09-02", None, {"2025-09-02", "2025-09-03"}),
+    (None, "2025-09-01", {"2025-09-01"}),
+    ("2025-09-04", None, set()),
+])
+def test_since_and_until_list_the_days_the_recorder_heard_them(office, capsys, since, until, days):
+    # Two lessons near midnight whose UTC day is another: each belongs to the day its clock said.
+    late = append_segment(office, "room-a", "20250902", 900, start="2025-09-02T23:30:00.000-05:00")
+    early = append_segment(office, "room-a", "20250903", 901, start="2025-09-03T00:30:00.000+09:00")
+    argv = [*(("--since", since) if since else ()), *(("--until", until) if until else ())]
+    table = assert_same(capsys, office, *argv)
+    catalogue, plain = both(capsys, "--csv", *argv, office)
+    assert catalogue == plain and catalogue[0] == 0
+    files = listed_files(catalogue[1])
+    assert sorted(files) == files_starting_on(office, days)
+    assert (late in files, early in files) == ("2025-09-02" in days, "2025-09-03" in days)
+    assert table.splitlines()[-1].startswith(f"{len(files)} segments, ")
+
+
+def test_a_range_that_ends_before_it_begins_is_one_line(office, capsys):
+    for reader in ((), ("--no-catalogue",)):
+        code, out, err = edge(capsys, "list", *reader, "--since", "2025-09-03", "--until", "2025-09-02", office)
+        assert (code, out) == (2, "")
+        assert err == "edge: --since 2025-09-03 is after --until 2025-09-02\n"

@@ -418,6 +418,14 @@ def test_list_table_for_people(recordings, config_file, capsys):
     assert lines[-1] == "6 segments, 0:00:07 of speech"
 
 
+def test_list_one_day_of_the_card(recordings, config_file, capsys):
+    code, out, _ = edge(capsys, "list", "--csv", "--since", DAYS[1], "--until", DAYS[1], "--config", str(config_file))
+    assert code == 0
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert [row["file"] for row in rows] == [e["file"] for e in entries(recordings) if e["start"].startswith(DAYS[1])]
+    assert len(rows) == 2 and {row["start"][:10] for row in rows} == {DAYS[1]}
+
+
 def test_led_pattern_follows_the_export_state(tmp_path):
     path = tmp_path / "export.json"
     now = datetime.now().astimezone()
