@@ -10,7 +10,9 @@ Each module is mutated in a copy of the tree under .mutmut/<module>/ (mutmut wor
 ``mutants/`` folder of the directory it runs in), with [tool.mutmut] from pyproject.toml plus
 the module and the test files that exercise it (MODULE_TESTS). Survivors that no test can kill
 (the program behaves the same) are listed with a reason in tests/mutants-equivalent.txt and
-left out of the score.
+left out of the score. So are survivors that change nothing but what ``--help`` prints (the
+help, description and metavar of argparse's calls: found by comparing the mutant's syntax
+tree with the original's without those arguments), counted in a column of their own.
 
     python tests/mutate.py                       # every module
     python tests/mutate.py segmenter resample    # some
@@ -19,6 +21,8 @@ left out of the score.
 
 from __future__ import annotations
 
+import ast
+import copy
 import os
 import re
 import shutil
@@ -60,6 +64,8 @@ MODULE_TESTS = {
                 "tests/test_forget.py"],
 }
 KILLED = {"killed", "timeout", "segfault"}
+HELP_ARGUMENTS = {"help", "description", "metavar"}
+"""Keyword arguments of argparse's calls that only change what --help prints."""
 
 
 def equivalent_mutants() -> dict[str, str]:
@@ -70,6 +76,31 @@ def equivalent_mutants() -> dict[str, str]:
             name, _, reason = line.partition(" ")
             listed[name] = reason.strip()
     return listed
+
+
+def help_text_only(tree: Path, module: str, names: list) -> set:
+    """Those of the mutants ``names`` whose function differs from the original only in the
+    HELP_ARGUMENTS of its calls (mutmut keeps every variant in its mutants/ copy of the module,
+    as functions named ..__mutmut_N beside ..__mutmut_orig)."""
+    source = ast.parse((tree / "mutants" / "edge" / f"{module}.py").read_text())
+    functions = {node.name: node for node in ast.walk(source) if isinstance(node, ast.FunctionDef)}
+
+    def without_help(function: ast.FunctionDef) -> str:
+        function = copy.deepcopy(function)
+        function.name = ""
+        for call in ast.walk(function):
+            if isinstance(call, ast.Call):
+                call.keywords = [k for k in call.keywords if k.arg not in HELP_ARGUMENTS]
+        return ast.dump(function)
+
+    found = set()
+    for name in names:
+        variant = name.rsplit(".", 1)[-1]
+        original = variant.rsplit("__mutmut_", 1)[0] + "__mutmut_orig"
+        if {variant, original} <= functions.keys() and \
+                without_help(functions[variant]) == without_help(functions[original]):
+            found.add(name)
+    return found
 
 
 def copy_tree(destination: Path) -> None:
@@ -128,17 +159,21 @@ def main(words: list[str]) -> int:
         results = mutate(module, jobs)
         minutes = (time.monotonic() - started) / 60
         counted = {k: v for k, v in results.items() if k not in equivalent}
+        help_text = help_text_only(WORK / module, module, [k for k, v in counted.items() if v not in KILLED])
+        counted = {k: v for k, v in counted.items() if k not in help_text}
         killed = sum(v in KILLED for v in counted.values())
         survivors = sorted(k for k, v in counted.items() if v not in KILLED)
         score = 100.0 * killed / len(counted) if counted else 0.0
         ok &= score >= TARGET_SCORE
-        rows.append((module, len(results), len(results) - len(counted), killed, len(survivors), score, minutes))
+        rows.append((module, len(results), len(results) - len(counted) - len(help_text), len(help_text), killed,
+                     len(survivors), score, minutes))
         for name in survivors:
             print(f"  not killed ({counted[name]}): {name}   (mutmut show {name}, in .mutmut/{module})")
         print(f"{module}: {score:.1f} % ({killed} of {len(counted)} killed) in {minutes:.1f} min", flush=True)
-    print(f"\n{'module':12} {'mutants':>8} {'equiv.':>7} {'killed':>7} {'alive':>6} {'score':>7} {'minutes':>8}")
-    for module, total, equiv, killed, alive, score, minutes in rows:
-        print(f"{module:12} {total:8} {equiv:7} {killed:7} {alive:6} {score:6.1f}% {minutes:8.1f}")
+    print(f"\n{'module':12} {'mutants':>8} {'equiv.':>7} {'help':>5} {'killed':>7} {'alive':>6} {'score':>7} "
+          f"{'minutes':>8}")
+    for module, total, equiv, help_text, killed, alive, score, minutes in rows:
+        print(f"{module:12} {total:8} {equiv:7} {help_text:5} {killed:7} {alive:6} {score:6.1f}% {minutes:8.1f}")
     return 0 if ok else 1
 
 
