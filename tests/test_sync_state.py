@@ -1,0 +1,69 @@
+"""What `edge sync` remembers and reports, without a remote: the state on the card (damaged
+ones too), the report of a run and of its passes, where a remote's copies go and which remotes
+are refused, and the lines `edge status` shows from the card and from the last run."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict
+
+import pytest
+
+from edge.sync_state import SYNC_STATE, SyncState, file_size, lasting
+
+REMOTE = "nas:recordings/room-12"
+"""The device's folder on the remote: sync.remote nas:recordings/{device} on room-12."""
+
+
+# The state on the card.
+
+@pytest.mark.parametrize("content", [
+    b'{"remote": "nas:recordings/room-12", "synced": {"2026',  # cut short
+    b"\xff\xfe{}",                                               # not UTF-8
+    b"[]",                                                       # not an object
+    b'{"remote": "nas:recordings/room-12", "synced": []}',
+    b'{"remote": "nas:recordings/room-12", "synced": {"20261123/room-12_000001.wav": "verified"}}',
+], ids=["cut-short", "not-utf8", "list", "synced-list", "record-not-object"])
+def test_a_damaged_state_is_forgotten_and_said_once(tmp_path, caplog, content):
+    (tmp_path / SYNC_STATE).write_bytes(content)
+    with caplog.at_level(logging.WARNING, logger="edge.sync_state"):
+        state = SyncState.load(tmp_path)
+    assert state == SyncState()
+    assert caplog.messages == [f"{tmp_path / SYNC_STATE}: unreadable, every copy on the remote will be verified again"]
+
+
+@pytest.mark.parametrize("extra", [{}, {"written_by": "a later version"}], ids=["as-written", "unknown-key"])
+def test_a_state_without_verified_copies_keeps_its_runs(tmp_path, caplog, extra):
+    """A state that never recorded a copy (none was verified yet) is no damage: the last runs'
+    times and error stay; a key this version does not know is left out."""
+    runs = {"remote": REMOTE, "last_success": "2026-11-24T09:00:00+01:00",
+            "last_attempt": "2026-11-24T09:15:00+01:00", "last_error": "the remote is full", "waiting": 6,
+            "waiting_bytes": 240_000}
+    (tmp_path / SYNC_STATE).write_text(json.dumps({**runs, **extra}))
+    with caplog.at_level(logging.WARNING, logger="edge.sync_state"):
+        assert SyncState.load(tmp_path) == SyncState(**runs)
+    assert caplog.messages == []
+
+
+@pytest.mark.parametrize("change, rewritten", [
+    ({"last_attempt": "2026-11-24T09:30:00+01:00"}, False),
+    ({"last_attempt": "2026-11-24T09:30:00+01:00", "last_success": "2026-11-24T09:30:00+01:00"}, False),
+    ({"last_error": "connection refused"}, True),
+    ({"waiting": 7, "waiting_bytes": 280_000}, True),
+    ({"synced": {}}, True),
+], ids=["attempt", "success", "error", "backlog", "copies"])
+def test_only_what_outlasts_a_run_is_worth_a_write_to_the_card(change, rewritten):
+    before = SyncState(remote=REMOTE, synced={"20261123/room-12_000001.wav": {"sha256": "0" * 64, "listed": True}},
+                       last_success="2026-11-24T09:15:00+01:00", last_attempt="2026-11-24T09:15:00+01:00",
+                       waiting=6, waiting_bytes=240_000)
+    after = SyncState(**{**asdict(before), **change})
+    assert (lasting(asdict(after)) != lasting(asdict(before))) == rewritten
+
+
+@pytest.mark.parametrize("content, expected", [(b"RIFF" + bytes(40), 44), (None, 0)], ids=["on-card", "deleted"])
+def test_a_segment_deleted_while_counted_weighs_nothing(tmp_path, content, expected):
+    segment = tmp_path / "room-12_000001.wav"
+    if content is not None:
+        segment.write_bytes(content)
+    assert file_size(segment) == expected
