@@ -10,7 +10,7 @@ from dataclasses import asdict
 
 import pytest
 
-from edge.sync_state import SYNC_STATE, SyncState, file_size, lasting
+from edge.sync_state import SYNC_STATE, SyncReport, SyncState, file_size, lasting
 
 REMOTE = "nas:recordings/room-12"
 """The device's folder on the remote: sync.remote nas:recordings/{device} on room-12."""
@@ -67,3 +67,30 @@ def test_a_segment_deleted_while_counted_weighs_nothing(tmp_path, content, expec
     if content is not None:
         segment.write_bytes(content)
     assert file_size(segment) == expected
+
+
+# What a run reports.
+
+def test_the_passes_of_one_sync_add_their_counts_and_end_with_the_last_ones_backlog_and_outcome():
+    first = SyncReport(waiting=2, waiting_bytes=64_000, uploaded=4, uploaded_bytes=128_000, verified=6, deleted=4)
+    last = SyncReport(waiting=1, waiting_bytes=32_000, uploaded=2, uploaded_bytes=64_000, verified=3, deleted=1,
+                      problems=["20261123/room-12_000009.wav: corrupted on the card (its SHA-256 does not match "
+                                "the manifest), not synced"],
+                      error="connection refused")
+    assert first.then(last) == SyncReport(waiting=1, waiting_bytes=32_000, uploaded=6, uploaded_bytes=192_000,
+                                          verified=9, deleted=5, problems=last.problems, error="connection refused")
+
+
+@pytest.mark.parametrize("deleted, ending", [(0, ""), (4, "; 4 deleted from the card")], ids=["kept", "deleted"])
+def test_the_summary_says_what_was_deleted_only_when_something_was(deleted, ending):
+    report = SyncReport(waiting=2, waiting_bytes=64_000, uploaded=4, uploaded_bytes=128_000, verified=6,
+                        deleted=deleted)
+    assert report.summary(REMOTE) == ("6 segments verified on nas:recordings/room-12 now (4 uploaded, 0.1 MB); "
+                                      "2 waiting (0.1 MB)" + ending)
+
+
+@pytest.mark.parametrize("error, outcome", [(None, "ok"), ("the remote is full", "failed: the remote is full")],
+                         ids=["ok", "failed"])
+def test_the_service_status_says_whether_the_run_failed_and_why(error, outcome):
+    report = SyncReport(waiting=6, waiting_bytes=240_000, uploaded=2, error=error)
+    assert report.status_line() == f"sync {outcome} · 2 uploaded · 6 waiting (0.2 MB)"
