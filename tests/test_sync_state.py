@@ -10,7 +10,8 @@ from dataclasses import asdict
 
 import pytest
 
-from edge.sync_state import SYNC_STATE, SyncReport, SyncState, file_size, lasting
+from edge.cli import main
+from edge.sync_state import SYNC_STATE, SyncReport, SyncState, file_size, lasting, split_remote
 
 REMOTE = "nas:recordings/room-12"
 """The device's folder on the remote: sync.remote nas:recordings/{device} on room-12."""
@@ -94,3 +95,43 @@ def test_the_summary_says_what_was_deleted_only_when_something_was(deleted, endi
 def test_the_service_status_says_whether_the_run_failed_and_why(error, outcome):
     report = SyncReport(waiting=6, waiting_bytes=240_000, uploaded=2, error=error)
     assert report.status_line() == f"sync {outcome} · 2 uploaded · 6 waiting (0.2 MB)"
+
+
+# Where the copies go, and which remotes are refused.
+
+REFUSAL = "sync.remote must be an rclone remote and a folder, like school-nas:recordings/{{device}}, got {!r}"
+
+
+def edge(capsys, *argv) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize("remote, folder, staging", [
+    ("nas:recordings/room-12", "nas:recordings/room-12", "nas:recordings/.incoming/room-12"),
+    ("nas:/srv/recordings/room-12//", "nas:/srv/recordings/room-12", "nas:/srv/recordings/.incoming/room-12"),
+    ("nas:room-12", "nas:room-12", "nas:.incoming/room-12"),
+    ("nas:recordings/LAB-X", "nas:recordings/LAB-X", "nas:recordings/.incoming/LAB-X"),
+    ("nas:recordings/room:12", "nas:recordings/room:12", "nas:recordings/.incoming/room:12"),
+], ids=["folder", "trailing-slashes", "top-level", "ends-in-X", "colon-in-folder"])
+def test_copies_wait_in_a_staging_folder_beside_the_devices_folder(remote, folder, staging):
+    assert split_remote(remote) == (folder, staging)
+
+
+@pytest.mark.parametrize("remote", [
+    "nas:", "nas:/", "recordings/room-12", ":recordings/room-12", "-nas:recordings/room-12",
+    " nas:recordings/room-12",
+], ids=["no-folder", "root", "no-remote", "empty-name", "option-like", "leading-space"])
+def test_a_remote_that_is_not_a_remote_and_a_folder_is_refused_in_one_line(tmp_path, capsys, remote):
+    config = tmp_path / "edge.yaml"
+    config.write_text(json.dumps({"storage": {"recordings_dir": str(tmp_path / "recordings")}, "led": {"pin": None},
+                                  "sync": {"remote": remote, "rclone_config": str(tmp_path / "rclone.conf")}}))
+    assert edge(capsys, "sync", "--config", str(config)) == (2, "", f"edge: {REFUSAL.format(remote)}\n")
+
+
+def test_sync_without_a_remote_says_what_to_set(tmp_path, capsys):
+    config = tmp_path / "edge.yaml"
+    config.write_text(json.dumps({"storage": {"recordings_dir": str(tmp_path / "recordings")}, "led": {"pin": None}}))
+    assert edge(capsys, "sync", "--config", str(config)) == (
+        2, "", "edge: no remote configured: set sync.remote (e.g. school-nas:recordings/{device})\n")
