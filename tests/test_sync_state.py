@@ -6,12 +6,18 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+from contextlib import contextmanager
 from dataclasses import asdict
+from pathlib import Path
 
 import pytest
 
 from edge.cli import main
-from edge.sync_state import SYNC_STATE, SyncReport, SyncState, file_size, lasting, split_remote
+from edge.config import settings_from_dict
+from edge.errors import EdgeError
+from edge.sync_state import (SYNC_RUN, SYNC_STATE, SyncReport, SyncState, file_size, lasting, split_remote,
+                             status_lines)
 
 REMOTE = "nas:recordings/room-12"
 """The device's folder on the remote: sync.remote nas:recordings/{device} on room-12."""
@@ -135,3 +141,75 @@ def test_sync_without_a_remote_says_what_to_set(tmp_path, capsys):
     config.write_text(json.dumps({"storage": {"recordings_dir": str(tmp_path / "recordings")}, "led": {"pin": None}}))
     assert edge(capsys, "sync", "--config", str(config)) == (
         2, "", "edge: no remote configured: set sync.remote (e.g. school-nas:recordings/{device})\n")
+
+
+# What `edge status` shows.
+
+DEVICE = "room-12"
+
+
+def settings(tmp_path: Path, remote: str | None = "nas:recordings/{device}"):
+    return settings_from_dict({"storage": {"recordings_dir": str(tmp_path / "recordings"), "device_name": DEVICE},
+                               "service": {"status_file": str(tmp_path / "status.json")},
+                               "led": {"pin": None}, "sync": {"remote": remote}})
+
+
+CARD = SyncState(remote=REMOTE, last_success="2026-11-24T09:00:00+01:00",
+                 last_attempt="2026-11-24T09:15:00+01:00", last_error="the remote is full")
+"""The card's state: the last run that changed something (what is left after a reboot)."""
+RUN = {"remote": REMOTE, "last_attempt": "2026-11-24T10:15:00+01:00", "last_success": "2026-11-24T10:15:00+01:00",
+       "last_error": None}
+"""sync-run.json in memory: the last run since boot, which had nothing to change on the card."""
+
+
+@pytest.mark.parametrize("record, last_success, last_error", [
+    (None, CARD.last_success, CARD.last_error),
+    (json.dumps(RUN), RUN["last_success"], "none"),
+    (json.dumps({**RUN, "last_success": CARD.last_success, "last_error": "connection refused"}),
+     CARD.last_success, "connection refused"),
+    (json.dumps({**RUN, "remote": "old-nas:recordings/room-12"}), CARD.last_success, CARD.last_error),
+    ('{"remote": "nas:rec', CARD.last_success, CARD.last_error),
+    (json.dumps([RUN]), CARD.last_success, CARD.last_error),
+], ids=["after-reboot", "since-boot", "failed-since-boot", "to-another-remote", "cut-short", "not-an-object"])
+def test_status_shows_the_last_run_since_boot_else_the_cards(tmp_path, record, last_success, last_error):
+    (tmp_path / "recordings").mkdir()
+    CARD.save(tmp_path / "recordings")
+    if record is not None:
+        (tmp_path / SYNC_RUN).write_text(record)
+    assert status_lines(settings(tmp_path)) == [f"last sync:      {last_success} to {REMOTE}",
+                                                "waiting:        0 segments (0.0 MB)",
+                                                f"sync problem:   {last_error}"]
+
+
+def test_status_of_a_device_that_never_synced(tmp_path):
+    (tmp_path / "recordings").mkdir()
+    assert status_lines(settings(tmp_path)) == [f"last sync:      never to {REMOTE}",
+                                                "waiting:        0 segments (0.0 MB)",
+                                                "sync problem:   none"]
+
+
+def test_status_without_a_remote_says_sync_is_off(tmp_path):
+    assert status_lines(settings(tmp_path, remote=None)) == ["sync:           off (no sync.remote)"]
+
+
+@contextmanager
+def unreadable(folder: Path):
+    """``folder`` closed to this process (which becomes nobody meanwhile if it is root: root reads all)."""
+    folder.chmod(0)
+    if os.geteuid() == 0:
+        os.seteuid(65534)
+    try:
+        yield
+    finally:
+        if os.getuid() == 0:
+            os.seteuid(0)
+        folder.chmod(0o700)
+
+
+def test_status_of_recordings_this_user_may_not_read_says_to_use_sudo(tmp_path):
+    recordings = tmp_path / "recordings"
+    recordings.mkdir()
+    CARD.save(recordings)
+    with unreadable(recordings), pytest.raises(EdgeError) as refused:
+        status_lines(settings(tmp_path))
+    assert str(refused.value) == f"{recordings}: permission denied (the recordings are private: sudo edge status)"
