@@ -140,7 +140,8 @@ bench-scaling: venv
 
 # The office side: `edge list DIR` over 1 and 100 devices with a day, a month and a year each,
 # the catalogue's first build, a warm run and one after a new day, beside the plain reader
-# (docs/card-layout.md). The 100-device year takes about half an hour on a small machine.
+# (docs/card-layout.md), and the last week of each. About 20 minutes here, most of it the 100-device
+# year's first build (a 2 GB catalogue in EDGE_BENCH_TMP or /tmp).
 bench-office: venv
 	$(BIN)/python -m bench.office $(BENCH_OFFICE_ARGS)
 
