@@ -49,8 +49,8 @@ DEVICE = "room1"
 def make_history(root: Path, days: int, per_day: int = 360, layout: str = "day") -> int:
     """A card holding ``days`` days of ``per_day`` segments each; returns the segments.
 
-    ``layout`` "day": a manifest per day folder and card-state.json (this version); "single":
-    one manifest.jsonl at the top (the layout before it)."""
+    ``layout`` "day": a manifest per day folder, card-state.json and days.jsonl (this version);
+    "single": one manifest.jsonl at the top (the layout before it)."""
     root.mkdir(parents=True, exist_ok=True)
     sha = hashlib.sha256(TINY_WAV).hexdigest()
     seq = 0
@@ -87,6 +87,8 @@ def make_history(root: Path, days: int, per_day: int = 360, layout: str = "day")
             single.write(text)
         else:
             (root / folder / "manifest.jsonl").write_text(text)
+            with open(root / "days.jsonl", "a") as days_begun:
+                days_begun.write(json.dumps({"folder": folder, "seq": seq - per_day + 1}) + "\n")
     if single is not None:
         single.close()
     elif folder is not None:
@@ -252,7 +254,8 @@ def verdict(rows: list) -> list:
         return []
     small, large = after[min(after)], after[max(after)]
     lines = []
-    for key in ("start_ms", "process_s", "pss_mb", "sweep_off_ms", "sweep_on_ms"):
+    for key in ("start_ms", "process_s", "pss_mb", "first_sweep_off_ms", "sweep_off_ms", "first_sweep_on_ms",
+                "sweep_on_ms"):
         ratio = large[key] / small[key] if small[key] else float("inf")
         lines.append(f"{key}: {max(after)} days / {min(after)} day = {ratio:.2f} "
                      f"({'within' if ratio <= 1.10 else 'NOT within'} 10 %)")

@@ -5,6 +5,11 @@ manifest per day folder, and retiring days whose segments are all gone (docs/car
 written in day folder F, the folder written last. It is written once per new day folder, never
 per segment; with F's own numbers it gives the next sequence number without reading any other
 day. Lines are read and checked only by ``edge.manifest``.
+
+``days.jsonl`` is ``{"folder": F, "seq": S}`` per day folder as the writer begins writing to
+it: the order the days were begun in, which a wrong clock can make another than their names'.
+Retention reads it instead of every day's first manifest line, so that its first sweep after a
+start reads one small file, not one file per day of the card's history.
 """
 
 from __future__ import annotations
@@ -22,13 +27,14 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Optional
 
-from .manifest import (DAMAGED, DAY_FOLDER, DELETIONS, MANIFEST, DamagedLine, day_folders, fsync_dir, is_int,
+from .manifest import (DAMAGED, DAY_FOLDER, DELETIONS, MANIFEST, DamagedLine, day_folders, first_seq, fsync_dir, is_int,
                        is_tombstone, locked_manifest, manifest_entries, manifest_segments, parse_line,
                        seq_numbers, write_json_atomically, write_lines_atomically, write_raw_lines)
 
 log = logging.getLogger(__name__)
 
 CARD_STATE = "card-state.json"
+DAYS_BEGUN = "days.jsonl"
 SEGMENT_NAME = re.compile(r"^(\d{6,})_\d{6}_.+\.wav(\.age)?(\.part)?$")
 
 
@@ -56,6 +62,44 @@ class CardState:
 
     def save(self, root: Path) -> None:
         write_json_atomically(Path(root) / CARD_STATE, {"seq": self.seq, "folder": self.folder})
+
+
+def note_day_begun(root: Path, folder: str, seq: int) -> None:
+    """Add day folder ``folder`` to ROOT/days.jsonl as its first segment, ``seq``, is opened."""
+    # Not fsynced: a line a power cut loses (or a card without the file) only makes
+    # days_in_order read that day's first manifest line, as it did before the file existed.
+    with open(Path(root) / DAYS_BEGUN, "a") as f:
+        f.write(json.dumps({"folder": folder, "seq": seq}) + "\n")
+
+
+def days_in_order(root: Path) -> list:
+    """The day folders under ``root`` in the order they were begun: by the sequence number
+    days.jsonl gives each (its first line for a day: a folder the writer came back to after a
+    clock jump keeps its first place), else by the first line of the day's manifest, which is
+    then added to days.jsonl so that it is read once."""
+    root = Path(root)
+    begun: dict = {}
+    try:
+        with open(root / DAYS_BEGUN, "rb") as f:
+            for raw in f:
+                try:
+                    line = json.loads(raw)
+                except ValueError:
+                    continue  # a line cut short by a power cut, or damaged: that day is read instead
+                if (isinstance(line, dict) and isinstance(line.get("folder"), str) and DAY_FOLDER.match(line["folder"])
+                        and is_int(line.get("seq")) and line["seq"] >= 0):
+                    begun.setdefault(line["folder"], line["seq"])
+    except FileNotFoundError:
+        pass
+    folders = day_folders(root)
+    for folder in folders:
+        if folder.name not in begun and (folder / MANIFEST).is_file():
+            begun[folder.name] = first_seq(folder / MANIFEST)
+            try:
+                note_day_begun(root, folder.name, begun[folder.name])
+            except OSError:
+                pass  # a full or read-only card: read again next time
+    return sorted(folders, key=lambda folder: (begun.get(folder.name, 0), folder.name))
 
 
 def folder_max_seq(folder: Path) -> int:

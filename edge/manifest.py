@@ -312,15 +312,19 @@ def card_manifests(root: Path) -> list:
     root = Path(root)
     if (root / MANIFEST).is_file():
         return [root / MANIFEST]
-    found = []
-    for folder in day_folders(root):
-        manifest = folder / MANIFEST
-        if manifest.is_file():
-            found.append(manifest)
-        elif manifest.exists() and (manifest, 0) not in _warned:
-            _warned.add((manifest, 0))  # once per process, however often the card is read
-            log.warning("%s: not a file (expected that day's manifest): its segments are not listed", manifest)
-    return found
+    return [manifest for folder in day_folders(root) if (manifest := day_manifest(folder))]
+
+
+def day_manifest(folder: Path) -> Optional[Path]:
+    """A day folder's manifest, or None when it has none; one that is not a file (a folder
+    made by hand) is passed over with one warning, never silently."""
+    manifest = folder / MANIFEST
+    if manifest.is_file():
+        return manifest
+    if manifest.exists() and (manifest, 0) not in _warned:
+        _warned.add((manifest, 0))  # once per process, however often the card is read
+        log.warning("%s: not a file (expected that day's manifest): its segments are not listed", manifest)
+    return None
 
 
 def _card_or_file(path: Path) -> list:

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Optional
 from .encryption import AGE_WAV_EXTENSION, age_wav_samples, interrupted_age_wav_samples
 from .plain_wav import HEADER_BYTES, SAMPLE_RATE, PlainWav, SegmentFile, SegmentFormat, fit_wav_header
 from .errors import EdgeError
-from .card import CARD_STATE, SEGMENT_NAME, CardState, migrate_card, next_seq, retire_day, scan_card
+from .card import CARD_STATE, SEGMENT_NAME, CardState, migrate_card, next_seq, note_day_begun, retire_day, scan_card
 from .manifest import (MANIFEST, append_manifest, day_folders, fsync_dir, iter_segments,  # noqa: F401
                        manifest_path, manifest_segments, read_deletions, read_manifest, repair_manifest,
                        rewrite_manifest, write_json_atomically, write_lines_atomically)
@@ -191,6 +191,7 @@ class SegmentWriter:
                 # Before anything is written there: where a power cut can leave work, and
                 # the number every later one is above (edge.manifest).
                 CardState(seq, folder.name).save(self.root)
+                note_day_begun(self.root, folder.name, seq)
                 self._folder = folder.name
             # The sidecar exists before the .part, so a .part never lacks its metadata.
             write_json_atomically(final.with_name(final.name + SIDECAR),

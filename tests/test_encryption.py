@@ -35,7 +35,7 @@ import edge.encryption
 from edge.encryption import (CHUNK_BYTES, AgeWav, age_payload_bytes, age_wav_samples,
                              interrupted_age_wav_samples, recipient_arguments, streaming_wav_header)
 from edge.errors import EdgeError
-from edge.card import CARD_STATE
+from edge.card import CARD_STATE, DAYS_BEGUN
 from edge.plain_wav import PlainWav, wav_header
 from edge.storage import MANIFEST, SegmentEnd, SegmentStart, SegmentWriter, file_sha256, read_manifest
 
@@ -621,7 +621,7 @@ def test_sigkill_with_encryption_leaves_no_plaintext_and_every_segment_decrypts(
     entries = read_manifest(recordings / MANIFEST)
     assert_no_plaintext(recordings, runs)
     on_card = sorted(p.relative_to(recordings).as_posix() for p in recordings.rglob("*")
-                     if p.is_file() and p.name not in (MANIFEST, CARD_STATE))
+                     if p.is_file() and p.name not in (MANIFEST, CARD_STATE, DAYS_BEGUN))
     assert on_card == sorted(e["file"] for e in entries)  # no .part, sidecar or temporary left
     recovered = [e for e in entries if e["recovered"]]
     assert recovered, "no cut hit an open segment with a whole chunk: the test proved nothing"

@@ -17,7 +17,9 @@ from edge.cli import main
 from edge.config import load_config, settings_from_dict
 from edge.errors import EdgeError
 from edge.export import SegmentExporter
+import edge.card
 import edge.retention
+from edge.card import DAYS_BEGUN
 from edge.manifest import manifest_path
 from edge.retention import (CLOCK_TOLERANCE_S, UNPROVEN_DAYS_READ, SegmentAge, SegmentRetention,
                             assess_ages)
@@ -475,17 +477,22 @@ def test_a_sweep_reads_a_bounded_number_of_days_of_unknown_age(tmp_path, monkeyp
     assert retention.oldest == SegmentAge(files[0], 1, None)
 
 
-def test_days_are_swept_in_the_order_they_were_begun_whatever_their_names(tmp_path, monkeypatch):
+@pytest.mark.parametrize("days_begun", ["kept", "lost", "damaged"])
+def test_days_are_swept_in_the_order_they_were_begun_whatever_their_names(tmp_path, days_begun):
     clock = FakeClock()
     first = record(tmp_path, clock)  # 20261101
     clock.reboot("boot-b", datetime(1970, 1, 1, tzinfo=timezone.utc), synced=False)
     second = record(tmp_path, clock)  # 19700101
     clock.advance(3 * DAY)
     third = record(tmp_path, clock)  # 19700104
-    first_lines = []
-    real_first_seq = edge.retention.first_seq
-    monkeypatch.setattr(edge.retention, "first_seq",
-                        lambda manifest: first_lines.append(manifest.parent.name) or real_first_seq(manifest))
+    # A card written before days.jsonl, or one whose lines a power cut or a bad sector took:
+    # those days' first manifest lines tell their order.
+    if days_begun == "lost":
+        (tmp_path / DAYS_BEGUN).unlink()
+    elif days_begun == "damaged":
+        lines = (tmp_path / DAYS_BEGUN).read_text().splitlines()
+        (tmp_path / DAYS_BEGUN).write_text("\n".join(["{not json", '{"folder": "19700101", "seq": "x"}'] + lines[2:])
+                                           + "\n" + '{"folder": "2026')
     retention = SegmentRetention(tmp_path, keep_days=2, clock=clock)
     # The first is at least as old as the second, recorded after it in a boot that counts.
     assert [t["deleted"] for t in retention.sweep()] == [first, second]
@@ -493,17 +500,34 @@ def test_days_are_swept_in_the_order_they_were_begun_whatever_their_names(tmp_pa
     fourth = record(tmp_path, clock)  # its day's manifest changes: the next sweep reads again
     clock.advance(2 * DAY + 1)
     assert [t["deleted"] for t in retention.sweep()] == [third, fourth]
-    # The first line of a day is read once in the daemon's life.
-    assert sorted(first_lines) == ["19700101", "19700104", "20261101"]
+
+
+def test_a_sweep_reads_no_days_first_line_that_days_jsonl_gives(tmp_path, monkeypatch):
+    clock = FakeClock()
+    for _ in range(4):
+        record(tmp_path, clock)
+        clock.advance(DAY)
+    first_lines = []
+    real_first_seq = edge.card.first_seq
+    monkeypatch.setattr(edge.card, "first_seq",
+                        lambda manifest: first_lines.append(manifest.parent.name) or real_first_seq(manifest))
+    SegmentRetention(tmp_path, keep_days=None, clock=clock).sweep()
+    assert first_lines == []
+    # A card without it (written by an earlier version): each day's first line is read once,
+    # at the first start, and noted; the next start reads none.
+    (tmp_path / DAYS_BEGUN).unlink()
+    SegmentRetention(tmp_path, keep_days=None, clock=clock).sweep()
+    assert first_lines == ["20261101", "20261102", "20261103", "20261104"]
+    SegmentRetention(tmp_path, keep_days=None, clock=clock).sweep()
+    assert len(first_lines) == 4
 
 
 def test_a_day_gone_while_the_sweep_lists_the_card_stops_nothing(tmp_path, monkeypatch):
     clock = FakeClock()
     old = record(tmp_path, clock)
     clock.advance(3 * DAY)
-    real = edge.retention.card_manifests
-    monkeypatch.setattr(edge.retention, "card_manifests",
-                        lambda root: [root / "20261030" / MANIFEST] + real(root))  # retired since
+    real = edge.retention.days_in_order
+    monkeypatch.setattr(edge.retention, "days_in_order", lambda root: [root / "20261030"] + real(root))  # retired since
     assert [t["deleted"] for t in SegmentRetention(tmp_path, keep_days=2, clock=clock).sweep()] == [old]
 
 
