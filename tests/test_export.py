@@ -145,18 +145,26 @@ def test_second_run_copies_nothing_and_changes_nothing(tmp_path, recordings, con
     assert (target / "manifest.jsonl").read_bytes() == manifest_before
 
 
-def test_damaged_copy_on_the_destination_is_copied_again(tmp_path, recordings, config_file, capsys):
+def flip_last_byte(data: bytes) -> bytes:
+    return data[:-1] + bytes([data[-1] ^ 0xFF])  # same size: only the re-hash can tell
+
+
+def cut_short(data: bytes) -> bytes:
+    return data[:-2]  # one sample gone: the size tells
+
+
+@pytest.mark.parametrize("damage", [flip_last_byte, cut_short])
+def test_damaged_copy_on_the_destination_is_copied_again(tmp_path, recordings, config_file, capsys, damage):
     dest = tmp_path / "stick"
     dest.mkdir()
     assert edge(capsys, "export", str(dest), "--config", str(config_file))[0] == 0
     target = dest / DEVICE
     damaged = target / entries(recordings)[4]["file"]
-    data = bytearray(damaged.read_bytes())
-    data[-1] ^= 0xFF  # same size: only the re-hash can tell
-    damaged.write_bytes(bytes(data))
+    damaged.write_bytes(damage(damaged.read_bytes()))
     code, out, _ = edge(capsys, "export", str(dest), "--config", str(config_file))
     assert code == 0
-    assert "1 copied now" in out and "5 already there" in out
+    assert out == f"6 of 6 files on {target} (1 copied now, 0.1 MB; 5 already there)\n"
+    assert damaged.read_bytes() == (recordings / entries(recordings)[4]["file"]).read_bytes()
     assert len(sha256sum_check(target)) == 6
 
 
@@ -294,7 +302,8 @@ def test_move_keeps_the_original_of_a_copy_that_does_not_verify(tmp_path, record
     monkeypatch.setattr(export_module, "hash_from_medium", failing_medium)
     code, out, err = edge(capsys, "export", str(dest), "--move", "--config", str(config_file))
     assert code == 1
-    assert f"{bad}: the copy on {dest} does not match" in err
+    assert f"edge: {bad}: the copy on {dest} does not match after writing (failing medium?), original kept\n" \
+        in err
     assert (recordings / bad).exists()
     assert [e["file"] for e in entries(recordings)] == [bad]
     remaining = [e for e in source if e["file"] != bad]
@@ -355,6 +364,17 @@ def test_missing_destination_is_one_line(tmp_path, recordings, config_file, caps
     assert code == 2
     assert err == f"edge: {dest}: destination folder does not exist (is the stick mounted?)\n"
     assert not dest.exists()
+
+
+def test_a_file_with_the_device_folder_name_on_the_destination_is_one_line(tmp_path, recordings, config_file,
+                                                                            capsys):
+    dest = tmp_path / "stick"
+    dest.mkdir()
+    (dest / DEVICE).write_text("not a folder\n")
+    code, out, err = edge(capsys, "export", str(dest), "--config", str(config_file))
+    assert (code, err) == (2, f"edge: {dest}: cannot write to the destination (File exists)\n")
+    assert (dest / DEVICE).read_text() == "not a folder\n"
+    assert all((recordings / e["file"]).exists() for e in entries(recordings))
 
 
 @needs_root
@@ -496,7 +516,7 @@ def test_auto_export_does_nothing_unless_enabled(tmp_path, recordings, config_fi
     dest = tmp_path / "stick"
     dest.mkdir()
     code, out, _ = edge(capsys, "export", "--auto", str(dest), "--config", str(config_file))
-    assert code == 0 and "automatic export is off" in out
+    assert (code, out) == (0, "edge: automatic export is off (export.auto: false), nothing done\n")
     assert not (dest / DEVICE).exists()
     settings = json.loads(config_file.read_text())
     settings["export"] = {"auto": True, "move": True}
@@ -596,9 +616,13 @@ def test_a_damaged_manifest_on_the_destination_stops_the_export_before_it_copies
     assert sorted(stick.rglob("*")) == before
 
 
-@pytest.mark.parametrize("damage", ["not json at all", "[1, 2]", '{"seq": 9}'])
+@pytest.mark.parametrize("damage, expected", [
+    ("not json at all", "a JSON object, one per line"),
+    ("[1, 2]", "a JSON object, got list"),
+    ('{"seq": 9}', 'a segment entry with "file"'),
+])
 def test_an_unreadable_line_on_the_destination_stops_the_export_and_is_kept(
-        tmp_path, recordings, config_file, capsys, damage):
+        tmp_path, recordings, config_file, capsys, damage, expected):
     # The destination's manifest is rewritten at the end of an export: a line it cannot read
     # would be dropped from the stick without a word.
     stick = tmp_path / "stick"
@@ -611,7 +635,8 @@ def test_an_unreadable_line_on_the_destination_stops_the_export_and_is_kept(
     number = len(copied.read_text().splitlines())
     before = {p: p.read_bytes() for p in stick.rglob("*") if p.is_file()}
     code, _, err = edge(capsys, "export", str(stick), "--config", str(config_file))
-    assert code == 2 and err.startswith(f"edge: {copied}:{number}: expected ") and err.count("\n") == 1
+    assert (code, err) == (2, f"edge: {copied}:{number}: expected {expected}; "
+                              "the manifest is damaged or was edited, nothing done\n")
     assert {p: p.read_bytes() for p in stick.rglob("*") if p.is_file()} == before
 
 
