@@ -403,11 +403,92 @@ def test_move_keeps_the_manifest_owner_and_mode(tmp_path, recordings, config_fil
     assert len(entries(recordings)) == 4 and len(read_deletions(manifest)) == 2
 
 
-def test_progress_bar_on_a_terminal(tmp_path, recordings):
-    class Terminal(io.StringIO):
-        def isatty(self):
-            return True
+class Terminal(io.StringIO):
+    """Where the progress goes when someone runs the export by hand."""
 
+    def isatty(self):
+        return True
+
+
+def one_day_card(root: Path, lengths: list) -> list[dict]:
+    """A card with one segment of each length (in samples: 44 + 2 bytes a sample), one day."""
+    writer = SegmentWriter(root, DEVICE, model_sha256="0" * 64, version="test")
+    writer.prepare()
+    for number, samples in enumerate(lengths):
+        start = f"{DAYS[0]}T09:{10 + number:02d}:00.000+01:00"
+        writer.open(SegmentStart(source="mic", start_s=60.0 * number, start=start, monotonic_s=100.0 + 60 * number,
+                                 boot_id="boot-1", clock_synced=True))
+        writer.append(np.full(samples, 1000, np.int16))
+        writer.close(SegmentEnd(prob_mean=0.5, prob_max=0.9, overflows=0, dropped_frames=0))
+    return entries(root)
+
+
+def deleted(path: Path) -> None:
+    """A segment deleted after the export listed the card (the recorder makes room on a full
+    card): its name still in the folder, no file behind it."""
+    path.unlink()
+    path.symlink_to(path.name + ".deleted")
+
+
+BAR = "\r[{}] {} files, 0.0 MB of 0.0 MB\x1b[K"
+
+
+@pytest.mark.parametrize("lengths, gone, expected", [
+    # 16044 of 32090 bytes after the first: just short of half, 11 marks of 24.
+    ([8000, 8001], [], [BAR.format("#" * 11 + "-" * 13, "1/2"), BAR.format("#" * 24, "2/2"), "\n"]),
+    # 16044 of 32088 bytes: half exactly, as a deleted segment counts no bytes. Its line
+    # replaces the bar, which is drawn again below it.
+    ([8000, 8000, 8000], [2], [BAR.format("#" * 12 + "-" * 12, "1/3"), BAR.format("#" * 24, "2/3"),
+                               "\r\x1b[Kedge: {2}: deleted from the card during the export\n",
+                               BAR.format("#" * 24, "2/3"), "\n"]),
+    # 0 bytes of 0: a full bar; nothing was drawn before the line.
+    ([8000], [0], ["edge: {0}: deleted from the card during the export\n", BAR.format("#" * 24, "0/1"), "\n"]),
+], ids=["short of half", "half, then a deleted segment", "no bytes at all"])
+def test_progress_bar_on_a_terminal_fills_with_the_bytes_done(tmp_path, lengths, gone, expected):
+    card = tmp_path / "card"
+    source = one_day_card(card, lengths)
+    names = [e["file"] for e in source]
+    for number in gone:
+        deleted(card / names[number])
+    stream = Terminal()
+    dest = tmp_path / "stick"
+    dest.mkdir()
+    report = SegmentExporter(card, dest, DEVICE, progress_stream=stream).run()
+    assert stream.getvalue() == "".join(expected).format(*names)
+    kept = [name for number, name in enumerate(names) if number not in gone]
+    assert (report.copied, report.problems) == (
+        len(kept), [f"{names[number]}: deleted from the card during the export" for number in gone])
+    assert exported_files(dest / DEVICE) == kept
+    assert entries(card) == source and all((card / name).is_file() for name in kept)  # not a move
+
+
+def test_the_journal_has_a_line_per_file_and_the_summary_counts_each_kind(
+        tmp_path, recordings, config_file, capsys):
+    dest = tmp_path / "stick"
+    dest.mkdir()
+    assert edge(capsys, "export", str(dest), "--until", DAYS[0], "--config", str(config_file))[0] == 0
+    names = [e["file"] for e in entries(recordings)]
+    corrupted = recordings / names[3]
+    corrupted.write_bytes(flip_last_byte(corrupted.read_bytes()))
+    code, out, err = edge(capsys, "export", str(dest), "--config", str(config_file))
+    assert code == 1
+    # Segments of 16044, 32044, 40044, 48044, 56044 and 24044 bytes, 216264 in all.
+    assert err == "".join([
+        f"already there {names[0]} (1/6 files, 0.0 MB of 0.2 MB)\n",
+        f"already there {names[1]} (2/6 files, 0.0 MB of 0.2 MB)\n",
+        f"copied {names[2]} (3/6 files, 0.1 MB of 0.2 MB)\n",
+        f"edge: {names[3]}: corrupted on the card (its SHA-256 does not match the manifest), not exported\n",
+        f"not exported {names[3]} (3/6 files, 0.1 MB of 0.2 MB)\n",
+        f"copied {names[4]} (4/6 files, 0.2 MB of 0.2 MB)\n",
+        f"copied {names[5]} (5/6 files, 0.2 MB of 0.2 MB)\n",
+    ])
+    assert out == (f"5 of 6 files on {dest / DEVICE} (3 copied now, 0.1 MB; 2 already there); "
+                   "1 not exported (see above)\n")
+    state = json.loads((tmp_path / "state" / "export.json").read_text())
+    assert (state["state"], state["copied"], state["total"]) == ("failed", 5, 6)
+
+
+def test_progress_bar_on_a_terminal(tmp_path, recordings):
     stream = Terminal()
     dest = tmp_path / "stick"
     dest.mkdir()
