@@ -430,6 +430,18 @@ def deleted(path: Path) -> None:
     path.symlink_to(path.name + ".deleted")
 
 
+def a_folder(path: Path) -> None:
+    path.unlink()
+    path.mkdir()
+
+
+def failing_reads(path: Path) -> None:
+    """A file that opens but whose reads fail with EIO, as over a bad sector of the card:
+    /proc/self/mem, where nothing is mapped at offset 0."""
+    path.unlink()
+    path.symlink_to("/proc/self/mem")
+
+
 BAR = "\r[{}] {} files, 0.0 MB of 0.0 MB\x1b[K"
 
 
@@ -486,6 +498,28 @@ def test_the_journal_has_a_line_per_file_and_the_summary_counts_each_kind(
                    "1 not exported (see above)\n")
     state = json.loads((tmp_path / "state" / "export.json").read_text())
     assert (state["state"], state["copied"], state["total"]) == ("failed", 5, 6)
+
+
+@pytest.mark.parametrize("spoil, problem", [
+    (deleted, "deleted from the card during the export"),
+    (a_folder, "cannot read it on the card (Is a directory), not exported"),
+    (failing_reads, "cannot read it on the card (Input/output error), not exported"),
+])
+def test_a_segment_the_card_cannot_give_is_named_and_the_rest_exported(
+        tmp_path, recordings, config_file, capsys, spoil, problem):
+    source = entries(recordings)
+    bad = source[3]["file"]
+    spoil(recordings / bad)
+    dest = tmp_path / "stick"
+    dest.mkdir()
+    code, out, err = edge(capsys, "export", str(dest), "--config", str(config_file))
+    assert code == 1
+    assert [line for line in err.splitlines() if line.startswith("edge: ")] == [f"edge: {bad}: {problem}"]
+    assert out == (f"5 of 6 files on {dest / DEVICE} (5 copied now, 0.2 MB; 0 already there); "
+                   "1 not exported (see above)\n")
+    good = sorted(e["file"] for e in source if e["file"] != bad)
+    assert exported_files(dest / DEVICE) == good  # and no temporary file
+    assert sha256sum_check(dest / DEVICE) == good
 
 
 def test_progress_bar_on_a_terminal(tmp_path, recordings):
