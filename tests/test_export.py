@@ -522,6 +522,68 @@ def test_a_segment_the_card_cannot_give_is_named_and_the_rest_exported(
     assert sha256sum_check(dest / DEVICE) == good
 
 
+def read_back_fails(monkeypatch, target: Path, names: list) -> None:
+    """The stick stops answering when the third copy is read back."""
+    read_back = export_module.hash_from_medium
+
+    def failing_medium(path):
+        if path.name == Path(names[2]).name + ".exporting":
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        return read_back(path)
+
+    monkeypatch.setattr(export_module, "hash_from_medium", failing_medium)
+
+
+def folder_at_the_third_name(monkeypatch, target: Path, names: list) -> None:
+    (target / names[2]).mkdir(parents=True)  # the third copy cannot be renamed into place
+
+
+def file_at_the_first_day(monkeypatch, target: Path, names: list) -> None:
+    target.mkdir()
+    (target / names[0]).parent.write_text("")  # not a folder: nothing can be looked up in it
+
+
+@pytest.mark.parametrize("failure, reason, copied, left", [
+    (read_back_fails, "Input/output error", 2, [0, 1, "20261124"]),
+    (folder_at_the_third_name, "Is a directory", 2, [0, 1, "20261124", 2]),
+    (file_at_the_first_day, "Not a directory", 0, []),
+])
+def test_a_failing_destination_stops_the_export_and_leaves_no_temporary_file(
+        tmp_path, recordings, config_file, capsys, monkeypatch, failure, reason, copied, left):
+    source = entries(recordings)
+    names = [e["file"] for e in source]
+    dest = tmp_path / "stick"
+    target = dest / DEVICE
+    target.parent.mkdir()
+    failure(monkeypatch, target, names)
+    code, out, err = edge(capsys, "export", str(dest), "--config", str(config_file))
+    assert code == 1
+    assert [line for line in err.splitlines() if line.startswith("edge: ")] == [
+        f"edge: export stopped: writing to {dest} failed ({reason}); copied {copied} of 6 files "
+        "(0.0 MB this run); originals of the rest kept"]
+    assert out == f"{copied} of 6 files on {target} ({copied} copied now, 0.0 MB; 0 already there)\n"
+    index = ["SHA256SUMS", "manifest.jsonl"] if copied else []
+    expected = {"20261123"} | {names[n] if isinstance(n, int) else n for n in left} | set(index)
+    assert sorted(p.relative_to(target).as_posix() for p in target.rglob("*")) == sorted(expected)
+    assert entries(recordings) == source and all((recordings / name).is_file() for name in names)
+    state = json.loads((tmp_path / "state" / "export.json").read_text())
+    assert (state["state"], state["copied"], state["total"]) == ("failed", copied, 6)
+
+
+def test_a_temporary_file_left_by_a_stopped_export_is_removed(tmp_path, recordings, config_file, capsys):
+    # A run stopped mid-copy (power cut, stick pulled) leaves its temporary file; the next
+    # run removes it, even one that exports other days.
+    names = [e["file"] for e in entries(recordings)]
+    dest = tmp_path / "stick"
+    leftover = dest / DEVICE / (names[5] + ".exporting")
+    leftover.parent.mkdir(parents=True)
+    leftover.write_bytes((recordings / names[5]).read_bytes()[:4096])
+    code, out, err = edge(capsys, "export", str(dest), "--until", DAYS[0], "--config", str(config_file))
+    assert code == 0, err
+    assert sorted(p.relative_to(dest / DEVICE).as_posix() for p in (dest / DEVICE).rglob("*")) == [
+        "20261123", names[0], names[1], "20261125", "SHA256SUMS", "manifest.jsonl"]
+
+
 def test_progress_bar_on_a_terminal(tmp_path, recordings):
     stream = Terminal()
     dest = tmp_path / "stick"
