@@ -16,6 +16,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from contextlib import contextmanager
 from datetime import datetime, timedelta
@@ -582,6 +583,68 @@ def test_a_temporary_file_left_by_a_stopped_export_is_removed(tmp_path, recordin
     assert code == 0, err
     assert sorted(p.relative_to(dest / DEVICE).as_posix() for p in (dest / DEVICE).rglob("*")) == [
         "20261123", names[0], names[1], "20261125", "SHA256SUMS", "manifest.jsonl"]
+
+
+def run_held(exporter: SegmentExporter, held: dict, while_held) -> export_module.ExportReport:
+    """``exporter.run()`` in a thread, held at each FIFO of ``held`` (segments on the card the
+    test feeds, in the order the export reaches them): ``while_held(fifo)`` runs while the
+    export waits there, then the segment's bytes go in."""
+    ended, outcome, readers = threading.Event(), [], []
+
+    def run():
+        try:
+            outcome.append(exporter.run())
+        except BaseException as exc:
+            outcome.append(exc)
+        finally:
+            ended.set()
+            # An export that ended before a FIFO must not leave the test waiting at it.
+            readers.extend(os.open(fifo, os.O_RDONLY | os.O_NONBLOCK) for fifo in held)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    for fifo, data in held.items():
+        with open(fifo, "wb") as feed:  # opens when the export opens it: it waits there
+            if ended.is_set():
+                break
+            while_held(fifo)
+            feed.write(data)
+    thread.join()
+    for fd in readers:
+        os.close(fd)
+    if isinstance(outcome[0], BaseException):
+        raise outcome[0]
+    return outcome[0]
+
+
+def test_the_led_state_while_copying_counts_the_files_exported(tmp_path, recordings, monkeypatch):
+    clock = [1000.0]
+    monkeypatch.setattr(export_state.time, "monotonic", lambda: clock[0])
+    names = [e["file"] for e in entries(recordings)]
+    held = {}
+    for number in (1, 3):  # the export waits at the second and at the fourth segment
+        fifo = recordings / names[number]
+        held[fifo] = fifo.read_bytes()
+        fifo.unlink()
+        os.mkfifo(fifo)
+    state_file = tmp_path / "export.json"
+    seen = []
+
+    def led_state(fifo: Path) -> None:
+        state = json.loads(state_file.read_text())
+        seen.append((state["state"], state["copied"], state["total"]))
+        clock[0] += STATE_UPDATE_INTERVAL_S  # the state after the next file is due
+
+    dest = tmp_path / "stick"
+    dest.mkdir()
+    exporter = SegmentExporter(recordings, dest, DEVICE, progress_stream=io.StringIO(), state_file=state_file)
+    report = run_held(exporter, held, led_state)
+    assert report.ok and report.copied == 6
+    # At the second segment, the state of the start (the one after the first file was not
+    # due); at the fourth, the one written after the second file, an interval later.
+    assert seen == [("copying", 0, 6), ("copying", 2, 6)]
+    state = json.loads(state_file.read_text())
+    assert (state["state"], state["copied"], state["total"]) == ("done", 6, 6)
 
 
 def test_progress_bar_on_a_terminal(tmp_path, recordings):
