@@ -16,6 +16,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from contextlib import contextmanager
 from datetime import datetime, timedelta
@@ -145,18 +146,26 @@ def test_second_run_copies_nothing_and_changes_nothing(tmp_path, recordings, con
     assert (target / "manifest.jsonl").read_bytes() == manifest_before
 
 
-def test_damaged_copy_on_the_destination_is_copied_again(tmp_path, recordings, config_file, capsys):
+def flip_last_byte(data: bytes) -> bytes:
+    return data[:-1] + bytes([data[-1] ^ 0xFF])  # same size: only the re-hash can tell
+
+
+def cut_short(data: bytes) -> bytes:
+    return data[:-2]  # one sample gone: the size tells
+
+
+@pytest.mark.parametrize("damage", [flip_last_byte, cut_short])
+def test_damaged_copy_on_the_destination_is_copied_again(tmp_path, recordings, config_file, capsys, damage):
     dest = tmp_path / "stick"
     dest.mkdir()
     assert edge(capsys, "export", str(dest), "--config", str(config_file))[0] == 0
     target = dest / DEVICE
     damaged = target / entries(recordings)[4]["file"]
-    data = bytearray(damaged.read_bytes())
-    data[-1] ^= 0xFF  # same size: only the re-hash can tell
-    damaged.write_bytes(bytes(data))
+    damaged.write_bytes(damage(damaged.read_bytes()))
     code, out, _ = edge(capsys, "export", str(dest), "--config", str(config_file))
     assert code == 0
-    assert "1 copied now" in out and "5 already there" in out
+    assert out == f"6 of 6 files on {target} (1 copied now, 0.1 MB; 5 already there)\n"
+    assert damaged.read_bytes() == (recordings / entries(recordings)[4]["file"]).read_bytes()
     assert len(sha256sum_check(target)) == 6
 
 
@@ -294,7 +303,8 @@ def test_move_keeps_the_original_of_a_copy_that_does_not_verify(tmp_path, record
     monkeypatch.setattr(export_module, "hash_from_medium", failing_medium)
     code, out, err = edge(capsys, "export", str(dest), "--move", "--config", str(config_file))
     assert code == 1
-    assert f"{bad}: the copy on {dest} does not match" in err
+    assert f"edge: {bad}: the copy on {dest} does not match after writing (failing medium?), original kept\n" \
+        in err
     assert (recordings / bad).exists()
     assert [e["file"] for e in entries(recordings)] == [bad]
     remaining = [e for e in source if e["file"] != bad]
@@ -357,6 +367,17 @@ def test_missing_destination_is_one_line(tmp_path, recordings, config_file, caps
     assert not dest.exists()
 
 
+def test_a_file_with_the_device_folder_name_on_the_destination_is_one_line(tmp_path, recordings, config_file,
+                                                                            capsys):
+    dest = tmp_path / "stick"
+    dest.mkdir()
+    (dest / DEVICE).write_text("not a folder\n")
+    code, out, err = edge(capsys, "export", str(dest), "--config", str(config_file))
+    assert (code, err) == (2, f"edge: {dest}: cannot write to the destination (File exists)\n")
+    assert (dest / DEVICE).read_text() == "not a folder\n"
+    assert all((recordings / e["file"]).exists() for e in entries(recordings))
+
+
 @needs_root
 def test_read_only_destination_is_one_line(tmp_path, recordings, config_file, capsys):
     with tmpfs(tmp_path / "stick", "1m", read_only=True) as dest:
@@ -383,11 +404,250 @@ def test_move_keeps_the_manifest_owner_and_mode(tmp_path, recordings, config_fil
     assert len(entries(recordings)) == 4 and len(read_deletions(manifest)) == 2
 
 
-def test_progress_bar_on_a_terminal(tmp_path, recordings):
-    class Terminal(io.StringIO):
-        def isatty(self):
-            return True
+class Terminal(io.StringIO):
+    """Where the progress goes when someone runs the export by hand."""
 
+    def isatty(self):
+        return True
+
+
+def one_day_card(root: Path, lengths: list) -> list[dict]:
+    """A card with one segment of each length (in samples: 44 + 2 bytes a sample), one day."""
+    writer = SegmentWriter(root, DEVICE, model_sha256="0" * 64, version="test")
+    writer.prepare()
+    for number, samples in enumerate(lengths):
+        start = f"{DAYS[0]}T09:{10 + number:02d}:00.000+01:00"
+        writer.open(SegmentStart(source="mic", start_s=60.0 * number, start=start, monotonic_s=100.0 + 60 * number,
+                                 boot_id="boot-1", clock_synced=True))
+        writer.append(np.full(samples, 1000, np.int16))
+        writer.close(SegmentEnd(prob_mean=0.5, prob_max=0.9, overflows=0, dropped_frames=0))
+    return entries(root)
+
+
+def deleted(path: Path) -> None:
+    """A segment deleted after the export listed the card (the recorder makes room on a full
+    card): its name still in the folder, no file behind it."""
+    path.unlink()
+    path.symlink_to(path.name + ".deleted")
+
+
+def a_folder(path: Path) -> None:
+    path.unlink()
+    path.mkdir()
+
+
+def failing_reads(path: Path) -> None:
+    """A file that opens but whose reads fail with EIO, as over a bad sector of the card:
+    /proc/self/mem, where nothing is mapped at offset 0."""
+    path.unlink()
+    path.symlink_to("/proc/self/mem")
+
+
+BAR = "\r[{}] {} files, 0.0 MB of 0.0 MB\x1b[K"
+
+
+@pytest.mark.parametrize("lengths, gone, expected", [
+    # 16044 of 32090 bytes after the first: just short of half, 11 marks of 24.
+    ([8000, 8001], [], [BAR.format("#" * 11 + "-" * 13, "1/2"), BAR.format("#" * 24, "2/2"), "\n"]),
+    # 16044 of 32088 bytes: half exactly, as a deleted segment counts no bytes. Its line
+    # replaces the bar, which is drawn again below it.
+    ([8000, 8000, 8000], [2], [BAR.format("#" * 12 + "-" * 12, "1/3"), BAR.format("#" * 24, "2/3"),
+                               "\r\x1b[Kedge: {2}: deleted from the card during the export\n",
+                               BAR.format("#" * 24, "2/3"), "\n"]),
+    # 0 bytes of 0: a full bar; nothing was drawn before the line.
+    ([8000], [0], ["edge: {0}: deleted from the card during the export\n", BAR.format("#" * 24, "0/1"), "\n"]),
+], ids=["short of half", "half, then a deleted segment", "no bytes at all"])
+def test_progress_bar_on_a_terminal_fills_with_the_bytes_done(tmp_path, lengths, gone, expected):
+    card = tmp_path / "card"
+    source = one_day_card(card, lengths)
+    names = [e["file"] for e in source]
+    for number in gone:
+        deleted(card / names[number])
+    stream = Terminal()
+    dest = tmp_path / "stick"
+    dest.mkdir()
+    report = SegmentExporter(card, dest, DEVICE, progress_stream=stream).run()
+    assert stream.getvalue() == "".join(expected).format(*names)
+    kept = [name for number, name in enumerate(names) if number not in gone]
+    assert (report.copied, report.problems) == (
+        len(kept), [f"{names[number]}: deleted from the card during the export" for number in gone])
+    assert exported_files(dest / DEVICE) == kept
+    assert entries(card) == source and all((card / name).is_file() for name in kept)  # not a move
+
+
+def test_the_journal_has_a_line_per_file_and_the_summary_counts_each_kind(
+        tmp_path, recordings, config_file, capsys):
+    dest = tmp_path / "stick"
+    dest.mkdir()
+    assert edge(capsys, "export", str(dest), "--until", DAYS[0], "--config", str(config_file))[0] == 0
+    names = [e["file"] for e in entries(recordings)]
+    corrupted = recordings / names[3]
+    corrupted.write_bytes(flip_last_byte(corrupted.read_bytes()))
+    code, out, err = edge(capsys, "export", str(dest), "--config", str(config_file))
+    assert code == 1
+    # Segments of 16044, 32044, 40044, 48044, 56044 and 24044 bytes, 216264 in all.
+    assert err == "".join([
+        f"already there {names[0]} (1/6 files, 0.0 MB of 0.2 MB)\n",
+        f"already there {names[1]} (2/6 files, 0.0 MB of 0.2 MB)\n",
+        f"copied {names[2]} (3/6 files, 0.1 MB of 0.2 MB)\n",
+        f"edge: {names[3]}: corrupted on the card (its SHA-256 does not match the manifest), not exported\n",
+        f"not exported {names[3]} (3/6 files, 0.1 MB of 0.2 MB)\n",
+        f"copied {names[4]} (4/6 files, 0.2 MB of 0.2 MB)\n",
+        f"copied {names[5]} (5/6 files, 0.2 MB of 0.2 MB)\n",
+    ])
+    assert out == (f"5 of 6 files on {dest / DEVICE} (3 copied now, 0.1 MB; 2 already there); "
+                   "1 not exported (see above)\n")
+    state = json.loads((tmp_path / "state" / "export.json").read_text())
+    assert (state["state"], state["copied"], state["total"]) == ("failed", 5, 6)
+
+
+@pytest.mark.parametrize("spoil, problem", [
+    (deleted, "deleted from the card during the export"),
+    (a_folder, "cannot read it on the card (Is a directory), not exported"),
+    (failing_reads, "cannot read it on the card (Input/output error), not exported"),
+])
+def test_a_segment_the_card_cannot_give_is_named_and_the_rest_exported(
+        tmp_path, recordings, config_file, capsys, spoil, problem):
+    source = entries(recordings)
+    bad = source[3]["file"]
+    spoil(recordings / bad)
+    dest = tmp_path / "stick"
+    dest.mkdir()
+    code, out, err = edge(capsys, "export", str(dest), "--config", str(config_file))
+    assert code == 1
+    assert [line for line in err.splitlines() if line.startswith("edge: ")] == [f"edge: {bad}: {problem}"]
+    assert out == (f"5 of 6 files on {dest / DEVICE} (5 copied now, 0.2 MB; 0 already there); "
+                   "1 not exported (see above)\n")
+    good = sorted(e["file"] for e in source if e["file"] != bad)
+    assert exported_files(dest / DEVICE) == good  # and no temporary file
+    assert sha256sum_check(dest / DEVICE) == good
+
+
+def read_back_fails(monkeypatch, target: Path, names: list) -> None:
+    """The stick stops answering when the third copy is read back."""
+    read_back = export_module.hash_from_medium
+
+    def failing_medium(path):
+        if path.name == Path(names[2]).name + ".exporting":
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        return read_back(path)
+
+    monkeypatch.setattr(export_module, "hash_from_medium", failing_medium)
+
+
+def folder_at_the_third_name(monkeypatch, target: Path, names: list) -> None:
+    (target / names[2]).mkdir(parents=True)  # the third copy cannot be renamed into place
+
+
+def file_at_the_first_day(monkeypatch, target: Path, names: list) -> None:
+    target.mkdir()
+    (target / names[0]).parent.write_text("")  # not a folder: nothing can be looked up in it
+
+
+@pytest.mark.parametrize("failure, reason, copied, left", [
+    (read_back_fails, "Input/output error", 2, [0, 1, "20261124"]),
+    (folder_at_the_third_name, "Is a directory", 2, [0, 1, "20261124", 2]),
+    (file_at_the_first_day, "Not a directory", 0, []),
+])
+def test_a_failing_destination_stops_the_export_and_leaves_no_temporary_file(
+        tmp_path, recordings, config_file, capsys, monkeypatch, failure, reason, copied, left):
+    source = entries(recordings)
+    names = [e["file"] for e in source]
+    dest = tmp_path / "stick"
+    target = dest / DEVICE
+    target.parent.mkdir()
+    failure(monkeypatch, target, names)
+    code, out, err = edge(capsys, "export", str(dest), "--config", str(config_file))
+    assert code == 1
+    assert [line for line in err.splitlines() if line.startswith("edge: ")] == [
+        f"edge: export stopped: writing to {dest} failed ({reason}); copied {copied} of 6 files "
+        "(0.0 MB this run); originals of the rest kept"]
+    assert out == f"{copied} of 6 files on {target} ({copied} copied now, 0.0 MB; 0 already there)\n"
+    index = ["SHA256SUMS", "manifest.jsonl"] if copied else []
+    expected = {"20261123"} | {names[n] if isinstance(n, int) else n for n in left} | set(index)
+    assert sorted(p.relative_to(target).as_posix() for p in target.rglob("*")) == sorted(expected)
+    assert entries(recordings) == source and all((recordings / name).is_file() for name in names)
+    state = json.loads((tmp_path / "state" / "export.json").read_text())
+    assert (state["state"], state["copied"], state["total"]) == ("failed", copied, 6)
+
+
+def test_a_temporary_file_left_by_a_stopped_export_is_removed(tmp_path, recordings, config_file, capsys):
+    # A run stopped mid-copy (power cut, stick pulled) leaves its temporary file; the next
+    # run removes it, even one that exports other days.
+    names = [e["file"] for e in entries(recordings)]
+    dest = tmp_path / "stick"
+    leftover = dest / DEVICE / (names[5] + ".exporting")
+    leftover.parent.mkdir(parents=True)
+    leftover.write_bytes((recordings / names[5]).read_bytes()[:4096])
+    code, out, err = edge(capsys, "export", str(dest), "--until", DAYS[0], "--config", str(config_file))
+    assert code == 0, err
+    assert sorted(p.relative_to(dest / DEVICE).as_posix() for p in (dest / DEVICE).rglob("*")) == [
+        "20261123", names[0], names[1], "20261125", "SHA256SUMS", "manifest.jsonl"]
+
+
+def run_held(exporter: SegmentExporter, held: dict, while_held) -> export_module.ExportReport:
+    """``exporter.run()`` in a thread, held at each FIFO of ``held`` (segments on the card the
+    test feeds, in the order the export reaches them): ``while_held(fifo)`` runs while the
+    export waits there, then the segment's bytes go in."""
+    ended, outcome, readers = threading.Event(), [], []
+
+    def run():
+        try:
+            outcome.append(exporter.run())
+        except BaseException as exc:
+            outcome.append(exc)
+        finally:
+            ended.set()
+            # An export that ended before a FIFO must not leave the test waiting at it.
+            readers.extend(os.open(fifo, os.O_RDONLY | os.O_NONBLOCK) for fifo in held)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    for fifo, data in held.items():
+        with open(fifo, "wb") as feed:  # opens when the export opens it: it waits there
+            if ended.is_set():
+                break
+            while_held(fifo)
+            feed.write(data)
+    thread.join()
+    for fd in readers:
+        os.close(fd)
+    if isinstance(outcome[0], BaseException):
+        raise outcome[0]
+    return outcome[0]
+
+
+def test_the_led_state_while_copying_counts_the_files_exported(tmp_path, recordings, monkeypatch):
+    clock = [1000.0]
+    monkeypatch.setattr(export_state.time, "monotonic", lambda: clock[0])
+    names = [e["file"] for e in entries(recordings)]
+    held = {}
+    for number in (1, 3):  # the export waits at the second and at the fourth segment
+        fifo = recordings / names[number]
+        held[fifo] = fifo.read_bytes()
+        fifo.unlink()
+        os.mkfifo(fifo)
+    state_file = tmp_path / "export.json"
+    seen = []
+
+    def led_state(fifo: Path) -> None:
+        state = json.loads(state_file.read_text())
+        seen.append((state["state"], state["copied"], state["total"]))
+        clock[0] += STATE_UPDATE_INTERVAL_S  # the state after the next file is due
+
+    dest = tmp_path / "stick"
+    dest.mkdir()
+    exporter = SegmentExporter(recordings, dest, DEVICE, progress_stream=io.StringIO(), state_file=state_file)
+    report = run_held(exporter, held, led_state)
+    assert report.ok and report.copied == 6
+    # At the second segment, the state of the start (the one after the first file was not
+    # due); at the fourth, the one written after the second file, an interval later.
+    assert seen == [("copying", 0, 6), ("copying", 2, 6)]
+    state = json.loads(state_file.read_text())
+    assert (state["state"], state["copied"], state["total"]) == ("done", 6, 6)
+
+
+def test_progress_bar_on_a_terminal(tmp_path, recordings):
     stream = Terminal()
     dest = tmp_path / "stick"
     dest.mkdir()
@@ -496,7 +756,7 @@ def test_auto_export_does_nothing_unless_enabled(tmp_path, recordings, config_fi
     dest = tmp_path / "stick"
     dest.mkdir()
     code, out, _ = edge(capsys, "export", "--auto", str(dest), "--config", str(config_file))
-    assert code == 0 and "automatic export is off" in out
+    assert (code, out) == (0, "edge: automatic export is off (export.auto: false), nothing done\n")
     assert not (dest / DEVICE).exists()
     settings = json.loads(config_file.read_text())
     settings["export"] = {"auto": True, "move": True}
@@ -596,9 +856,13 @@ def test_a_damaged_manifest_on_the_destination_stops_the_export_before_it_copies
     assert sorted(stick.rglob("*")) == before
 
 
-@pytest.mark.parametrize("damage", ["not json at all", "[1, 2]", '{"seq": 9}'])
+@pytest.mark.parametrize("damage, expected", [
+    ("not json at all", "a JSON object, one per line"),
+    ("[1, 2]", "a JSON object, got list"),
+    ('{"seq": 9}', 'a segment entry with "file"'),
+])
 def test_an_unreadable_line_on_the_destination_stops_the_export_and_is_kept(
-        tmp_path, recordings, config_file, capsys, damage):
+        tmp_path, recordings, config_file, capsys, damage, expected):
     # The destination's manifest is rewritten at the end of an export: a line it cannot read
     # would be dropped from the stick without a word.
     stick = tmp_path / "stick"
@@ -611,7 +875,8 @@ def test_an_unreadable_line_on_the_destination_stops_the_export_and_is_kept(
     number = len(copied.read_text().splitlines())
     before = {p: p.read_bytes() for p in stick.rglob("*") if p.is_file()}
     code, _, err = edge(capsys, "export", str(stick), "--config", str(config_file))
-    assert code == 2 and err.startswith(f"edge: {copied}:{number}: expected ") and err.count("\n") == 1
+    assert (code, err) == (2, f"edge: {copied}:{number}: expected {expected}; "
+                              "the manifest is damaged or was edited, nothing done\n")
     assert {p: p.read_bytes() for p in stick.rglob("*") if p.is_file()} == before
 
 
