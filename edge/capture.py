@@ -236,4 +236,8 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    # Run as the module edge.capture, not as __main__: mutation testing (tests/mutate.py)
+    # swaps a function for its mutant by the module's name, in this process too.
+    from edge.capture import main as module_main
+
+    sys.exit(module_main(sys.argv[1:]))
