@@ -202,7 +202,7 @@ class SegmentRetention:
                 self._rest_from = now
                 return []
         self._rest = None
-        manifests = self._manifests_in_order()
+        days = self._days_in_order()
         state = CardState.load(self.root)
         # The folder written last holds the newest segments, whose ages bound every older one's.
         newest = [] if state is None or state.folder is None else manifest_segments(
@@ -212,11 +212,12 @@ class SegmentRetention:
         self.oldest = None
         unproven = 0
         disagreement = None
-        for index, manifest in enumerate(manifests):
-            if not day_manifest(manifest.parent):
+        for index, folder in enumerate(days):
+            manifest = day_manifest(self.root / folder)
+            if not manifest:
                 continue  # a day begun whose first segment is still open, or a folder made by hand
-            window = {entry["file"]: entry for day in manifests[index:index + 2] if day_manifest(day.parent)
-                      for entry in manifest_segments(day, self.root)}
+            window = {entry["file"]: entry for day in days[index:index + 2]
+                      if (read := day_manifest(self.root / day)) for entry in manifest_segments(read, self.root)}
             window.update((entry["file"], entry) for entry in newest)
             assessed, disagreement = assess_ages(list(window.values()), self.clock)
             ages = [age for age in assessed
@@ -265,14 +266,13 @@ class SegmentRetention:
         self._rest = (due, self.clock.synced(), manifest, _fingerprint(manifest))
         self._rest_from = now
 
-    def _manifests_in_order(self) -> list:
-        """The card's manifests in the order their days were begun (edge.card.days_in_order:
-        one small file read, not a line of every day)."""
+    def _days_in_order(self) -> list:
+        """The card's day folders (names under root) in the order they were begun
+        (edge.card.days_in_order: one small file read, not a line of every day); "" for a card
+        not yet migrated to day manifests, whose one manifest is at the top."""
         if (self.root / MANIFEST).is_file():
-            return [self.root / MANIFEST]  # a card not yet migrated to day manifests
-        # Not checked to be there yet: a sweep stops at the first day it proves young, so it
-        # looks at a few days, not every day of the card's history.
-        return [folder / MANIFEST for folder in days_in_order(self.root)]
+            return [""]
+        return days_in_order(self.root)
 
     def _delete(self, age: SegmentAge) -> dict:
         path = self.root / age.file
