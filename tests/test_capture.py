@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import subprocess
 import sys
 import threading
+from typing import Optional
 
 import numpy as np
 import pytest
 
 from conftest import StopAfter, covered, feed, frame_count, make_recorder, segment_audio, wait_until
-from edge.capture import BLOCK, BLOCK_WINDOWS
+from edge.capture import BLOCK, BLOCK_WINDOWS, HEADER
 from edge.audio import CaptureError, MicrophoneSource
 from edge.config import AudioSettings, settings_from_dict
 
@@ -217,33 +220,38 @@ def test_device_names_from_the_config_find_portaudio_devices(monkeypatch):
     assert pick_device(devices, "webcam") is None
 
 
+def start_capture(device: str, **popen) -> subprocess.Popen:
+    """The capture process as MicrophoneSource starts it, with this process as its recorder."""
+    params = {"device": device, "capture_rate": None, "parent": os.getpid()}
+    return subprocess.Popen([sys.executable, "-m", "edge.capture", json.dumps(params)],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, **popen)
+
+
+def next_message(pipe) -> Optional[tuple[bytes, bytes]]:
+    """The next message of a capture process, (kind, payload); None once its stdout is closed."""
+    header = pipe.read(HEADER.size)
+    if not header:
+        return None
+    kind, length = HEADER.unpack(header)
+    return kind, pipe.read(length)
+
+
 def test_the_capture_process_outlives_signals_meant_for_the_recorder(alsa, lesson):
     """systemd's stop sends SIGTERM to every process of the unit, Ctrl-C sends SIGINT to the
     whole process group: the recorder stops, and its capture must not end first."""
-    import json
-    import os
-    import signal
-
-    from edge.capture import HEADER
-
     alsa.add("testmic", lesson)
-    params = {"device": "testmic", "capture_rate": None, "parent": os.getpid()}
-    child = subprocess.Popen([sys.executable, "-m", "edge.capture", json.dumps(params)],
-                             stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
-
-    def message():
-        kind, length = HEADER.unpack(child.stdout.read(HEADER.size))
-        return kind, child.stdout.read(length)
-
+    child = start_capture("testmic")
     try:
-        assert message()[0] == b"R"
-        first = message()
+        assert next_message(child.stdout)[0] == b"R"
+        first = next_message(child.stdout)
         child.send_signal(signal.SIGTERM)
         child.send_signal(signal.SIGINT)
         # The file plugin delivers as fast as it is read: 200 blocks take well under a second.
-        blocks = [message() for _ in range(200)]
+        blocks = [next_message(child.stdout) for _ in range(200)]
         assert first[0] == b"A" and all(kind == b"A" for kind, _ in blocks)
         assert child.poll() is None
     finally:
         child.kill()
         child.wait()
+
+
