@@ -141,12 +141,12 @@ def lesson_speech() -> list[tuple[float, float]]:
 
 
 class AlsaDevices:
-    """Writes an ALSA configuration with one file-plugin capture PCM per call to ``add``."""
+    """Writes an ALSA configuration with one PCM per call to ``add`` (and the others)."""
 
     def __init__(self, folder: Path, monkeypatch):
         self.folder = folder
         self.config = folder / "asound.conf"
-        self.pcms: dict[str, tuple] = {}  # name -> (raw file or FIFO, only rate or None)
+        self.pcms: dict[str, str] = {}  # name -> its definition
         monkeypatch.setenv("ALSA_CONFIG_PATH", str(self.config))
 
     def add(self, name: str, samples: np.ndarray, only_rate: int | None = None) -> Path:
@@ -154,8 +154,7 @@ class AlsaDevices:
         rate only (like a USB microphone that offers 48 kHz and nothing else)."""
         raw = self.folder / f"{name}.raw"
         raw.write_bytes(np.asarray(samples, dtype="<i2").tobytes())
-        self.pcms[name] = (raw, only_rate)
-        self._write()
+        self._define(name, self._file_pcm(raw, "/dev/null"), only_rate)
         return raw
 
     def add_fifo(self, name: str) -> Path:
@@ -163,21 +162,41 @@ class AlsaDevices:
         feeder that stops writing (but keeps the FIFO open) stalls the capture in read()."""
         fifo = self.folder / f"{name}.fifo"
         os.mkfifo(fifo)
-        self.pcms[name] = (fifo, None)
-        self._write()
+        self._define(name, self._file_pcm(fifo, "/dev/null"), None)
         return fifo
 
+    def add_fixed(self, name: str, channels: int, only_rate: int | None = None) -> None:
+        """A capture PCM that opens with exactly ``channels`` channels, as a microphone's
+        hardware does (ALSA's multi plugin), and ``only_rate`` as ``add``. It delivers
+        silence: under the file plugin, multi mixes up a file's samples, so it reads /dev/zero."""
+        slave = '"null"' if only_rate is None else self._only_rate('"null"', only_rate)
+        bindings = " ".join(f"bindings.{c} {{ slave a channel {c} }}" for c in range(channels))
+        multi = f"{{ type multi slaves.a {{ pcm {slave} channels {channels} }} {bindings} }}"
+        self.pcms[name] = f'{{ type file slave.pcm {multi} file "/dev/null" infile "/dev/zero" format "raw" }}'
+        self._write()
+
+    def add_speaker(self, name: str) -> None:
+        """A playback-only PCM: PortAudio lists it, with no input channels."""
+        self.pcms[name] = '{ type asym playback.pcm "null" }'
+        self._write()
+
+    @staticmethod
+    def _file_pcm(infile: Path, outfile: str) -> str:
+        return f'{{ type file slave.pcm "null" file "{outfile}" infile "{infile}" format "raw" }}'
+
+    @staticmethod
+    def _only_rate(pcm: str, rate: int) -> str:
+        # plug converts only through a rate converter, and this one does not exist.
+        return f'{{ type plug slave {{ pcm {pcm} rate {rate} }} rate_converter "edge-test-no-such-converter" }}'
+
+    def _define(self, name: str, pcm: str, only_rate: int | None) -> None:
+        self.pcms[name] = f"{{ type plug slave.pcm {pcm} }}" if only_rate is None else self._only_rate(pcm, only_rate)
+        self._write()
+
     def _write(self) -> None:
-        # `pcm.default` must exist or PortAudio's device enumeration asserts.
+        # `pcm.default` must exist or PortAudio's device enumeration asserts: the first PCM.
         lines = ["pcm.null { type null }", f'pcm.default "{next(iter(self.pcms))}"']
-        for name, (raw, only_rate) in self.pcms.items():
-            file_pcm = f'{{ type file slave.pcm "null" file "/dev/null" infile "{raw}" format "raw" }}'
-            if only_rate is None:
-                lines.append(f"pcm.{name} {{ type plug slave.pcm {file_pcm} }}")
-            else:
-                # plug converts only through a rate converter, and this one does not exist.
-                lines.append(f"pcm.{name} {{ type plug slave {{ pcm {file_pcm} rate {only_rate} }} "
-                             'rate_converter "edge-test-no-such-converter" }')
+        lines += [f"pcm.{name} {definition}" for name, definition in self.pcms.items()]
         self.config.write_text("\n".join(lines) + "\n")
 
 

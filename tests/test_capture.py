@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from conftest import StopAfter, covered, feed, frame_count, make_recorder, segment_audio, wait_until
-from edge.capture import BLOCK, BLOCK_WINDOWS, HEADER
+from edge.capture import BLOCK, BLOCK_WINDOWS, HEADER, PROBE_RATES, InputDevice
 from edge.audio import CaptureError, MicrophoneSource
 from edge.config import AudioSettings, settings_from_dict
 
@@ -168,11 +168,15 @@ def test_manifest_says_whether_the_clock_was_synchronised(detector, tmp_path, ti
     assert recorder.entries and {e["clock_synced"] for e in recorder.entries} == {synced}
 
 
-def test_missing_device_error_lists_the_devices_there_are(alsa, lesson):
-    alsa.add("testmic", lesson[:16000])
+@pytest.mark.parametrize("microphones, listed", [(["testmic", "classmic"], "testmic; classmic"), ([], "none")])
+def test_missing_device_error_lists_the_capture_devices_there_are(alsa, lesson, microphones, listed):
+    alsa.add_speaker("speaker")  # listed by PortAudio (as is `default`, the speaker here), but it cannot capture
+    for name in microphones:
+        alsa.add(name, lesson[:16000])
     source = MicrophoneSource(AudioSettings(device="usb-mic-that-is-not-there"))
-    with pytest.raises(CaptureError, match=r"audio.device 'usb-mic-that-is-not-there' not found.*testmic"):
+    with pytest.raises(CaptureError) as error:
         source.open()
+    assert str(error.value) == f"audio.device 'usb-mic-that-is-not-there' not found (capture devices: {listed})"
 
 
 def test_edge_run_without_the_microphone_fails_in_one_line_naming_make_demo(alsa, lesson, tmp_path):
@@ -200,6 +204,27 @@ def test_edge_devices_lists_rates_and_marks_the_configured_device(alsa, lesson, 
     marked = [line for line in lines if line.startswith("*")]
     assert marked == ["* classmic  [128 ch; 16000, 44100, 48000 Hz]"]
     assert any(line.startswith("  testmic  [") for line in lines)
+
+
+def test_every_capture_device_is_listed_with_its_portaudio_index_channels_and_mono_rates(alsa, lesson):
+    import pyaudio
+
+    from edge.capture import list_input_devices
+
+    alsa.add_speaker("speaker")  # no capture side, and listed first: the list goes on after it
+    alsa.add_fixed("monomic", channels=1)
+    alsa.add_fixed("oddmic", channels=2, only_rate=22050)
+    alsa.add("testmic", lesson[:16000])
+    pa = pyaudio.PyAudio()
+    try:
+        devices = list_input_devices(pa)
+    finally:
+        pa.terminate()
+    # PortAudio numbers ALSA's PCMs in the order of their configuration, and `default` (the
+    # speaker) last. A device opens in mono at none of the probed rates: its own is listed.
+    assert devices == [InputDevice(1, "monomic", 1, 44100, PROBE_RATES),
+                       InputDevice(2, "oddmic", 2, 22050, ()),
+                       InputDevice(3, "testmic", 128, 44100, PROBE_RATES)]
 
 
 def test_device_names_from_the_config_find_portaudio_devices(monkeypatch):
