@@ -56,7 +56,9 @@ def test_the_capture_process_may_fall_behind_the_device_by_most_of_a_second(alsa
         assert source.read(timeout=2.0) is not None
     finally:
         source.close()
-    assert source.driver_buffer_s >= 0.4
+    # ALSA's period is the capture's block (each wake-up brings one), and its buffer the
+    # fewest whole blocks that hold the 0.5 s asked for: four of 128 ms.
+    assert source.driver_buffer_s == pytest.approx(4 * BLOCK / 16000)
 
 
 def run_live(settings, detector, recordings, samples):
@@ -278,5 +280,28 @@ def test_the_capture_process_outlives_signals_meant_for_the_recorder(alsa, lesso
     finally:
         child.kill()
         child.wait()
+
+
+@pytest.mark.parametrize("fixed, channels", [(None, 2), (2, 2), (1, 1)],
+                         ids=["any number of channels", "two channels", "one channel"])
+def test_a_device_that_opens_at_none_of_the_probed_rates_is_captured_at_its_own_in_up_to_two_channels(
+        alsa, fixed, channels):
+    # Such a device may not open in mono at all (a USB microphone's stereo-only hardware),
+    # so it is opened in as many channels as it has, at most two; the reader averages them.
+    if fixed is None:
+        alsa.add("oddmic", np.zeros(22050, dtype=np.int16), only_rate=22050)
+    else:
+        alsa.add_fixed("oddmic", channels=fixed, only_rate=22050)
+    child = start_capture("oddmic")
+    try:
+        ready, first = next_message(child.stdout), next_message(child.stdout)
+    finally:
+        child.kill()
+        child.wait()
+    block = round(BLOCK * 22050 / 16000)
+    assert ready[0] == b"R" and json.loads(ready[1]) == {
+        "name": "oddmic", "rate": 22050, "channels": channels, "block": block,
+        "driver_buffer_s": pytest.approx(4 * block / 22050)}
+    assert first == (b"A", bytes(2 * channels * block))  # silence, in the channels opened
 
 
