@@ -149,12 +149,14 @@ class AlsaDevices:
         self.pcms: dict[str, str] = {}  # name -> its definition
         monkeypatch.setenv("ALSA_CONFIG_PATH", str(self.config))
 
-    def add(self, name: str, samples: np.ndarray, only_rate: int | None = None) -> Path:
+    def add(self, name: str, samples: np.ndarray, only_rate: int | None = None, failing: bool = False) -> Path:
         """A capture PCM delivering ``samples``; with ``only_rate``, one that opens at that
-        rate only (like a USB microphone that offers 48 kHz and nothing else)."""
+        rate only (like a USB microphone that offers 48 kHz and nothing else); ``failing``,
+        one whose reads fail once its first buffer is full, as a pulled USB microphone's do
+        (the file plugin's copy of what it captures goes to /dev/full)."""
         raw = self.folder / f"{name}.raw"
         raw.write_bytes(np.asarray(samples, dtype="<i2").tobytes())
-        self._define(name, self._file_pcm(raw, "/dev/null"), only_rate)
+        self._define(name, self._file_pcm(raw, "/dev/full" if failing else "/dev/null"), only_rate)
         return raw
 
     def add_fifo(self, name: str) -> Path:

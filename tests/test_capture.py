@@ -181,6 +181,14 @@ def test_missing_device_error_lists_the_capture_devices_there_are(alsa, lesson, 
     assert str(error.value) == f"audio.device 'usb-mic-that-is-not-there' not found (capture devices: {listed})"
 
 
+def test_a_capture_rate_the_device_cannot_open_at_fails_in_one_line_with_portaudio_s_reason(alsa, lesson):
+    alsa.add("mic48k", lesson[:16000], only_rate=48000)
+    source = MicrophoneSource(AudioSettings(device="mic48k", capture_rate=16000))
+    with pytest.raises(CaptureError) as error:
+        source.open()
+    assert str(error.value) == "cannot open 'mic48k' at 16000 Hz: Unanticipated host error"
+
+
 def test_edge_run_without_the_microphone_fails_in_one_line_naming_make_demo(alsa, lesson, tmp_path):
     alsa.add("testmic", lesson[:16000])
     config = tmp_path / "edge.yaml"
@@ -303,5 +311,23 @@ def test_a_device_that_opens_at_none_of_the_probed_rates_is_captured_at_its_own_
         "name": "oddmic", "rate": 22050, "channels": channels, "block": block,
         "driver_buffer_s": pytest.approx(4 * block / 22050)}
     assert first == (b"A", bytes(2 * channels * block))  # silence, in the channels opened
+
+
+def test_a_device_that_fails_ends_the_capture_process_with_portaudio_s_reason(alsa, lesson):
+    alsa.add("testmic", lesson, failing=True)
+    child = start_capture("testmic")
+    try:
+        # It fails after its first buffer: two seconds of blocks are more than it delivers.
+        messages = [next_message(child.stdout) for _ in range(2 * 16000 // BLOCK)]
+        assert None in messages, "the capture process went on after its device failed"
+        assert child.wait(timeout=10) == 1
+    finally:
+        child.kill()
+        child.wait()
+    ended = messages.index(None)
+    audio = b"".join(payload for _, payload in messages[1:ended - 1])
+    assert [kind for kind, _ in messages[:ended]] == [b"R"] + [b"A"] * (ended - 2) + [b"E"] and audio
+    assert audio == lesson[: len(audio) // 2].astype("<i2").tobytes()
+    assert messages[ended - 1][1] == b"the capture stream failed: Unanticipated host error"
 
 
