@@ -7,7 +7,9 @@ import os
 import signal
 import subprocess
 import sys
+import sysconfig
 import threading
+from pathlib import Path
 from typing import Optional
 
 import numpy as np
@@ -17,6 +19,7 @@ from conftest import StopAfter, covered, feed, frame_count, make_recorder, segme
 from edge.capture import BLOCK, BLOCK_WINDOWS, HEADER, PROBE_RATES, InputDevice
 from edge.audio import CaptureError, MicrophoneSource
 from edge.config import AudioSettings, settings_from_dict
+from edge.errors import missing_device_module
 
 # Big enough that an unpaced capture (the file plugin delivers as fast as it is read)
 # never overflows the queue: every frame of the file reaches the detector.
@@ -329,5 +332,37 @@ def test_a_device_that_fails_ends_the_capture_process_with_portaudio_s_reason(al
     assert [kind for kind, _ in messages[:ended]] == [b"R"] + [b"A"] * (ended - 2) + [b"E"] and audio
     assert audio == lesson[: len(audio) // 2].astype("<i2").tobytes()
     assert messages[ended - 1][1] == b"the capture stream failed: Unanticipated host error"
+
+
+def test_a_capture_process_whose_recorder_closed_its_pipe_ends_quietly(alsa, lesson):
+    alsa.add("testmic", lesson)
+    child = start_capture("testmic", stderr=subprocess.PIPE)
+    try:
+        assert next_message(child.stdout)[0] == b"R"
+        child.stdout.close()  # the recorder closed the microphone
+        assert child.wait(timeout=10) == 0
+    finally:
+        child.kill()
+        child.wait()
+    assert child.stderr.read() == b""
+
+
+def test_the_capture_process_of_an_office_install_says_the_device_extra_is_missing(alsa, lesson, tmp_path):
+    alsa.add("testmic", lesson)
+    # An office install (pip install . without the device extra): this Python's packages
+    # without PyAudio, and no others (-S: no site-packages).
+    packages = tmp_path / "packages"
+    packages.mkdir()
+    for folder in {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}:
+        for entry in Path(folder).iterdir():
+            if not entry.name.lower().startswith("pyaudio"):
+                (packages / entry.name).symlink_to(entry)
+    repo = Path(__file__).resolve().parent.parent
+    params = {"device": "testmic", "capture_rate": None, "parent": os.getpid()}
+    child = subprocess.run([sys.executable, "-S", "-m", "edge.capture", json.dumps(params)], cwd=repo,
+                           env={**os.environ, "PYTHONPATH": f"{packages}{os.pathsep}{repo}"},
+                           stdin=subprocess.DEVNULL, capture_output=True, timeout=60)
+    message = missing_device_module("pyaudio").encode()
+    assert child.stdout == HEADER.pack(b"E", len(message)) + message and child.returncode == 1
 
 
