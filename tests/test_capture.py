@@ -274,6 +274,16 @@ def next_message(pipe) -> Optional[tuple[bytes, bytes]]:
     return kind, pipe.read(length)
 
 
+def process_state(pid: int) -> str:
+    """The state letter of a process in /proc (R, S, T: stopped, Z: ended, not yet reaped), or
+    "" once it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return ""
+    return stat.rpartition(")")[2].split()[0]
+
+
 def test_the_capture_process_outlives_signals_meant_for_the_recorder(alsa, lesson):
     """systemd's stop sends SIGTERM to every process of the unit, Ctrl-C sends SIGINT to the
     whole process group: the recorder stops, and its capture must not end first."""
@@ -364,5 +374,67 @@ def test_the_capture_process_of_an_office_install_says_the_device_extra_is_missi
                            stdin=subprocess.DEVNULL, capture_output=True, timeout=60)
     message = missing_device_module("pyaudio").encode()
     assert child.stdout == HEADER.pack(b"E", len(message)) + message and child.returncode == 1
+
+
+RECORDER = """
+import json, os, subprocess, sys
+params = {"device": sys.argv[1], "capture_rate": None, "parent": os.getpid()}
+capture = subprocess.Popen([sys.executable, "-m", "edge.capture", json.dumps(params)], stdin=subprocess.DEVNULL)
+print(capture.pid, file=sys.stderr, flush=True)
+capture.wait()
+"""
+
+
+def test_the_capture_process_dies_with_a_recorder_that_is_killed(alsa, lesson):
+    """A SIGKILLed recorder cannot close its microphone: its capture process must not go on
+    holding the device (the service's restart could never open it again)."""
+    alsa.add("testmic", lesson)
+    recorder = subprocess.Popen([sys.executable, "-c", RECORDER, "testmic"],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    capture = int(recorder.stderr.readline())
+    try:
+        # The capture process writes to the recorder's stdout: it is capturing.
+        assert next_message(recorder.stdout)[0] == b"R"
+        recorder.kill()
+        recorder.wait()
+        wait_until(lambda: process_state(capture) in ("", "Z"), "the capture process to die with its recorder")
+    finally:
+        recorder.kill()
+        recorder.wait()
+        if process_state(capture) not in ("", "Z"):
+            os.kill(capture, signal.SIGKILL)
+
+
+ORPHANED = """
+import ctypes, json, os, signal, sys
+ctypes.CDLL(None).prctl(36, 1)  # PR_SET_CHILD_SUBREAPER: orphans below are adopted here, as by systemd
+gone, recorder_alive = os.pipe()
+output, capture_output = os.pipe()
+recorder = os.fork()
+if recorder == 0:
+    params = {"device": sys.argv[1], "capture_rate": None, "parent": os.getpid()}
+    capture = os.fork()
+    if capture == 0:
+        os.close(recorder_alive)
+        os.read(gone, 1)  # end of file: the recorder is gone
+        os.dup2(capture_output, 1)
+        os.execv(sys.executable, [sys.executable, "-m", "edge.capture", json.dumps(params)])
+    os.kill(os.getpid(), signal.SIGKILL)
+os.close(recorder_alive)
+os.close(capture_output)
+ended = dict(os.waitpid(-1, 0) for _ in range(2))  # the recorder, and the capture process it left
+del ended[recorder]
+print(os.waitstatus_to_exitcode(*ended.values()), os.read(output, 65536))
+"""
+
+
+def test_a_capture_process_whose_recorder_was_killed_before_it_began_exits_at_once(alsa, lesson):
+    """The recorder SIGKILLed before its capture process could ask to die with it: the
+    capture process, adopted, exits at once and without a word (the adopter prints its exit
+    status and what it wrote)."""
+    alsa.add("testmic", lesson)
+    adopter = subprocess.run([sys.executable, "-c", ORPHANED, "testmic"], stdin=subprocess.DEVNULL,
+                             capture_output=True, timeout=60)
+    assert adopter.stdout == b"0 b''\n"
 
 
