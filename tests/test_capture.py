@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -438,3 +439,58 @@ def test_a_capture_process_whose_recorder_was_killed_before_it_began_exits_at_on
     assert adopter.stdout == b"0 b''\n"
 
 
+def system_portaudio() -> Path:
+    """The PortAudio file PyAudio's extension links."""
+    import pyaudio
+
+    (extension,) = Path(pyaudio.__file__).parent.glob("_portaudio*.so")
+    linked = subprocess.run(["ldd", str(extension)], capture_output=True, text=True, check=True).stdout
+    (line,) = [line for line in linked.splitlines() if "libportaudio.so.2 =>" in line]
+    return Path(line.split()[2]).resolve()
+
+
+def patch_string(path: Path, old: bytes, new: bytes) -> None:
+    """``old`` to ``new`` (same length) in a file that holds it once: an ELF name, in place."""
+    data = path.read_bytes()
+    assert len(old) == len(new) and data.count(old) == 1
+    path.write_bytes(data.replace(old, new))
+
+
+def vendored_portaudio(folder: Path) -> dict:
+    """A PyAudio with a PortAudio of its own, as a wheel vendors it: a soname of its own."""
+    import pyaudio
+
+    site, lib = folder / "site", folder / "lib"
+    shutil.copytree(Path(pyaudio.__file__).parent, site / "pyaudio", ignore=shutil.ignore_patterns("__pycache__"))
+    (extension,) = (site / "pyaudio").glob("_portaudio*.so")
+    patch_string(extension, b"libportaudio.so.2\0", b"libportaudio.so.9\0")
+    lib.mkdir()
+    shutil.copy(system_portaudio(), lib / "libportaudio.so.9")
+    patch_string(lib / "libportaudio.so.9", b"libportaudio.so.2\0", b"libportaudio.so.9\0")
+    return {"PYTHONPATH": str(site), "LD_LIBRARY_PATH": str(lib)}
+
+
+def renamed_portaudio(folder: Path) -> dict:
+    """PortAudio in a file whose name does not say so, found by its soname (a link to it)."""
+    lib = folder / "lib"
+    lib.mkdir(parents=True)
+    shutil.copy(system_portaudio(), lib / "pa19.so")
+    (lib / "libportaudio.so.2").symlink_to("pa19.so")
+    return {"LD_LIBRARY_PATH": str(lib)}
+
+
+@pytest.mark.parametrize("install", [vendored_portaudio, renamed_portaudio], ids=["vendored", "renamed"])
+def test_the_stream_is_opened_in_the_portaudio_that_pyaudio_loaded(alsa, lesson, tmp_path, monkeypatch, install):
+    # PyAudio opens its streams at PortAudio's low latency, so the capture process opens its
+    # own through PortAudio's API: in the same PortAudio, which another copy is not (its
+    # device list is not PyAudio's, and it was never initialised).
+    for name, value in install(tmp_path / "portaudio").items():
+        monkeypatch.setenv(name, value)  # for the capture process
+    alsa.add("testmic", lesson)
+    source = MicrophoneSource(AudioSettings(device="testmic", buffer_s=NO_DROP_BUFFER_S))
+    source.open()
+    try:
+        frames = [source.read(timeout=2.0) for _ in range(10)]
+    finally:
+        source.close()
+    assert np.array_equal(np.concatenate(frames), lesson[: 10 * 512])
