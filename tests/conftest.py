@@ -147,6 +147,7 @@ class AlsaDevices:
         self.folder = folder
         self.config = folder / "asound.conf"
         self.pcms: dict[str, str] = {}  # name -> its definition
+        self.plugins: dict[str, Path] = {}  # ALSA PCM type -> its library
         monkeypatch.setenv("ALSA_CONFIG_PATH", str(self.config))
 
     def add(self, name: str, samples: np.ndarray, only_rate: int | None = None, failing: bool = False) -> Path:
@@ -177,6 +178,18 @@ class AlsaDevices:
         self.pcms[name] = f'{{ type file slave.pcm {multi} file "/dev/null" infile "/dev/zero" format "raw" }}'
         self._write()
 
+    def add_fed(self, name: str, plugin: Path, sample_format: str = "S16_LE") -> Path:
+        """A capture PCM that has captured what was written to its FIFO, as it was written
+        (the test is its clock), and overruns like a sound card when its reader falls more
+        than a buffer behind: tests/alsa_fed_mic.c (``plugin``, the fed_mic_plugin fixture).
+        Mono, 16 kHz, samples in ``sample_format`` (S16_LE or FLOAT_LE)."""
+        fifo = self.folder / f"{name}.fifo"
+        os.mkfifo(fifo)
+        self.plugins["fedmic"] = plugin
+        self.pcms[name] = f'{{ type fedmic fifo "{fifo}" format "{sample_format}" }}'
+        self._write()
+        return fifo
+
     def add_speaker(self, name: str) -> None:
         """A playback-only PCM: PortAudio lists it, with no input channels."""
         self.pcms[name] = '{ type asym playback.pcm "null" }'
@@ -198,6 +211,7 @@ class AlsaDevices:
     def _write(self) -> None:
         # `pcm.default` must exist or PortAudio's device enumeration asserts: the first PCM.
         lines = ["pcm.null { type null }", f'pcm.default "{next(iter(self.pcms))}"']
+        lines += [f'pcm_type.{kind} {{ lib "{library}" }}' for kind, library in self.plugins.items()]
         lines += [f"pcm.{name} {definition}" for name, definition in self.pcms.items()]
         self.config.write_text("\n".join(lines) + "\n")
 
@@ -212,6 +226,20 @@ def timesync(tmp_path, monkeypatch) -> Path:
     flag.parent.mkdir()
     monkeypatch.setattr(edge.clock, "TIMESYNC_FLAG", flag)
     return flag
+
+
+@pytest.fixture(scope="session")
+def fed_mic_plugin(tmp_path_factory) -> Path:
+    """tests/alsa_fed_mic.c built: the ALSA plugin of AlsaDevices.add_fed."""
+    source = Path(__file__).with_name("alsa_fed_mic.c")
+    library = tmp_path_factory.mktemp("alsa-plugin") / "libasound_module_pcm_fedmic.so"
+    compiler = shutil.which("cc")
+    built = subprocess.run([compiler, "-shared", "-fPIC", "-DPIC", "-O2", "-o", str(library), str(source), "-lasound"],
+                           capture_output=True, text=True) if compiler else None
+    skip_unless_available(None if built and built.returncode == 0 else
+                          f"cannot build {source.name}, an ALSA plugin: cc and libasound2-dev are needed "
+                          f"({built.stderr.strip() if built else 'no cc'})")
+    return library
 
 
 @pytest.fixture
@@ -327,11 +355,11 @@ def pin_time_tolerance_s() -> float:
     return 0.05 + 4 * late
 
 
-def feed(fifo: Path, samples: np.ndarray) -> int:
+def feed(fifo: Path, samples: np.ndarray, dtype: str = "<i2") -> int:
     """Put all of ``samples`` into the microphone's FIFO at once, without waiting for a reader;
     the returned descriptor keeps the FIFO open, so capture stalls after them instead of ending."""
     fd = os.open(fifo, os.O_RDWR | os.O_NONBLOCK)
-    data = np.asarray(samples, dtype="<i2").tobytes()
+    data = np.asarray(samples, dtype=dtype).tobytes()
     fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, max(len(data), 65536))
     assert os.write(fd, data) == len(data)
     return fd

@@ -345,6 +345,44 @@ def test_a_device_that_fails_ends_the_capture_process_with_portaudio_s_reason(al
     assert messages[ended - 1][1] == b"the capture stream failed: Unanticipated host error"
 
 
+def test_the_block_after_the_capture_process_fell_behind_the_device_is_marked_as_an_overrun(
+        alsa, lesson, fed_mic_plugin):
+    fed = feed(alsa.add_fed("fedmic", fed_mic_plugin), lesson[:BLOCK])
+    child = start_capture("fedmic")
+    try:
+        assert next_message(child.stdout)[0] == b"R"
+        before = next_message(child.stdout)
+        # The capture process stalls (a busy CPU) while the device captures more than its
+        # buffer holds: two seconds.
+        child.send_signal(signal.SIGSTOP)
+        wait_until(lambda: process_state(child.pid) == "T", "the capture process to stop")
+        os.write(fed, lesson[BLOCK:BLOCK + 2 * 16000].astype("<i2").tobytes())
+        child.send_signal(signal.SIGCONT)
+        after = [next_message(child.stdout) for _ in range(3)]
+    finally:
+        child.kill()
+        child.wait()
+        os.close(fed)
+    assert before == (b"A", lesson[:BLOCK].astype("<i2").tobytes())
+    # PortAudio reports an overrun with the read after the one that met it.
+    assert [kind for kind, _ in after] == [b"A", b"O", b"A"]
+
+
+def test_a_float_device_s_samples_beyond_full_scale_are_clipped_not_wrapped_round(alsa, fed_mic_plugin):
+    too_loud = np.zeros(BLOCK, dtype=np.float32)
+    too_loud[:2] = [2.0, -2.0]
+    fed = feed(alsa.add_fed("floatmic", fed_mic_plugin, sample_format="FLOAT_LE"), too_loud, dtype="<f4")
+    child = start_capture("floatmic")
+    try:
+        ready, first = next_message(child.stdout), next_message(child.stdout)
+    finally:
+        child.kill()
+        child.wait()
+        os.close(fed)
+    assert ready[0] == b"R" and first[0] == b"A"
+    assert np.frombuffer(first[1], dtype="<i2")[:2].tolist() == [32767, -32768]
+
+
 def test_a_capture_process_whose_recorder_closed_its_pipe_ends_quietly(alsa, lesson):
     alsa.add("testmic", lesson)
     child = start_capture("testmic", stderr=subprocess.PIPE)
