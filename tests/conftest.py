@@ -141,21 +141,23 @@ def lesson_speech() -> list[tuple[float, float]]:
 
 
 class AlsaDevices:
-    """Writes an ALSA configuration with one file-plugin capture PCM per call to ``add``."""
+    """Writes an ALSA configuration with one PCM per call to ``add`` (and the others)."""
 
     def __init__(self, folder: Path, monkeypatch):
         self.folder = folder
         self.config = folder / "asound.conf"
-        self.pcms: dict[str, tuple] = {}  # name -> (raw file or FIFO, only rate or None)
+        self.pcms: dict[str, str] = {}  # name -> its definition
+        self.plugins: dict[str, Path] = {}  # ALSA PCM type -> its library
         monkeypatch.setenv("ALSA_CONFIG_PATH", str(self.config))
 
-    def add(self, name: str, samples: np.ndarray, only_rate: int | None = None) -> Path:
+    def add(self, name: str, samples: np.ndarray, only_rate: int | None = None, failing: bool = False) -> Path:
         """A capture PCM delivering ``samples``; with ``only_rate``, one that opens at that
-        rate only (like a USB microphone that offers 48 kHz and nothing else)."""
+        rate only (like a USB microphone that offers 48 kHz and nothing else); ``failing``,
+        one whose reads fail once its first buffer is full, as a pulled USB microphone's do
+        (the file plugin's copy of what it captures goes to /dev/full)."""
         raw = self.folder / f"{name}.raw"
         raw.write_bytes(np.asarray(samples, dtype="<i2").tobytes())
-        self.pcms[name] = (raw, only_rate)
-        self._write()
+        self._define(name, self._file_pcm(raw, "/dev/full" if failing else "/dev/null"), only_rate)
         return raw
 
     def add_fifo(self, name: str) -> Path:
@@ -163,21 +165,54 @@ class AlsaDevices:
         feeder that stops writing (but keeps the FIFO open) stalls the capture in read()."""
         fifo = self.folder / f"{name}.fifo"
         os.mkfifo(fifo)
-        self.pcms[name] = (fifo, None)
+        self._define(name, self._file_pcm(fifo, "/dev/null"), None)
+        return fifo
+
+    def add_fixed(self, name: str, channels: int, only_rate: int | None = None) -> None:
+        """A capture PCM that opens with exactly ``channels`` channels, as a microphone's
+        hardware does (ALSA's multi plugin), and ``only_rate`` as ``add``. It delivers
+        silence: under the file plugin, multi mixes up a file's samples, so it reads /dev/zero."""
+        slave = '"null"' if only_rate is None else self._only_rate('"null"', only_rate)
+        bindings = " ".join(f"bindings.{c} {{ slave a channel {c} }}" for c in range(channels))
+        multi = f"{{ type multi slaves.a {{ pcm {slave} channels {channels} }} {bindings} }}"
+        self.pcms[name] = f'{{ type file slave.pcm {multi} file "/dev/null" infile "/dev/zero" format "raw" }}'
+        self._write()
+
+    def add_fed(self, name: str, plugin: Path, sample_format: str = "S16_LE") -> Path:
+        """A capture PCM that has captured what was written to its FIFO, as it was written
+        (the test is its clock), and overruns like a sound card when its reader falls more
+        than a buffer behind: tests/alsa_fed_mic.c (``plugin``, the fed_mic_plugin fixture).
+        Mono, 16 kHz, samples in ``sample_format`` (S16_LE or FLOAT_LE)."""
+        fifo = self.folder / f"{name}.fifo"
+        os.mkfifo(fifo)
+        self.plugins["fedmic"] = plugin
+        self.pcms[name] = f'{{ type fedmic fifo "{fifo}" format "{sample_format}" }}'
         self._write()
         return fifo
 
+    def add_speaker(self, name: str) -> None:
+        """A playback-only PCM: PortAudio lists it, with no input channels."""
+        self.pcms[name] = '{ type asym playback.pcm "null" }'
+        self._write()
+
+    @staticmethod
+    def _file_pcm(infile: Path, outfile: str) -> str:
+        return f'{{ type file slave.pcm "null" file "{outfile}" infile "{infile}" format "raw" }}'
+
+    @staticmethod
+    def _only_rate(pcm: str, rate: int) -> str:
+        # plug converts only through a rate converter, and this one does not exist.
+        return f'{{ type plug slave {{ pcm {pcm} rate {rate} }} rate_converter "edge-test-no-such-converter" }}'
+
+    def _define(self, name: str, pcm: str, only_rate: int | None) -> None:
+        self.pcms[name] = f"{{ type plug slave.pcm {pcm} }}" if only_rate is None else self._only_rate(pcm, only_rate)
+        self._write()
+
     def _write(self) -> None:
-        # `pcm.default` must exist or PortAudio's device enumeration asserts.
+        # `pcm.default` must exist or PortAudio's device enumeration asserts: the first PCM.
         lines = ["pcm.null { type null }", f'pcm.default "{next(iter(self.pcms))}"']
-        for name, (raw, only_rate) in self.pcms.items():
-            file_pcm = f'{{ type file slave.pcm "null" file "/dev/null" infile "{raw}" format "raw" }}'
-            if only_rate is None:
-                lines.append(f"pcm.{name} {{ type plug slave.pcm {file_pcm} }}")
-            else:
-                # plug converts only through a rate converter, and this one does not exist.
-                lines.append(f"pcm.{name} {{ type plug slave {{ pcm {file_pcm} rate {only_rate} }} "
-                             'rate_converter "edge-test-no-such-converter" }')
+        lines += [f'pcm_type.{kind} {{ lib "{library}" }}' for kind, library in self.plugins.items()]
+        lines += [f"pcm.{name} {definition}" for name, definition in self.pcms.items()]
         self.config.write_text("\n".join(lines) + "\n")
 
 
@@ -191,6 +226,20 @@ def timesync(tmp_path, monkeypatch) -> Path:
     flag.parent.mkdir()
     monkeypatch.setattr(edge.clock, "TIMESYNC_FLAG", flag)
     return flag
+
+
+@pytest.fixture(scope="session")
+def fed_mic_plugin(tmp_path_factory) -> Path:
+    """tests/alsa_fed_mic.c built: the ALSA plugin of AlsaDevices.add_fed."""
+    source = Path(__file__).with_name("alsa_fed_mic.c")
+    library = tmp_path_factory.mktemp("alsa-plugin") / "libasound_module_pcm_fedmic.so"
+    compiler = shutil.which("cc")
+    built = subprocess.run([compiler, "-shared", "-fPIC", "-DPIC", "-O2", "-o", str(library), str(source), "-lasound"],
+                           capture_output=True, text=True) if compiler else None
+    skip_unless_available(None if built and built.returncode == 0 else
+                          f"cannot build {source.name}, an ALSA plugin: cc and libasound2-dev are needed "
+                          f"({built.stderr.strip() if built else 'no cc'})")
+    return library
 
 
 @pytest.fixture
@@ -306,11 +355,11 @@ def pin_time_tolerance_s() -> float:
     return 0.05 + 4 * late
 
 
-def feed(fifo: Path, samples: np.ndarray) -> int:
+def feed(fifo: Path, samples: np.ndarray, dtype: str = "<i2") -> int:
     """Put all of ``samples`` into the microphone's FIFO at once, without waiting for a reader;
     the returned descriptor keeps the FIFO open, so capture stalls after them instead of ending."""
     fd = os.open(fifo, os.O_RDWR | os.O_NONBLOCK)
-    data = np.asarray(samples, dtype="<i2").tobytes()
+    data = np.asarray(samples, dtype=dtype).tobytes()
     fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, max(len(data), 65536))
     assert os.write(fd, data) == len(data)
     return fd

@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import signal
 import subprocess
 import sys
+import sysconfig
 import threading
+from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import pytest
 
 from conftest import StopAfter, covered, feed, frame_count, make_recorder, segment_audio, wait_until
-from edge.capture import BLOCK, BLOCK_WINDOWS
+from edge.capture import BLOCK, BLOCK_WINDOWS, HEADER, PROBE_RATES, InputDevice
 from edge.audio import CaptureError, MicrophoneSource
 from edge.config import AudioSettings, settings_from_dict
+from edge.errors import missing_device_module
 
 # Big enough that an unpaced capture (the file plugin delivers as fast as it is read)
 # never overflows the queue: every frame of the file reaches the detector.
@@ -53,7 +60,9 @@ def test_the_capture_process_may_fall_behind_the_device_by_most_of_a_second(alsa
         assert source.read(timeout=2.0) is not None
     finally:
         source.close()
-    assert source.driver_buffer_s >= 0.4
+    # ALSA's period is the capture's block (each wake-up brings one), and its buffer the
+    # fewest whole blocks that hold the 0.5 s asked for: four of 128 ms.
+    assert source.driver_buffer_s == pytest.approx(4 * BLOCK / 16000)
 
 
 def run_live(settings, detector, recordings, samples):
@@ -165,11 +174,23 @@ def test_manifest_says_whether_the_clock_was_synchronised(detector, tmp_path, ti
     assert recorder.entries and {e["clock_synced"] for e in recorder.entries} == {synced}
 
 
-def test_missing_device_error_lists_the_devices_there_are(alsa, lesson):
-    alsa.add("testmic", lesson[:16000])
+@pytest.mark.parametrize("microphones, listed", [(["testmic", "classmic"], "testmic; classmic"), ([], "none")])
+def test_missing_device_error_lists_the_capture_devices_there_are(alsa, lesson, microphones, listed):
+    alsa.add_speaker("speaker")  # listed by PortAudio (as is `default`, the speaker here), but it cannot capture
+    for name in microphones:
+        alsa.add(name, lesson[:16000])
     source = MicrophoneSource(AudioSettings(device="usb-mic-that-is-not-there"))
-    with pytest.raises(CaptureError, match=r"audio.device 'usb-mic-that-is-not-there' not found.*testmic"):
+    with pytest.raises(CaptureError) as error:
         source.open()
+    assert str(error.value) == f"audio.device 'usb-mic-that-is-not-there' not found (capture devices: {listed})"
+
+
+def test_a_capture_rate_the_device_cannot_open_at_fails_in_one_line_with_portaudio_s_reason(alsa, lesson):
+    alsa.add("mic48k", lesson[:16000], only_rate=48000)
+    source = MicrophoneSource(AudioSettings(device="mic48k", capture_rate=16000))
+    with pytest.raises(CaptureError) as error:
+        source.open()
+    assert str(error.value) == "cannot open 'mic48k' at 16000 Hz: Unanticipated host error"
 
 
 def test_edge_run_without_the_microphone_fails_in_one_line_naming_make_demo(alsa, lesson, tmp_path):
@@ -199,6 +220,27 @@ def test_edge_devices_lists_rates_and_marks_the_configured_device(alsa, lesson, 
     assert any(line.startswith("  testmic  [") for line in lines)
 
 
+def test_every_capture_device_is_listed_with_its_portaudio_index_channels_and_mono_rates(alsa, lesson):
+    import pyaudio
+
+    from edge.capture import list_input_devices
+
+    alsa.add_speaker("speaker")  # no capture side, and listed first: the list goes on after it
+    alsa.add_fixed("monomic", channels=1)
+    alsa.add_fixed("oddmic", channels=2, only_rate=22050)
+    alsa.add("testmic", lesson[:16000])
+    pa = pyaudio.PyAudio()
+    try:
+        devices = list_input_devices(pa)
+    finally:
+        pa.terminate()
+    # PortAudio numbers ALSA's PCMs in the order of their configuration, and `default` (the
+    # speaker) last. A device opens in mono at none of the probed rates: its own is listed.
+    assert devices == [InputDevice(1, "monomic", 1, 44100, PROBE_RATES),
+                       InputDevice(2, "oddmic", 2, 22050, ()),
+                       InputDevice(3, "testmic", 128, 44100, PROBE_RATES)]
+
+
 def test_device_names_from_the_config_find_portaudio_devices(monkeypatch):
     from edge.capture import InputDevice, pick_device
 
@@ -217,33 +259,276 @@ def test_device_names_from_the_config_find_portaudio_devices(monkeypatch):
     assert pick_device(devices, "webcam") is None
 
 
+def start_capture(device: str, **popen) -> subprocess.Popen:
+    """The capture process as MicrophoneSource starts it, with this process as its recorder."""
+    params = {"device": device, "capture_rate": None, "parent": os.getpid()}
+    return subprocess.Popen([sys.executable, "-m", "edge.capture", json.dumps(params)],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, **popen)
+
+
+def next_message(pipe) -> Optional[tuple[bytes, bytes]]:
+    """The next message of a capture process, (kind, payload); None once its stdout is closed."""
+    header = pipe.read(HEADER.size)
+    if not header:
+        return None
+    kind, length = HEADER.unpack(header)
+    return kind, pipe.read(length)
+
+
+def process_state(pid: int) -> str:
+    """The state letter of a process in /proc (R, S, T: stopped, Z: ended, not yet reaped), or
+    "" once it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return ""
+    return stat.rpartition(")")[2].split()[0]
+
+
 def test_the_capture_process_outlives_signals_meant_for_the_recorder(alsa, lesson):
     """systemd's stop sends SIGTERM to every process of the unit, Ctrl-C sends SIGINT to the
     whole process group: the recorder stops, and its capture must not end first."""
-    import json
-    import os
-    import signal
-
-    from edge.capture import HEADER
-
     alsa.add("testmic", lesson)
-    params = {"device": "testmic", "capture_rate": None, "parent": os.getpid()}
-    child = subprocess.Popen([sys.executable, "-m", "edge.capture", json.dumps(params)],
-                             stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
-
-    def message():
-        kind, length = HEADER.unpack(child.stdout.read(HEADER.size))
-        return kind, child.stdout.read(length)
-
+    child = start_capture("testmic")
     try:
-        assert message()[0] == b"R"
-        first = message()
+        assert next_message(child.stdout)[0] == b"R"
+        first = next_message(child.stdout)
         child.send_signal(signal.SIGTERM)
         child.send_signal(signal.SIGINT)
         # The file plugin delivers as fast as it is read: 200 blocks take well under a second.
-        blocks = [message() for _ in range(200)]
+        blocks = [next_message(child.stdout) for _ in range(200)]
         assert first[0] == b"A" and all(kind == b"A" for kind, _ in blocks)
         assert child.poll() is None
     finally:
         child.kill()
         child.wait()
+
+
+@pytest.mark.parametrize("fixed, channels", [(None, 2), (2, 2), (1, 1)],
+                         ids=["any number of channels", "two channels", "one channel"])
+def test_a_device_that_opens_at_none_of_the_probed_rates_is_captured_at_its_own_in_up_to_two_channels(
+        alsa, fixed, channels):
+    # Such a device may not open in mono at all (a USB microphone's stereo-only hardware),
+    # so it is opened in as many channels as it has, at most two; the reader averages them.
+    if fixed is None:
+        alsa.add("oddmic", np.zeros(22050, dtype=np.int16), only_rate=22050)
+    else:
+        alsa.add_fixed("oddmic", channels=fixed, only_rate=22050)
+    child = start_capture("oddmic")
+    try:
+        ready, first = next_message(child.stdout), next_message(child.stdout)
+    finally:
+        child.kill()
+        child.wait()
+    block = round(BLOCK * 22050 / 16000)
+    assert ready[0] == b"R" and json.loads(ready[1]) == {
+        "name": "oddmic", "rate": 22050, "channels": channels, "block": block,
+        "driver_buffer_s": pytest.approx(4 * block / 22050)}
+    assert first == (b"A", bytes(2 * channels * block))  # silence, in the channels opened
+
+
+def test_a_device_that_fails_ends_the_capture_process_with_portaudio_s_reason(alsa, lesson):
+    alsa.add("testmic", lesson, failing=True)
+    child = start_capture("testmic")
+    try:
+        # It fails after its first buffer: two seconds of blocks are more than it delivers.
+        messages = [next_message(child.stdout) for _ in range(2 * 16000 // BLOCK)]
+        assert None in messages, "the capture process went on after its device failed"
+        assert child.wait(timeout=10) == 1
+    finally:
+        child.kill()
+        child.wait()
+    ended = messages.index(None)
+    audio = b"".join(payload for _, payload in messages[1:ended - 1])
+    assert [kind for kind, _ in messages[:ended]] == [b"R"] + [b"A"] * (ended - 2) + [b"E"] and audio
+    assert audio == lesson[: len(audio) // 2].astype("<i2").tobytes()
+    assert messages[ended - 1][1] == b"the capture stream failed: Unanticipated host error"
+
+
+def test_the_block_after_the_capture_process_fell_behind_the_device_is_marked_as_an_overrun(
+        alsa, lesson, fed_mic_plugin):
+    fed = feed(alsa.add_fed("fedmic", fed_mic_plugin), lesson[:BLOCK])
+    child = start_capture("fedmic")
+    try:
+        assert next_message(child.stdout)[0] == b"R"
+        before = next_message(child.stdout)
+        # The capture process stalls (a busy CPU) while the device captures more than its
+        # buffer holds: two seconds.
+        child.send_signal(signal.SIGSTOP)
+        wait_until(lambda: process_state(child.pid) == "T", "the capture process to stop")
+        os.write(fed, lesson[BLOCK:BLOCK + 2 * 16000].astype("<i2").tobytes())
+        child.send_signal(signal.SIGCONT)
+        after = [next_message(child.stdout) for _ in range(3)]
+    finally:
+        child.kill()
+        child.wait()
+        os.close(fed)
+    assert before == (b"A", lesson[:BLOCK].astype("<i2").tobytes())
+    # PortAudio reports an overrun with the read after the one that met it.
+    assert [kind for kind, _ in after] == [b"A", b"O", b"A"]
+
+
+def test_a_float_device_s_samples_beyond_full_scale_are_clipped_not_wrapped_round(alsa, fed_mic_plugin):
+    too_loud = np.zeros(BLOCK, dtype=np.float32)
+    too_loud[:2] = [2.0, -2.0]
+    fed = feed(alsa.add_fed("floatmic", fed_mic_plugin, sample_format="FLOAT_LE"), too_loud, dtype="<f4")
+    child = start_capture("floatmic")
+    try:
+        ready, first = next_message(child.stdout), next_message(child.stdout)
+    finally:
+        child.kill()
+        child.wait()
+        os.close(fed)
+    assert ready[0] == b"R" and first[0] == b"A"
+    assert np.frombuffer(first[1], dtype="<i2")[:2].tolist() == [32767, -32768]
+
+
+def test_a_capture_process_whose_recorder_closed_its_pipe_ends_quietly(alsa, lesson):
+    alsa.add("testmic", lesson)
+    child = start_capture("testmic", stderr=subprocess.PIPE)
+    try:
+        assert next_message(child.stdout)[0] == b"R"
+        child.stdout.close()  # the recorder closed the microphone
+        assert child.wait(timeout=10) == 0
+    finally:
+        child.kill()
+        child.wait()
+    assert child.stderr.read() == b""
+
+
+def test_the_capture_process_of_an_office_install_says_the_device_extra_is_missing(alsa, lesson, tmp_path):
+    alsa.add("testmic", lesson)
+    # An office install (pip install . without the device extra): this Python's packages
+    # without PyAudio, and no others (-S: no site-packages).
+    packages = tmp_path / "packages"
+    packages.mkdir()
+    for folder in {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}:
+        for entry in Path(folder).iterdir():
+            if not entry.name.lower().startswith("pyaudio"):
+                (packages / entry.name).symlink_to(entry)
+    repo = Path(__file__).resolve().parent.parent
+    params = {"device": "testmic", "capture_rate": None, "parent": os.getpid()}
+    child = subprocess.run([sys.executable, "-S", "-m", "edge.capture", json.dumps(params)], cwd=repo,
+                           env={**os.environ, "PYTHONPATH": f"{packages}{os.pathsep}{repo}"},
+                           stdin=subprocess.DEVNULL, capture_output=True, timeout=60)
+    message = missing_device_module("pyaudio").encode()
+    assert child.stdout == HEADER.pack(b"E", len(message)) + message and child.returncode == 1
+
+
+RECORDER = """
+import json, os, subprocess, sys
+params = {"device": sys.argv[1], "capture_rate": None, "parent": os.getpid()}
+capture = subprocess.Popen([sys.executable, "-m", "edge.capture", json.dumps(params)], stdin=subprocess.DEVNULL)
+print(capture.pid, file=sys.stderr, flush=True)
+capture.wait()
+"""
+
+
+def test_the_capture_process_dies_with_a_recorder_that_is_killed(alsa, lesson):
+    """A SIGKILLed recorder cannot close its microphone: its capture process must not go on
+    holding the device (the service's restart could never open it again)."""
+    alsa.add("testmic", lesson)
+    recorder = subprocess.Popen([sys.executable, "-c", RECORDER, "testmic"],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    capture = int(recorder.stderr.readline())
+    try:
+        # The capture process writes to the recorder's stdout: it is capturing.
+        assert next_message(recorder.stdout)[0] == b"R"
+        recorder.kill()
+        recorder.wait()
+        wait_until(lambda: process_state(capture) in ("", "Z"), "the capture process to die with its recorder")
+    finally:
+        recorder.kill()
+        recorder.wait()
+        if process_state(capture) not in ("", "Z"):
+            os.kill(capture, signal.SIGKILL)
+
+
+ORPHANED = """
+import ctypes, json, os, signal, sys
+ctypes.CDLL(None).prctl(36, 1)  # PR_SET_CHILD_SUBREAPER: orphans below are adopted here, as by systemd
+gone, recorder_alive = os.pipe()
+output, capture_output = os.pipe()
+recorder = os.fork()
+if recorder == 0:
+    params = {"device": sys.argv[1], "capture_rate": None, "parent": os.getpid()}
+    capture = os.fork()
+    if capture == 0:
+        os.close(recorder_alive)
+        os.read(gone, 1)  # end of file: the recorder is gone
+        os.dup2(capture_output, 1)
+        os.execv(sys.executable, [sys.executable, "-m", "edge.capture", json.dumps(params)])
+    os.kill(os.getpid(), signal.SIGKILL)
+os.close(recorder_alive)
+os.close(capture_output)
+ended = dict(os.waitpid(-1, 0) for _ in range(2))  # the recorder, and the capture process it left
+del ended[recorder]
+print(os.waitstatus_to_exitcode(*ended.values()), os.read(output, 65536))
+"""
+
+
+def test_a_capture_process_whose_recorder_was_killed_before_it_began_exits_at_once(alsa, lesson):
+    """The recorder SIGKILLed before its capture process could ask to die with it: the
+    capture process, adopted, exits at once and without a word (the adopter prints its exit
+    status and what it wrote)."""
+    alsa.add("testmic", lesson)
+    adopter = subprocess.run([sys.executable, "-c", ORPHANED, "testmic"], stdin=subprocess.DEVNULL,
+                             capture_output=True, timeout=60)
+    assert adopter.stdout == b"0 b''\n"
+
+
+def system_portaudio() -> Path:
+    """The PortAudio file PyAudio's extension links."""
+    import pyaudio
+
+    (extension,) = Path(pyaudio.__file__).parent.glob("_portaudio*.so")
+    linked = subprocess.run(["ldd", str(extension)], capture_output=True, text=True, check=True).stdout
+    (line,) = [line for line in linked.splitlines() if "libportaudio.so.2 =>" in line]
+    return Path(line.split()[2]).resolve()
+
+
+def patch_string(path: Path, old: bytes, new: bytes) -> None:
+    """``old`` to ``new`` (same length) in a file that holds it once: an ELF name, in place."""
+    data = path.read_bytes()
+    assert len(old) == len(new) and data.count(old) == 1
+    path.write_bytes(data.replace(old, new))
+
+
+def vendored_portaudio(folder: Path) -> dict:
+    """A PyAudio with a PortAudio of its own, as a wheel vendors it: a soname of its own."""
+    import pyaudio
+
+    site, lib = folder / "site", folder / "lib"
+    shutil.copytree(Path(pyaudio.__file__).parent, site / "pyaudio", ignore=shutil.ignore_patterns("__pycache__"))
+    (extension,) = (site / "pyaudio").glob("_portaudio*.so")
+    patch_string(extension, b"libportaudio.so.2\0", b"libportaudio.so.9\0")
+    lib.mkdir()
+    shutil.copy(system_portaudio(), lib / "libportaudio.so.9")
+    patch_string(lib / "libportaudio.so.9", b"libportaudio.so.2\0", b"libportaudio.so.9\0")
+    return {"PYTHONPATH": str(site), "LD_LIBRARY_PATH": str(lib)}
+
+
+def renamed_portaudio(folder: Path) -> dict:
+    """PortAudio in a file whose name does not say so, found by its soname (a link to it)."""
+    lib = folder / "lib"
+    lib.mkdir(parents=True)
+    shutil.copy(system_portaudio(), lib / "pa19.so")
+    (lib / "libportaudio.so.2").symlink_to("pa19.so")
+    return {"LD_LIBRARY_PATH": str(lib)}
+
+
+@pytest.mark.parametrize("install", [vendored_portaudio, renamed_portaudio], ids=["vendored", "renamed"])
+def test_the_stream_is_opened_in_the_portaudio_that_pyaudio_loaded(alsa, lesson, tmp_path, monkeypatch, install):
+    # PyAudio opens its streams at PortAudio's low latency, so the capture process opens its
+    # own through PortAudio's API: in the same PortAudio, which another copy is not (its
+    # device list is not PyAudio's, and it was never initialised).
+    for name, value in install(tmp_path / "portaudio").items():
+        monkeypatch.setenv(name, value)  # for the capture process
+    alsa.add("testmic", lesson)
+    source = MicrophoneSource(AudioSettings(device="testmic", buffer_s=NO_DROP_BUFFER_S))
+    source.open()
+    try:
+        frames = [source.read(timeout=2.0) for _ in range(10)]
+    finally:
+        source.close()
+    assert np.array_equal(np.concatenate(frames), lesson[: 10 * 512])
