@@ -230,6 +230,25 @@ def test_a_stalled_microphone_reads_none_after_the_timeout(alsa):
     assert np.array_equal(np.concatenate(first), np.arange(BLOCK))
 
 
+def test_the_capture_process_does_not_hold_the_recorders_stdin(alsa, lesson):
+    # Whatever stdin the recorder has (here a pipe), the capture process reads none of it.
+    alsa.add("testmic", lesson)
+    source = MicrophoneSource(AudioSettings(device="testmic"))
+    reading, writing = os.pipe()
+    saved = os.dup(0)
+    os.dup2(reading, 0)
+    before = child_processes()
+    try:
+        source.open()
+        stdin = [os.readlink(f"/proc/{pid}/fd/0") for pid in child_processes() - before]
+    finally:
+        source.close()
+        os.dup2(saved, 0)
+        for fd in (saved, reading, writing):
+            os.close(fd)
+    assert stdin == ["/dev/null"]
+
+
 def kill_capture_process(before: set) -> None:
     wait_until(lambda: child_processes() - before, "the capture process to start")
     for pid in child_processes() - before:
