@@ -170,6 +170,8 @@ class MicrophoneSource:
                 break
             kind, length = HEADER.unpack(header)
             payload = pipe.read(length)
+            if len(payload) < length:
+                break  # the process ended in the middle of a message: a torn block is no audio
             if kind in (b"A", b"O"):
                 if kind == b"O":
                     self.overflows += 1

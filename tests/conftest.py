@@ -365,6 +365,17 @@ def feed(fifo: Path, samples: np.ndarray, dtype: str = "<i2") -> int:
     return fd
 
 
+def child_processes() -> set[int]:
+    """This process's children now (of every thread)."""
+    children = set()
+    for task in os.listdir(f"/proc/{os.getpid()}/task"):
+        try:
+            children.update(int(p) for p in open(f"/proc/{os.getpid()}/task/{task}/children").read().split())
+        except FileNotFoundError:
+            continue
+    return children
+
+
 def wait_until(condition, what: str, timeout: float = 20.0) -> None:
     """Poll ``condition`` until it holds; fail naming ``what`` after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout

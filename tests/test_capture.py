@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import signal
@@ -10,15 +11,18 @@ import subprocess
 import sys
 import sysconfig
 import threading
+import time
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 import pytest
 
-from conftest import StopAfter, covered, feed, frame_count, make_recorder, segment_audio, wait_until
+from conftest import (StopAfter, child_processes, covered, feed, frame_count, make_recorder, segment_audio,
+                      wait_until)
 from edge.capture import BLOCK, BLOCK_WINDOWS, HEADER, PROBE_RATES, InputDevice
-from edge.audio import CaptureError, MicrophoneSource
+from edge.audio import CaptureError, FrameAssembler, MicrophoneSource, describe_devices
+from edge.resample import StreamingResampler
 from edge.config import AudioSettings, settings_from_dict
 from edge.errors import missing_device_module
 
@@ -39,22 +43,28 @@ def upsample_by_fft(samples: np.ndarray, factor: int) -> np.ndarray:
 def test_alsa_file_plugin_capture_delivers_the_input_bytes(alsa, lesson):
     alsa.add("testmic", lesson)
     source = MicrophoneSource(AudioSettings(device="testmic", buffer_s=NO_DROP_BUFFER_S))
+    before = set(threading.enumerate())
     source.open()
     try:
+        started = set(threading.enumerate()) - before
         frames = [source.read(timeout=2.0) for _ in range(100)]
     finally:
         source.close()
+    # One drain thread, named, that cannot keep the interpreter alive, and gone after close.
+    assert [(t.name, t.daemon) for t in started] == [("capture-drain", True)]
+    assert not any(t.is_alive() for t in started)
     assert source.rate == 16000
     assert np.array_equal(np.concatenate(frames), lesson[: 100 * 512])
     assert source.dropped_frames == 0
 
 
-@pytest.mark.parametrize("only_rate", [None, 48000])
-def test_the_capture_process_may_fall_behind_the_device_by_most_of_a_second(alsa, lesson, only_rate):
+@pytest.mark.parametrize("only_rate, said", [(None, "at 16000 Hz"), (48000, "at 48000 Hz, resampled to 16000 Hz")])
+def test_the_capture_process_may_fall_behind_the_device_by_most_of_a_second(alsa, lesson, caplog, only_rate, said):
     # PortAudio's low default gives the driver two periods: one 32 ms block of slack before
     # the card overruns (the virtual Pi's loopback card lost audio at every segment).
     alsa.add("testmic", lesson, only_rate=only_rate)
     source = MicrophoneSource(AudioSettings(device="testmic", buffer_s=NO_DROP_BUFFER_S))
+    caplog.set_level(logging.INFO, logger="edge.audio")
     source.open()
     try:
         assert source.read(timeout=2.0) is not None
@@ -63,6 +73,8 @@ def test_the_capture_process_may_fall_behind_the_device_by_most_of_a_second(alsa
     # ALSA's period is the capture's block (each wake-up brings one), and its buffer the
     # fewest whole blocks that hold the 0.5 s asked for: four of 128 ms.
     assert source.driver_buffer_s == pytest.approx(4 * BLOCK / 16000)
+    assert [r.getMessage() for r in caplog.records if r.name == "edge.audio"] == [
+        f"capturing from 'testmic' {said} (driver buffer {source.driver_buffer_s:.2f} s)"]
 
 
 def run_live(settings, detector, recordings, samples):
@@ -122,11 +134,13 @@ def test_device_without_16khz_is_captured_at_its_default_rate(alsa, lesson, less
         assert covered(segments, start, end), f"speech {start}-{end} not stored in {segments}"
 
 
-def test_frames_the_detector_had_no_room_for_are_counted(alsa):
-    queued, lost = 3, 10  # the queue holds 0.5 s: 3 blocks of 128 ms
+# The queue holds buffer_s: 0.5 s is 3 blocks of 128 ms; never fewer than 2 blocks.
+@pytest.mark.parametrize("buffer_s, queued", [(0.5, 3), (0.05, 2)])
+def test_frames_the_detector_had_no_room_for_are_counted(alsa, buffer_s, queued):
+    lost = 10
     blocks = np.repeat(np.arange(queued + lost, dtype=np.int16), BLOCK)  # block i holds i
     fed = feed(alsa.add_fifo("testmic"), blocks)  # then the FIFO stalls: no block after them
-    source = MicrophoneSource(AudioSettings(device="testmic", buffer_s=0.5))
+    source = MicrophoneSource(AudioSettings(device="testmic", buffer_s=buffer_s))
     source.open()
     try:
         # Nothing reads: the queue fills and every block the device delivers next is lost.
@@ -172,6 +186,7 @@ def test_manifest_says_whether_the_clock_was_synchronised(detector, tmp_path, ti
     recorder = make_recorder(settings_from_dict({}), detector, tmp_path / "rec")
     recorder.process_file(WavFileSource(LESSON_WAV))
     assert recorder.entries and {e["clock_synced"] for e in recorder.entries} == {synced}
+    assert {e["source"] for e in recorder.entries} == {str(LESSON_WAV)}
 
 
 @pytest.mark.parametrize("microphones, listed", [(["testmic", "classmic"], "testmic; classmic"), ([], "none")])
@@ -183,6 +198,10 @@ def test_missing_device_error_lists_the_capture_devices_there_are(alsa, lesson, 
     with pytest.raises(CaptureError) as error:
         source.open()
     assert str(error.value) == f"audio.device 'usb-mic-that-is-not-there' not found (capture devices: {listed})"
+    # A read after the failed open gives the same reason, not silence.
+    with pytest.raises(CaptureError) as again:
+        source.read(timeout=0.05)
+    assert str(again.value) == str(error.value)
 
 
 def test_a_capture_rate_the_device_cannot_open_at_fails_in_one_line_with_portaudio_s_reason(alsa, lesson):
@@ -191,6 +210,130 @@ def test_a_capture_rate_the_device_cannot_open_at_fails_in_one_line_with_portaud
     with pytest.raises(CaptureError) as error:
         source.open()
     assert str(error.value) == "cannot open 'mic48k' at 16000 Hz: Unanticipated host error"
+
+
+def test_a_capture_process_that_cannot_start_fails_the_open_naming_the_program(monkeypatch, tmp_path):
+    missing = tmp_path / "no-such-python"
+    monkeypatch.setattr(sys, "executable", str(missing))
+    source = MicrophoneSource(AudioSettings(device="testmic"))
+    with pytest.raises(CaptureError) as failed:
+        source.open()
+    assert str(failed.value) == f"cannot start the capture process {missing}: No such file or directory"
+
+
+def test_a_microphone_not_yet_opened_delivers_nothing_and_closes_harmlessly():
+    source = MicrophoneSource(AudioSettings(device="testmic"))
+    assert (source.name, source.device_name, source.rate, source.driver_buffer_s) == ("mic:testmic", "", 16000, 0.0)
+    began = time.monotonic()
+    assert source.read(timeout=0.2) is None
+    assert time.monotonic() - began >= 0.2
+    source.close()
+    assert (source.overflows, source.dropped_frames) == (0, 0)
+
+
+def test_a_stalled_microphone_reads_none_after_the_timeout(alsa):
+    fed = feed(alsa.add_fifo("testmic"), np.arange(BLOCK, dtype=np.int16))  # one block, then a stall
+    source = MicrophoneSource(AudioSettings(device="testmic"))
+    source.open()
+    # A block long after the timeout: a read that waited for it waited too long.
+    late = threading.Timer(5.0, os.write, (fed, np.full(BLOCK, 7, dtype="<i2").tobytes()))
+    try:
+        first = [source.read(timeout=10) for _ in range(BLOCK_WINDOWS)]
+        late.start()
+        began = time.monotonic()
+        stalled = source.read(timeout=0.3)
+        waited = time.monotonic() - began
+    finally:
+        late.cancel()
+        source.close()
+        os.close(fed)
+    assert stalled is None and 0.3 <= waited < 1.3
+    assert np.array_equal(np.concatenate(first), np.arange(BLOCK))
+
+
+def test_the_capture_process_does_not_hold_the_recorders_stdin(alsa, lesson):
+    # Whatever stdin the recorder has (here a pipe), the capture process reads none of it.
+    alsa.add("testmic", lesson)
+    source = MicrophoneSource(AudioSettings(device="testmic"))
+    reading, writing = os.pipe()
+    saved = os.dup(0)
+    os.dup2(reading, 0)
+    before = child_processes()
+    try:
+        source.open()
+        stdin = [os.readlink(f"/proc/{pid}/fd/0") for pid in child_processes() - before]
+    finally:
+        source.close()
+        os.dup2(saved, 0)
+        for fd in (saved, reading, writing):
+            os.close(fd)
+    assert stdin == ["/dev/null"]
+
+
+def kill_capture_process(before: set) -> None:
+    wait_until(lambda: child_processes() - before, "the capture process to start")
+    for pid in child_processes() - before:
+        os.kill(pid, signal.SIGKILL)
+
+
+def test_a_capture_process_that_ends_while_opening_fails_the_open_at_once(alsa):
+    alsa.add_fifo("hangingmic")  # the open hangs until the process is killed
+    source = MicrophoneSource(AudioSettings(device="hangingmic", open_timeout_s=60))
+    killer = threading.Thread(target=kill_capture_process, args=(child_processes(),))
+    killer.start()
+    began = time.monotonic()
+    try:
+        with pytest.raises(CaptureError) as failed:
+            source.open()
+    finally:
+        killer.join()
+    assert str(failed.value) == "the capture process ended"
+    assert time.monotonic() - began < 30
+
+
+def test_a_capture_process_that_ends_while_capturing_is_reported_lost(alsa, lesson):
+    alsa.add("testmic", lesson)
+    source = MicrophoneSource(AudioSettings(device="testmic"))
+    before = child_processes()
+    source.open()
+    try:
+        assert source.read(timeout=2.0) is not None
+        kill_capture_process(before)
+        # What was queued before the end is still read; then the loss, with its reason.
+        with pytest.raises(CaptureError) as lost:
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                source.read(timeout=0.5)
+    finally:
+        source.close()
+    assert str(lost.value) == "the capture process ended"
+
+
+def test_a_stereo_only_microphone_is_mixed_down_to_mono(alsa):
+    rate = 22050  # no mono at 16, 44.1 or 48 kHz: the device's default rate, in stereo
+    left, right = np.random.default_rng(19).integers(-8000, 8000, (2, 2 * rate))
+    alsa.add("stereomic", np.stack([left, right], axis=1).reshape(-1), only_rate=rate)
+    source = MicrophoneSource(AudioSettings(device="stereomic", buffer_s=NO_DROP_BUFFER_S))
+    source.open()
+    try:
+        frames = [source.read(timeout=2.0) for _ in range(40)]
+    finally:
+        source.close()
+    assert source.rate == rate
+    mono = ((left + right) / 2).astype(np.int16)  # the mean of the channels, toward zero
+    expected = StreamingResampler(rate).process(mono)
+    assert np.array_equal(np.concatenate(frames), expected[:40 * 512])
+
+
+@pytest.mark.parametrize("sizes", [[2048, 2048], [300, 700, 100, 1000, 1], [511, 1, 1023, 513, 5]])
+def test_frame_assembler_cuts_blocks_of_any_length_into_whole_frames(sizes):
+    samples = np.arange(sum(sizes), dtype=np.int16)
+    assembler = FrameAssembler()
+    frames = []
+    for block in np.split(samples, np.cumsum(sizes)[:-1]):
+        frames += assembler.add(block)
+    assert [(len(f), f.dtype) for f in frames] == [(512, np.int16)] * (len(samples) // 512)
+    assert np.array_equal(np.concatenate(frames), samples[:len(frames) * 512])
 
 
 def test_edge_run_without_the_microphone_fails_in_one_line_naming_make_demo(alsa, lesson, tmp_path):
@@ -239,6 +382,19 @@ def test_every_capture_device_is_listed_with_its_portaudio_index_channels_and_mo
     assert devices == [InputDevice(1, "monomic", 1, 44100, PROBE_RATES),
                        InputDevice(2, "oddmic", 2, 22050, ()),
                        InputDevice(3, "testmic", 128, 44100, PROBE_RATES)]
+
+
+@pytest.mark.parametrize("wanted, marks, note", [
+    ("classmic", [" ", "*", " "], []),
+    ("nothere", [" ", " ", " "], ["audio.device 'nothere' matches none of these"]),
+])
+def test_devices_are_described_one_a_line_marking_the_configured_one(alsa, lesson, wanted, marks, note):
+    alsa.add("testmic", lesson[:16000])
+    alsa.add("classmic", lesson[:16000])
+    lines = describe_devices(AudioSettings(device=wanted))
+    # ALSA's default PCM is a capture device too (conftest points it at the first one).
+    assert lines == [f"{mark} {name}  [128 ch; 16000, 44100, 48000 Hz]"
+                     for mark, name in zip(marks, ["testmic", "classmic", "default"])] + note
 
 
 def test_device_names_from_the_config_find_portaudio_devices(monkeypatch):

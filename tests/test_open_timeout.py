@@ -3,23 +3,13 @@ and leaves no capture process behind."""
 
 from __future__ import annotations
 
-import os
 import time
 
 import pytest
 
+from conftest import child_processes as capture_processes
 from edge.audio import CaptureError, MicrophoneSource
 from edge.config import AudioSettings
-
-
-def capture_processes() -> set[int]:
-    children = set()
-    for task in os.listdir(f"/proc/{os.getpid()}/task"):
-        try:
-            children.update(int(p) for p in open(f"/proc/{os.getpid()}/task/{task}/children").read().split())
-        except FileNotFoundError:
-            continue
-    return children
 
 
 def test_an_open_that_hangs_fails_after_open_timeout_s(alsa):
