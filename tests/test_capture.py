@@ -40,6 +40,16 @@ def upsample_by_fft(samples: np.ndarray, factor: int) -> np.ndarray:
     return np.clip(np.round(np.fft.irfft(padded, n) * factor), -32768, 32767).astype(np.int16)
 
 
+def captured(device: str, count: int) -> tuple:
+    """(the source, its first ``count`` frames) of a microphone opened on ``device`` and closed."""
+    source = MicrophoneSource(AudioSettings(device=device, buffer_s=NO_DROP_BUFFER_S))
+    source.open()
+    try:
+        return source, [source.read(timeout=2.0) for _ in range(count)]
+    finally:
+        source.close()
+
+
 def test_alsa_file_plugin_capture_delivers_the_input_bytes(alsa, lesson):
     alsa.add("testmic", lesson)
     source = MicrophoneSource(AudioSettings(device="testmic", buffer_s=NO_DROP_BUFFER_S))
@@ -313,12 +323,7 @@ def test_a_stereo_only_microphone_is_mixed_down_to_mono(alsa):
     rate = 22050  # no mono at 16, 44.1 or 48 kHz: the device's default rate, in stereo
     left, right = np.random.default_rng(19).integers(-8000, 8000, (2, 2 * rate))
     alsa.add("stereomic", np.stack([left, right], axis=1).reshape(-1), only_rate=rate)
-    source = MicrophoneSource(AudioSettings(device="stereomic", buffer_s=NO_DROP_BUFFER_S))
-    source.open()
-    try:
-        frames = [source.read(timeout=2.0) for _ in range(40)]
-    finally:
-        source.close()
+    source, frames = captured("stereomic", 40)
     assert source.rate == rate
     mono = ((left + right) / 2).astype(np.int16)  # the mean of the channels, toward zero
     expected = StreamingResampler(rate).process(mono)
@@ -681,10 +686,5 @@ def test_the_stream_is_opened_in_the_portaudio_that_pyaudio_loaded(alsa, lesson,
     for name, value in install(tmp_path / "portaudio").items():
         monkeypatch.setenv(name, value)  # for the capture process
     alsa.add("testmic", lesson)
-    source = MicrophoneSource(AudioSettings(device="testmic", buffer_s=NO_DROP_BUFFER_S))
-    source.open()
-    try:
-        frames = [source.read(timeout=2.0) for _ in range(10)]
-    finally:
-        source.close()
+    _, frames = captured("testmic", 10)
     assert np.array_equal(np.concatenate(frames), lesson[: 10 * 512])
