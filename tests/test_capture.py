@@ -12,8 +12,9 @@ import sys
 import sysconfig
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 import numpy as np
 import pytest
@@ -420,11 +421,18 @@ def test_device_names_from_the_config_find_portaudio_devices(monkeypatch):
     assert pick_device(devices, "webcam") is None
 
 
-def start_capture(device: str, **popen) -> subprocess.Popen:
-    """The capture process as MicrophoneSource starts it, with this process as its recorder."""
+@contextmanager
+def capturing(device: str, **popen) -> Iterator[subprocess.Popen]:
+    """The capture process as MicrophoneSource starts it, with this process as its recorder;
+    killed and reaped after, whatever the test found."""
     params = {"device": device, "capture_rate": None, "parent": os.getpid()}
-    return subprocess.Popen([sys.executable, "-m", "edge.capture", json.dumps(params)],
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, **popen)
+    child = subprocess.Popen([sys.executable, "-m", "edge.capture", json.dumps(params)],
+                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, **popen)
+    try:
+        yield child
+    finally:
+        child.kill()
+        child.wait()
 
 
 def next_message(pipe) -> Optional[tuple[bytes, bytes]]:
@@ -450,8 +458,7 @@ def test_the_capture_process_outlives_signals_meant_for_the_recorder(alsa, lesso
     """systemd's stop sends SIGTERM to every process of the unit, Ctrl-C sends SIGINT to the
     whole process group: the recorder stops, and its capture must not end first."""
     alsa.add("testmic", lesson)
-    child = start_capture("testmic")
-    try:
+    with capturing("testmic") as child:
         assert next_message(child.stdout)[0] == b"R"
         first = next_message(child.stdout)
         child.send_signal(signal.SIGTERM)
@@ -460,9 +467,6 @@ def test_the_capture_process_outlives_signals_meant_for_the_recorder(alsa, lesso
         blocks = [next_message(child.stdout) for _ in range(200)]
         assert first[0] == b"A" and all(kind == b"A" for kind, _ in blocks)
         assert child.poll() is None
-    finally:
-        child.kill()
-        child.wait()
 
 
 @pytest.mark.parametrize("fixed, channels", [(None, 2), (2, 2), (1, 1)],
@@ -475,12 +479,8 @@ def test_a_device_that_opens_at_none_of_the_probed_rates_is_captured_at_its_own_
         alsa.add("oddmic", np.zeros(22050, dtype=np.int16), only_rate=22050)
     else:
         alsa.add_fixed("oddmic", channels=fixed, only_rate=22050)
-    child = start_capture("oddmic")
-    try:
+    with capturing("oddmic") as child:
         ready, first = next_message(child.stdout), next_message(child.stdout)
-    finally:
-        child.kill()
-        child.wait()
     block = round(BLOCK * 22050 / 16000)
     assert ready[0] == b"R" and json.loads(ready[1]) == {
         "name": "oddmic", "rate": 22050, "channels": channels, "block": block,
@@ -490,15 +490,11 @@ def test_a_device_that_opens_at_none_of_the_probed_rates_is_captured_at_its_own_
 
 def test_a_device_that_fails_ends_the_capture_process_with_portaudio_s_reason(alsa, lesson):
     alsa.add("testmic", lesson, failing=True)
-    child = start_capture("testmic")
-    try:
+    with capturing("testmic") as child:
         # It fails after its first buffer: two seconds of blocks are more than it delivers.
         messages = [next_message(child.stdout) for _ in range(2 * 16000 // BLOCK)]
         assert None in messages, "the capture process went on after its device failed"
         assert child.wait(timeout=10) == 1
-    finally:
-        child.kill()
-        child.wait()
     ended = messages.index(None)
     audio = b"".join(payload for _, payload in messages[1:ended - 1])
     assert [kind for kind, _ in messages[:ended]] == [b"R"] + [b"A"] * (ended - 2) + [b"E"] and audio
@@ -509,20 +505,18 @@ def test_a_device_that_fails_ends_the_capture_process_with_portaudio_s_reason(al
 def test_the_block_after_the_capture_process_fell_behind_the_device_is_marked_as_an_overrun(
         alsa, lesson, fed_mic_plugin):
     fed = feed(alsa.add_fed("fedmic", fed_mic_plugin), lesson[:BLOCK])
-    child = start_capture("fedmic")
     try:
-        assert next_message(child.stdout)[0] == b"R"
-        before = next_message(child.stdout)
-        # The capture process stalls (a busy CPU) while the device captures more than its
-        # buffer holds: two seconds.
-        child.send_signal(signal.SIGSTOP)
-        wait_until(lambda: process_state(child.pid) == "T", "the capture process to stop")
-        os.write(fed, lesson[BLOCK:BLOCK + 2 * 16000].astype("<i2").tobytes())
-        child.send_signal(signal.SIGCONT)
-        after = [next_message(child.stdout) for _ in range(3)]
+        with capturing("fedmic") as child:
+            assert next_message(child.stdout)[0] == b"R"
+            before = next_message(child.stdout)
+            # The capture process stalls (a busy CPU) while the device captures more than its
+            # buffer holds: two seconds.
+            child.send_signal(signal.SIGSTOP)
+            wait_until(lambda: process_state(child.pid) == "T", "the capture process to stop")
+            os.write(fed, lesson[BLOCK:BLOCK + 2 * 16000].astype("<i2").tobytes())
+            child.send_signal(signal.SIGCONT)
+            after = [next_message(child.stdout) for _ in range(3)]
     finally:
-        child.kill()
-        child.wait()
         os.close(fed)
     assert before == (b"A", lesson[:BLOCK].astype("<i2").tobytes())
     # PortAudio reports an overrun with the read after the one that met it.
@@ -533,12 +527,10 @@ def test_a_float_device_s_samples_beyond_full_scale_are_clipped_not_wrapped_roun
     too_loud = np.zeros(BLOCK, dtype=np.float32)
     too_loud[:2] = [2.0, -2.0]
     fed = feed(alsa.add_fed("floatmic", fed_mic_plugin, sample_format="FLOAT_LE"), too_loud, dtype="<f4")
-    child = start_capture("floatmic")
     try:
-        ready, first = next_message(child.stdout), next_message(child.stdout)
+        with capturing("floatmic") as child:
+            ready, first = next_message(child.stdout), next_message(child.stdout)
     finally:
-        child.kill()
-        child.wait()
         os.close(fed)
     assert ready[0] == b"R" and first[0] == b"A"
     assert np.frombuffer(first[1], dtype="<i2")[:2].tolist() == [32767, -32768]
@@ -546,14 +538,10 @@ def test_a_float_device_s_samples_beyond_full_scale_are_clipped_not_wrapped_roun
 
 def test_a_capture_process_whose_recorder_closed_its_pipe_ends_quietly(alsa, lesson):
     alsa.add("testmic", lesson)
-    child = start_capture("testmic", stderr=subprocess.PIPE)
-    try:
+    with capturing("testmic", stderr=subprocess.PIPE) as child:
         assert next_message(child.stdout)[0] == b"R"
         child.stdout.close()  # the recorder closed the microphone
         assert child.wait(timeout=10) == 0
-    finally:
-        child.kill()
-        child.wait()
     assert child.stderr.read() == b""
 
 
