@@ -27,9 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Optional
 
-from .manifest import (DAMAGED, DAY_FOLDER, DELETIONS, MANIFEST, DamagedLine, day_folders, first_seq, fsync_dir, is_int,
-                       is_tombstone, locked_manifest, manifest_entries, manifest_segments, parse_line,
-                       seq_numbers, write_json_atomically, write_lines_atomically, write_raw_lines)
+from .manifest import (DAMAGED, DAY_FOLDER, DELETIONS, MANIFEST, DamagedLine, day_folder_names, day_folders,
+                       first_seq, fsync_dir, is_int, is_tombstone, locked_manifest, manifest_entries,
+                       manifest_segments, parse_line, seq_numbers, write_json_atomically, write_lines_atomically,
+                       write_raw_lines)
 
 log = logging.getLogger(__name__)
 
@@ -88,11 +89,7 @@ def days_in_order(root: Path) -> list:
             begun.setdefault(folder.decode(), int(seq))
     except FileNotFoundError:
         pass
-    try:
-        with os.scandir(root) as entries:
-            names = [e.name for e in entries if DAY_FOLDER.match(e.name) and e.is_dir()]
-    except FileNotFoundError:
-        return []
+    names = day_folder_names(root)
     for name in names:
         if name not in begun and (root / name / MANIFEST).is_file():
             begun[name] = first_seq(root / name / MANIFEST)

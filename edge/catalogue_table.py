@@ -77,6 +77,7 @@ def write_listing(db: sqlite3.Connection, folders: list, out: TextIO, as_csv: bo
     finally:
         db.execute("ROLLBACK")
 
+
 def _listed(days: DayRange) -> tuple:
     """The SQL condition (and its parameters) of the segment rows listed: present, whole,
     and on ``days``, found as a range of the start_us index (a UTC offset is less than a day

@@ -292,9 +292,15 @@ def manifest_path(root: Path, file: str) -> Path:
 
 def day_folders(root: Path) -> list:
     """The day folders (YYYYMMDD) under ``root``, by name."""
+    return [Path(root) / name for name in sorted(day_folder_names(root))]
+
+
+def day_folder_names(root: Path) -> list:
+    """The names of the day folders under ``root``, in the listing's order: no object per
+    day but its name (a card holds one a day)."""
     try:
         with os.scandir(root) as entries:
-            return sorted(Path(e.path) for e in entries if DAY_FOLDER.match(e.name) and e.is_dir())
+            return [e.name for e in entries if DAY_FOLDER.match(e.name) and e.is_dir()]
     except FileNotFoundError:
         return []
 
