@@ -135,6 +135,26 @@ def find(needle: np.ndarray, haystack: np.ndarray) -> list[int]:
     return found
 
 
+def input_stretches(audio: np.ndarray, stream: np.ndarray) -> Optional[int]:
+    """How many stretches of ``stream``, one after another, ``audio`` is made of (runs of
+    silence count as input); None when some of it is not the input at all."""
+    stretches, at = 0, 0
+    while at < len(audio):
+        nonzero = np.flatnonzero(audio[at:])
+        if len(nonzero) == 0:
+            break
+        rest = audio[at + int(nonzero[0]):]
+        longest = 0
+        for start in find(rest[:32], stream):
+            same = stream[start:start + len(rest)] == rest[:len(stream) - start]
+            longest = max(longest, len(same) if same.all() else int(np.argmin(same)))
+        if not longest:
+            return None
+        stretches += 1
+        at = len(audio) - len(rest) + longest
+    return stretches
+
+
 class Led:
     """The simulator's side of the LED line, sampled every 2 ms with boot-clock times."""
 
@@ -360,6 +380,10 @@ def check_card(stream: np.ndarray) -> None:
     if on_card != sorted(files):
         problems.append(f"files and manifest disagree: {sorted(set(on_card) ^ set(files))}")
     origins: dict[str, set] = {}
+    # Audio lost before the detector (a driver overflow, a full queue) is counted in the
+    # manifest line, and the start_s of every later segment of that session is short by it:
+    # the lost counts of each boot's last two segments tell where a new origin begins.
+    lost: dict[str, list] = {}
     for entry in entries:
         path = RECORDINGS / entry["file"]
         if not path.exists():
@@ -378,15 +402,25 @@ def check_card(stream: np.ndarray) -> None:
         if len(nonzero) == 0:
             continue
         first = int(nonzero[0])
+        counts = (entry["overflows"], entry["dropped_frames"])
+        history = lost.setdefault(entry["boot_id"], [counts, counts])
+        # Counters are per recorder process: one that went down is a new process.
+        new_losses = sum(max(now - then, 0) for now, then in zip(counts, history[-1]))
+        history.append(counts)
         at = find(audio[first:], stream)
         if not at:
-            # Audio the recorder could not keep up with is a gap, counted in the manifest: say so.
-            problems.append(f"{entry['file']}: not a stretch of the input ({entry['dropped_frames']} frames "
-                            f"dropped, {entry['overflows']} overflows in its manifest line)")
-            continue
+            stretches = input_stretches(audio[first:], stream)
+            # Each loss event may split a segment once; a dropped block is a loss event.
+            if stretches is None or stretches > 1 + new_losses:
+                problems.append(f"{entry['file']}: not a stretch of the input ({stretches or 'not'} stretches of "
+                                f"it; {new_losses} losses counted since the segment before: "
+                                f"{entry['dropped_frames']} frames dropped, {entry['overflows']} overflows)")
+                continue
+            say(f"LOSS {entry['file']}: {stretches} stretches of the input, {new_losses} losses counted")
+            at = find(audio[first:first + 256], stream)
         start = round(entry["start_s"] * RATE)
         found = {start + first - a for a in at}
-        known = origins.get(entry["boot_id"])
+        known = None if len(set(history[-3:])) > 1 else origins.get(entry["boot_id"])
         widened = {o + d for o in found for d in range(-16, 17)}
         origins[entry["boot_id"]] = widened if known is None else known & widened
         if not origins[entry["boot_id"]]:
