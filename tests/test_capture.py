@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -521,6 +522,48 @@ def test_the_block_after_the_capture_process_fell_behind_the_device_is_marked_as
     assert before == (b"A", lesson[:BLOCK].astype("<i2").tobytes())
     # PortAudio reports an overrun with the read after the one that met it.
     assert [kind for kind, _ in after] == [b"A", b"O", b"A"]
+
+
+def ends_with(samples: np.ndarray, tail: np.ndarray) -> Optional[int]:
+    """How many samples of ``samples`` come before the end of ``tail`` in it, or None."""
+    at = samples.astype("<i2").tobytes().find(tail.astype("<i2").tobytes())
+    return None if at < 0 or at % 2 else at // 2 + len(tail)
+
+
+def test_a_microphone_counts_each_overrun_of_its_device_once_and_keeps_recording(alsa, lesson, fed_mic_plugin):
+    stalled = 2 * 16000  # captured while nobody reads: more than the device's buffer holds
+    fed = feed(alsa.add_fed("fedmic", fed_mic_plugin), lesson[:BLOCK])
+    fcntl.fcntl(fed, fcntl.F_SETPIPE_SZ, 4 * stalled * 2)  # room for a stall and what is left of the last
+    before = child_processes()
+    source = MicrophoneSource(AudioSettings(device="fedmic", buffer_s=NO_DROP_BUFFER_S))
+    source.open()
+    try:
+        (capture,) = child_processes() - before
+        first = np.concatenate([source.read(timeout=10) for _ in range(BLOCK_WINDOWS)])
+        received, kept = [], np.zeros(0, dtype=np.int16)
+        for at in (BLOCK, BLOCK + stalled + 2 * BLOCK):
+            # The capture process kept from the CPU (a busy Pi) while its device captures.
+            os.kill(capture, signal.SIGSTOP)
+            wait_until(lambda: process_state(capture) == "T", "the capture process to stop")
+            os.write(fed, lesson[at:at + stalled].astype("<i2").tobytes())
+            os.kill(capture, signal.SIGCONT)
+            # Then the room goes on: two blocks, the first of which must reach the reader.
+            os.write(fed, lesson[at + stalled:at + stalled + 2 * BLOCK].astype("<i2").tobytes())
+            after = lesson[at + stalled:at + stalled + BLOCK]
+            while ends_with(kept, after) is None:
+                frame = source.read(timeout=10)
+                assert frame is not None, f"the audio after the stall at {at} never came"
+                kept = np.concatenate([kept, frame])
+            received.append(ends_with(kept, after))
+            kept = kept[received[-1]:]
+        assert (source.overflows, source.dropped_frames) == (2, 0)
+    finally:
+        source.close()
+        os.close(fed)
+    assert np.array_equal(first, lesson[:BLOCK])
+    # Each stall lost what the device could not hold, and only that: some of the stalled
+    # audio came, the block after it whole, and nothing more than was captured.
+    assert all(BLOCK < count < stalled + BLOCK for count in received), received
 
 
 def test_a_float_device_s_samples_beyond_full_scale_are_clipped_not_wrapped_round(alsa, fed_mic_plugin):
