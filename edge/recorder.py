@@ -78,12 +78,9 @@ def make_writer(settings: Settings, recordings_dir: Path, detector) -> SegmentWr
 
 
 def _recorded_on(entry: dict, day) -> bool:
-    """Whether a manifest entry started on ``day``; a damaged ``start`` counts as not (the
-    count is for `edge status`: never a reason not to record)."""
-    try:
-        return datetime.fromisoformat(entry["start"]).date() == day
-    except (KeyError, TypeError, ValueError):
-        return False
+    """Whether a manifest entry started on ``day`` (read_manifest passes only entries whose
+    ``start`` is an ISO time: a damaged line never stops the count)."""
+    return datetime.fromisoformat(entry["start"]).date() == day
 
 
 class Recorder(PauseAndForget):

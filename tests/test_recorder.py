@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -15,9 +16,9 @@ from datetime import datetime, timedelta, timezone
 import numpy as np
 import pytest
 
-from conftest import PacedSource, StopAfter, make_recorder
+from conftest import PacedSource, StopAfter, make_recorder, wait_until
 from edge.cli import main
-from edge.audio import WavFileSource
+from edge.audio import CaptureError, EndOfInput, WavFileSource
 from edge.config import load_config, settings_from_dict
 from edge.status import RecorderStatus, read_status
 from edge.storage import MANIFEST, read_manifest
@@ -151,6 +152,9 @@ def test_a_restart_counts_only_today_s_segments(tmp_path, detector):
                 "duration_s": 1.0, "sha256": "0" * 64}
         with open(root / day / MANIFEST, "a") as f:
             f.write(json.dumps(line) + "\n")
+    # A damaged line of today's (a hand edit): never counted, never a reason not to record.
+    with open(root / today.strftime("%Y%m%d") / MANIFEST, "a") as f:
+        f.write(json.dumps(dict(line, seq=7, file=f"{day}/000007_000000_room.wav", start="today")) + "\n")
     recorder = make_recorder(load_config(write_config(tmp_path)), detector, root, clock=FakeClock(today))
     assert recorder.status.segments_today == 3
 
@@ -263,3 +267,310 @@ def test_a_live_segment_is_dated_back_from_the_clocks_by_the_audio_since_its_fir
         age = (now - datetime.fromisoformat(entry["start"])).total_seconds()
         assert abs((100.0 - entry["monotonic_s"]) - age) <= 0.001  # the FakeClock's boot time is 100 s
         assert 0.0 < age < 1.0 and entry["start_s"] + age <= entry["end_s"]
+
+
+class UnpluggedMicrophone:
+    """A microphone that is not there: every open fails as a missing ALSA device does."""
+
+    name = "mic:unplugged"
+    overflows = 0
+    dropped_frames = 0
+
+    def __init__(self):
+        self.opens = 0
+
+    def open(self):
+        self.opens += 1
+        raise CaptureError("audio.device 'usbmic' not found (capture devices: none)")
+
+    def read(self, timeout):
+        raise CaptureError("not open")
+
+    def close(self):
+        pass
+
+
+def test_a_microphone_missing_at_start_stops_a_person_s_run_with_its_reason(tmp_path):
+    recorder = make_recorder(settings_from_dict({}), LoudnessDetector(), tmp_path / "rec")
+    stop, raised = threading.Event(), []
+
+    def run():
+        try:
+            recorder.run(UnpluggedMicrophone(), stop)
+        except CaptureError as exc:
+            raised.append(str(exc))
+
+    person = threading.Thread(target=run, daemon=True)
+    person.start()
+    person.join(timeout=10)
+    stop.set()  # a run that waits for the microphone instead would go on
+    assert raised == ["audio.device 'usbmic' not found (capture devices: none)"]
+
+
+def test_the_service_waits_for_a_microphone_missing_at_start_and_stops_at_once_when_told(tmp_path):
+    """A USB microphone may be plugged in after the Pi booted: the service waits for it,
+    says why in `edge status`, and a `systemctl stop` during a long wait ends it at once."""
+    settings = settings_from_dict({"audio": {"reopen_backoff_s": 60, "reopen_backoff_max_s": 60}})
+    status_path = tmp_path / "status.json"
+    recorder = make_recorder(settings, LoudnessDetector(), tmp_path / "rec", status_path=status_path)
+    microphone, stop = UnpluggedMicrophone(), threading.Event()
+    service = threading.Thread(target=recorder.run, args=(microphone, stop), kwargs={"wait_for_device": True},
+                               daemon=True)
+    service.start()
+    wait_until(lambda: (read_status(status_path) or {}).get("state") == "mic missing", "the status 'mic missing'")
+    errors = read_status(status_path)["errors"]
+    assert [e.split(" ", 1)[1] for e in errors] == [
+        "microphone lost: audio.device 'usbmic' not found (capture devices: none)"]
+    stop.set()
+    service.join(timeout=10)  # the wait is 60 s
+    assert not service.is_alive(), "the stop waited for the microphone's next reopen attempt"
+    assert read_status(status_path)["state"] == "stopped" and microphone.opens == 1
+
+
+def test_every_change_of_state_is_in_edge_status_at_once(tmp_path):
+    """The status file is rewritten every 5 s while nothing changes, and at once when the
+    microphone or the card goes or comes back: `edge status` right after unplugging the
+    microphone must not show the state before."""
+    clock = FakeClock(datetime(2026, 11, 24, 9, 0, tzinfo=timezone.utc))
+    status_path = tmp_path / "status.json"
+    # No time passes between two publications: only a change may publish.
+    recorder = make_recorder(settings_from_dict({}), LoudnessDetector(), tmp_path / "rec", clock=clock,
+                             monotonic=lambda: 0.0, status_path=status_path)
+    recorder.waiting()
+    changes = {"microphone lost": lambda: recorder.microphone_lost("unplugged"),
+               "microphone back": lambda: recorder.microphone_back({"lost": "unplugged"}),
+               "card lost": lambda: recorder.storage_lost("the card is full"),
+               "card back": recorder.storage_back}
+    for change, act in changes.items():
+        clock.now += timedelta(seconds=1)
+        act()
+        assert read_status(status_path)["updated"] == clock.now.isoformat(timespec="seconds"), change
+    assert [e.split(" ", 1)[1] for e in read_status(status_path)["errors"]] == [
+        "microphone lost: unplugged", "not storing audio: the card is full"]
+
+
+class StatusProbe(PacedSource):
+    """Speech, then silence; reads `edge status` at ``probe_at`` seconds of audio."""
+
+    def __init__(self, samples, status_path, probe_at: float):
+        super().__init__(samples, speed=1000)
+        self.status_path, self.probe_frame, self.seen = status_path, int(probe_at * 16000 / 512), None
+
+    def read(self, timeout):
+        if self.delivered == self.probe_frame:
+            self.seen = read_status(self.status_path)
+        return super().read(timeout)
+
+
+def test_a_stored_segment_is_in_edge_status_at_once(tmp_path):
+    samples = np.zeros(8 * 16000, np.int16)
+    samples[16000:3 * 16000] = np.random.default_rng(3).integers(-8000, 8000, 2 * 16000)
+    status_path = tmp_path / "status.json"
+    # No time passes between two publications: only a change may publish.
+    recorder = make_recorder(settings_from_dict({}), LoudnessDetector(), tmp_path / "rec",
+                             monotonic=lambda: 0.0, status_path=status_path)
+    source = StatusProbe(samples, status_path, probe_at=7.0)  # the segment closed about 4 s before
+    recorder.run(source, threading.Event())
+    (entry,) = recorder.entries
+    assert entry["end_s"] < 5.0
+    assert (source.seen["segments_today"], source.seen["last_speech"]) == (1, entry["end"])
+
+
+def test_each_segment_gives_its_detector_probabilities_and_one_log_line(tmp_path, caplog):
+    samples = np.zeros(10 * 16000, np.int16)
+    samples[2 * 16000:4 * 16000] = np.random.default_rng(4).integers(-8000, 8000, 2 * 16000)
+    samples[6 * 16000:7 * 16000] = np.random.default_rng(5).integers(-8000, 8000, 16000)
+    caplog.set_level(logging.INFO, logger="edge.recorder")
+    recorder = make_recorder(settings_from_dict({}), LoudnessDetector(), tmp_path / "rec")
+    recorder.process_file(WavFileSource(wav_file(tmp_path / "two.wav", samples)))
+    entries = read_manifest(tmp_path / "rec")
+    assert len(entries) == 2
+    for entry in entries:
+        # Loud windows score 0.95, quiet ones 0.02: the segment's highest, and a mean between.
+        assert entry["prob_max"] == 0.95 and 0.02 < entry["prob_mean"] < 0.95, entry
+    assert [r.getMessage() for r in caplog.records if r.name == "edge.recorder"] == [
+        f"stored {e['file']} ({e['duration_s']:.1f} s)" for e in entries]
+
+
+class SystemdNotifier:
+    """What the service tells systemd: each watchdog ping at its time on the audio clock."""
+
+    def __init__(self, now):
+        self.now, self.pings = now, []
+
+    def ready(self):
+        pass
+
+    def watchdog(self):
+        self.pings.append(self.now())
+
+    def status(self, text):
+        pass
+
+    def stopping(self):
+        pass
+
+
+def test_the_service_pings_systemd_s_watchdog_at_its_interval_while_frames_arrive(tmp_path):
+    samples = np.zeros(10 * 16000, np.int16)
+    source = PacedSource(samples, speed=1000)
+    audio_clock = lambda: source.delivered * 512 / 16000  # noqa: E731 (seconds of audio heard)
+    notifier = SystemdNotifier(audio_clock)
+    recorder = make_recorder(settings_from_dict({}), LoudnessDetector(), tmp_path / "rec", notifier=notifier,
+                             watchdog_every=1.0, monotonic=audio_clock)
+    recorder.run(source, threading.Event())
+    # The first frame pings, then the first frame a second or more after the last ping.
+    frame_s = 512 / 16000
+    expected = [frame_s]
+    for k in range(2, len(samples) // 512 + 1):
+        if k * frame_s - expected[-1] >= 1.0:
+            expected.append(k * frame_s)
+    assert notifier.pings == pytest.approx(expected) and len(expected) == 10
+
+
+class NamedLed:
+    name = "GPIO17"
+
+    def show(self, pattern):
+        pass
+
+    def close(self):
+        pass
+
+
+def test_edge_status_names_the_led_the_recorder_holds(tmp_path):
+    """`edge doctor` must not open a pin the running recorder holds: the status names it."""
+    status_path = tmp_path / "status.json"
+    recorder = make_recorder(settings_from_dict({}), LoudnessDetector(), tmp_path / "rec", indicator=NamedLed(),
+                             status_path=status_path)
+    recorder.run(PacedSource(np.zeros(16000, np.int16), speed=1000), threading.Event())
+    assert read_status(status_path)["led"] == "GPIO17"
+
+
+def test_a_recorder_keeps_only_its_last_segments_in_memory(tmp_path):
+    """The daemon runs for a school year: what it keeps of the segments it stored is bounded."""
+    from edge.recorder import ENTRIES_KEPT
+
+    bursts = ENTRIES_KEPT + 5
+    samples = np.zeros(bursts * 16000, np.int16)
+    noise = np.random.default_rng(6).integers(-8000, 8000, len(samples)).astype(np.int16)
+    for n in range(bursts):
+        samples[n * 16000:n * 16000 + 4000] = noise[n * 16000:n * 16000 + 4000]
+    settings = settings_from_dict({"segmenter": {"min_silence_ms": 300, "min_speech_ms": 100}})
+    recorder = make_recorder(settings, LoudnessDetector(), tmp_path / "rec")
+    recorder.process_file(WavFileSource(wav_file(tmp_path / "bursts.wav", samples)))
+    stored = read_manifest(tmp_path / "rec")
+    assert len(stored) == bursts
+    assert list(recorder.entries) == stored[-ENTRIES_KEPT:]
+
+
+class TickingSource(PacedSource):
+    """``seconds`` of silence from a microphone whose clock ticks 1/32 s a frame (exact in
+    binary, so a check due at a whole interval is due exactly then), and which has dropped
+    every frame so far once more (a count that changes all the time); ``before_read`` is
+    called before each frame is handed out."""
+
+    name = "mic:ticking"
+
+    def __init__(self, seconds: float, before_read=lambda: None):
+        super().__init__(np.zeros(int(seconds * 32) * 512, np.int16), speed=100000)
+        self.before_read = before_read
+
+    def clock(self) -> float:
+        return self.delivered / 32
+
+    @property
+    def dropped_frames(self):
+        return self.delivered
+
+    def read(self, timeout):
+        self.before_read()
+        return super().read(timeout)
+
+
+def test_while_nothing_changes_edge_status_is_rewritten_every_interval_with_the_counts_then(tmp_path):
+    from edge.supervisor import STATUS_EVERY_S
+
+    status_path = tmp_path / "status.json"
+    seen = []
+    source = TickingSource(3 * STATUS_EVERY_S + 1, before_read=lambda: seen.append(read_status(status_path)))
+    recorder = make_recorder(settings_from_dict({}), LoudnessDetector(), tmp_path / "rec", monotonic=source.clock,
+                             status_path=status_path)
+    recorder.run(source, threading.Event())
+    published = sorted({status["dropped_frames"] for status in seen if status})
+    # At the start, then after each frame that completed an interval since the last publication.
+    assert published == [int(n * STATUS_EVERY_S * 32) for n in range(4)]
+    # And as the recorder stopped, with the counts of its last frame.
+    assert read_status(status_path)["dropped_frames"] == source.delivered == int((3 * STATUS_EVERY_S + 1) * 32)
+
+
+def test_housekeeping_runs_at_its_intervals(tmp_path):
+    from edge.recorder import EXTRA_CHECK_S, RETENTION_CHECK_S
+
+    source = TickingSource(RETENTION_CHECK_S + 2)
+    checks, sweeps = [], []
+    recorder = make_recorder(settings_from_dict({}), LoudnessDetector(), tmp_path / "rec", monotonic=source.clock,
+                             extra_pattern=lambda: checks.append(source.clock()))
+    real_sweep = recorder.retention.sweep
+    recorder.retention.sweep = lambda: sweeps.append(source.clock()) or real_sweep()
+    recorder.run(source, threading.Event())
+    first = 1 / 32  # after the first frame
+    assert checks[:3] == [first, first + EXTRA_CHECK_S, first + 2 * EXTRA_CHECK_S]
+    assert sweeps == [first, first + RETENTION_CHECK_S]
+
+
+class OutageClock(FakeClock):
+    """The clocks of a recorder whose microphone was away for ``outage_s`` once."""
+
+    def __init__(self, start: datetime):
+        super().__init__(start)
+        self.heard_s, self.outage_s = 0.0, 0.0
+
+    def boottime(self) -> float:
+        return 100.0 + self.heard_s + self.outage_s
+
+
+class UnpluggedOnce:
+    """Speech, then the microphone unplugged for ``outage_s``, then speech again."""
+
+    name = "mic:unplugged-once"
+    overflows = 0
+    dropped_frames = 0
+
+    def __init__(self, before: np.ndarray, after: np.ndarray, clock: OutageClock, outage_s: float):
+        self.openings = [[a[i:i + 512] for i in range(0, len(a), 512)] for a in (before, after)]
+        self.clock, self.outage_s, self.opened, self.read_in_opening = clock, outage_s, 0, 0
+
+    def open(self):
+        if self.opened == 1:
+            self.clock.outage_s = self.outage_s
+        self.opened, self.read_in_opening = self.opened + 1, 0
+
+    def read(self, timeout):
+        frames = self.openings[self.opened - 1]
+        if self.read_in_opening == len(frames):
+            if self.opened == 1:
+                raise CaptureError("the device is gone")
+            raise EndOfInput
+        self.read_in_opening += 1
+        self.clock.heard_s += 512 / 16000
+        return frames[self.read_in_opening - 1]
+
+    def close(self):
+        pass
+
+
+def test_segments_after_a_microphone_outage_stay_on_the_session_s_timeline(tmp_path):
+    """start_s counts from the start of the session, by the boot clock: the outage's time is
+    in it, as the audio before it is."""
+    speech = np.random.default_rng(7).integers(-8000, 8000, 16000).astype(np.int16)
+    before = np.concatenate([np.zeros(16000, np.int16), speech, np.zeros(2 * 16000, np.int16)])  # 4 s
+    after = np.concatenate([np.zeros(3 * 16000, np.int16), speech, np.zeros(2 * 16000, np.int16)])  # speech at 3 s
+    clock = OutageClock(datetime(2026, 11, 24, 9, 0, tzinfo=timezone.utc))
+    settings = settings_from_dict({"audio": {"reopen_backoff_s": 0.05}})
+    recorder = make_recorder(settings, LoudnessDetector(), tmp_path / "rec", clock=clock)
+    recorder.run(UnpluggedOnce(before, after, clock, outage_s=10.0), threading.Event())
+    first, second = read_manifest(tmp_path / "rec")
+    assert 0.0 < first["start_s"] <= 1.0  # with its pre-roll
+    assert 4.0 + 10.0 + 2.0 < second["start_s"] <= 4.0 + 10.0 + 3.0
+    assert second["mic_gaps"]
