@@ -12,6 +12,7 @@ import subprocess
 import threading
 import wave
 from datetime import datetime, timedelta, timezone
+from typing import Optional
 
 import numpy as np
 import pytest
@@ -465,15 +466,15 @@ def test_a_recorder_keeps_only_its_last_segments_in_memory(tmp_path):
 
 
 class TickingSource(PacedSource):
-    """``seconds`` of silence from a microphone whose clock ticks 1/32 s a frame (exact in
-    binary, so a check due at a whole interval is due exactly then), and which has dropped
-    every frame so far once more (a count that changes all the time); ``before_read`` is
-    called before each frame is handed out."""
+    """``seconds`` of silence (or ``samples``) from a microphone whose clock ticks 1/32 s a
+    frame (exact in binary, so a check due at a whole interval is due exactly then), and
+    which has dropped every frame so far once more (a count that changes all the time);
+    ``before_read`` is called before each frame is handed out."""
 
     name = "mic:ticking"
 
-    def __init__(self, seconds: float, before_read=lambda: None):
-        super().__init__(np.zeros(int(seconds * 32) * 512, np.int16), speed=100000)
+    def __init__(self, seconds: float = 0.0, before_read=lambda: None, samples: Optional[np.ndarray] = None):
+        super().__init__(np.zeros(int(seconds * 32) * 512, np.int16) if samples is None else samples, speed=100000)
         self.before_read = before_read
 
     def clock(self) -> float:
@@ -574,3 +575,45 @@ def test_segments_after_a_microphone_outage_stay_on_the_session_s_timeline(tmp_p
     assert 0.0 < first["start_s"] <= 1.0  # with its pre-roll
     assert 4.0 + 10.0 + 2.0 < second["start_s"] <= 4.0 + 10.0 + 3.0
     assert second["mic_gaps"]
+
+
+class CardOfSetSpace:
+    """The card's free space as the test sets it (MB), for the recorder's free-space floor."""
+
+    def __init__(self, guard, free_mb: float):
+        self.min_free_mb, self.when_full, self.free = guard.min_free_mb, guard.when_full, free_mb
+
+    def free_mb(self) -> float:
+        return self.free
+
+    def has_room(self) -> bool:
+        return self.free >= self.min_free_mb
+
+
+def test_a_card_that_comes_back_while_someone_talks_keeps_the_rest_of_what_they_say(tmp_path):
+    from edge.supervisor import STORAGE_RETRY_S
+
+    speaking_s = STORAGE_RETRY_S + 6
+    samples = np.zeros(int(speaking_s + 4) * 16000, np.int16)
+    samples[16000:int((1 + speaking_s) * 16000)] = np.random.default_rng(8).integers(-8000, 8000, int(speaking_s * 16000))
+    back = {}
+
+    def card():
+        frames = source.delivered
+        if frames == 3 * 32:  # 3 s in: the card fills under the open segment
+            space.free = 0.0
+        elif frames == 4 * 32:
+            space.free = 1000.0  # and has room again; the recorder retries on its own time
+        elif frames > 4 * 32 and "frames" not in back and not recorder.storage.unavailable:
+            back["frames"] = frames  # the frames heard when it took the card back
+
+    source = TickingSource(samples=samples, before_read=card)
+    recorder = make_recorder(settings_from_dict({"storage": {"min_free_mb": 10}}), LoudnessDetector(),
+                             tmp_path / "rec", monotonic=source.clock)
+    space = recorder.storage.guard = CardOfSetSpace(recorder.storage.guard, free_mb=1000.0)
+    recorder.run(source, threading.Event())
+    before, rest = read_manifest(tmp_path / "rec")
+    assert before["start_s"] < 1.0 and 3.0 <= before["end_s"] <= 4.5  # closed by the card
+    # The rest begins with the first frame after the card came back, and ends with the speech.
+    assert rest["start_s"] == round(back["frames"] * 512 / 16000, 3)
+    assert 1 + speaking_s <= rest["end_s"] <= 1 + speaking_s + 1.0
