@@ -350,31 +350,24 @@ def test_every_change_of_state_is_in_edge_status_at_once(tmp_path):
         "microphone lost: unplugged", "not storing audio: the card is full"]
 
 
-class StatusProbe(PacedSource):
-    """Speech, then silence; reads `edge status` at ``probe_at`` seconds of audio."""
-
-    def __init__(self, samples, status_path, probe_at: float):
-        super().__init__(samples, speed=1000)
-        self.status_path, self.probe_frame, self.seen = status_path, int(probe_at * 16000 / 512), None
-
-    def read(self, timeout):
-        if self.delivered == self.probe_frame:
-            self.seen = read_status(self.status_path)
-        return super().read(timeout)
-
-
 def test_a_stored_segment_is_in_edge_status_at_once(tmp_path):
     samples = np.zeros(8 * 16000, np.int16)
     samples[16000:3 * 16000] = np.random.default_rng(3).integers(-8000, 8000, 2 * 16000)
     status_path = tmp_path / "status.json"
+    seen = {}
+
+    def probe():  # 7 s in: the segment closed about 4 s before
+        if source.delivered == 7 * 16000 // 512:
+            seen.update(read_status(status_path))
+
+    source = TickingSource(samples=samples, before_read=probe)
     # No time passes between two publications: only a change may publish.
     recorder = make_recorder(settings_from_dict({}), LoudnessDetector(), tmp_path / "rec",
                              monotonic=lambda: 0.0, status_path=status_path)
-    source = StatusProbe(samples, status_path, probe_at=7.0)  # the segment closed about 4 s before
     recorder.run(source, threading.Event())
     (entry,) = recorder.entries
     assert entry["end_s"] < 5.0
-    assert (source.seen["segments_today"], source.seen["last_speech"]) == (1, entry["end"])
+    assert (seen["segments_today"], seen["last_speech"]) == (1, entry["end"])
 
 
 def test_each_segment_gives_its_detector_probabilities_and_one_log_line(tmp_path, caplog):
@@ -394,7 +387,7 @@ def test_each_segment_gives_its_detector_probabilities_and_one_log_line(tmp_path
 
 
 class SystemdNotifier:
-    """What the service tells systemd: each watchdog ping at its time on the audio clock."""
+    """What the service tells systemd: each watchdog ping at its time on ``now``."""
 
     def __init__(self, now):
         self.now, self.pings = now, []
@@ -413,20 +406,13 @@ class SystemdNotifier:
 
 
 def test_the_service_pings_systemd_s_watchdog_at_its_interval_while_frames_arrive(tmp_path):
-    samples = np.zeros(10 * 16000, np.int16)
-    source = PacedSource(samples, speed=1000)
-    audio_clock = lambda: source.delivered * 512 / 16000  # noqa: E731 (seconds of audio heard)
-    notifier = SystemdNotifier(audio_clock)
+    source = TickingSource(10)
+    notifier = SystemdNotifier(source.clock)
     recorder = make_recorder(settings_from_dict({}), LoudnessDetector(), tmp_path / "rec", notifier=notifier,
-                             watchdog_every=1.0, monotonic=audio_clock)
+                             watchdog_every=1.0, monotonic=source.clock)
     recorder.run(source, threading.Event())
-    # The first frame pings, then the first frame a second or more after the last ping.
-    frame_s = 512 / 16000
-    expected = [frame_s]
-    for k in range(2, len(samples) // 512 + 1):
-        if k * frame_s - expected[-1] >= 1.0:
-            expected.append(k * frame_s)
-    assert notifier.pings == pytest.approx(expected) and len(expected) == 10
+    # The first frame pings, then the first frame a whole interval after the last ping.
+    assert notifier.pings == [1 / 32 + n * 1.0 for n in range(10)]
 
 
 class NamedLed:

@@ -412,9 +412,10 @@ def check_card(stream: np.ndarray) -> None:
             stretches = input_stretches(audio[first:], stream)
             # Each loss event may split a segment once; a dropped block is a loss event.
             if stretches is None or stretches > 1 + new_losses:
-                problems.append(f"{entry['file']}: not a stretch of the input ({stretches or 'not'} stretches of "
-                                f"it; {new_losses} losses counted since the segment before: "
-                                f"{entry['dropped_frames']} frames dropped, {entry['overflows']} overflows)")
+                made_of = "partly not the input" if stretches is None else f"{stretches} stretches of it"
+                problems.append(f"{entry['file']}: not a stretch of the input ({made_of}; {new_losses} losses "
+                                f"counted since the segment before: {entry['dropped_frames']} frames dropped, "
+                                f"{entry['overflows']} overflows)")
                 continue
             say(f"LOSS {entry['file']}: {stretches} stretches of the input, {new_losses} losses counted")
             at = find(audio[first:first + 256], stream)
