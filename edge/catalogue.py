@@ -27,7 +27,9 @@ What it keeps, per device folder:
 - a row per damaged line (line number, what was expected), warned about on every run as the
   plain reader does (edge.manifest.line_entries); a torn last line is not read until whole.
 - per manifest, the count, total duration and widest cells of its present segments, so the
-  table's widths and last line need no pass over the rows.
+  table's widths and last line need no pass over the rows; and their day and device when
+  all have the same (a day folder's manifest, written by one device), so that `edge list
+  --days` is a line per manifest.
 
 Each device folder is updated in its own transaction (``BEGIN IMMEDIATE``; WAL), so two
 `edge list` at once serialise their updates and read consistent snapshots. The rows are
@@ -51,12 +53,12 @@ from typing import Iterator, Optional
 
 from .entries import checked_entry
 from .errors import EdgeError
-from .listing import device_cell, list_row
+from .listing import device_cell, list_row, milliseconds
 from .manifest import DamagedLine, card_manifests, is_tombstone, parse_line
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 """PRAGMA user_version of the file; a catalogue of another version is rebuilt."""
 FILE_NAME = "catalogue.sqlite3"
 LINE_BITS = 32
@@ -78,7 +80,8 @@ CREATE TABLE manifest(
     segments INTEGER NOT NULL DEFAULT 0, total_ms INTEGER NOT NULL DEFAULT 0,
     w_device INTEGER NOT NULL DEFAULT 0, w_file INTEGER NOT NULL DEFAULT 0,
     w_start INTEGER NOT NULL DEFAULT 0, w_duration INTEGER NOT NULL DEFAULT 0,
-    w_prob_mean INTEGER NOT NULL DEFAULT 0, w_prob_max INTEGER NOT NULL DEFAULT 0);
+    w_prob_mean INTEGER NOT NULL DEFAULT 0, w_prob_max INTEGER NOT NULL DEFAULT 0,
+    day TEXT, day_device TEXT);
 CREATE UNIQUE INDEX manifest_path ON manifest(folder_id, path);
 CREATE TABLE segment(
     start_us INTEGER NOT NULL, folder_id INTEGER NOT NULL, seq INTEGER NOT NULL, id INTEGER NOT NULL,
@@ -298,13 +301,15 @@ class Catalogue:
                 changes.append((0 if present else 1, row_id))
         self.db.executemany("UPDATE segment SET present = ? WHERE id = ?", changes)
         self.db.execute(
-            "UPDATE manifest SET dirs = ?, (segments, total_ms, w_device, w_file, w_start, w_duration, "
-            "w_prob_mean, w_prob_max) = (SELECT count(*), coalesce(sum(duration_ms), 0), "
-            "coalesce(max(length(coalesce(device, ?))), 0), coalesce(max(length(file)), 0), "
+            "UPDATE manifest SET dirs = ?5, (segments, total_ms, w_device, w_file, w_start, w_duration, "
+            "w_prob_mean, w_prob_max, day, day_device) = (SELECT count(*), coalesce(sum(duration_ms), 0), "
+            "coalesce(max(length(coalesce(device, ?1))), 0), coalesce(max(length(file)), 0), "
             "coalesce(max(length(start)), 0), coalesce(max(length(duration)), 0), "
-            "coalesce(max(length(prob_mean)), 0), coalesce(max(length(prob_max)), 0) "
-            "FROM segment WHERE id BETWEEN ? AND ? AND present AND problem IS NULL) WHERE id = ?",
-            (json.dumps(dirs), folder.name, first, last, manifest_id))
+            "coalesce(max(length(prob_mean)), 0), coalesce(max(length(prob_max)), 0), "
+            "min(substr(start, 1, 10)), CASE WHEN count(DISTINCT substr(start, 1, 10)) = 1 "
+            "AND count(DISTINCT coalesce(device, ?1)) = 1 THEN min(coalesce(device, ?1)) END "
+            "FROM segment WHERE id BETWEEN ?2 AND ?3 AND present AND problem IS NULL) WHERE id = ?4",
+            (folder.name, first, last, manifest_id, json.dumps(dirs)))
 
     def _listing(self, folder: Path, name_in: str) -> set:
         key = (folder, name_in)
@@ -330,7 +335,7 @@ def _segment_row(row_id: int, folder_id: int, manifest: str, entry: dict) -> tup
         return (start_us, folder_id, seq, row_id, _text(entry["file"]), None, None, None, None, None, None,
                 None, str(exc))
     file, start_text, duration, prob_mean, prob_max, recovered = list_row(entry)
-    duration_ms = min(int(duration.replace(".", "")), MAX_INT)
+    duration_ms = min(milliseconds(duration), MAX_INT)
     return (start_us, folder_id, seq, row_id, _text(file), _text(device_cell(entry)), start_text, duration,
             duration_ms, prob_mean, prob_max, recovered, None)
 

@@ -1,5 +1,5 @@
 """`edge list DIR...`'s answer from the catalogue (edge.catalogue): the table or CSV of the
-chosen device folders' segments, streamed out of one query, each line formatted by sqlite's
+chosen device folders' segments (or, with --days, of their days), streamed out of one query, each line formatted by sqlite's
 printf, the widths and the last line from the manifests' summaries, so that memory does not
 grow with the history."""
 
@@ -15,7 +15,7 @@ from typing import TextIO
 from .catalogue import BATCH, EPOCH, LINE_BITS
 from .day_range import DayRange
 from .errors import EdgeError
-from .listing import OFFICE_COLUMNS, speech_total
+from .listing import OFFICE_COLUMNS, clock_text, speech_total
 from .manifest import _warned
 
 CELLS = ("coalesce(s.device, c.name)", "s.file", "s.start", "s.duration", "s.prob_mean", "s.prob_max",
@@ -30,14 +30,6 @@ def write_listing(db: sqlite3.Connection, folders: list, out: TextIO, as_csv: bo
     db.execute("BEGIN")  # one snapshot for the checks, the widths and the rows
     try:
         _choose(db, folders)
-        problem = db.execute(
-            "SELECT c.rank, m.path, s.problem FROM segment s JOIN chosen c ON c.folder_id = s.folder_id "
-            f"JOIN manifest m ON m.id = s.id >> {LINE_BITS} "
-            "WHERE s.problem IS NOT NULL AND s.present ORDER BY c.rank, s.seq LIMIT 1").fetchone()
-        # The plain reader stops at the problem: it warns about what it read before it.
-        _warn_damaged(db, folders, problem[:2] if problem else (len(folders), ""))
-        if problem:
-            raise EdgeError(os.path.join(folders[problem[0]], problem[2]))
         listed, parameters = _listed(days)
         if days.bounded:
             segments, total_ms, *widest = db.execute(
@@ -78,6 +70,51 @@ def write_listing(db: sqlite3.Connection, folders: list, out: TextIO, as_csv: bo
         db.execute("ROLLBACK")
 
 
+def day_rows(db: sqlite3.Connection, folders: list, days: DayRange = DayRange()) -> tuple:
+    """`edge list --days DIR...`: the rows (device, day, segments, speech) of ``folders``'
+    segments that start on ``days``, by day, then device, and the table's last line. A
+    manifest whose segments share a day and a device is its summary's line; only the others'
+    rows are read."""
+    db.execute("BEGIN")
+    try:
+        _choose(db, folders)
+        since, until = (days.since or date.min).isoformat(), (days.until or date.max).isoformat()
+        rows = db.execute(
+            "WITH part(device, day, segments, total_ms) AS ("
+            "SELECT m.day_device, m.day, m.segments, m.total_ms FROM chosen c "
+            "JOIN manifest m ON m.folder_id = c.folder_id WHERE m.day_device IS NOT NULL "
+            "UNION ALL SELECT coalesce(s.device, c.name), substr(s.start, 1, 10), 1, s.duration_ms FROM chosen c "
+            "JOIN manifest m ON m.folder_id = c.folder_id AND m.day_device IS NULL AND m.segments > 0 "
+            f"JOIN segment s ON s.id BETWEEN m.id << {LINE_BITS} AND (m.id << {LINE_BITS}) + {(1 << LINE_BITS) - 1} "
+            "WHERE s.present AND s.problem IS NULL) "
+            "SELECT device, day, sum(segments), sum(total_ms) FROM part WHERE day BETWEEN ? AND ? "
+            "GROUP BY day, device ORDER BY day, device", (since, until)).fetchall()
+    finally:
+        db.execute("ROLLBACK")
+    table = [[device, day, str(segments), clock_text(round(ms / 1000))] for device, day, segments, ms in rows]
+    return table, speech_total(sum(row[2] for row in rows), round(sum(row[3] for row in rows) / 1000))
+
+
+def _choose(db: sqlite3.Connection, folders: list) -> None:
+    """The chosen folders, in a temporary table; stops, as the plain reader does, at the first
+    segment line the office commands cannot use, and warns about the damaged lines before it."""
+    db.execute("CREATE TEMP TABLE IF NOT EXISTS chosen(rank INTEGER PRIMARY KEY, folder_id INTEGER, name TEXT)")
+    db.execute("CREATE INDEX IF NOT EXISTS temp.chosen_folder ON chosen(folder_id)")
+    db.execute("DELETE FROM chosen")
+    for rank, folder in enumerate(folders):
+        row = db.execute("SELECT id FROM folder WHERE path = ?", (os.path.abspath(folder),)).fetchone()
+        if row:
+            db.execute("INSERT INTO chosen VALUES (?, ?, ?)", (rank, row[0], Path(folder).name))
+    problem = db.execute(
+        "SELECT c.rank, m.path, s.problem FROM segment s JOIN chosen c ON c.folder_id = s.folder_id "
+        f"JOIN manifest m ON m.id = s.id >> {LINE_BITS} "
+        "WHERE s.problem IS NOT NULL AND s.present ORDER BY c.rank, s.seq LIMIT 1").fetchone()
+    # The plain reader stops at the problem: it warns about what it read before it.
+    _warn_damaged(db, folders, problem[:2] if problem else (len(folders), ""))
+    if problem:
+        raise EdgeError(os.path.join(folders[problem[0]], problem[2]))
+
+
 def _listed(days: DayRange) -> tuple:
     """The SQL condition (and its parameters) of the segment rows listed: present, whole,
     and on ``days``, found as a range of the start_us index (a UTC offset is less than a day
@@ -99,15 +136,6 @@ def _utc_us(day: date, days_after: int) -> int:
         moment = datetime.combine(day, time(), timezone.utc)
     return (moment - EPOCH) // timedelta(microseconds=1)
 
-
-def _choose(db: sqlite3.Connection, folders: list) -> None:
-    db.execute("CREATE TEMP TABLE IF NOT EXISTS chosen(rank INTEGER PRIMARY KEY, folder_id INTEGER, name TEXT)")
-    db.execute("CREATE INDEX IF NOT EXISTS temp.chosen_folder ON chosen(folder_id)")
-    db.execute("DELETE FROM chosen")
-    for rank, folder in enumerate(folders):
-        row = db.execute("SELECT id FROM folder WHERE path = ?", (os.path.abspath(folder),)).fetchone()
-        if row:
-            db.execute("INSERT INTO chosen VALUES (?, ?, ?)", (rank, row[0], Path(folder).name))
 
 def _warn_damaged(db: sqlite3.Connection, folders: list, until: tuple) -> None:
     """Warn about the damaged lines of the manifests up to ``until`` (rank, path)."""

@@ -23,6 +23,8 @@ from .manifest import DAY_FOLDER, MANIFEST, card_manifests
 
 LIST_COLUMNS = ("file", "start", "duration_s", "prob_mean", "prob_max", "recovered")
 OFFICE_COLUMNS = ("device",) + LIST_COLUMNS
+DAY_COLUMNS = ("day", "segments", "speech")
+"""`edge list --days`: a line per day (and device, with DIR), what the segments of LIST_COLUMNS sum to."""
 
 
 def add_command(subparsers) -> None:
@@ -35,6 +37,9 @@ def add_command(subparsers) -> None:
                          help="a device's folder (with manifest.jsonl) or a folder of such folders")
     listing.add_argument("--csv", action="store_true", help="comma-separated values on stdout")
     add_day_arguments(listing)
+    listing.add_argument("--days", action="store_true",
+                         help="a line per device and day (its segments and hours of speech) instead of "
+                              "a line per segment: a fleet's year at a glance")
     listing.add_argument("--no-catalogue", action="store_true",
                          help="with DIR: read every manifest instead of the catalogue in the user's "
                               "cache folder (slow for many devices; the catalogue is left as it is)")
@@ -46,12 +51,15 @@ def run_list_command(args: argparse.Namespace) -> int:
     days = DayRange.from_args(args)
     if args.dirs and not args.no_catalogue:
         from .catalogue import open_catalogue  # it formats its rows with list_row, below
-        from .catalogue_table import write_listing
+        from .catalogue_table import day_rows, write_listing
 
         folders = device_folders(args.dirs)
         with open_catalogue() as catalogue:
             catalogue.update(folders)
-            write_listing(catalogue.db, folders, sys.stdout, as_csv=args.csv, days=days)
+            if args.days:
+                _write(("device",) + DAY_COLUMNS, *day_rows(catalogue.db, folders, days), args.csv)
+            else:
+                write_listing(catalogue.db, folders, sys.stdout, as_csv=args.csv, days=days)
         return 0
     if args.dirs:
         columns = OFFICE_COLUMNS
@@ -62,13 +70,27 @@ def run_list_command(args: argparse.Namespace) -> int:
         columns = LIST_COLUMNS
         rows = [list_row(entry) for entry in checked_segments(resolve_data_path(settings.storage.recordings_dir))
                 if days.holds(entry)]
-    if args.csv:
-        writer = csv.writer(sys.stdout)
-        writer.writerow(columns)
-        writer.writerows(rows)
+    keys = len(columns) - len(LIST_COLUMNS)  # the device's cell, with DIR
+    if args.days:
+        _write(columns[:keys] + DAY_COLUMNS, *_by_day(rows, keys), args.csv)
     else:
-        _print_table(columns, rows)
+        duration = keys + LIST_COLUMNS.index("duration_s")
+        _write(columns, rows, speech_total(len(rows), round(sum(float(row[duration]) for row in rows))), args.csv)
     return 0
+
+
+def _by_day(rows: list, keys: int) -> tuple:
+    """The DAY_COLUMNS rows (by day, then device) and their last line, of segment rows whose
+    first ``keys`` cells (the device) come before LIST_COLUMNS'."""
+    start, duration = keys + LIST_COLUMNS.index("start"), keys + LIST_COLUMNS.index("duration_s")
+    sums: dict = {}
+    for row in rows:
+        key = (row[start][:10], *row[:keys])
+        segments, ms = sums.get(key, (0, 0))
+        sums[key] = (segments + 1, ms + milliseconds(row[duration]))
+    table = [[*device, day, str(segments), clock_text(round(ms / 1000))]
+             for (day, *device), (segments, ms) in sorted(sums.items())]
+    return table, speech_total(len(rows), round(sum(ms for _, ms in sums.values()) / 1000))
 
 
 def device_folders(dirs: list) -> list:
@@ -140,14 +162,29 @@ def _probability(value: Optional[float]) -> str:
     return "" if value is None else f"{value:.3f}"
 
 
-def _print_table(columns: tuple, rows: list) -> None:
+def _write(columns: tuple, rows: list, last_line: str, as_csv: bool) -> None:
+    """The table (``last_line`` under it) or CSV of ``rows``."""
+    if as_csv:
+        writer = csv.writer(sys.stdout)
+        writer.writerow(columns)
+        writer.writerows(rows)
+        return
     widths = [max([len(column)] + [len(row[i]) for row in rows]) for i, column in enumerate(columns)]
     for row in [list(columns)] + rows:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
-    duration = columns.index("duration_s")
-    print(speech_total(len(rows), round(sum(float(row[duration]) for row in rows))))
+    print(last_line)
+
+
+def milliseconds(duration: str) -> int:
+    """A duration_s cell (three decimals) in whole milliseconds."""
+    return int(duration.replace(".", ""))
+
+
+def clock_text(seconds: int) -> str:
+    """H:MM:SS."""
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
 def speech_total(segments: int, seconds: int) -> str:
     """The table's last line."""
-    return f"{segments} segments, {seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d} of speech"
+    return f"{segments} segments, {clock_text(seconds)} of speech"

@@ -4,6 +4,7 @@ catalogue file, and where the catalogue cannot be written."""
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
@@ -235,6 +236,40 @@ def test_since_and_until_list_the_days_the_recorder_heard_them(office, capsys, s
     assert sorted(files) == files_starting_on(office, days)
     assert (late in files, early in files) == ("2025-09-02" in days, "2025-09-03" in days)
     assert table.splitlines()[-1].startswith(f"{len(files)} segments, ")
+
+
+def days_of(segments_csv: str) -> dict:
+    """{(device, day): (segments, speech H:MM:SS)} summed from a segment list's CSV."""
+    sums: dict = {}
+    for device, _, start, duration, *_ in csv.reader(segments_csv.splitlines()[1:]):
+        segments, ms = sums.get((device, start[:10]), (0, 0))
+        sums[device, start[:10]] = (segments + 1, ms + round(float(duration) * 1000))
+    return {key: (segments, "{}:{:02d}:{:02d}".format(s // 3600, s // 60 % 60, s % 60))
+            for key, (segments, ms) in sums.items() for s in [round(ms / 1000)]}
+
+
+def test_days_sum_what_the_segment_list_shows_each_device_and_day(office, capsys):
+    assert_same(capsys, office, "--days")
+    # After the first run the manifests' summaries answer; then a day folder gets a segment its
+    # clock dates the next day, and another a segment of another device.
+    append_segment(office, "room-a", "20250903", 900, start="2025-09-04T00:10:00.000+01:00")
+    # (The latter's day has a segment whose file is gone.)
+    other = json.loads(day_manifest(office, "room-a", "20250902").read_text().splitlines()[1])
+    other.update(seq=901, device="visiting-pi", file="20250902/000901_090000_visiting-pi.wav")
+    (office / "room-a" / other["file"]).write_bytes(b"RIFF")
+    with open(day_manifest(office, "room-a", "20250902"), "a") as f:
+        f.write(json.dumps(other) + "\n")
+    for days in ((), ("--since", "2025-09-02", "--until", "2025-09-04")):
+        table = assert_same(capsys, office, "--days", *days)
+        segments = edge(capsys, "list", "--csv", *days, office)[1]
+        rows = list(csv.reader(edge(capsys, "list", "--days", "--csv", *days, office)[1].splitlines()))
+        assert rows[0] == ["device", "day", "segments", "speech"]
+        assert {(d, day): (int(n), speech) for d, day, n, speech in rows[1:]} == days_of(segments)
+        assert [(row[1], row[0]) for row in rows[1:]] == sorted((row[1], row[0]) for row in rows[1:])
+        assert table.splitlines()[-1] == edge(capsys, "list", *days, office)[1].splitlines()[-1]
+    listed = days_of(edge(capsys, "list", "--csv", office)[1])
+    assert listed["room1", "2025-09-04"][0] == 1 and listed["visiting-pi", "2025-09-02"][0] == 1
+    assert listed["room-b", "2025-09-02"][0] == 1  # the line without a device: its folder's name
 
 
 def test_a_range_that_ends_before_it_begins_is_one_line(office, capsys):

@@ -686,6 +686,17 @@ def test_list_one_day_of_the_card(recordings, config_file, capsys):
     assert len(rows) == 2 and {row["start"][:10] for row in rows} == {DAYS[1]}
 
 
+def test_list_days_of_the_card(recordings, config_file, capsys):
+    code, out, _ = edge(capsys, "list", "--days", "--config", str(config_file))
+    assert code == 0
+    lines = [line.split() for line in out.splitlines()]
+    # Two segments a day: (0.5 + 1.0), (1.25 + 1.5), (1.75 + 0.75) seconds.
+    assert lines == [["day", "segments", "speech"], [DAYS[0], "2", "0:00:02"], [DAYS[1], "2", "0:00:03"],
+                     [DAYS[2], "2", "0:00:02"], ["6", "segments,", "0:00:07", "of", "speech"]]
+    code, out, _ = edge(capsys, "list", "--days", "--csv", "--since", DAYS[1], "--config", str(config_file))
+    assert (code, out) == (0, f"day,segments,speech\r\n{DAYS[1]},2,0:00:03\r\n{DAYS[2]},2,0:00:02\r\n")
+
+
 def test_led_pattern_follows_the_export_state(tmp_path):
     path = tmp_path / "export.json"
     now = datetime.now().astimezone()
