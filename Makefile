@@ -40,8 +40,11 @@ $(BIN)/edge: requirements.txt requirements-test.txt pyproject.toml | deb
 
 venv: $(BIN)/edge
 
+# Two pytest workers (pytest-xdist), a test file each at a time: most of the suite waits on
+# real time (audio paced at its rate, servers, subprocesses), so two share two cores well.
+TEST_JOBS ?= 2
 test: venv test-deb lazyfs
-	EDGE_LAZYFS_DIR=$(LAZYFS_DIR) $(BIN)/python -m pytest -q
+	EDGE_LAZYFS_DIR=$(LAZYFS_DIR) $(BIN)/python -m pytest -q -n $(TEST_JOBS) --dist loadfile
 
 # The fuzz test (tests/test_fuzz.py) with many more examples than `make test` runs, new ones
 # each time: FUZZ_EXAMPLES per test (a third for those that run rclone).
