@@ -47,14 +47,16 @@ def record(settings: Settings, status_path: Path) -> int:
     from .recorder import Recorder, make_writer
     from .status import make_status_folder
 
+    notifier = ServiceNotifier()
+    notifier.extend_start()
     vad = detector.make_detector(settings)
+    notifier.extend_start()
     writer = make_writer(settings, resolve_data_path(settings.storage.recordings_dir), vad)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     indicator = make_indicator(settings.led)
     export_file = export_state.export_state_file(settings)
-    notifier = ServiceNotifier()
     make_status_folder(status_path)
     requests = controls.ControlQueue()
     button = controls.make_button(settings.controls, requests)

@@ -18,6 +18,10 @@ from typing import Optional
 
 log = logging.getLogger(__name__)
 
+START_PART_S = 120
+"""Seconds each part of a start (loading the model, finishing what a power cut interrupted,
+opening the microphone) may take: the unit's TimeoutStartSec."""
+
 
 class ServiceNotifier:
     """A connection to the service manager's notification socket, if there is one."""
@@ -44,6 +48,12 @@ class ServiceNotifier:
 
     def watchdog(self) -> None:
         self.send(WATCHDOG=1)
+
+    def extend_start(self) -> None:
+        """A part of the start begins: systemd gives it START_PART_S more, so a start that
+        moves on slowly (a Pi Zero, a busy card) finishes instead of being killed and begun
+        again from scratch every time, while one that hangs in a part is still stopped."""
+        self.send(EXTEND_TIMEOUT_USEC=START_PART_S * 1_000_000)
 
     def status(self, text: str) -> None:
         """One line for `systemctl status`; line breaks would end the field early."""

@@ -173,6 +173,7 @@ class Recorder(PauseAndForget):
         self.capture = CaptureSupervisor(self.settings.audio, source, self, self.watchdog, self.clock,
                                          self.monotonic, stop.wait)
         try:
+            self.notifier.extend_start()
             source.open()
             missing = None
         except CaptureError as exc:

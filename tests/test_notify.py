@@ -33,10 +33,12 @@ def test_each_call_sends_its_exact_datagram(systemd_socket):
     notifier.watchdog()
     notifier.status("listening · 3 segments today · 12.4 GB free")
     notifier.stopping()
+    notifier.extend_start()
     assert received(systemd_socket) == b"READY=1"
     assert received(systemd_socket) == b"WATCHDOG=1"
     assert received(systemd_socket) == "STATUS=listening · 3 segments today · 12.4 GB free".encode()
     assert received(systemd_socket) == b"STOPPING=1"
+    assert received(systemd_socket) == b"EXTEND_TIMEOUT_USEC=120000000"
     notifier.close()
 
 

@@ -395,6 +395,9 @@ class SystemdNotifier:
     def ready(self):
         pass
 
+    def extend_start(self):
+        pass
+
     def watchdog(self):
         self.pings.append(self.now())
 

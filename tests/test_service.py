@@ -104,6 +104,25 @@ def test_relative_paths_are_under_the_state_and_runtime_directories(alsa, lesson
     assert_card_consistent(state / "rec")
 
 
+def test_each_part_of_the_start_is_given_the_start_timeout_of_its_own(alsa, lesson, tmp_path):
+    from edge.notify import START_PART_S
+
+    alsa.add("testmic", np.tile(lesson, 4))
+    service = Service(tmp_path, "audio: {device: testmic, buffer_s: 120}\n"
+                      f"storage: {{recordings_dir: {tmp_path / 'rec'}, min_free_mb: 0}}\n"
+                      f"led: {{pin: null}}\nservice: {{status_file: {tmp_path / 'status.json'}}}\n")
+    try:
+        service.wait_for(b"READY=1")
+        assert service.stop() == 0
+    finally:
+        service.close()
+    sent = [data for pid, data in service.notify.received if pid == service.process.pid]
+    # Loading the model, finishing what a power cut left on the card, opening the microphone:
+    # a slow start that moves on is not killed and begun again.
+    extend = f"EXTEND_TIMEOUT_USEC={START_PART_S * 1_000_000}".encode()
+    assert sent[:sent.index(b"READY=1")] == [extend] * 3
+
+
 def test_outside_systemd_the_status_is_in_the_sessions_runtime_directory(alsa, lesson, tmp_path):
     alsa.add("testmic", np.tile(lesson, 4))
     session = tmp_path / "user-run"

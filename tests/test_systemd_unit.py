@@ -141,3 +141,10 @@ def test_the_unit_never_gives_up_and_shows_when_it_is_down(unit_text):
     assert settings["Restart"] == "always"
     # However the daemon ended, the LED is switched off (dark: not running).
     assert settings["ExecStopPost"] == f"-{INSTALLED_EDGE} led-off --config /etc/edge-recorder/edge.yaml"
+
+
+def test_each_part_of_a_start_gets_the_units_start_timeout(unit_text):
+    from edge.notify import START_PART_S
+
+    # The daemon extends the start by START_PART_S before each part: as long as the unit's.
+    assert dict(directives(unit_text))["TimeoutStartSec"] == f"{START_PART_S}s"
