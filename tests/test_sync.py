@@ -640,3 +640,74 @@ def test_an_idle_run_writes_nothing_to_the_card_and_status_still_shows_it(tmp_pa
     run_record.unlink()  # a reboot empties /run
     out = edge(capsys, "status", "--config", str(config))[1]
     assert f"last sync:      {card_success} to " in out
+
+
+@pytest.mark.parametrize("remote", ["sftp"], indirect=True)
+def test_a_manifest_that_cannot_be_staged_fails_the_run_and_is_sent_next_time(tmp_path, recordings, remote, capsys):
+    config = write_config(tmp_path, recordings, remote)
+    entries = read_manifest(recordings / "manifest.jsonl")
+    blocker = remote.staging / "manifest.jsonl"
+    blocker.mkdir(parents=True)  # where the manifest's copy must go, a folder of the same name
+    code, out, err = edge(capsys, "sync", "--config", str(config))
+    assert code == 1 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert not (remote.disk / "manifest.jsonl").exists()
+    # The segments went into place, verified, but nothing lists them there yet.
+    assert files_under(remote.disk) == sorted(e["file"] for e in entries)
+    state = SyncState.load(recordings)
+    assert sorted(state.synced) == sorted(e["file"] for e in entries)
+    assert not any(record["listed"] for record in state.synced.values())
+    assert state.last_error == err.strip().split(" failed: ", 1)[1]
+
+    blocker.rmdir()
+    code, out, err = edge(capsys, "sync", "--config", str(config))
+    assert code == 0, err
+    assert "0 uploaded" in out
+    assert_remote_matches(remote, entries)
+    assert all(record["listed"] for record in SyncState.load(recordings).synced.values())
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("chattr") is None,
+                    reason="needs root and chattr to make a file the card cannot delete")
+@pytest.mark.parametrize("remote", ["sftp"], indirect=True)
+def test_a_synced_segment_the_card_cannot_delete_stays_listed_and_is_said(tmp_path, recordings, remote, capsys):
+    config = write_config(tmp_path, recordings, remote, delete_after_verified=True)
+    entries = read_manifest(recordings / "manifest.jsonl")
+    stuck = recordings / entries[2]["file"]
+    subprocess.run(["chattr", "+i", str(stuck)], check=True)
+    try:
+        code, out, err = edge(capsys, "sync", "--config", str(config))
+    finally:
+        subprocess.run(["chattr", "-i", str(stuck)], check=True)
+    assert code == 1 and "5 deleted from the card" in out
+    assert err == f"edge: {entries[2]['file']}: copied, but cannot remove it from the card (Operation not permitted)\n"
+    assert_remote_matches(remote, entries)
+    assert [p.relative_to(recordings).as_posix() for p in recordings.glob("*/*.wav")] == [entries[2]["file"]]
+    assert read_manifest(recordings / "manifest.jsonl") == [entries[2]]
+    # What left the card says why, and is no longer counted as on it.
+    raw = [json.loads(line) for day in recordings.glob("*/manifest.jsonl") for line in day.read_text().splitlines()]
+    assert {t["deleted"]: t["reason"] for t in raw if "deleted" in t} == {
+        e["file"]: f"synced: copy verified on {remote.remote.replace('{device}', DEVICE)}"
+        for e in entries if e is not entries[2]}
+    assert list(SyncState.load(recordings).synced) == [entries[2]["file"]]
+
+
+class FreeSpace:
+    """rclone as far as a failed copy's explanation asks it: the remote has ``free`` bytes
+    (None: its backend does not say)."""
+
+    def __init__(self, free):
+        self.free = free
+
+    def free_bytes(self, remote):
+        return self.free
+
+
+@pytest.mark.parametrize("free, full", [(None, False), (1_000_000, False), (999_999, True)])
+def test_a_failed_copy_is_put_down_to_a_full_remote_only_when_it_needed_more_than_was_free(free, full):
+    from edge.sync import RemoteSync
+
+    sync = RemoteSync(Path("/card"), "nas:recordings/room-12", FreeSpace(free))
+    sizes = {"a.wav": 600_000, "b.wav": 400_000, "sent-before.wav": 5_000_000}
+    reason = sync._explain_copy_failure("rclone copy exited with 7", ["a.wav", "b.wav"], sizes)
+    assert reason == ("the remote is full (1.0 MB free, 1.0 MB to copy): rclone copy exited with 7" if full
+                      else "rclone copy exited with 7")
