@@ -650,6 +650,7 @@ def test_a_manifest_that_cannot_be_staged_fails_the_run_and_is_sent_next_time(tm
     blocker.mkdir(parents=True)  # where the manifest's copy must go, a folder of the same name
     code, out, err = edge(capsys, "sync", "--config", str(config))
     assert code == 1 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert "SSH_FX_FAILURE" in err  # why, in the server's words as rclone gives them
     assert not (remote.disk / "manifest.jsonl").exists()
     # The segments went into place, verified, but nothing lists them there yet.
     assert files_under(remote.disk) == sorted(e["file"] for e in entries)
