@@ -712,3 +712,26 @@ def test_a_failed_copy_is_put_down_to_a_full_remote_only_when_it_needed_more_tha
     reason = sync._explain_copy_failure("rclone copy exited with 7", ["a.wav", "b.wav"], sizes)
     assert reason == ("the remote is full (1.0 MB free, 1.0 MB to copy): rclone copy exited with 7" if full
                       else "rclone copy exited with 7")
+
+
+@pytest.mark.parametrize("remote", ["sftp"], indirect=True)
+def test_a_segment_that_cannot_be_moved_into_place_is_not_counted_as_synced(tmp_path, recordings, remote, capsys):
+    config = write_config(tmp_path, recordings, remote)
+    entries = read_manifest(recordings / "manifest.jsonl")
+    taken = remote.disk / entries[3]["file"]
+    (taken / "in-the-way").mkdir(parents=True)  # its final name on the remote, a folder that is not empty
+    code, out, err = edge(capsys, "sync", "--config", str(config))
+    assert code == 1 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    # The mover stops at the failure: what it placed before is synced (not yet listed), the
+    # rest waits in the staging folder for the next run.
+    state = SyncState.load(recordings)
+    placed = [e["file"] for e in entries if (remote.disk / e["file"]).is_file()]
+    assert sorted(state.synced) == placed and entries[3]["file"] not in placed
+    assert all(sha256(remote.disk / name) == record["sha256"] and not record["listed"]
+               for name, record in state.synced.items())
+
+    shutil.rmtree(taken)
+    code, out, err = edge(capsys, "sync", "--config", str(config))
+    assert code == 0, err
+    assert f"{len(entries) - len(placed)} uploaded" in out
+    assert_remote_matches(remote, entries)
