@@ -735,3 +735,21 @@ def test_a_segment_that_cannot_be_moved_into_place_is_not_counted_as_synced(tmp_
     assert code == 0, err
     assert f"{len(entries) - len(placed)} uploaded" in out
     assert_remote_matches(remote, entries)
+
+
+@pytest.mark.parametrize("remote", ["sftp"], indirect=True)
+def test_a_run_that_sends_segments_lists_the_remote_once(tmp_path, recordings, remote, capsys, monkeypatch):
+    # Listing a device folder of a school year is thousands of entries over the network: the
+    # segments just moved into place are known by their card times at the remote's precision.
+    from edge.rclone import Rclone
+
+    commands = []
+    start = Rclone.start
+    monkeypatch.setattr(Rclone, "start", lambda self, *args, **kw: commands.append(args[0]) or start(self, *args, **kw))
+    config = write_config(tmp_path, recordings, remote)
+    code, out, err = edge(capsys, "sync", "--once", "--config", str(config))
+    assert code == 0 and "6 uploaded" in out, err
+    assert commands.count("lsjson") == 1
+    assert_remote_matches(remote, read_manifest(recordings / "manifest.jsonl"))
+    code, out, err = edge(capsys, "sync", "--config", str(config))
+    assert code == 0 and "0 uploaded" in out  # and the times recorded were the remote's own
