@@ -761,3 +761,22 @@ def test_a_run_that_sends_segments_lists_the_remote_once(tmp_path, recordings, r
     assert_remote_matches(remote, read_manifest(recordings / "manifest.jsonl"))
     code, out, err = edge(capsys, "sync", "--config", str(config))
     assert code == 0 and "0 uploaded" in out  # and the times recorded were the remote's own
+
+
+@pytest.mark.parametrize("remote", ["sftp"], indirect=True)
+def test_a_segment_the_remote_refuses_fails_the_run_with_the_remotes_reason_and_goes_next_time(
+        tmp_path, recordings, remote, capsys):
+    config = write_config(tmp_path, recordings, remote)
+    entries = read_manifest(recordings / "manifest.jsonl")
+    refused = remote.staging / entries[1]["file"]
+    (refused / "in-the-way").mkdir(parents=True)  # where its copy must be written, a folder
+    code, out, err = edge(capsys, "sync", "--config", str(config))
+    assert code == 1 and len(err.strip().splitlines()) == 1, err
+    assert "SSH_FX_FAILURE" in err and "remote is full" not in err  # the server's reason, not a guess
+    assert sorted(SyncState.load(recordings).synced) == sorted(e["file"] for e in entries if e is not entries[1])
+    assert not (remote.disk / entries[1]["file"]).exists()
+
+    shutil.rmtree(refused)
+    code, out, err = edge(capsys, "sync", "--config", str(config))
+    assert code == 0 and "1 uploaded" in out, err
+    assert_remote_matches(remote, entries)
