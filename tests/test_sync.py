@@ -780,3 +780,26 @@ def test_a_segment_the_remote_refuses_fails_the_run_with_the_remotes_reason_and_
     code, out, err = edge(capsys, "sync", "--config", str(config))
     assert code == 0 and "1 uploaded" in out, err
     assert_remote_matches(remote, entries)
+
+
+@pytest.mark.parametrize("remote", ["sftp"], indirect=True)
+def test_what_is_proven_goes_into_place_while_a_long_copy_goes_on(tmp_path, remote):
+    # Then a run cut short keeps, in place, everything that had arrived whole.
+    from conftest import wait_until
+
+    recordings = tmp_path / "card" / "recordings"
+    short, long = record(recordings, (1.0, BIG_SECONDS))
+    config = write_config(tmp_path, recordings, remote, bwlimit=SLOW_MIB_S)
+    run = edge_process("sync", "--once", "--config", str(config))
+    try:
+        wait_for_partial_upload(remote, run, 2 * 16000 * int(BIG_SECONDS))
+        wait_until(lambda: (remote.disk / short["file"]).is_file() or run.poll() is not None,
+                   "the short segment in place or the run's end", timeout=RUN_TIMEOUT_S)
+        arriving = remote.staging / long["file"]  # not begun yet, or on its way
+        assert run.poll() is None and not (remote.disk / long["file"]).exists()
+        assert (arriving.stat().st_size if arriving.exists() else 0) < (recordings / long["file"]).stat().st_size
+        assert sha256(remote.disk / short["file"]) == short["sha256"]
+    finally:
+        out, err = finish(run)
+    assert run.returncode == 0, err
+    assert_remote_matches(remote, [short, long])
