@@ -338,14 +338,23 @@ def test_a_copy_whose_remote_hash_differs_is_never_placed(tmp_path, recordings, 
     assert not any(is_synced(recordings, e["file"]) for e in entries)
 
 
-def test_a_lost_state_file_costs_a_verification_not_an_upload(tmp_path, recordings, remote, capsys):
+def test_a_lost_state_file_costs_a_verification_not_an_upload(tmp_path, recordings, remote, capsys, monkeypatch):
+    from edge.rclone import Rclone
+
     config = write_config(tmp_path, recordings, remote)
     assert edge(capsys, "sync", "--config", str(config))[0] == 0
     before = {p: p.stat().st_ino for p in remote.disk.rglob("*.wav")}
     (recordings / SYNC_STATE).unlink()
+    checks = []
+    start = Rclone.start
+    monkeypatch.setattr(Rclone, "start", lambda self, *args, **kw: (
+        checks.append(args) if args[0] == "check" else None) or start(self, *args, **kw))
     code, out, err = edge(capsys, "sync", "--config", str(config))
     assert code == 0, err
     assert "6 segments verified" in out and "0 uploaded" in out
+    # By the remote's own hashes where it keeps them (SFTP: md5sum on the server), else
+    # each copy downloaded.
+    assert [("--download" in args) for args in checks] == [remote.kind == "webdav"]
     assert {p: p.stat().st_ino for p in remote.disk.rglob("*.wav")} == before
     assert all(is_synced(recordings, e["file"]) for e in read_manifest(recordings / "manifest.jsonl"))
 
