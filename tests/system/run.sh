@@ -128,7 +128,7 @@ find_nspawn() {
         [ -n "$pid" ] || return 0
     done
 }
-for _ in $(seq 120); do
+for _ in $(seq 240); do  # 2 minutes: at a load of 5 (2 cores) once more than 1
     [ -n "$nspawn" ] || nspawn=$(find_nspawn)
     [ -n "$nspawn" ] && leader=$(child_named "$nspawn" systemd)
     [ -n "$leader" ] && break
