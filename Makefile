@@ -169,7 +169,7 @@ bench-sync: venv test-deb
 # first time); as root. TARGETS="trixie-amd64" VM_ARCHS= runs one root and no VM (CI: that).
 TARGETS ?= trixie-amd64 trixie-arm64 bookworm-arm64
 VM_ARCHS ?= arm64
-VM_ARCH_CUTS ?= 12
+VM_ARCH_CUTS ?= 10
 check-targets: venv
 	bash tests/targets/check_targets.sh $(TARGETS)
 	for arch in $(VM_ARCHS); do EDGE_VM_ARCH=$$arch EDGE_VM_CUTS=$(VM_ARCH_CUTS) $(BIN)/python tests/vm/run.py || exit 1; done

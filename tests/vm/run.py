@@ -3,7 +3,7 @@ own kernel): a real ALSA capture device (snd-aloop), a real GPIO line (gpio-sim)
 cuts on real ext4 (SIGKILL of qemu). docs/virtual-pi.md says what it proves and what not.
 
     EDGE_VM_CACHE=/var/cache/edge-vm  images (keyed by their inputs), apt and pip downloads
-    EDGE_VM_CUTS=12                   power cuts, half of them on an encrypted card
+    EDGE_VM_CUTS=10                   power cuts, half of them on an encrypted card
     EDGE_VM_SEED=...                  the cuts' random moments (printed; repeats a run)
     EDGE_VM_ONLY=mic|cuts|image       run one part only (image: build it, boot nothing)
     EDGE_VM_KEEP=1                    keep the work directory (card images, serial logs)
@@ -39,7 +39,7 @@ from edge.wavio import read_wav_16k  # noqa: E402
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 CACHE = Path(os.environ.get("EDGE_VM_CACHE", "/var/cache/edge-vm"))
-CUTS = int(os.environ.get("EDGE_VM_CUTS", "12"))
+CUTS = int(os.environ.get("EDGE_VM_CUTS", "10"))
 SEED = int(os.environ.get("EDGE_VM_SEED", str(int(time.time()))))
 ONLY = os.environ.get("EDGE_VM_ONLY", "")
 ARCH = os.environ.get("EDGE_VM_ARCH", "amd64")
