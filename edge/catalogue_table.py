@@ -1,7 +1,7 @@
 """`edge list DIR...`'s answer from the catalogue (edge.catalogue): the table or CSV of the
-chosen device folders' segments (or, with --days, of their days), streamed out of one query, each line formatted by sqlite's
+chosen device folders' segments, streamed out of one query, each line formatted by sqlite's
 printf, the widths and the last line from the manifests' summaries, so that memory does not
-grow with the history."""
+grow with the history; with --days, a row per device and day, mostly from those summaries."""
 
 from __future__ import annotations
 
