@@ -21,9 +21,10 @@ from .notify import ServiceNotifier, watchdog_interval
 
 COMMAND_MODULES = ("detector", "doctor", "export", "listing", "plot", "decrypt", "sync", "controls")
 """The modules that add commands of their own (``add_command``), in the order help lists them."""
-STANDALONE = {"sync": "sync"}
-"""Commands whose module is all they import: `edge sync`, started by a timer every hour, is
-not kept waiting for the recorder's numerical stack (numpy, the model) it never uses."""
+STANDALONE = {"sync": "sync", "list": "listing"}
+"""Commands whose module is all they import: `edge sync`, started by a timer every hour, and
+`edge list`, asked of a fleet at the office, are not kept waiting for the recorder's numerical
+stack (numpy, the model) they never use."""
 
 
 def run_command(args: argparse.Namespace) -> int:

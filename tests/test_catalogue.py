@@ -277,3 +277,24 @@ def test_a_range_that_ends_before_it_begins_is_one_line(office, capsys):
         code, out, err = edge(capsys, "list", *reader, "--since", "2025-09-03", "--until", "2025-09-02", office)
         assert (code, out) == (2, "")
         assert err == "edge: --since 2025-09-03 is after --until 2025-09-02\n"
+
+
+NUMERICAL_STACK_PROBE = """
+import sys
+from edge.cli import main
+try:
+    main(sys.argv[1:])
+except SystemExit:
+    pass
+print("numpy" in sys.modules)
+"""
+
+
+@pytest.mark.parametrize("argv", [["list", "--days"], ["list"], ["sync", "--help"]])
+def test_office_commands_start_without_the_recorders_numerical_stack(office, tmp_path, argv):
+    # Asked of a fleet at the office, or every hour by the sync timer: numpy and the model
+    # are the recorder's, and importing them would be most of a short run's time.
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    probe = subprocess.run([sys.executable, "-c", NUMERICAL_STACK_PROBE, *argv, str(office)],
+                           capture_output=True, text=True, env=env, timeout=120)
+    assert probe.stdout.splitlines()[-1] == "False", probe.stderr
