@@ -187,7 +187,8 @@ class Catalogue:
                 "SELECT path, id, inode, size, mtime_ns, offset, lines, tail, dirs FROM manifest "
                 "WHERE folder_id = ?", (folder_id,))}
             for manifest in card_manifests(folder):
-                self._update_manifest(folder, folder_id, manifest, known.pop(_relative(manifest, folder), None))
+                relative = _relative(manifest, folder)
+                self._update_manifest(folder, folder_id, manifest, relative, known.pop(relative, None))
             for gone in known.values():
                 self._drop_manifest(gone[1])
             db.execute("COMMIT")
@@ -203,7 +204,7 @@ class Catalogue:
             return row[0]
         return self.db.execute("INSERT INTO folder(path) VALUES (?)", (path,)).lastrowid
 
-    def _update_manifest(self, folder: Path, folder_id: int, manifest: Path, known) -> None:
+    def _update_manifest(self, folder: Path, folder_id: int, manifest: Path, relative: str, known) -> None:
         now = time.time_ns()
         try:
             status = manifest.stat()
@@ -215,8 +216,8 @@ class Catalogue:
         if known is None:
             manifest_id = self.db.execute(
                 "INSERT INTO manifest(folder_id, path, inode, size, mtime_ns, offset, lines, tail, dirs) "
-                "VALUES (?, ?, 0, 0, -1, 0, 0, x'', '{}')", (folder_id, _relative(manifest, folder))).lastrowid
-            self._read(folder, folder_id, manifest_id, manifest, 0, 0, b"", mtime)
+                "VALUES (?, ?, 0, 0, -1, 0, 0, x'', '{}')", (folder_id, relative)).lastrowid
+            self._read(folder, folder_id, manifest_id, manifest, relative, 0, 0, b"", mtime)
             return
         _, manifest_id, inode, size, mtime_ns, offset, lines, tail, dirs = known
         same_file = inode == status.st_ino
@@ -227,9 +228,9 @@ class Catalogue:
         if not (same_file and status.st_size > size):  # not an append: read it whole
             offset = lines = 0
             tail = b""
-        self._read(folder, folder_id, manifest_id, manifest, offset, lines, tail, mtime)
+        self._read(folder, folder_id, manifest_id, manifest, relative, offset, lines, tail, mtime)
 
-    def _read(self, folder: Path, folder_id: int, manifest_id: int, manifest: Path,
+    def _read(self, folder: Path, folder_id: int, manifest_id: int, manifest: Path, relative: str,
               offset: int, lines: int, tail: bytes, mtime: int) -> None:
         """Read ``manifest`` from ``offset`` (line ``lines`` + 1) on, or whole when the bytes
         before it are not ``tail`` any more."""
@@ -244,7 +245,6 @@ class Catalogue:
             if not offset:
                 self._drop_rows(manifest_id)
             segments, damaged = [], []
-            relative = _relative(manifest, folder)
             for raw in f:
                 if not raw.endswith(b"\n"):
                     break  # torn (a power cut mid-append) or being written: read it once whole
@@ -282,7 +282,7 @@ class Catalogue:
         self.db.execute("DELETE FROM manifest WHERE id = ?", (manifest_id,))
 
     def _dirs_changed(self, folder: Path, dirs: dict) -> bool:
-        return any(mtime == -1 or _mtime(folder / name) != mtime for name, mtime in dirs.items())
+        return any(mtime == -1 or _mtime(os.path.join(folder, name)) != mtime for name, mtime in dirs.items())
 
     def _mark_present(self, folder: Path, manifest_id: int) -> None:
         """Mark the manifest's segments present or not by their folders' listings, and keep
@@ -341,7 +341,9 @@ def _segment_row(row_id: int, folder_id: int, manifest: str, entry: dict) -> tup
 
 
 def _relative(manifest: Path, folder: Path) -> str:
-    return manifest.relative_to(folder).as_posix()
+    """``manifest``'s path in ``folder`` (a card's manifest is at its root or in a day folder)."""
+    parent = manifest.parent
+    return manifest.name if parent == folder else f"{parent.name}/{manifest.name}"
 
 
 def _text(value: Optional[str]) -> Optional[str]:
@@ -351,7 +353,7 @@ def _text(value: Optional[str]) -> Optional[str]:
     return value.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
-def _mtime(path: Path) -> Optional[int]:
+def _mtime(path) -> Optional[int]:
     try:
         return os.stat(path).st_mtime_ns
     except OSError:

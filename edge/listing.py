@@ -19,7 +19,7 @@ from .config import add_config_argument, load_config, resolve_data_path
 from .day_range import DayRange, add_day_arguments
 from .entries import checked_segments
 from .errors import EdgeError
-from .manifest import DAY_FOLDER, MANIFEST, card_manifests
+from .manifest import DAY_FOLDER, MANIFEST, has_manifest
 
 LIST_COLUMNS = ("file", "start", "duration_s", "prob_mean", "prob_max", "recovered")
 OFFICE_COLUMNS = ("device",) + LIST_COLUMNS
@@ -121,7 +121,7 @@ def _listing(folder: Path) -> list:
 def _has_manifest(folder: Path) -> bool:
     """A card's or a copy's folder: a manifest.jsonl, or day folders that have one."""
     try:
-        return bool(card_manifests(folder))
+        return has_manifest(folder)
     except PermissionError:
         raise EdgeError(f"{folder}: permission denied") from None
 

@@ -298,11 +298,16 @@ def day_folders(root: Path) -> list:
 def day_folder_names(root: Path) -> list:
     """The names of the day folders under ``root``, in the listing's order: no object per
     day but its name (a card holds one a day)."""
+    return list(_day_folder_names(root))
+
+
+def _day_folder_names(root: Path) -> Iterator[str]:
+    """day_folder_names, one at a time: who needs only the first looks at no other."""
     try:
         with os.scandir(root) as entries:
-            return [e.name for e in entries if DAY_FOLDER.match(e.name) and e.is_dir()]
+            yield from (e.name for e in entries if DAY_FOLDER.match(e.name) and e.is_dir())
     except FileNotFoundError:
-        return []
+        return
 
 
 def moved_aside(root: Path) -> list:
@@ -315,10 +320,22 @@ def moved_aside(root: Path) -> list:
 def card_manifests(root: Path) -> list:
     """The manifest files of a card or a copy, oldest day first; a day's manifest that is not
     a file (a folder made by hand) is passed over with one warning, never silently."""
-    root = Path(root)
+    return list(_card_manifests(Path(root), sorted(day_folder_names(root))))
+
+
+def has_manifest(root: Path) -> bool:
+    """Whether ``root`` is a card or a copy: it has a manifest, found without looking at the
+    others (a year of day folders is looked at once, by whoever reads them)."""
+    return next(_card_manifests(Path(root), _day_folder_names(root)), None) is not None
+
+
+def _card_manifests(root: Path, day_names: Iterable[str]) -> Iterator[Path]:
     if (root / MANIFEST).is_file():
-        return [root / MANIFEST]
-    return [manifest for folder in day_folders(root) if (manifest := day_manifest(folder))]
+        yield root / MANIFEST
+        return
+    for name in day_names:
+        if manifest := day_manifest(root / name):
+            yield manifest
 
 
 def day_manifest(folder: Path) -> Optional[Path]:
