@@ -28,9 +28,10 @@ Deleted files are logged and a tombstone line is appended to the manifest:
 ``{"deleted": FILE, "seq": N, "reason": ..., "at": ISO}``.
 
 A sweep works on whole day folders in the order they were begun and stops at the first day
-with a segment it proves young (ages only shrink as ``seq`` grows): what it reads is that day,
-the next one and the folder written last (the newest segments, the evidence of later ones),
-whatever the card's history. A day whose segments are all gone is retired
+with a segment it proves young (ages only shrink as ``seq`` grows): what it reads is that day
+and the folder written last (the newest segments: the evidence of later ones, and what the
+wall clock is checked against), whatever the card's history, and the next day too when a
+segment of that day has no age of its own. A day whose segments are all gone is retired
 (edge.manifest.retire_day), so that no later sweep reads it again. Less evidence can only make
 an age smaller, never larger: a sweep may delete later than one that read everything, never
 more. With ``keep_days`` null it deletes nothing and reads only up to the oldest segment left.
@@ -40,7 +41,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Optional
@@ -65,6 +66,8 @@ class SegmentAge:
     seq: int
     age_s: Optional[float]
     """Seconds since the segment was recorded, at least; None when nothing tells."""
+    dated: bool = field(default=True, compare=False)
+    """Whether its own stamps tell its age (not only a segment recorded after it)."""
 
 
 def _seconds(entry: dict, key: str) -> Optional[float]:
@@ -158,8 +161,13 @@ def assess_ages(entries: list, clock) -> tuple:
         if age is not None:
             age = max(age, 0.0)
             later = age
-        ages.append(SegmentAge(entry["file"], entry["seq"], age))
+        ages.append(SegmentAge(entry["file"], entry["seq"], age, dated=own is not None))
     return ages[::-1], disagreement
+
+
+def _merged(*readings: list) -> list:
+    """The segments of manifests read, each once (the newest day may be one of the others)."""
+    return list({entry["file"]: entry for reading in readings for entry in reading}.values())
 
 
 def _fingerprint(manifest: Path) -> Optional[tuple]:
@@ -216,12 +224,15 @@ class SegmentRetention:
             manifest = day_manifest(self.root / folder)
             if not manifest:
                 continue  # a day begun whose first segment is still open, or a folder made by hand
-            window = {entry["file"]: entry for day in days[index:index + 2]
-                      if (read := day_manifest(self.root / day)) for entry in manifest_segments(read, self.root)}
-            window.update((entry["file"], entry) for entry in newest)
-            assessed, disagreement = assess_ages(list(window.values()), self.clock)
-            ages = [age for age in assessed
-                    if manifest_path(self.root, age.file) == manifest and (self.root / age.file).exists()]
+            entries = manifest_segments(manifest, self.root)
+            own = {entry["file"] for entry in entries if manifest_path(self.root, entry["file"]) == manifest}
+            assessed, disagreement = assess_ages(_merged(entries, newest), self.clock)
+            if any(not age.dated for age in assessed if age.file in own) and index + 1 < len(days) \
+                    and (following := day_manifest(self.root / days[index + 1])):
+                # Only a later segment can tell the age of one nothing else dates: the next day's.
+                entries += manifest_segments(following, self.root)
+                assessed, disagreement = assess_ages(_merged(entries, newest), self.clock)
+            ages = [age for age in assessed if age.file in own and (self.root / age.file).exists()]
             if disagreement and self.keep_days is not None:
                 self.oldest = self.oldest or next(iter(ages), None)
                 break  # the clocks disagree: nothing is deleted, not even what boot time proves old
