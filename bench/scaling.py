@@ -249,8 +249,9 @@ def table(rows: list) -> str:
 
 def verdict(rows: list) -> list:
     """The device-side goal: one-year figures within 10 % of one-day figures (after). A first
-    sweep reads the oldest day, the next one and the newest: one manifest on a card of one
-    day, three on any card of three days or more; it is also set against the next size."""
+    sweep reads the oldest day's manifest and the newest's (on a card of one day, the same one
+    twice), and the next day's only for a segment its own stamps cannot date; it is also set
+    against the next size."""
     after = {row["days"]: row for row in rows if row["code"] == "after"}
     if not after:
         return []

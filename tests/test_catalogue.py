@@ -174,8 +174,15 @@ def test_an_unwritable_catalogue_place_is_one_line_and_a_temporary_catalogue(off
     assert blocker.read_text() == "a file where the cache folder would be"
 
 
-def test_a_field_the_office_cannot_use_stops_it_as_the_plain_reader(office, capsys):
+@pytest.mark.parametrize("layout", ["day manifests", "one manifest (an export)"])
+def test_a_field_the_office_cannot_use_stops_it_as_the_plain_reader(office, capsys, layout):
     manifest = day_manifest(office, "room-a", "20250903")
+    if layout != "day manifests":  # the card's lines in one manifest at the top, as `edge export` writes
+        days = sorted((office / "room-a").glob("*/manifest.jsonl"))
+        manifest = office / "room-a" / "manifest.jsonl"
+        manifest.write_text("".join(day.read_text() for day in days))
+        for day in days:
+            day.unlink()
     lines = manifest.read_text().splitlines()
     entry = json.loads(lines[3])
     entry["sha256"] = "not a hash"
