@@ -3,7 +3,8 @@
 mutmut plants small bugs (operators, constants, arguments, return values, ...) in every
 function of a module, runs the tests once to learn which test calls which function, and then
 runs, for each mutant, only the tests that call the mutated function (first failure stops it).
-A mutant is killed when one of them fails. Not part of `make test`: see docs/testing.md for how
+A mutant is killed when one of them fails; one left alive is run once more against all of the
+module's tests (NOT_RUN_BY_EVERY_TEST: tests that run `edge` in a child process). Not part of `make test`: see docs/testing.md for how
 long it takes.
 
 Each module is mutated in a copy of the tree under .mutmut/<module>/ (mutmut works in a
@@ -67,10 +68,11 @@ MODULE_TESTS = {
                 "tests/test_forget.py"],
 }
 KILLED = {"killed", "timeout", "segfault"}
-CHILD_PROCESS_MODULES = {"capture"}
-"""Modules whose code runs in a child process that the tests start: mutmut learns which test
-calls which function in the test process only, so it finds no test for them ("no tests")
-and this script runs their mutants against all of the module's tests itself."""
+NOT_RUN_BY_EVERY_TEST = {"survived", "no tests"}
+"""mutmut learns which test calls which function in the test process only: a test that runs
+`edge` in a child process (the capture process, `edge sync` cut short) is never picked for
+the functions that child runs. So a mutant mutmut leaves alive, or finds no test for, is run
+once more by this script against all of its module's test files (not one listed as equivalent)."""
 UNTESTED_TIMEOUT_S = 300
 HELP_ARGUMENTS = {"help", "description", "metavar"}
 """Keyword arguments of argparse's calls that only change what --help prints."""
@@ -194,8 +196,8 @@ def main(words: list[str]) -> int:
     for module in modules:
         started = time.monotonic()
         results = mutate(module, jobs)
-        if module in CHILD_PROCESS_MODULES:
-            results.update(run_untested(module, [k for k, v in results.items() if v == "no tests"], jobs))
+        results.update(run_untested(module, [k for k, v in results.items()
+                                             if v in NOT_RUN_BY_EVERY_TEST and k not in equivalent], jobs))
         minutes = (time.monotonic() - started) / 60
         counted = {k: v for k, v in results.items() if k not in equivalent}
         help_text = help_text_only(WORK / module, module, [k for k, v in counted.items() if v not in KILLED])
