@@ -63,8 +63,9 @@ log = logging.getLogger(__name__)
 
 INDEX = (MANIFEST, SUMS)
 """What the remote folder holds besides the segments, moved into place after them."""
-# A copy that failed is read from its log too: what arrived whole still counts.
-ANY_EXIT = tuple(range(1, 256))
+# A copy that failed, or was killed (the OOM killer on a small Pi), is read from its log too:
+# what arrived whole still counts.
+ANY_EXIT = tuple(range(-64, 0)) + tuple(range(1, 256))
 
 
 def make_rclone(sync: SyncSettings, transfer: bool = True) -> Rclone:

@@ -421,6 +421,47 @@ def test_sigkill_of_edge_sync_mid_transfer(tmp_path, remote):
     assert all(is_synced(recordings, name) for name in local)
 
 
+@pytest.mark.parametrize("remote", ["sftp"], indirect=True)
+def test_an_rclone_killed_mid_copy_fails_the_run_and_keeps_what_arrived_whole(tmp_path, remote):
+    # The kernel's OOM killer on a small Pi, or an admin's kill: rclone ends without a word.
+    from conftest import wait_until
+
+    recordings = tmp_path / "card" / "recordings"
+    short, long = record(recordings, (1.0, BIG_SECONDS))
+    config = write_config(tmp_path, recordings, remote, bwlimit=SLOW_MIB_S)
+    run = edge_process("sync", "--once", "--config", str(config))
+    try:
+        wait_for_partial_upload(remote, run, 2 * 16000 * int(BIG_SECONDS))
+        wait_until(lambda: (remote.disk / short["file"]).is_file() or run.poll() is not None,
+                   "the short segment in place or the run's end", timeout=RUN_TIMEOUT_S)
+        copies = [pid for pid in descendants(run.pid) if segment_copy(pid, recordings)]
+        assert len(copies) == 1 and run.poll() is None
+        os.kill(copies[0], 9)
+    finally:
+        out, err = finish(run)
+    lines = err.strip().splitlines()
+    assert run.returncode == 1 and len(lines) == 1 and lines[0].startswith("edge: sync to ") \
+        and lines[0].endswith(" failed: rclone copy exited with -9"), err
+    assert is_synced(recordings, short["file"]) and not is_synced(recordings, long["file"])
+    assert_final_names_whole(remote, {e["file"]: e["sha256"] for e in (short, long)})
+    assert_state_consistent(recordings, remote)
+
+    write_config(tmp_path, recordings, remote)  # no bandwidth limit from here on
+    rerun = edge_process("sync", "--once", "--config", str(config))
+    out, err = finish(rerun)
+    assert rerun.returncode == 0 and "1 uploaded" in out, err
+    assert_remote_matches(remote, [short, long])
+
+
+def segment_copy(pid: int, recordings: Path) -> bool:
+    """Whether process ``pid`` is the `rclone copy` of segments from ``recordings``."""
+    try:
+        words = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+    except OSError:
+        return False
+    return "rclone" in os.path.basename(words[0]) and "copy" in words and str(recordings) in words
+
+
 @needs_root
 @needs_servers
 def test_full_server_is_one_clear_line_and_loses_nothing(tmp_path, recordings, capsys):
