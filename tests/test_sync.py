@@ -424,16 +424,8 @@ def test_sigkill_of_edge_sync_mid_transfer(tmp_path, remote):
 @pytest.mark.parametrize("remote", ["sftp"], indirect=True)
 def test_an_rclone_killed_mid_copy_fails_the_run_and_keeps_what_arrived_whole(tmp_path, remote):
     # The kernel's OOM killer on a small Pi, or an admin's kill: rclone ends without a word.
-    from conftest import wait_until
-
-    recordings = tmp_path / "card" / "recordings"
-    short, long = record(recordings, (1.0, BIG_SECONDS))
-    config = write_config(tmp_path, recordings, remote, bwlimit=SLOW_MIB_S)
-    run = edge_process("sync", "--once", "--config", str(config))
+    recordings, short, long, config, run = sync_caught_with_a_short_segment_in_place(tmp_path, remote)
     try:
-        wait_for_partial_upload(remote, run, 2 * 16000 * int(BIG_SECONDS))
-        wait_until(lambda: (remote.disk / short["file"]).is_file() or run.poll() is not None,
-                   "the short segment in place or the run's end", timeout=RUN_TIMEOUT_S)
         copies = [pid for pid in descendants(run.pid) if segment_copy(pid, recordings)]
         assert len(copies) == 1 and run.poll() is None
         os.kill(copies[0], 9)
@@ -451,6 +443,26 @@ def test_an_rclone_killed_mid_copy_fails_the_run_and_keeps_what_arrived_whole(tm
     out, err = finish(rerun)
     assert rerun.returncode == 0 and "1 uploaded" in out, err
     assert_remote_matches(remote, [short, long])
+
+
+def sync_caught_with_a_short_segment_in_place(tmp_path: Path, remote: Remote) -> tuple:
+    """A slow `edge sync` of a 1-second segment and a long one, caught once the short one is in
+    place and the long one is on its way: (recordings, short, long, config, the running sync)."""
+    from conftest import wait_until
+
+    recordings = tmp_path / "card" / "recordings"
+    short, long = record(recordings, (1.0, BIG_SECONDS))
+    config = write_config(tmp_path, recordings, remote, bwlimit=SLOW_MIB_S)
+    run = edge_process("sync", "--once", "--config", str(config))
+    try:
+        wait_for_partial_upload(remote, run, 2 * 16000 * int(BIG_SECONDS))
+        wait_until(lambda: (remote.disk / short["file"]).is_file() or run.poll() is not None,
+                   "the short segment in place or the run's end", timeout=RUN_TIMEOUT_S)
+    except BaseException:
+        run.kill()
+        finish(run)
+        raise
+    return recordings, short, long, config, run
 
 
 def segment_copy(pid: int, recordings: Path) -> bool:
@@ -835,16 +847,8 @@ def test_a_segment_the_remote_refuses_fails_the_run_with_the_remotes_reason_and_
 @pytest.mark.parametrize("remote", ["sftp"], indirect=True)
 def test_what_is_proven_goes_into_place_while_a_long_copy_goes_on(tmp_path, remote):
     # Then a run cut short keeps, in place, everything that had arrived whole.
-    from conftest import wait_until
-
-    recordings = tmp_path / "card" / "recordings"
-    short, long = record(recordings, (1.0, BIG_SECONDS))
-    config = write_config(tmp_path, recordings, remote, bwlimit=SLOW_MIB_S)
-    run = edge_process("sync", "--once", "--config", str(config))
+    recordings, short, long, config, run = sync_caught_with_a_short_segment_in_place(tmp_path, remote)
     try:
-        wait_for_partial_upload(remote, run, 2 * 16000 * int(BIG_SECONDS))
-        wait_until(lambda: (remote.disk / short["file"]).is_file() or run.poll() is not None,
-                   "the short segment in place or the run's end", timeout=RUN_TIMEOUT_S)
         arriving = remote.staging / long["file"]  # not begun yet, or on its way
         assert run.poll() is None and not (remote.disk / long["file"]).exists()
         assert (arriving.stat().st_size if arriving.exists() else 0) < (recordings / long["file"]).stat().st_size
