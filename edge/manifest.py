@@ -108,6 +108,10 @@ _SEGMENT_FIELDS = (
 )
 
 
+LAST_LINE_STEP = 4096
+"""Bytes read at a time from a manifest's end to find its last line (one is about 700)."""
+
+
 def parse_line(raw: bytes) -> dict:
     """The entry one manifest line holds: a segment or a tombstone; raises DamagedLine."""
     try:
@@ -150,6 +154,30 @@ def manifest_entries(path: Path, damaged: Optional[Callable[[int, bytes, str], N
         return
     with f:
         yield from line_entries(f, str(path), damaged)
+
+
+def last_entry(path: Path) -> Optional[dict]:
+    """The entry of the last whole line of one manifest file, read from its end (a day's
+    lines are a few hundred kilobytes); None when there is none or it is damaged."""
+    try:
+        f = open(path, "rb")
+    except FileNotFoundError:
+        return None
+    with f:
+        position = f.seek(0, os.SEEK_END)
+        tail = b""
+        while position > 0:
+            step = min(LAST_LINE_STEP, position)
+            position -= step
+            f.seek(position)
+            tail = f.read(step) + tail
+            whole = tail[:tail.rfind(b"\n") + 1]  # a torn line (a power cut mid-append) is not one
+            if whole.count(b"\n") >= 2 or (position == 0 and whole):
+                try:
+                    return parse_line(whole.rsplit(b"\n", 2)[-2])
+                except DamagedLine:
+                    return None
+    return None
 
 
 def line_entries(lines: Iterable[bytes], where: str,

@@ -31,7 +31,8 @@ A sweep works on whole day folders in the order they were begun and stops at the
 with a segment it proves young (ages only shrink as ``seq`` grows): what it reads is that day
 and the folder written last (the newest segments: the evidence of later ones, and what the
 wall clock is checked against), whatever the card's history, and the next day too when a
-segment of that day has no age of its own. A day whose segments are all gone is retired
+segment of that day has no age of its own and the next day's may (the wall clock is trusted,
+or its last line was recorded in this boot). A day whose segments are all gone is retired
 (edge.manifest.retire_day), so that no later sweep reads it again. Less evidence can only make
 an age smaller, never larger: a sweep may delete later than one that read everything, never
 more. With ``keep_days`` null it deletes nothing and reads only up to the oldest segment left.
@@ -47,7 +48,8 @@ from pathlib import Path
 from typing import Optional
 
 from .card import CardState, days_in_order, retire_day
-from .manifest import MANIFEST, append_manifest, day_manifest, fsync_dir, manifest_path, manifest_segments
+from .manifest import (MANIFEST, append_manifest, day_manifest, fsync_dir, is_tombstone, last_entry, manifest_path,
+                       manifest_segments)
 from .sync_state import SyncState
 
 log = logging.getLogger(__name__)
@@ -228,7 +230,8 @@ class SegmentRetention:
             own = {entry["file"] for entry in entries if manifest_path(self.root, entry["file"]) == manifest}
             assessed, disagreement = assess_ages(_merged(entries, newest), self.clock)
             if any(not age.dated for age in assessed if age.file in own) and index + 1 < len(days) \
-                    and (following := day_manifest(self.root / days[index + 1])):
+                    and (following := day_manifest(self.root / days[index + 1])) \
+                    and self._may_date(following, disagreement):
                 # Only a later segment can tell the age of one nothing else dates: the next day's.
                 entries += manifest_segments(following, self.root)
                 assessed, disagreement = assess_ages(_merged(entries, newest), self.clock)
@@ -259,6 +262,14 @@ class SegmentRetention:
                 retire_day(self.root, manifest.parent)
         self._pause(disagreement if self.keep_days is not None else None)
         return sorted(tombstones, key=lambda t: t["seq"])
+
+    def _may_date(self, manifest: Path, disagreement: Optional[str]) -> bool:
+        """Whether a day's segments may have an age of their own: the wall clock is trusted, or
+        the day was still written in this boot (its last line tells; read when unsure)."""
+        if self.clock.synced() and disagreement is None:
+            return True
+        last = last_entry(manifest)
+        return last is None or is_tombstone(last) or (_boot(last) is not None and _boot(last) == self.clock.boot_id())
 
     def _pause(self, disagreement: Optional[str]) -> None:
         """Keep why retention deletes nothing now, and log it once when it changes."""

@@ -17,13 +17,16 @@ import threading
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from conftest import LESSON_WAV, Daemon, PacedSource, StopAfter, make_recorder, wait_until
 import edge.manifest as edge_manifest
 from edge.cli import main
 from edge.config import load_config
 from edge.card import CARD_STATE, migrate_card
-from edge.manifest import DAMAGED, MANIFEST, card_manifests, manifest_entries, read_deletions, read_manifest
+from edge.manifest import (DAMAGED, LAST_LINE_STEP, MANIFEST, card_manifests, last_entry, manifest_entries, read_deletions,
+                           read_manifest)
 from edge.storage import SegmentWriter
 
 # What replaces (or, for the torn line, follows) the manifest's second line.
@@ -362,3 +365,16 @@ def test_a_migration_cut_below_the_page_cache_loses_nothing(tmp_path, capsys, mo
     finally:
         fs.close()
     assert cut_at >= 4
+
+
+@given(pads=st.lists(st.integers(0, 3 * LAST_LINE_STEP), max_size=4),
+       ending=st.sampled_from(["", '{"file": "torn', "{damaged\n"]))
+@settings(max_examples=40, deadline=None)
+def test_the_last_entry_is_the_last_whole_line_read_from_the_end(tmp_path_factory, pads, ending):
+    # Lines shorter and longer than one read from the end, a torn or damaged line after them.
+    manifest = tmp_path_factory.mktemp("day") / MANIFEST
+    entries = [{"file": f"d/{seq}.wav", "seq": seq, "start": "2026-01-01T00:00:00", "duration_s": 1.0,
+                "sha256": "x", "pad": "p" * pad} for seq, pad in enumerate(pads, 1)]
+    manifest.write_text("".join(json.dumps(entry) + "\n" for entry in entries) + ending)
+    expected = entries[-1] if entries and not ending.endswith("\n") else None
+    assert last_entry(manifest) == expected

@@ -20,7 +20,7 @@ from edge.export import SegmentExporter
 import edge.card
 import edge.retention
 from edge.card import DAYS_BEGUN
-from edge.manifest import manifest_path
+from edge.manifest import append_manifest, manifest_path
 from edge.retention import (CLOCK_TOLERANCE_S, UNPROVEN_DAYS_READ, SegmentAge, SegmentRetention,
                             assess_ages)
 from edge.sync_state import SyncState
@@ -472,10 +472,39 @@ def test_a_sweep_reads_a_bounded_number_of_days_of_unknown_age(tmp_path, monkeyp
     read = days_read(monkeypatch)
     retention = SegmentRetention(tmp_path, keep_days=1, clock=clock)
     assert retention.sweep() == [] and on_card(tmp_path) == files
-    # It passes over UNPROVEN_DAYS_READ days and stops at the next; each window holds the
-    # next day too; and the newest day is read as evidence.
-    assert set(read) == set(days[:UNPROVEN_DAYS_READ + 2] + days[-1:])
+    # It passes over UNPROVEN_DAYS_READ days and stops at the next, and reads the newest day
+    # as evidence; no day is read as the next one's: the last line of each says it was
+    # recorded in another boot, and no clock dates that boot.
+    assert sorted(read) == sorted(days[:UNPROVEN_DAYS_READ + 1] + days[-1:])
     assert retention.oldest == SegmentAge(files[0], 1, None)
+
+
+@pytest.mark.parametrize("last_line", ["a segment", "a tombstone", "torn", "damaged"])
+def test_the_next_day_dates_an_older_boot_whatever_its_last_line(tmp_path, last_line):
+    # No clock to trust: only this boot's segments have an age of their own. The next day was
+    # begun in the last boot and went on in this one; its last line may say so, or not.
+    clock = FakeClock(boot="boot-a", synced=False, wall=datetime(1970, 1, 1, tzinfo=timezone.utc))
+    first = record(tmp_path, clock)
+    clock.advance(DAY)
+    second = record(tmp_path, clock)
+    clock.reboot("boot-b", datetime(1970, 1, 2, 12, tzinfo=timezone.utc), synced=False)
+    third = record(tmp_path, clock)  # the same day's folder, in this boot
+    last = record(tmp_path, clock)
+    manifest = manifest_path(tmp_path, last)
+    assert manifest == manifest_path(tmp_path, second) != manifest_path(tmp_path, first)
+    clock.advance(3 * DAY)
+    newest = record(tmp_path, clock)  # a new day's folder: the writer will not repair the last one
+    if last_line == "a tombstone":  # a button's forget, an export --move
+        (tmp_path / last).unlink()
+        append_manifest(manifest, {"deleted": last, "seq": 4, "reason": "forgotten", "at": "x"})
+    elif last_line in ("torn", "damaged"):  # a power cut mid-append; a bad sector
+        with open(manifest, "a") as f:
+            f.write('{"file": "torn by a power cut' + ("\n" if last_line == "damaged" else ""))
+    retention = SegmentRetention(tmp_path, keep_days=2, clock=clock)
+    # The first two are at least as old as the third, 3 days old by this boot's time.
+    old = [first, second, third] + ([last] if last_line != "a tombstone" else [])
+    assert [t["deleted"] for t in retention.sweep()] == old
+    assert on_card(tmp_path) == [newest]
 
 
 @pytest.mark.parametrize("days_begun", ["kept", "lost", "damaged"])
