@@ -479,6 +479,23 @@ def test_a_sweep_reads_a_bounded_number_of_days_of_unknown_age(tmp_path, monkeyp
     assert retention.oldest == SegmentAge(files[0], 1, None)
 
 
+@pytest.mark.parametrize("layout", ["a day folder made by hand", "one manifest at the top"])
+def test_old_segments_go_whatever_else_the_card_holds(tmp_path, layout):
+    clock = FakeClock()
+    old = record(tmp_path, clock)
+    clock.advance(3 * DAY)
+    young = record(tmp_path, clock)
+    if layout == "a day folder made by hand":  # no manifest, not in days.jsonl: ordered first
+        (tmp_path / "20000101").mkdir()
+    else:  # a card not migrated to day manifests (its lines in one manifest.jsonl)
+        days = sorted(tmp_path.glob(f"*/{MANIFEST}"))
+        (tmp_path / MANIFEST).write_text("".join(day.read_text() for day in days))
+        for day in days:
+            day.unlink()
+    assert [t["deleted"] for t in SegmentRetention(tmp_path, keep_days=2, clock=clock).sweep()] == [old]
+    assert on_card(tmp_path) == [young]
+
+
 @pytest.mark.parametrize("last_line", ["a segment", "a tombstone", "torn", "damaged"])
 def test_the_next_day_dates_an_older_boot_whatever_its_last_line(tmp_path, last_line):
     # No clock to trust: only this boot's segments have an age of their own. The next day was
