@@ -270,6 +270,18 @@ def test_a_synchronised_clock_400_days_ahead_deletes_nothing_and_says_why(tmp_pa
     assert [r.getMessage() for r in caplog.records][-1] == "retention resumed: the clocks agree again"
 
 
+def test_clocks_that_disagree_read_no_day_that_cannot_help(tmp_path, monkeypatch):
+    # The wall clock is not trusted and the next day is of an earlier boot: nothing there has
+    # an age of its own, and reading it would only cost.
+    clock = FakeClock()
+    lessons_over_two_boots(tmp_path, clock)
+    clock.now += timedelta(days=400)
+    days = [p.name for p in sorted(tmp_path.iterdir()) if p.is_dir()]
+    read = days_read(monkeypatch)
+    assert SegmentRetention(tmp_path, keep_days=30, clock=clock).sweep() == []
+    assert sorted(read) == [days[0], days[-1]]
+
+
 def test_an_honest_synchronised_clock_deletes_what_is_old_from_earlier_boots(tmp_path):
     clock = FakeClock()
     first_boot, this_boot = lessons_over_two_boots(tmp_path, clock)
@@ -522,6 +534,21 @@ def test_the_next_day_dates_an_older_boot_whatever_its_last_line(tmp_path, last_
     old = [first, second, third] + ([last] if last_line != "a tombstone" else [])
     assert [t["deleted"] for t in retention.sweep()] == old
     assert on_card(tmp_path) == [newest]
+
+
+def test_the_newest_day_dates_the_oldest_when_the_next_day_cannot(tmp_path):
+    clock = FakeClock(boot="boot-a", synced=False, wall=datetime(1970, 1, 1, tzinfo=timezone.utc))
+    first = record(tmp_path, clock)
+    clock.advance(DAY)
+    second = record(tmp_path, clock)
+    clock.reboot("boot-b", datetime(1970, 1, 5, tzinfo=timezone.utc), synced=False)
+    newest = record(tmp_path, clock)
+    clock.advance(3 * DAY)
+    # The next day's last line says nothing of its boot: it is read, and dates nothing.
+    (tmp_path / second).unlink()
+    append_manifest(manifest_path(tmp_path, second), {"deleted": second, "seq": 2, "reason": "forgotten", "at": "x"})
+    retention = SegmentRetention(tmp_path, keep_days=2, clock=clock)
+    assert [t["deleted"] for t in retention.sweep()] == [first, newest]
 
 
 @pytest.mark.parametrize("days_begun", ["kept", "lost", "damaged"])
