@@ -276,7 +276,7 @@ def test_an_open_part_is_never_sent(tmp_path, recordings, remote, capsys):
     assert len(files_under(remote.disk)) == 6
 
 
-def test_a_byte_flipped_on_the_server_is_found_and_copied_again(tmp_path, recordings, remote, capsys):
+def test_a_byte_flipped_on_the_server_is_found_and_copied_again(tmp_path, recordings, remote, capsys, caplog):
     config = write_config(tmp_path, recordings, remote)
     assert edge(capsys, "sync", "--config", str(config))[0] == 0
     entries = read_manifest(recordings / "manifest.jsonl")
@@ -291,9 +291,14 @@ def test_a_byte_flipped_on_the_server_is_found_and_copied_again(tmp_path, record
     later = damaged.stat().st_mtime + 60
     os.utime(damaged, (later, later))
     assert sha256(damaged) != entries[3]["sha256"]
+    (remote.disk / entries[1]["file"]).unlink()  # and one deleted there
     code, out, err = edge(capsys, "sync", "--config", str(config))
     assert code == 0, err
-    assert "1 uploaded" in out
+    assert "2 uploaded" in out
+    where = remote.remote.replace("{device}", DEVICE)
+    said = [r.getMessage() for r in caplog.records if r.name == "edge.sync"]
+    assert f"{entries[1]['file']}: gone from {where}, copying it again" in said
+    assert f"{entries[3]['file']}: changed on {where} since it was verified, verifying it again" in said
     assert_remote_matches(remote, entries)
 
 
@@ -693,8 +698,10 @@ def test_an_idle_run_writes_nothing_to_the_card_and_status_still_shows_it(tmp_pa
     assert edge(capsys, "sync", "--once", "--config", str(config))[0] == 0
     assert_remote_matches(remote, read_manifest(recordings / "manifest.jsonl"))
     state = recordings / SYNC_STATE
+    card = json.loads(state.read_text())
+    card["last_success"] = card["last_attempt"] = card_success = "2026-11-23T15:00:00+01:00"  # a day before
+    state.write_text(json.dumps(card))
     written = state.stat()
-    card_success = SyncState.load(recordings).last_success
     run_record = tmp_path / "sync-run.json"
     run_record.unlink()
 
@@ -821,8 +828,29 @@ def test_a_run_that_sends_segments_lists_the_remote_once(tmp_path, recordings, r
     assert code == 0 and "6 uploaded" in out, err
     assert commands.count("lsjson") == 1
     assert_remote_matches(remote, read_manifest(recordings / "manifest.jsonl"))
+    commands.clear()
     code, out, err = edge(capsys, "sync", "--config", str(config))
     assert code == 0 and "0 uploaded" in out  # and the times recorded were the remote's own
+    assert commands == ["lsjson"]  # a run with nothing to send only looks (every 15 minutes)
+
+
+@pytest.mark.parametrize("remote", ["sftp"], indirect=True)
+def test_segments_go_up_at_the_bandwidth_limit_and_nothing_else_waits_for_it(tmp_path, recordings, remote, capsys,
+                                                                              monkeypatch):
+    # sync.bwlimit spares the school's network during lessons: it holds the segments' upload,
+    # not the listing, the manifest or the moves into place.
+    from edge.rclone import Job
+
+    commands = []
+    init = Job.__init__
+    monkeypatch.setattr(Job, "__init__", lambda self, command, *a, **kw: commands.append(command) or
+                        init(self, command, *a, **kw))
+    config = write_config(tmp_path, recordings, remote, bwlimit=8.0)
+    code, out, err = edge(capsys, "sync", "--once", "--config", str(config))
+    assert code == 0 and "6 uploaded" in out, err
+    segments = [c for c in commands if "copy" in c and str(recordings) in c]
+    assert segments and all(c[c.index("--bwlimit") + 1] == "8M" for c in segments)
+    assert len(commands) > len(segments) and not any("--bwlimit" in c for c in commands if c not in segments)
 
 
 @pytest.mark.parametrize("remote", ["sftp"], indirect=True)
