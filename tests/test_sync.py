@@ -292,9 +292,10 @@ def test_a_byte_flipped_on_the_server_is_found_and_copied_again(tmp_path, record
     os.utime(damaged, (later, later))
     assert sha256(damaged) != entries[3]["sha256"]
     (remote.disk / entries[1]["file"]).unlink()  # and one deleted there
+    entries = record(recordings, (1.0,), first_day="2026-11-24")  # and a new one on the card
     code, out, err = edge(capsys, "sync", "--config", str(config))
     assert code == 0, err
-    assert "2 uploaded" in out
+    assert "3 uploaded" in out
     where = remote.remote.replace("{device}", DEVICE)
     said = [r.getMessage() for r in caplog.records if r.name == "edge.sync"]
     assert f"{entries[1]['file']}: gone from {where}, copying it again" in said
