@@ -848,7 +848,8 @@ def test_segments_go_up_at_the_bandwidth_limit_and_nothing_else_waits_for_it(tmp
                         init(self, command, *a, **kw))
     config = write_config(tmp_path, recordings, remote, bwlimit=8.0)
     code, out, err = edge(capsys, "sync", "--once", "--config", str(config))
-    assert code == 0 and "6 uploaded" in out, err
+    where = remote.remote.replace("{device}", DEVICE)
+    assert code == 0 and out.startswith(f"6 segments verified on {where} now (6 uploaded, "), out + err
     segments = [c for c in commands if "copy" in c and str(recordings) in c]
     assert segments and all(c[c.index("--bwlimit") + 1] == "8M" for c in segments)
     assert len(commands) > len(segments) and not any("--bwlimit" in c for c in commands if c not in segments)
