@@ -348,20 +348,21 @@ def moved_aside(root: Path) -> list:
 def card_manifests(root: Path) -> list:
     """The manifest files of a card or a copy, oldest day first; a day's manifest that is not
     a file (a folder made by hand) is passed over with one warning, never silently."""
-    return list(_card_manifests(Path(root), sorted(day_folder_names(root))))
+    return list(_card_manifests(Path(root), in_order=True))
 
 
 def has_manifest(root: Path) -> bool:
     """Whether ``root`` is a card or a copy: it has a manifest, found without looking at the
     others (a year of day folders is looked at once, by whoever reads them)."""
-    return next(_card_manifests(Path(root), _day_folder_names(root)), None) is not None
+    return next(_card_manifests(Path(root), in_order=False), None) is not None
 
 
-def _card_manifests(root: Path, day_names: Iterable[str]) -> Iterator[Path]:
+def _card_manifests(root: Path, in_order: bool) -> Iterator[Path]:
     if (root / MANIFEST).is_file():
         yield root / MANIFEST
         return
-    for name in day_names:
+    names = _day_folder_names(root)
+    for name in sorted(names) if in_order else names:
         if manifest := day_manifest(root / name):
             yield manifest
 
