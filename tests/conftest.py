@@ -109,6 +109,19 @@ def own_catalogue(monkeypatch, tmp_path):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
 
 
+@pytest.fixture(autouse=True)
+def root_log_level_as_it_was():
+    """edge's main sets the root logger's level (--log-level), once per process for a command;
+    tests call it in-process, many times in one worker: each leaves the level as it found it
+    (a fuzz run at "error" would hide every warning from the tests after it)."""
+    import logging
+
+    root = logging.getLogger()
+    level = root.level
+    yield
+    root.setLevel(level)
+
+
 @pytest.fixture
 def ext4_card(tmp_path):
     """A small ext4 filesystem on a loop device, which the test can make fail with EIO
