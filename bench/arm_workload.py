@@ -3,7 +3,7 @@
     python -m bench.arm_workload WORKLOAD N
 
 WORKLOAD is ``model:MODEL_FILE:RUNTIME`` (N windows of the model alone), ``suppressor`` (N
-windows of edge.denoise alone) or ``process:RUNTIME`` (``edge process`` on N seconds of the
+windows of edge.denoise alone, a capture block of four at a time, as the recorder calls it) or ``process:RUNTIME`` (``edge process`` on N seconds of the
 bundled lesson, looped: suppressor, model, segmenter and segment writer, as the daemon runs
 them). The runtime is named rather than probed: edge.vad probes in a child process, which
 qemu-user would neither count nor give the arm64 root. Start-up is
@@ -40,12 +40,14 @@ def main(workload: str, count: int) -> None:
         for window in windows(count):
             vad(window)
     elif workload == "suppressor":
+        from edge.capture import BLOCK
         from edge.config import DenoiseSettings
         from edge.denoise import NoiseSuppressor
 
         suppressor = NoiseSuppressor(DenoiseSettings())
-        for window in windows(count):
-            suppressor(window)
+        audio = np.concatenate(windows(count))
+        for start in range(0, len(audio), BLOCK):  # as the recorder calls it
+            suppressor(audio[start:start + BLOCK])
     elif workload.startswith("process:"):
         from edge import vad
         from edge.cli import main as edge_main

@@ -52,7 +52,7 @@ def silero_onnx_path() -> Path | None:
     return path if path.is_file() else None
 
 
-class OnnxSilero:
+class OnnxSilero(edge_vad.WindowByWindow):
     """Silero VAD's ONNX model under onnxruntime, fed exactly as silero_vad.utils_vad.OnnxWrapper
     feeds it (64 samples of the previous window in front of each 512, one thread), without
     importing silero_vad, which would import torch."""

@@ -1,7 +1,8 @@
 """Where frames come from: a microphone through PyAudio/ALSA, or a WAV file.
 
-Both give the pipeline the same thing: 512-sample int16 frames at 16 kHz, one at a time,
-with counts of what was lost on the way.
+Both give the pipeline the same thing: 512-sample int16 frames at 16 kHz, as many whole
+frames at a time as came in together (a capture block: four), with counts of what was lost
+on the way.
 """
 
 from __future__ import annotations
@@ -47,7 +48,8 @@ class FrameSource(Protocol):
     def open(self) -> None: ...
 
     def read(self, timeout: float) -> Optional[np.ndarray]:
-        """The next frame; None when none came within ``timeout`` seconds.
+        """The next frames (one or more whole frames in one array); None when none came
+        within ``timeout`` seconds.
 
         Raises EndOfInput after the last frame, CaptureError when the device failed."""
 
@@ -55,16 +57,17 @@ class FrameSource(Protocol):
 
 
 class FrameAssembler:
-    """Cuts blocks of any length into 512-sample frames."""
+    """Cuts blocks of any length into whole 512-sample frames."""
 
     def __init__(self):
         self._pending = np.zeros(0, dtype=np.int16)
 
-    def add(self, block: np.ndarray) -> list[np.ndarray]:
+    def add(self, block: np.ndarray) -> np.ndarray:
+        """The whole frames completed by ``block``, in one array (empty when none)."""
         data = np.concatenate([self._pending, block]) if len(self._pending) else block
-        count = len(data) // WINDOW
-        self._pending = data[count * WINDOW:]
-        return [data[i * WINDOW:(i + 1) * WINDOW] for i in range(count)]
+        whole = len(data) // WINDOW * WINDOW
+        self._pending = data[whole:]
+        return data[:whole]
 
 
 class WavFileSource:
@@ -85,7 +88,9 @@ class WavFileSource:
     def _generate(self) -> Iterator[np.ndarray]:
         assembler = FrameAssembler()
         for block in iter_wav_16k(self.path):
-            yield from assembler.add(block)
+            frames = assembler.add(block)
+            if len(frames):
+                yield frames
 
     def read(self, timeout: float) -> Optional[np.ndarray]:
         try:
@@ -121,7 +126,6 @@ class MicrophoneSource:
         self._failure: Optional[str] = None
         self._queue: queue.Queue = queue.Queue()
         self._assembler = FrameAssembler()
-        self._ready: list = []
         self._resampler: Optional[StreamingResampler] = None
         self._channels = 1
         self.rate = TARGET_RATE
@@ -156,7 +160,6 @@ class MicrophoneSource:
         self.driver_buffer_s = info["driver_buffer_s"]
         self._channels = info["channels"]
         self._assembler = FrameAssembler()
-        self._ready = []
         self._resampler = StreamingResampler(self.rate) if self.rate != TARGET_RATE else None
         log.info("capturing from '%s' at %d Hz%s (driver buffer %.2f s)", self.device_name, self.rate,
                  "" if self._resampler is None else ", resampled to 16000 Hz", self.driver_buffer_s)
@@ -193,7 +196,7 @@ class MicrophoneSource:
         opened.put((b"E", self._failure.encode()))
 
     def read(self, timeout: float) -> Optional[np.ndarray]:
-        while not self._ready:
+        while True:
             try:
                 data = self._queue.get(timeout=timeout)
             except queue.Empty:
@@ -205,8 +208,9 @@ class MicrophoneSource:
                 block = block.reshape(-1, self._channels).mean(axis=1).astype(np.int16)
             if self._resampler is not None:
                 block = self._resampler.process(block)
-            self._ready.extend(self._assembler.add(block))
-        return self._ready.pop(0)
+            frames = self._assembler.add(block)
+            if len(frames):
+                return frames
 
     def close(self) -> None:
         process, self._process = self._process, None

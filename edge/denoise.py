@@ -13,6 +13,11 @@ voices. Until one ``noise_window_s`` has been heard after a start the audio is p
 is, since the first frames may be speech. Only the detector hears this: segments store the
 microphone's audio untouched.
 
+A capture block (four windows, eight hops) is taken in one call: the transforms, the
+smoothing and everything but the gain's recursion from hop to hop are computed for all its
+hops at once, since per window the cost is numpy's fixed cost per call, not arithmetic on
+257 bins. The output is the same however the audio is cut into calls.
+
 Frames of 512 samples with hops of 256 and square-root Hann windows on both sides add up
 to the input exactly when every gain is 1, so the detector's 512-sample window of suppressed
 audio lags the microphone's by one hop (16 ms).
@@ -20,13 +25,12 @@ audio lags the microphone's by one hop (16 ms).
 
 from __future__ import annotations
 
-from collections import deque
 from pathlib import Path
 
 import numpy as np
 
 from .config import DenoiseSettings
-from .vad import SileroVad, check_window
+from .vad import SileroVad, check_window, check_windows
 
 FRAME = 512
 HOP = 256
@@ -41,13 +45,16 @@ MINIMUM_BIAS = 2.0
 DECISION_DIRECTED = 0.98
 SUBWINDOWS = 6
 INT16_SCALE = 1 / 32768
+# Longer inputs (a file) are taken this many windows at a time: the smoothing's product
+# grows with the square of the hops in one pass.
+WINDOWS_PER_PASS = 16
 # Where a voice's energy lies (telephone band): what `gain_db` averages over.
 VOICE_BAND = slice(round(300 * FRAME / SAMPLE_RATE), round(3400 * FRAME / SAMPLE_RATE) + 1)
 
 
 class NoiseSuppressor:
-    """Streaming suppression, one 512-sample window at a time: ``window`` int16 samples in,
-    float32 samples in [-1, 1] out (the input 256 samples earlier, suppressed)."""
+    """Streaming suppression: int16 samples in, any number of whole 512-sample windows at a
+    time, float32 samples in [-1, 1] out (the input 256 samples earlier, suppressed)."""
 
     def __init__(self, settings: DenoiseSettings):
         self.floor_gain = 10 ** (-settings.max_attenuation_db / 20)
@@ -56,76 +63,111 @@ class NoiseSuppressor:
         self.hops_per_subwindow = max(1, round(settings.noise_window_s * SAMPLE_RATE / HOP / SUBWINDOWS))
         self.learning_hops = SUBWINDOWS * self.hops_per_subwindow
         self.analysis = np.sqrt(0.5 - 0.5 * np.cos(2 * np.pi * np.arange(FRAME) / FRAME))
-        self._frames = np.empty((2, FRAME))
+        self.synthesis = self.analysis * INT16_SCALE  # the same window, giving samples in [-1, 1]
+        self._smoothing_weights: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self.reset()
 
     def reset(self) -> None:
         """Forget the room: a new stream's noise is learnt afresh."""
-        self._samples = np.zeros(HOP + FRAME)  # the last hop of the previous window, then this window
+        self._last_hop = np.zeros(HOP)  # input samples of the previous call's last hop
         self._overlap = np.zeros(HOP)
-        self._smoothed: np.ndarray | None = None
+        self._smoothed: np.ndarray | None = None  # of the last hop
         self._running_min: np.ndarray | None = None  # minimum within the current subwindow
-        self._past_mins: deque = deque(maxlen=SUBWINDOWS)
-        self._past_min: np.ndarray | None = None  # minimum over _past_mins
+        self._subwindow_mins = np.full((SUBWINDOWS, FRAME // 2 + 1), np.inf)  # of the last ones, in a ring
+        self._past_min = np.full(FRAME // 2 + 1, np.inf)  # minimum over _subwindow_mins
         self._hops = 0
-        self._cleaned = np.zeros(FRAME // 2 + 1)  # |gain * spectrum|^2 of the previous hop
-        self._gains = np.ones((2, FRAME // 2 + 1))  # of the last window's two hops
+        self._last_power = np.zeros(FRAME // 2 + 1)  # of the last hop
+        self._last_gain = np.ones(FRAME // 2 + 1)  # of the last hop
+        self._last_gains = np.ones((2, FRAME // 2 + 1))  # of the last window's two hops
 
-    def noise_power(self) -> np.ndarray:
-        """The current noise estimate per frequency bin (power of the windowed frame)."""
-        lowest = self._running_min if self._past_min is None else np.minimum(self._running_min, self._past_min)
-        return np.maximum(MINIMUM_BIAS * lowest, 1e-3)
+    def _smoothing(self, hops: int) -> tuple[np.ndarray, np.ndarray]:
+        """The recursive smoothing over ``hops`` hops as one product: smoothed = weights @
+        power + decay * (the smoothed power before them)."""
+        if hops not in self._smoothing_weights:
+            age = np.arange(hops)[:, None] - np.arange(hops)[None, :]
+            weights = np.where(age >= 0, (1 - POWER_SMOOTHING) * POWER_SMOOTHING ** np.maximum(age, 0), 0.0)
+            self._smoothing_weights[hops] = weights, POWER_SMOOTHING ** np.arange(1, hops + 1)[:, None]
+        return self._smoothing_weights[hops]
 
-    def _gain(self, power: np.ndarray) -> np.ndarray:
-        """The gain of each frequency bin for the next hop, whose power spectrum is ``power``."""
+    def _lowest(self, smoothed: np.ndarray) -> np.ndarray:
+        """The minimum of the smoothed power over the noise window as of each hop."""
+        lowest = np.empty_like(smoothed)
+        for hop, power in enumerate(smoothed):
+            np.minimum(self._running_min, power, out=self._running_min)
+            self._hops += 1
+            if self._hops % self.hops_per_subwindow == 0:
+                # The subwindow ends with this hop, which already sees the minimum move on.
+                self._subwindow_mins[self._hops // self.hops_per_subwindow % SUBWINDOWS] = self._running_min
+                self._subwindow_mins.min(axis=0, out=self._past_min)
+                self._running_min[:] = power
+            np.minimum(self._running_min, self._past_min, out=lowest[hop])
+        return lowest
+
+    def _gains(self, power: np.ndarray) -> np.ndarray:
+        """The gain of each frequency bin of each hop, whose power spectra are ``power``."""
         if self._smoothed is None:
-            self._smoothed = power.copy()
-            self._running_min = power.copy()
-        else:
-            self._smoothed = POWER_SMOOTHING * self._smoothed + (1 - POWER_SMOOTHING) * power
-            np.minimum(self._running_min, self._smoothed, out=self._running_min)
-        self._hops += 1
-        if self._hops % self.hops_per_subwindow == 0:
-            self._past_mins.append(self._running_min)
-            self._past_min = np.min(self._past_mins, axis=0)
-            self._running_min = self._smoothed.copy()
-        if self._hops < self.learning_hops:
-            # Until one noise window has been heard, the minimum is only what the first
-            # frames held, which may be speech (a stream that starts mid-sentence): pass it on.
-            self._cleaned = power
-            return np.ones_like(power)
-        noise = self.noise_power()
-        prior_snr = (DECISION_DIRECTED * self._cleaned / noise
-                     + (1 - DECISION_DIRECTED) * np.maximum(power / noise - 1, 0))
-        gain = np.maximum(prior_snr / (1 + prior_snr), self.floor_gain)
-        self._cleaned = gain * gain * power
-        return gain
+            self._smoothed, self._running_min = power[0], power[0].copy()
+        weights, decay = self._smoothing(len(power))
+        smoothed = weights @ power
+        smoothed += decay * self._smoothed
+        self._smoothed = smoothed[-1]
+        learning = max(0, min(len(power), self.learning_hops - 1 - self._hops))
+        noise = self._lowest(smoothed)
+        np.multiply(noise, MINIMUM_BIAS, out=noise)
+        np.maximum(noise, 1e-3, out=noise)
+        # The decision-directed estimate, prior = DD * (gain before)^2 * (power before) / noise
+        # + (1 - DD) * max(power / noise - 1, 0): all but the gain before for every hop at once.
+        fresh = power / noise
+        fresh -= 1
+        np.maximum(fresh, 0, out=fresh)
+        fresh *= 1 - DECISION_DIRECTED
+        carried = np.concatenate((self._last_power[None], power[:-1]))
+        carried *= DECISION_DIRECTED
+        carried /= noise
+        gains = np.empty_like(power)
+        # Until one noise window has been heard, the minimum is only what the first frames
+        # held, which may be speech (a stream that starts mid-sentence): passed on as it is.
+        gains[:learning] = 1
+        before = gains[learning - 1] if learning else self._last_gain
+        plus_one = np.empty(power.shape[1])
+        for hop in range(learning, len(power)):
+            prior = gains[hop]
+            np.multiply(before, before, out=prior)
+            prior *= carried[hop]
+            prior += fresh[hop]
+            np.add(prior, 1, out=plus_one)
+            np.divide(prior, plus_one, out=prior)
+            np.maximum(prior, self.floor_gain, out=prior)
+            before = prior
+        self._last_power, self._last_gain = power[-1], gains[-1]
+        return gains
 
     @property
     def gain_db(self) -> float:
         """Mean gain of the last window over the voice band (300-3400 Hz), in dB: how much
         quieter the detector heard it (for `edge plot`)."""
-        return float(20 * np.log10(self._gains[:, VOICE_BAND].mean()))
+        return float(20 * np.log10(self._last_gains[:, VOICE_BAND].mean()))
 
-    def __call__(self, window: np.ndarray) -> np.ndarray:
-        # Buffers are reused and nothing is computed that only `edge plot` reads: per window
-        # the cost is mostly numpy's fixed cost per call, not arithmetic on 257 bins.
-        samples, frames, gains = self._samples, self._frames, self._gains
-        samples[:HOP] = samples[FRAME:]
-        samples[HOP:] = window
-        # The window's two hops: the frame ending halfway through it and the frame ending with it.
-        np.multiply(samples[:FRAME], self.analysis, out=frames[0])
-        np.multiply(samples[HOP:], self.analysis, out=frames[1])
+    def __call__(self, samples: np.ndarray) -> np.ndarray:
+        most = WINDOWS_PER_PASS * FRAME
+        if len(samples) > most:
+            return np.concatenate([self(samples[start:start + most]) for start in range(0, len(samples), most)])
+        halves = np.concatenate((self._last_hop, samples)).reshape(-1, HOP)
+        self._last_hop = halves[-1]
+        frames = np.concatenate((halves[:-1], halves[1:]), axis=1)  # the frames ending at each hop
+        frames *= self.analysis
         spectra = np.fft.rfft(frames, axis=1)
         power = spectra.real**2 + spectra.imag**2
-        gains[0] = self._gain(power[0])
-        gains[1] = self._gain(power[1])
-        synthesized = np.fft.irfft(gains * spectra, FRAME, axis=1) * self.analysis
-        out = np.empty(FRAME)
-        out[:HOP] = self._overlap + synthesized[0, :HOP]
-        out[HOP:] = synthesized[0, HOP:] + synthesized[1, :HOP]
-        self._overlap = synthesized[1, HOP:]
-        return (out * INT16_SCALE).astype(np.float32)
+        gains = self._gains(power)
+        self._last_gains = gains[-2:]
+        spectra *= gains
+        synthesized = np.fft.irfft(spectra, FRAME, axis=1)
+        synthesized *= self.synthesis
+        out = np.empty((len(synthesized), HOP), dtype=np.float32)
+        np.add(synthesized[0, :HOP], self._overlap, out=out[0])
+        np.add(synthesized[1:, :HOP], synthesized[:-1, HOP:], out=out[1:])
+        self._overlap = synthesized[-1, HOP:]
+        return out.reshape(-1)
 
 
 class SuppressedDetector:
@@ -144,7 +186,13 @@ class SuppressedDetector:
 
     def __call__(self, window: np.ndarray) -> float:
         check_window(window, self.model_path)
-        return self.detector(self.suppressor(window))
+        return float(self.probabilities(window)[0])
+
+    def probabilities(self, samples: np.ndarray) -> np.ndarray:
+        """The speech probability of each window of ``samples`` (whole windows, a block at a
+        time: the suppressor's cost per call is shared by all of them)."""
+        check_windows(samples, self.model_path)
+        return self.detector.probabilities(self.suppressor(samples))
 
     @property
     def model_path(self) -> Path:

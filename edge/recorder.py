@@ -20,6 +20,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from .audio import CaptureError, EndOfInput, FrameSource
+from .capture import WINDOW
 from .clock import SystemClock
 from . import __version__
 from .config import Settings, device_name, neg_threshold
@@ -131,11 +132,12 @@ class Recorder(PauseAndForget):
         self._segmenter = self._new_segmenter()
         self._live = False
         self._source: Optional[FrameSource] = None
-        self._samples = 0  # samples seen since the source was (re)opened
+        self._samples = 0  # samples taken by the segmenter since the source was (re)opened
+        self._arrived = 0  # samples heard since then, up to the end of the frames being handled
         self._wall0 = clock.wall()
         self._boot0 = clock.boottime()
         self._session_boot0: Optional[float] = None  # boot time of the first opening
-        self._offset0 = 0.0  # session offset of sample 0 of the current opening
+        self._offset0: Optional[float] = 0.0  # session offset of sample 0 of the current opening
         self._gaps: list = []  # microphone outages since the last segment began
         self._last_extra_check = float("-inf")
         self._last_retention = float("-inf")
@@ -152,10 +154,10 @@ class Recorder(PauseAndForget):
         try:
             while True:
                 try:
-                    frame = source.read(timeout=0)
+                    frames = source.read(timeout=0)
                 except EndOfInput:
                     break
-                self._frame(frame)
+                self._frames(frames)
         finally:
             self._store(self._segmenter.flush())
             source.close()
@@ -189,11 +191,11 @@ class Recorder(PauseAndForget):
                 self.capture.lost(missing)
             while not stop.is_set():
                 try:
-                    frame = self.capture.read()
+                    frames = self.capture.read()
                 except EndOfInput:
                     break
-                if frame is not None and not self.paused:
-                    self._frame(frame)
+                if frames is not None and not self.paused:
+                    self._frames(frames)
                 self._housekeeping()
         except Exception as exc:
             self.publisher.warn(f"stopped by an error: {exc!r}")  # for `edge status`; the log has the rest
@@ -212,21 +214,29 @@ class Recorder(PauseAndForget):
         self._source = source
         self.vad.reset()
         self._segmenter = self._new_segmenter()
-        self._samples = 0
+        self._samples = self._arrived = 0
         self._wall0 = self.clock.wall()
         self._boot0 = self.clock.boottime()
-        if self._live and self._session_boot0 is None:
+        reopened = self._session_boot0 is not None
+        if self._live and not reopened:
             self._session_boot0 = self._boot0
-        self._offset0 = self._boot0 - self._session_boot0 if self._live else 0.0
+        # A reopened microphone's sample 0 was heard its first frames' length before they
+        # arrived, which is when it is known to be back: its offset waits for those frames.
+        self._offset0 = None if self._live and reopened else 0.0
 
     def _new_segmenter(self) -> SpeechSegmenter:
         detector = self.settings.detector
         return SpeechSegmenter(self.settings.segmenter, detector.threshold, neg_threshold(detector))
 
-    def _frame(self, frame: np.ndarray) -> None:
-        probability = self.vad(frame)
-        self._samples += len(frame)
-        self._store(self._segmenter.push(frame, probability))
+    def _frames(self, frames: np.ndarray) -> None:
+        """The frames of one read: scored in one call (the detector's cost per call is shared
+        by a whole capture block), then taken by the segmenter one at a time."""
+        self._arrived = self._samples + len(frames)
+        if self._offset0 is None:
+            self._offset0 = self.clock.boottime() - len(frames) / SAMPLE_RATE - self._session_boot0
+        for frame, probability in zip(frames.reshape(-1, WINDOW), self.vad.probabilities(frames).tolist()):
+            self._samples += WINDOW
+            self._store(self._segmenter.push(frame, probability))
         self._show()
 
     def _store(self, events) -> None:
@@ -268,10 +278,10 @@ class Recorder(PauseAndForget):
 
     def _segment_start(self, start_sample: int) -> SegmentStart:
         if self._live:
-            # The newest frame has just arrived: the segment began as long ago as the audio
+            # The newest frames have just arrived: the segment began as long ago as the audio
             # between its first sample and the newest one lasts. Asking the clock now, not
             # at session start, keeps wall times right after NTP sets the clock.
-            age = (self._samples - start_sample) / SAMPLE_RATE
+            age = (self._arrived - start_sample) / SAMPLE_RATE
             wall = self.clock.wall() - timedelta(seconds=age)
             boot = self.clock.boottime() - age
             offset = self._offset0 + start_sample / SAMPLE_RATE

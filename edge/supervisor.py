@@ -175,7 +175,7 @@ class CaptureSupervisor:
         self._last_log = float("-inf")
 
     def read(self) -> Optional[np.ndarray]:
-        """The next frame, or None when there was none (a stall or outage was handled, or
+        """The next frames, or None when there were none (a stall or outage was handled, or
         the recorder is to stop). EndOfInput passes through."""
         try:
             frame = self.source.read(READ_TIMEOUT_S)

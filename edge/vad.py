@@ -175,11 +175,28 @@ def check_window(window: np.ndarray, model_path: Path) -> None:
         raise VadInputError(f"{model_path.name}: expected one window of {SileroVad.WINDOW} samples, got shape {window.shape}")
 
 
-class SileroVad:
-    """Speech probability of consecutive 512-sample windows of one 16 kHz stream."""
+def check_windows(samples: np.ndarray, model_path: Path) -> None:
+    """Refuse anything but one or more whole 512-sample windows, naming the model."""
+    if samples.ndim != 1 or not len(samples) or len(samples) % SileroVad.WINDOW:
+        raise VadInputError(f"{model_path.name}: expected whole windows of {SileroVad.WINDOW} samples, "
+                            f"got shape {samples.shape}")
+
+
+class WindowByWindow:
+    """A detector that scores one window at a time: ``detector(window)`` is its speech
+    probability, with the state carried on to the next; ``probabilities`` does it for whole
+    windows in turn, as the pipeline calls it."""
 
     WINDOW = 512
     SAMPLE_RATE = 16000
+
+    def probabilities(self, samples: np.ndarray) -> np.ndarray:
+        """The speech probability of each window of ``samples`` (whole windows), in turn."""
+        return np.array([self(window) for window in samples.reshape(-1, self.WINDOW)], dtype=np.float32)
+
+
+class SileroVad(WindowByWindow):
+    """Speech probability of consecutive 512-sample windows of one 16 kHz stream."""
 
     def __init__(self, model_path: str | Path, runtime: str | None = None):
         """``runtime``: an import name from RUNTIMES, used as is; None takes the first that works."""
@@ -239,6 +256,10 @@ class SileroVad:
         self._audio[0, :CONTEXT] = self._audio[0, -CONTEXT:]
         return float(interpreter.get_tensor(self._outputs["prob"])[0])
 
+    def probabilities(self, samples: np.ndarray) -> np.ndarray:
+        check_windows(samples, self.model_path)
+        return super().probabilities(samples)
+
     @cached_property
     def sha256(self) -> str:
         return hashlib.sha256(self.model_path.read_bytes()).hexdigest()
@@ -248,8 +269,5 @@ def window_probabilities(vad: SileroVad, samples: np.ndarray) -> np.ndarray:
     """One probability per full window of ``samples`` from a fresh state; a trailing partial
     window is dropped."""
     vad.reset()
-    count = len(samples) // vad.WINDOW
-    probs = np.empty(count, dtype=np.float32)
-    for i in range(count):
-        probs[i] = vad(samples[i * vad.WINDOW : (i + 1) * vad.WINDOW])
-    return probs
+    whole = len(samples) // vad.WINDOW * vad.WINDOW
+    return vad.probabilities(samples[:whole]) if whole else np.zeros(0, dtype=np.float32)

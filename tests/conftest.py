@@ -281,12 +281,12 @@ class StopAfter:
         self.source.close()
 
     def read(self, timeout):
-        frame = self.source.read(timeout)
-        if frame is not None:
-            self.delivered += 1
+        frames = self.source.read(timeout)
+        if frames is not None:
+            self.delivered += len(frames) // WINDOW
             if self.delivered >= self.count:
                 self.stop.set()
-        return frame
+        return frames
 
 
 class PacedSource:
@@ -324,6 +324,17 @@ class PacedSource:
 
 def frame_count(samples: np.ndarray) -> int:
     return len(samples) // WINDOW
+
+
+def read_frames(source, count: int, timeout: float = 2.0) -> np.ndarray:
+    """The first ``count`` frames a source gives, in one array (a read gives whole frames,
+    a capture block of them at a time)."""
+    frames = np.zeros(0, dtype=np.int16)
+    while len(frames) < count * WINDOW:
+        more = source.read(timeout)
+        assert more is not None and len(more) % WINDOW == 0, more
+        frames = np.concatenate([frames, more])
+    return frames[:count * WINDOW]
 
 
 @pytest.fixture(scope="session")

@@ -20,7 +20,7 @@ from typing import Iterator, Optional
 import numpy as np
 import pytest
 
-from conftest import (StopAfter, child_processes, covered, feed, frame_count, make_recorder, segment_audio,
+from conftest import (StopAfter, child_processes, covered, feed, frame_count, make_recorder, read_frames, segment_audio,
                       wait_until)
 from edge.capture import BLOCK, BLOCK_WINDOWS, HEADER, PROBE_RATES, InputDevice
 from edge.audio import CaptureError, FrameAssembler, MicrophoneSource, describe_devices
@@ -43,11 +43,12 @@ def upsample_by_fft(samples: np.ndarray, factor: int) -> np.ndarray:
 
 
 def captured(device: str, count: int) -> tuple:
-    """(the source, its first ``count`` frames) of a microphone opened on ``device`` and closed."""
+    """(the source, its first ``count`` frames in one array) of a microphone opened on
+    ``device`` and closed."""
     source = MicrophoneSource(AudioSettings(device=device, buffer_s=NO_DROP_BUFFER_S))
     source.open()
     try:
-        return source, [source.read(timeout=2.0) for _ in range(count)]
+        return source, read_frames(source, count)
     finally:
         source.close()
 
@@ -59,14 +60,14 @@ def test_alsa_file_plugin_capture_delivers_the_input_bytes(alsa, lesson):
     source.open()
     try:
         started = set(threading.enumerate()) - before
-        frames = [source.read(timeout=2.0) for _ in range(100)]
+        frames = read_frames(source, 100)
     finally:
         source.close()
     # One drain thread, named, that cannot keep the interpreter alive, and gone after close.
     assert [(t.name, t.daemon) for t in started] == [("capture-drain", True)]
     assert not any(t.is_alive() for t in started)
     assert source.rate == 16000
-    assert np.array_equal(np.concatenate(frames), lesson[: 100 * 512])
+    assert np.array_equal(frames, lesson[: 100 * 512])
     assert source.dropped_frames == 0
 
 
@@ -157,7 +158,7 @@ def test_frames_the_detector_had_no_room_for_are_counted(alsa, buffer_s, queued)
     try:
         # Nothing reads: the queue fills and every block the device delivers next is lost.
         wait_until(lambda: source.dropped_frames >= lost * BLOCK_WINDOWS, "the blocks that found the queue full")
-        kept = [int(source.read(timeout=10)[0]) for _ in range(queued * BLOCK_WINDOWS)]
+        kept = [source.read(timeout=10) for _ in range(queued)]  # a whole block a read
         # A block after all the others, read once there is room: everything before it has
         # been counted by then, and nothing that was lost is in the queue.
         os.write(fed, np.full(BLOCK, 1000, dtype="<i2").tobytes())
@@ -166,7 +167,8 @@ def test_frames_the_detector_had_no_room_for_are_counted(alsa, buffer_s, queued)
     finally:
         source.close()
         os.close(fed)
-    assert kept == list(np.repeat(range(queued), BLOCK_WINDOWS)) and after == 1000
+    assert np.array_equal(np.concatenate(kept), np.repeat(np.arange(queued, dtype=np.int16), BLOCK))
+    assert after == 1000
 
 
 def test_long_talk_is_split_at_max_segment_s_in_the_live_recorder(alsa, lesson, lesson_speech, detector, tmp_path):
@@ -250,7 +252,7 @@ def test_a_stalled_microphone_reads_none_after_the_timeout(alsa):
     # A block long after the timeout: a read that waited for it waited too long.
     late = threading.Timer(5.0, os.write, (fed, np.full(BLOCK, 7, dtype="<i2").tobytes()))
     try:
-        first = [source.read(timeout=10) for _ in range(BLOCK_WINDOWS)]
+        first = source.read(timeout=10)
         late.start()
         began = time.monotonic()
         stalled = source.read(timeout=0.3)
@@ -260,7 +262,7 @@ def test_a_stalled_microphone_reads_none_after_the_timeout(alsa):
         source.close()
         os.close(fed)
     assert stalled is None and 0.3 <= waited < 1.3
-    assert np.array_equal(np.concatenate(first), np.arange(BLOCK))
+    assert np.array_equal(first, np.arange(BLOCK))
 
 
 def test_the_capture_process_does_not_hold_the_recorders_stdin(alsa, lesson):
@@ -329,18 +331,18 @@ def test_a_stereo_only_microphone_is_mixed_down_to_mono(alsa):
     assert source.rate == rate
     mono = ((left + right) / 2).astype(np.int16)  # the mean of the channels, toward zero
     expected = StreamingResampler(rate).process(mono)
-    assert np.array_equal(np.concatenate(frames), expected[:40 * 512])
+    assert np.array_equal(frames, expected[:40 * 512])
 
 
 @pytest.mark.parametrize("sizes", [[2048, 2048], [300, 700, 100, 1000, 1], [511, 1, 1023, 513, 5]])
 def test_frame_assembler_cuts_blocks_of_any_length_into_whole_frames(sizes):
     samples = np.arange(sum(sizes), dtype=np.int16)
     assembler = FrameAssembler()
-    frames = []
-    for block in np.split(samples, np.cumsum(sizes)[:-1]):
-        frames += assembler.add(block)
-    assert [(len(f), f.dtype) for f in frames] == [(512, np.int16)] * (len(samples) // 512)
-    assert np.array_equal(np.concatenate(frames), samples[:len(frames) * 512])
+    assembled = [assembler.add(block) for block in np.split(samples, np.cumsum(sizes)[:-1])]
+    # Each block gives the frames it completed, whole, in one array, and nothing more.
+    ends = np.cumsum(sizes) // 512 * 512
+    assert [(len(a), a.dtype) for a in assembled] == [(e - b, np.int16) for b, e in zip([0, *ends[:-1]], ends)]
+    assert np.array_equal(np.concatenate(assembled), samples[:ends[-1]])
 
 
 def test_edge_run_without_the_microphone_fails_in_one_line_naming_make_demo(alsa, lesson, tmp_path):
@@ -539,7 +541,7 @@ def test_a_microphone_counts_each_overrun_of_its_device_once_and_keeps_recording
     source.open()
     try:
         (capture,) = child_processes() - before
-        first = np.concatenate([source.read(timeout=10) for _ in range(BLOCK_WINDOWS)])
+        first = source.read(timeout=10)
         received, kept = [], np.zeros(0, dtype=np.int16)
         for at in (BLOCK, BLOCK + stalled + 2 * BLOCK):
             # The capture process kept from the CPU (a busy Pi) while its device captures.
@@ -718,4 +720,4 @@ def test_the_stream_is_opened_in_the_portaudio_that_pyaudio_loaded(alsa, lesson,
         monkeypatch.setenv(name, value)  # for the capture process
     alsa.add("testmic", lesson)
     _, frames = captured("testmic", 10)
-    assert np.array_equal(np.concatenate(frames), lesson[: 10 * 512])
+    assert np.array_equal(frames, lesson[: 10 * 512])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from bench.labels import window_truth
 from edge.config import DenoiseSettings, Settings, settings_from_dict
@@ -116,6 +117,45 @@ def test_the_model_hears_speech_under_steady_noise_it_misses_without_suppression
     assert np.mean(heard[speech] >= 0.5) >= np.mean(plain[speech] >= 0.5) + 0.1
     # The noise that was turned down is not taken for speech.
     assert np.mean(heard[away] >= 0.5) <= 0.05
+
+
+def room(seed: int, windows: int) -> np.ndarray:
+    """Noise with a held tone and loud bursts coming and going: every part of the suppressor
+    (learning, subwindow ends, gains between the floor and 1) has work in it."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(windows * WINDOW) / RATE
+    bursts = rng.normal(0, 6000, len(t)) * (np.sin(2 * np.pi * rng.uniform(0.5, 3) * t) > 0.3)
+    tone = 2000 * np.sin(2 * np.pi * rng.uniform(200, 3000) * t) * (t > rng.uniform(0, 1))
+    return np.clip(rng.normal(0, 500, len(t)) + bursts + tone, -32768, 32767).astype(np.int16)
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**16), blocks=st.lists(st.integers(1, 9), min_size=1, max_size=6),
+       noise_window_s=st.sampled_from([0.1, 0.5, 1.3]))
+def test_how_the_audio_is_cut_into_blocks_does_not_change_what_the_detector_hears(seed, blocks, noise_window_s):
+    # The recorder hands the suppressor a capture block at a time, a file many windows at a
+    # time, `edge plot` one window: all must hear the same.
+    samples = room(seed, 90)
+    settings = DenoiseSettings(noise_window_s=noise_window_s)
+    window_by_window = NoiseSuppressor(settings)
+    one_at_a_time = [window_by_window(window) for window in samples.reshape(-1, WINDOW)]
+    in_blocks, heard, start = NoiseSuppressor(settings), [], 0
+    for size in blocks * 90:
+        if start == len(samples):
+            break
+        heard.append(in_blocks(samples[start:start + size * WINDOW]))
+        start = min(len(samples), start + size * WINDOW)
+    # The same to the last bits: only the order of additions differs (the smoothing's product).
+    np.testing.assert_allclose(np.concatenate(heard), np.concatenate(one_at_a_time), rtol=0, atol=1e-6)
+    assert abs(in_blocks.gain_db - window_by_window.gain_db) < 1e-9
+
+
+def test_a_detector_scores_a_block_as_it_scores_its_windows_one_by_one():
+    samples = room(4, 64)
+    detector = make_detector(Settings())
+    blockwise = window_probabilities(detector, samples)
+    detector.reset()
+    np.testing.assert_allclose(blockwise, [detector(window) for window in samples.reshape(-1, WINDOW)], atol=1e-5)
 
 
 def test_make_detector_puts_the_suppressor_in_front_unless_disabled():

@@ -158,10 +158,10 @@ class TimedDetector:
         self.detector = detector
         self.steps: list = []
 
-    def __call__(self, window):
+    def probabilities(self, frames):
         began = time.perf_counter()
         try:
-            return self.detector(window)
+            return self.detector.probabilities(frames)
         finally:
             self.steps.append(time.perf_counter() - began)
 

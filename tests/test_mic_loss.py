@@ -11,11 +11,12 @@ import pytest
 from gpiozero.pins.mock import MockFactory
 
 from cardcheck import assert_card_consistent
-from conftest import make_recorder, wait_until
+from conftest import WINDOW, make_recorder, wait_until
 from edge.audio import CaptureError, MicrophoneSource
 from edge.config import settings_from_dict
 from edge.indicator import LedIndicator, LedPattern
 from edge.status import RecorderState
+from edge.vad import WindowByWindow
 
 PIN = 17
 
@@ -53,13 +54,13 @@ class FailingMicrophone:
                 raise CaptureError("Unanticipated host error")
             time.sleep(timeout)  # a stalled driver: the read waits its time and gets nothing
             return None
-        frame = self.source.read(timeout)
-        if frame is not None:
-            self.delivered += 1
-        return frame
+        frames = self.source.read(timeout)
+        if frames is not None:
+            self.delivered += len(frames) // WINDOW
+        return frames
 
 
-class CountingDetector:
+class CountingDetector(WindowByWindow):
     def __init__(self, detector):
         self.detector = detector
         self.resets = 0

@@ -20,10 +20,12 @@ import pytest
 from conftest import PacedSource, StopAfter, make_recorder, wait_until
 from edge.cli import main
 from edge.audio import CaptureError, EndOfInput, WavFileSource
+from edge.capture import BLOCK
 from edge.config import load_config, settings_from_dict
 from edge.status import RecorderStatus, read_status
 from edge.storage import MANIFEST, read_manifest
 from edge.supervisor import StatusPublisher
+from edge.vad import WindowByWindow
 
 
 class FakeClock:
@@ -109,7 +111,7 @@ def test_lost_audio_is_counted_in_the_manifest_and_in_edge_status(tmp_path, less
     assert str(source.delivered // 40) in out and "dropped" in out, out
 
 
-class BrokenDetector:
+class BrokenDetector(WindowByWindow):
     """A detector that fails on the 50th frame (a runtime bug, a corrupted model)."""
 
     def __init__(self, detector):
@@ -160,7 +162,7 @@ def test_a_restart_counts_only_today_s_segments(tmp_path, detector):
     assert recorder.status.segments_today == 3
 
 
-class LoudnessDetector:
+class LoudnessDetector(WindowByWindow):
     """Speech wherever a window is loud: segments the test places itself, no model needed."""
 
     sha256 = "loudness"
@@ -521,14 +523,15 @@ class OutageClock(FakeClock):
 
 
 class UnpluggedOnce:
-    """Speech, then the microphone unplugged for ``outage_s``, then speech again."""
+    """Speech, then the microphone unplugged for ``outage_s``, then speech again, in capture
+    blocks of four frames, each read when its last sample has been heard."""
 
     name = "mic:unplugged-once"
     overflows = 0
     dropped_frames = 0
 
     def __init__(self, before: np.ndarray, after: np.ndarray, clock: OutageClock, outage_s: float):
-        self.openings = [[a[i:i + 512] for i in range(0, len(a), 512)] for a in (before, after)]
+        self.openings = [[a[i:i + BLOCK] for i in range(0, len(a) - BLOCK + 1, BLOCK)] for a in (before, after)]
         self.clock, self.outage_s, self.opened, self.read_in_opening = clock, outage_s, 0, 0
 
     def open(self):
@@ -543,7 +546,7 @@ class UnpluggedOnce:
                 raise CaptureError("the device is gone")
             raise EndOfInput
         self.read_in_opening += 1
-        self.clock.heard_s += 512 / 16000
+        self.clock.heard_s += BLOCK / 16000
         return frames[self.read_in_opening - 1]
 
     def close(self):
@@ -564,6 +567,10 @@ def test_segments_after_a_microphone_outage_stay_on_the_session_s_timeline(tmp_p
     assert 0.0 < first["start_s"] <= 1.0  # with its pre-roll
     assert 4.0 + 10.0 + 2.0 < second["start_s"] <= 4.0 + 10.0 + 3.0
     assert second["mic_gaps"]
+    # The boot clock read when a block arrives is the time of its last sample, whichever of
+    # the block's frames the segment began in.
+    for entry in (first, second):
+        assert entry["monotonic_s"] == pytest.approx(100.0 + entry["start_s"], abs=1e-3), entry
 
 
 class CardOfSetSpace:

@@ -192,17 +192,17 @@ class Led:
 
 
 def step_time_s(settings) -> float:
-    """The detector's time per window on this (emulated) CPU, as the recorder builds it."""
+    """The detector's time per window on this (emulated) CPU, as the recorder builds and
+    calls it (a capture block at a time)."""
+    from edge.capture import BLOCK
     from edge.detector import make_detector
     detector = make_detector(settings)
-    audio = lesson()
-    windows = [audio[i:i + WINDOW] for i in range(0, 40 * WINDOW, WINDOW)]
-    for window in windows[:5]:
-        detector(window)
+    blocks = lesson()[:40 * WINDOW].reshape(-1, BLOCK)
+    detector.probabilities(blocks[0])
     started = time.perf_counter()
-    for window in windows:
-        detector(window)
-    return (time.perf_counter() - started) / len(windows)
+    for block in blocks:
+        detector.probabilities(block)
+    return (time.perf_counter() - started) / (blocks.size // WINDOW)
 
 
 def play(path: Path = LESSON) -> subprocess.Popen:
