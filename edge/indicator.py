@@ -37,6 +37,9 @@ class LedPattern(enum.Enum):
 
 
 class Indicator(Protocol):
+    name: Optional[str]
+    """The GPIO line it holds ("GPIO17"), None for none: `edge doctor` must not open it again."""
+
     def show(self, pattern: LedPattern) -> None:
         """Switch to ``pattern``; showing the pattern already shown changes nothing."""
 

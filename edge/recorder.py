@@ -120,7 +120,7 @@ class Recorder(PauseAndForget):
         # segments are in today's folder, so that is all there is to read.
         self.status = RecorderStatus(pid=os.getpid(), segments_today=sum(
             _recorded_on(e, today) for e in read_manifest(writer.root / today.strftime("%Y%m%d") / MANIFEST)))
-        self.status.led = getattr(indicator, "name", None)  # `edge doctor` must not open it again
+        self.status.led = indicator.name
         self.publisher = StatusPublisher(self.status, status_path, notifier, clock, monotonic, guard.free_mb)
         for repair in writer.repairs:
             self.publisher.warn(repair)

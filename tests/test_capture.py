@@ -323,6 +323,34 @@ def test_a_capture_process_that_ends_while_capturing_is_reported_lost(alsa, less
     assert str(lost.value) == "the capture process ended"
 
 
+def test_a_capture_process_that_ends_in_the_middle_of_a_block_delivers_the_whole_ones_and_is_reported_lost(
+        monkeypatch, tmp_path):
+    # A stand-in for the capture program that writes what a dying one leaves in the pipe:
+    # the format, a whole block, and a block cut short in the middle of a sample.
+    whole = np.arange(BLOCK, dtype="<i2").tobytes()
+    ready = json.dumps({"name": "testmic", "rate": 16000, "channels": 1, "block": BLOCK,
+                        "driver_buffer_s": 0.5}).encode()
+    messages = tmp_path / "messages"
+    messages.write_bytes(HEADER.pack(b"R", len(ready)) + ready + HEADER.pack(b"A", len(whole)) + whole
+                         + HEADER.pack(b"A", len(whole)) + whole[:101])
+    program = tmp_path / "capture"
+    program.write_text(f"#!/bin/sh\nexec cat {messages}\n")
+    program.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(program))
+    source = MicrophoneSource(AudioSettings(device="testmic"))
+    source.open()
+    try:
+        first = source.read(timeout=10)
+        with pytest.raises(CaptureError) as lost:
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                assert source.read(timeout=0.5) is None  # the cut block is no audio
+    finally:
+        source.close()
+    assert np.array_equal(first, np.arange(BLOCK))
+    assert str(lost.value) == "the capture process ended"
+
+
 def test_a_stereo_only_microphone_is_mixed_down_to_mono(alsa):
     rate = 22050  # no mono at 16, 44.1 or 48 kHz: the device's default rate, in stereo
     left, right = np.random.default_rng(19).integers(-8000, 8000, (2, 2 * rate))

@@ -22,6 +22,7 @@ from edge.cli import main
 from edge.clock import SystemClock
 from edge.config import settings_from_dict
 from edge.controls import ControlQueue, ControlServer, make_button
+from edge.export_state import ExportStatePublisher
 from edge.indicator import LedIndicator, LedPattern
 from edge.notify import ServiceNotifier
 from edge.pausing import FORGOTTEN_SHOWN_S
@@ -165,8 +166,9 @@ def test_the_commands_pause_resume_and_forget_the_running_recorder(factory, less
     config = tmp_path / "edge.yaml"
     config.write_text(f"service: {{control_socket: {sock}, status_file: {tmp_path / 'status.json'}}}\n"
                       f"led: {{pin: null}}\n")
+    export_state = tmp_path / "export.json"
     room = Classroom(factory, lesson, detector, tmp_path, notifier=ServiceNotifier(notify.path),
-                     status_path=tmp_path / "status.json")
+                     status_path=tmp_path / "status.json", export_state=export_state)
     server = ControlServer(sock, room.requests)
     assert server.start()
     try:
@@ -192,9 +194,13 @@ def test_the_commands_pause_resume_and_forget_the_running_recorder(factory, less
             assert main(["pause", "0.05", "--config", str(config)]) == 0
             wait_until(lambda: room.recorder.state() is not RecorderState.PAUSED, "the end of a 3 s pause")
             room.wait_for_speech()
+            # A USB export now may have copied every stored segment, not the one still open.
+            ExportStatePublisher(export_state).publish("done", 1, 1)
             assert main(["forget", "5", "--config", str(config)]) == 0
             answer = capsys.readouterr().out
-            assert f"forgot {len(room.recorder.entries) + 1} segments of the last 5 minutes; paused until" in answer
+            stored = len(room.recorder.entries)
+            assert (f"forgot {stored + 1} segments of the last 5 minutes ({stored} of them copied elsewhere "
+                    "before: see the log); paused until") in answer
             assert list(iter_segments(room.root)) == [] and room.open_files() == []
             assert room.recorder.status.segments_today == 0
     finally:

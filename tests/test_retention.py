@@ -138,23 +138,28 @@ def test_unsynchronised_segments_are_aged_by_evidence_or_kept(tmp_path):
     assert [t["deleted"] for t in retention.sweep()] == [orphan, latest]
 
 
-def test_daemon_deletes_old_segments_and_edge_status_shows_the_oldest(tmp_path, detector, capsys):
+def test_daemon_deletes_old_segments_says_which_never_reached_the_remote_and_edge_status_shows_the_oldest(
+        tmp_path, detector, capsys, caplog):
     clock = FakeClock()
     recordings = tmp_path / "rec"
     old = record(recordings, clock)
     clock.advance(2 * DAY)
     kept = record(recordings, clock)
     clock.advance(DAY)
+    SyncState(remote="nas:room1").save(recordings)  # edge sync ran, and copied neither
     config = tmp_path / "edge.yaml"
     config.write_text(json.dumps({"storage": {"recordings_dir": str(recordings), "keep_days": 2.5},
                                   "service": {"status_file": str(tmp_path / "status.json")},
-                                  "led": {"pin": None}}))
+                                  "sync": {"remote": "nas:room1"}, "led": {"pin": None}}))
     settings = load_config(config)
     recorder = make_recorder(settings, detector, recordings, clock=clock,
                              status_path=tmp_path / "status.json")
-    recorder.run(PacedSource(np.zeros(16000, np.int16), speed=50), threading.Event())
+    with caplog.at_level("WARNING", logger="edge.retention"):
+        recorder.run(PacedSource(np.zeros(16000, np.int16), speed=50), threading.Event())
     assert on_card(recordings) == [kept]
     assert [t["deleted"] for t in read_deletions(recordings / MANIFEST)] == [old]
+    assert [r.getMessage() for r in caplog.records if "before it was copied" in r.getMessage()] == [
+        f"deleted {old} before it was copied to nas:room1"]
     main(["status", "--config", str(config)])  # exit 1: the fake clock's status is weeks old
     out = capsys.readouterr().out
     assert f"oldest segment: {kept}, recorded 1.0 days ago; deleted after 2.5 days" in out
