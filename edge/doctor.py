@@ -257,7 +257,7 @@ def check_sync(settings: Settings, daemon: Optional[dict]) -> CheckResult:
         return CheckResult(True, "off (no sync.remote)")
     try:
         remote, _ = split_remote(configured_remote(settings))
-        rclone = make_rclone(settings.sync, transfer=False)
+        rclone = make_rclone(settings.sync)
         rclone.check_ready()
         if rclone.config.stat().st_mode & 0o077:
             return CheckResult(False, f"{rclone.config} (the remote's credentials) is readable by other users",

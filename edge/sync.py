@@ -68,9 +68,9 @@ INDEX = (MANIFEST, SUMS)
 ANY_EXIT = tuple(range(-64, 0)) + tuple(range(1, 256))
 
 
-def make_rclone(sync: SyncSettings, transfer: bool = True) -> Rclone:
-    return Rclone(resolve_data_path(sync.rclone_config), sync.timeout_s,
-                  sync.bwlimit if transfer else None)
+def make_rclone(sync: SyncSettings) -> Rclone:
+    """rclone as the settings give it; its bandwidth limit holds only the commands that transfer."""
+    return Rclone(resolve_data_path(sync.rclone_config), sync.timeout_s, sync.bwlimit)
 
 
 class RemoteSync:
@@ -100,7 +100,7 @@ class RemoteSync:
             state = SyncState.load(self.root)
             on_card = lasting(self._on_card())
             if state.remote != self.remote:
-                state = SyncState(remote=self.remote, last_success=None)
+                state = SyncState(remote=self.remote)  # what was verified on another remote proves nothing here
             report = SyncReport()
             self._mover, self._handed = None, set()
             try:

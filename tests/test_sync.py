@@ -20,7 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -227,7 +227,9 @@ def test_copies_verifies_and_a_rerun_copies_nothing(tmp_path, recordings, remote
     entries = read_manifest(recordings / "manifest.jsonl")
     code, out, err = edge(capsys, "sync", "--once", "--config", str(config))
     assert code == 0, err
-    assert "6 segments verified" in out and "6 uploaded" in out and "0 waiting" in out
+    sent = sum((recordings / e["file"]).stat().st_size for e in entries)
+    where = remote.remote.replace("{device}", DEVICE)
+    assert out == f"6 segments verified on {where} now (6 uploaded, {sent / 1e6:.1f} MB); 0 waiting (0.0 MB)\n"
     assert_remote_matches(remote, entries)
     # Nothing deleted from the card unless asked.
     assert read_manifest(recordings / "manifest.jsonl") == entries
@@ -238,9 +240,22 @@ def test_copies_verifies_and_a_rerun_copies_nothing(tmp_path, recordings, remote
     before = {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in remote.disk.rglob("*") if p.is_file()}
     code, out, err = edge(capsys, "sync", "--once", "--config", str(config))
     assert code == 0, err
-    assert "0 uploaded" in out
+    assert out.startswith(f"0 segments verified on {where} now (0 uploaded, "), out
     assert {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in remote.disk.rglob("*") if p.is_file()} == before
     assert list(scratch.iterdir()) == []
+
+
+def test_a_new_remote_gets_every_segment_whatever_went_to_the_old_one(tmp_path, recordings, remote, capsys):
+    assert edge(capsys, "sync", "--once", "--config", str(write_config(tmp_path, recordings, remote)))[0] == 0
+    moved = replace(remote, remote=remote.remote.replace("recordings/", "moved/"),
+                    disk=remote.disk.parent.parent / "moved" / DEVICE)
+    code, out, err = edge(capsys, "sync", "--once", "--config", str(write_config(tmp_path, recordings, moved)))
+    assert code == 0, err
+    where = moved.remote.replace("{device}", DEVICE)
+    assert out.startswith(f"6 segments verified on {where} now (6 uploaded, "), out
+    assert_remote_matches(moved, read_manifest(recordings / "manifest.jsonl"))
+    # The state names the remote its copies are on: what forget and retention tell.
+    assert SyncState.load(recordings).remote == where
 
 
 def test_new_segments_are_added_to_the_remote_manifest(tmp_path, recordings, remote, capsys):
@@ -262,6 +277,15 @@ def test_dry_run_lists_and_copies_nothing(tmp_path, recordings, remote, capsys):
     assert out.count("would copy ") == 6 and not err
     assert not remote.disk.exists()
     assert not (recordings / SYNC_STATE).exists()
+    # After a sync, a dry run names what went missing from the remote since, and changes nothing.
+    assert edge(capsys, "sync", "--once", "--config", str(config))[0] == 0
+    gone = read_manifest(recordings / "manifest.jsonl")[2]["file"]
+    (remote.disk / gone).unlink()
+    state = (recordings / SYNC_STATE).read_bytes()
+    code, out, err = edge(capsys, "sync", "--dry-run", "--config", str(config))
+    assert code == 0, err
+    assert [line.split(" (")[0] for line in out.splitlines()] == [f"would copy {gone}"]
+    assert (recordings / SYNC_STATE).read_bytes() == state and not (remote.disk / gone).exists()
 
 
 def test_an_open_part_is_never_sent(tmp_path, recordings, remote, capsys):
@@ -311,11 +335,15 @@ def test_a_segment_rotted_on_the_card_is_reported_and_never_placed(tmp_path, rec
         byte = f.read(1)
         f.seek(3000)
         f.write(bytes([byte[0] ^ 0x01]))
-    code, out, err = edge(capsys, "sync", "--config", str(write_config(tmp_path, recordings, remote)))
+    config = write_config(tmp_path, recordings, remote)
+    code, out, err = edge(capsys, "sync", "--config", str(config))
     assert code == 1
-    assert err == (f"edge: {entries[2]['file']}: corrupted on the card (its SHA-256 does not match the manifest), "
-                   "not synced\n")
+    problem = f"{entries[2]['file']}: corrupted on the card (its SHA-256 does not match the manifest), not synced"
+    assert err == f"edge: {problem}\n"
     assert "5 uploaded" in out
+    publish_status(tmp_path / "status.json", RecorderStatus(since="2026-11-24T09:00:00+01:00", pid=os.getpid(),
+                                                            updated=datetime.now().astimezone().isoformat()))
+    assert f"sync problem:   {problem}\n" in edge(capsys, "status", "--config", str(config))[1]
     assert_remote_matches(remote, entries[:2] + entries[3:])
     assert not list(remote.staging.glob("*/*"))
     assert not is_synced(recordings, entries[2]["file"])
@@ -351,16 +379,18 @@ def test_a_lost_state_file_costs_a_verification_not_an_upload(tmp_path, recordin
     assert edge(capsys, "sync", "--config", str(config))[0] == 0
     before = {p: p.stat().st_ino for p in remote.disk.rglob("*.wav")}
     (recordings / SYNC_STATE).unlink()
-    checks = []
+    started = []
     start = Rclone.start
-    monkeypatch.setattr(Rclone, "start", lambda self, *args, **kw: (
-        checks.append(args) if args[0] == "check" else None) or start(self, *args, **kw))
+    monkeypatch.setattr(Rclone, "start", lambda self, *args, **kw: started.append(args) or start(self, *args, **kw))
     code, out, err = edge(capsys, "sync", "--config", str(config))
     assert code == 0, err
     assert "6 segments verified" in out and "0 uploaded" in out
     # By the remote's own hashes where it keeps them (SFTP: md5sum on the server), else
     # each copy downloaded.
+    checks = [args for args in started if args[0] == "check"]
     assert [("--download" in args) for args in checks] == [remote.kind == "webdav"]
+    # One copy from the card, which finds them all in place: none is sent again.
+    assert len([args for args in started if args[0] == "copy" and str(recordings) in args]) == 1
     assert {p: p.stat().st_ino for p in remote.disk.rglob("*.wav")} == before
     assert all(is_synced(recordings, e["file"]) for e in read_manifest(recordings / "manifest.jsonl"))
 
@@ -836,9 +866,10 @@ def test_a_run_that_sends_segments_lists_the_remote_once(tmp_path, recordings, r
 
 
 @pytest.mark.parametrize("remote", ["sftp"], indirect=True)
-def test_segments_go_up_at_the_bandwidth_limit_and_nothing_else_waits_for_it(tmp_path, recordings, remote, capsys,
-                                                                              monkeypatch):
+def test_every_upload_of_a_segment_goes_at_the_bandwidth_limit_and_nothing_else_waits_for_it(
+        tmp_path, recordings, remote, capsys, monkeypatch):
     # sync.bwlimit spares the school's network during lessons: it holds the segments' upload,
+    # whichever way they go up (new, gone from the remote, found in place but damaged), and
     # not the listing, the manifest or the moves into place.
     from edge.rclone import Job
 
@@ -847,12 +878,89 @@ def test_segments_go_up_at_the_bandwidth_limit_and_nothing_else_waits_for_it(tmp
     monkeypatch.setattr(Job, "__init__", lambda self, command, *a, **kw: commands.append(command) or
                         init(self, command, *a, **kw))
     config = write_config(tmp_path, recordings, remote, bwlimit=8.0)
-    code, out, err = edge(capsys, "sync", "--once", "--config", str(config))
     where = remote.remote.replace("{device}", DEVICE)
+    code, out, err = edge(capsys, "sync", "--once", "--config", str(config))
     assert code == 0 and out.startswith(f"6 segments verified on {where} now (6 uploaded, "), out + err
+    entries = read_manifest(recordings / "manifest.jsonl")
+    (remote.disk / entries[1]["file"]).unlink()  # gone from the remote: copied again
+    code, out, err = edge(capsys, "sync", "--once", "--config", str(config))
+    assert code == 0 and "(1 uploaded, " in out, out + err
+    # A lost state file, and a copy damaged on the remote with its size and time unchanged:
+    # found in place, it fails its verification and is sent again.
+    (recordings / SYNC_STATE).unlink()
+    damage_keeping_size_and_time(remote.disk / entries[2]["file"])
+    kept = {path: path.stat().st_mtime_ns for path in recordings.glob("*/*.wav")}
+    entries = record(recordings, (1.0,), first_day="2026-11-24")  # and a new one, sent beside it
+    for path, mtime in kept.items():  # (record dates every segment; the others keep their time)
+        os.utime(path, ns=(mtime, mtime))
+    code, out, err = edge(capsys, "sync", "--once", "--config", str(config))
+    assert code == 0 and "(2 uploaded, " in out, out + err
+    assert_remote_matches(remote, entries)
     segments = [c for c in commands if "copy" in c and str(recordings) in c]
-    assert segments and all(c[c.index("--bwlimit") + 1] == "8M" for c in segments)
+    assert len(segments) >= 4 and all(c[c.index("--bwlimit") + 1] == "8M" for c in segments)
     assert len(commands) > len(segments) and not any("--bwlimit" in c for c in commands if c not in segments)
+
+
+def test_a_run_without_a_place_for_its_record_says_why_at_debug_level_and_syncs_all_the_same(
+        tmp_path, recordings, remote, capsys, caplog):
+    # An office machine, or a Pi whose recorder has not run since boot: no runtime folder.
+    config = write_config(tmp_path, recordings, remote)
+    settings = json.loads(config.read_text())
+    settings["service"]["status_file"] = str(tmp_path / "no-runtime-folder" / "status.json")
+    config.write_text(json.dumps(settings))
+    with caplog.at_level("DEBUG", logger="edge.sync"):
+        code, out, err = edge(capsys, "sync", "--once", "--config", str(config))
+    assert code == 0 and "(6 uploaded, " in out, err
+    record = tmp_path / "no-runtime-folder" / "sync-run.json"
+    assert [r.getMessage() for r in caplog.records if r.name == "edge.sync" and r.levelname == "DEBUG"] == [
+        f"{record}: cannot publish the run (No such file or directory)"]
+
+
+def damage_keeping_size_and_time(path: Path) -> None:
+    """A byte flipped in ``path``, its size and time as they were: only its hash can tell."""
+    times = path.stat()
+    with open(path, "r+b") as f:
+        f.seek(5000)
+        byte = f.read(1)
+        f.seek(5000)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    os.utime(path, ns=(times.st_atime_ns, times.st_mtime_ns))
+
+
+@pytest.mark.parametrize("remote", ["sftp"], indirect=True)
+def test_a_damaged_copy_found_in_place_that_cannot_be_sent_again_fails_the_run_with_the_remotes_reason(
+        tmp_path, recordings, remote, capsys):
+    config = write_config(tmp_path, recordings, remote)
+    assert edge(capsys, "sync", "--once", "--config", str(config))[0] == 0
+    entries = read_manifest(recordings / "manifest.jsonl")
+    (recordings / SYNC_STATE).unlink()  # so every copy is found in place and verified there
+    damage_keeping_size_and_time(remote.disk / entries[1]["file"])
+    (remote.staging / entries[1]["file"] / "in-the-way").mkdir(parents=True)  # and its new copy refused
+    code, out, err = edge(capsys, "sync", "--once", "--config", str(config))
+    assert code == 1 and len(err.strip().splitlines()) == 1 and "SSH_FX_FAILURE" in err, err
+    assert sorted(SyncState.load(recordings).synced) == sorted(e["file"] for e in entries if e is not entries[1])
+
+
+def test_segments_finished_during_a_pass_go_up_in_the_next(tmp_path, recordings, remote, capsys, monkeypatch):
+    from edge.sync import RemoteSync
+
+    passes = []
+    record_pass = RemoteSync._record
+
+    def recorded(self, *args):
+        record_pass(self, *args)
+        passes.append(len(passes) + 1)
+        if passes == [1]:
+            record(recordings, (1.0,), first_day="2026-11-24")  # the recorder finished one meanwhile
+
+    monkeypatch.setattr(RemoteSync, "_record", recorded)
+    code, out, err = edge(capsys, "sync", "--config", str(write_config(tmp_path, recordings, remote)))
+    entries = read_manifest(recordings / "manifest.jsonl")
+    where = remote.remote.replace("{device}", DEVICE)
+    assert code == 0 and len(entries) == 7, err
+    assert out.startswith(f"7 segments verified on {where} now (7 uploaded, ") and "; 0 waiting" in out, out
+    assert passes == [1, 2, 3]  # the third finds nothing to send, and the run ends
+    assert_remote_matches(remote, entries)
 
 
 @pytest.mark.parametrize("remote", ["sftp"], indirect=True)
@@ -867,6 +975,12 @@ def test_a_segment_the_remote_refuses_fails_the_run_with_the_remotes_reason_and_
     assert "SSH_FX_FAILURE" in err and "remote is full" not in err  # the server's reason, not a guess
     assert sorted(SyncState.load(recordings).synced) == sorted(e["file"] for e in entries if e is not entries[1])
     assert not (remote.disk / entries[1]["file"]).exists()
+    # The remote manifest lists what arrived, not what the run meant to send.
+    assert [e["file"] for e in read_manifest(remote.disk / "manifest.jsonl")] == [
+        e["file"] for e in entries if e is not entries[1]]
+    # Refused again with nothing else to send: the same reason.
+    code, out, err = edge(capsys, "sync", "--config", str(config))
+    assert code == 1 and len(err.strip().splitlines()) == 1 and "SSH_FX_FAILURE" in err, err
 
     shutil.rmtree(refused)
     code, out, err = edge(capsys, "sync", "--config", str(config))
