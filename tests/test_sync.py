@@ -916,6 +916,24 @@ def test_a_run_without_a_place_for_its_record_says_why_at_debug_level_and_syncs_
         f"{record}: cannot publish the run (No such file or directory)"]
 
 
+@pytest.mark.parametrize("remote", ["sftp"], indirect=True)
+def test_a_remote_that_fails_while_verifying_fails_the_run_with_its_reason_and_trusts_nothing(
+        tmp_path, recordings, remote, capsys):
+    config = write_config(tmp_path, recordings, remote)
+    assert edge(capsys, "sync", "--once", "--config", str(config))[0] == 0
+    before = {p: p.stat().st_ino for p in remote.disk.rglob("*.wav")}
+    (recordings / SYNC_STATE).unlink()  # so every copy is found in place and checked there
+    with open(remote.rclone_config, "a") as conf:
+        conf.write("md5sum_command = false\n")  # the server cannot hash what it holds
+    code, out, err = edge(capsys, "sync", "--once", "--config", str(config))
+    where = remote.remote.replace("{device}", DEVICE)
+    assert code == 1 and len(err.splitlines()) == 1, err
+    assert err.startswith(f"edge: sync to {where} failed: check with 6 errors: last error was: "
+                          "failed to calculate md5 hash: "), err  # rclone's own words
+    assert not any(is_synced(recordings, e["file"]) for e in read_manifest(recordings / "manifest.jsonl"))
+    assert {p: p.stat().st_ino for p in remote.disk.rglob("*.wav")} == before
+
+
 def damage_keeping_size_and_time(path: Path) -> None:
     """A byte flipped in ``path``, its size and time as they were: only its hash can tell."""
     times = path.stat()
