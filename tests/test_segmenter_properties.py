@@ -5,7 +5,7 @@ hold every window of their span exactly once, and keep every run of confident sp
 from __future__ import annotations
 
 import numpy as np
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, example, given, settings, strategies as st
 
 from edge.config import SegmenterSettings
 from edge.segmenter import WINDOW, SegmentAudio, SegmentClosed, SegmentOpened, SpeechSegmenter, frames
@@ -118,3 +118,14 @@ def test_silence_alone_never_makes_a_segment(spans):
     probs = [min(p, NEG_THRESHOLD * 0.99) * 0.2 for p, n, _ in spans for _ in range(n)]
     levels = [level for _, n, level in spans for _ in range(n)]
     assert run_segmenter(SegmenterSettings(adaptive_threshold_min=None), probs, levels) == []
+
+
+@example(ms=32.01)  # a hair over one window: two, or the setting is cut short
+@example(ms=64.0)
+@example(ms=0.0)
+@given(ms=st.floats(min_value=0.001, max_value=3_600_000))  # a thousandth of a millisecond at least
+def test_a_duration_setting_takes_the_fewest_whole_windows_that_cover_it(ms):
+    windows = frames(ms)
+    window_ms = WINDOW * 1000 / 16000
+    assert windows * window_ms >= ms * (1 - 1e-12)
+    assert (windows - 1) * window_ms < ms
