@@ -81,6 +81,11 @@ class Remote:
     def staging(self) -> Path:
         return self.disk.parent / STAGING / self.disk.name
 
+    @property
+    def device_remote(self) -> str:
+        """sync.remote with the device's name in it, as `edge sync` says it."""
+        return self.remote.replace("{device}", DEVICE)
+
 
 @pytest.fixture(params=["sftp", "webdav"])
 def remote(request, tmp_path):
@@ -151,6 +156,15 @@ def finish(process: subprocess.Popen) -> tuple[str, str]:
         process.kill()
         process.communicate()
         raise
+
+
+def flip_a_byte(path: Path) -> None:
+    """One byte of ``path`` inverted, past the WAV header: the file keeps its size."""
+    with open(path, "r+b") as f:
+        f.seek(5000)
+        byte = f.read(1)
+        f.seek(5000)
+        f.write(bytes([byte[0] ^ 0xFF]))
 
 
 def sha256(path: Path) -> str:
@@ -228,7 +242,7 @@ def test_copies_verifies_and_a_rerun_copies_nothing(tmp_path, recordings, remote
     code, out, err = edge(capsys, "sync", "--once", "--config", str(config))
     assert code == 0, err
     sent = sum((recordings / e["file"]).stat().st_size for e in entries)
-    where = remote.remote.replace("{device}", DEVICE)
+    where = remote.device_remote
     assert out == f"6 segments verified on {where} now (6 uploaded, {sent / 1e6:.1f} MB); 0 waiting (0.0 MB)\n"
     assert_remote_matches(remote, entries)
     # Nothing deleted from the card unless asked.
@@ -251,7 +265,7 @@ def test_a_new_remote_gets_every_segment_whatever_went_to_the_old_one(tmp_path, 
                     disk=remote.disk.parent.parent / "moved" / DEVICE)
     code, out, err = edge(capsys, "sync", "--once", "--config", str(write_config(tmp_path, recordings, moved)))
     assert code == 0, err
-    where = moved.remote.replace("{device}", DEVICE)
+    where = moved.device_remote
     assert out.startswith(f"6 segments verified on {where} now (6 uploaded, "), out
     assert_remote_matches(moved, read_manifest(recordings / "manifest.jsonl"))
     # The state names the remote its copies are on: what forget and retention tell.
@@ -305,11 +319,7 @@ def test_a_byte_flipped_on_the_server_is_found_and_copied_again(tmp_path, record
     assert edge(capsys, "sync", "--config", str(config))[0] == 0
     entries = read_manifest(recordings / "manifest.jsonl")
     damaged = remote.disk / entries[3]["file"]
-    with open(damaged, "r+b") as f:  # same size: only a comparison of the bytes can tell
-        f.seek(5000)
-        byte = f.read(1)
-        f.seek(5000)
-        f.write(bytes([byte[0] ^ 0xFF]))
+    flip_a_byte(damaged)  # same size: only a comparison of the bytes can tell
     # Written a minute after the upload (within the same second the server's clock, which
     # WebDAV reports to the second, could not tell the two apart).
     later = damaged.stat().st_mtime + 60
@@ -320,7 +330,7 @@ def test_a_byte_flipped_on_the_server_is_found_and_copied_again(tmp_path, record
     code, out, err = edge(capsys, "sync", "--config", str(config))
     assert code == 0, err
     assert "3 uploaded" in out
-    where = remote.remote.replace("{device}", DEVICE)
+    where = remote.device_remote
     said = [r.getMessage() for r in caplog.records if r.name == "edge.sync"]
     assert f"{entries[1]['file']}: gone from {where}, copying it again" in said
     assert f"{entries[3]['file']}: changed on {where} since it was verified, verifying it again" in said
@@ -329,12 +339,7 @@ def test_a_byte_flipped_on_the_server_is_found_and_copied_again(tmp_path, record
 
 def test_a_segment_rotted_on_the_card_is_reported_and_never_placed(tmp_path, recordings, remote, capsys):
     entries = read_manifest(recordings / "manifest.jsonl")
-    rotten = recordings / entries[2]["file"]
-    with open(rotten, "r+b") as f:  # the manifest still has the SHA-256 of what was recorded
-        f.seek(3000)
-        byte = f.read(1)
-        f.seek(3000)
-        f.write(bytes([byte[0] ^ 0x01]))
+    flip_a_byte(recordings / entries[2]["file"])  # the manifest still has the SHA-256 of what was recorded
     config = write_config(tmp_path, recordings, remote)
     code, out, err = edge(capsys, "sync", "--config", str(config))
     assert code == 1
@@ -794,7 +799,7 @@ def test_a_synced_segment_the_card_cannot_delete_stays_listed_and_is_said(tmp_pa
     # What left the card says why, and is no longer counted as on it.
     raw = [json.loads(line) for day in recordings.glob("*/manifest.jsonl") for line in day.read_text().splitlines()]
     assert {t["deleted"]: t["reason"] for t in raw if "deleted" in t} == {
-        e["file"]: f"synced: copy verified on {remote.remote.replace('{device}', DEVICE)}"
+        e["file"]: f"synced: copy verified on {remote.device_remote}"
         for e in entries if e is not entries[2]}
     assert list(SyncState.load(recordings).synced) == [entries[2]["file"]]
 
@@ -878,7 +883,7 @@ def test_every_upload_of_a_segment_goes_at_the_bandwidth_limit_and_nothing_else_
     monkeypatch.setattr(Job, "__init__", lambda self, command, *a, **kw: commands.append(command) or
                         init(self, command, *a, **kw))
     config = write_config(tmp_path, recordings, remote, bwlimit=8.0)
-    where = remote.remote.replace("{device}", DEVICE)
+    where = remote.device_remote
     code, out, err = edge(capsys, "sync", "--once", "--config", str(config))
     assert code == 0 and out.startswith(f"6 segments verified on {where} now (6 uploaded, "), out + err
     entries = read_manifest(recordings / "manifest.jsonl")
@@ -926,7 +931,7 @@ def test_a_remote_that_fails_while_verifying_fails_the_run_with_its_reason_and_t
     with open(remote.rclone_config, "a") as conf:
         conf.write("md5sum_command = false\n")  # the server cannot hash what it holds
     code, out, err = edge(capsys, "sync", "--once", "--config", str(config))
-    where = remote.remote.replace("{device}", DEVICE)
+    where = remote.device_remote
     assert code == 1 and len(err.splitlines()) == 1, err
     assert err.startswith(f"edge: sync to {where} failed: check with 6 errors: last error was: "
                           "failed to calculate md5 hash: "), err  # rclone's own words
@@ -937,11 +942,7 @@ def test_a_remote_that_fails_while_verifying_fails_the_run_with_its_reason_and_t
 def damage_keeping_size_and_time(path: Path) -> None:
     """A byte flipped in ``path``, its size and time as they were: only its hash can tell."""
     times = path.stat()
-    with open(path, "r+b") as f:
-        f.seek(5000)
-        byte = f.read(1)
-        f.seek(5000)
-        f.write(bytes([byte[0] ^ 0xFF]))
+    flip_a_byte(path)
     os.utime(path, ns=(times.st_atime_ns, times.st_mtime_ns))
 
 
@@ -974,7 +975,7 @@ def test_segments_finished_during_a_pass_go_up_in_the_next(tmp_path, recordings,
     monkeypatch.setattr(RemoteSync, "_record", recorded)
     code, out, err = edge(capsys, "sync", "--config", str(write_config(tmp_path, recordings, remote)))
     entries = read_manifest(recordings / "manifest.jsonl")
-    where = remote.remote.replace("{device}", DEVICE)
+    where = remote.device_remote
     assert code == 0 and len(entries) == 7, err
     assert out.startswith(f"7 segments verified on {where} now (7 uploaded, ") and "; 0 waiting" in out, out
     assert passes == [1, 2, 3]  # the third finds nothing to send, and the run ends
