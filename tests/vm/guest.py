@@ -205,9 +205,25 @@ def step_time_s(settings) -> float:
     return (time.perf_counter() - started) / (blocks.size // WINDOW)
 
 
+# The player's buffer, in microseconds: many times the recorder's driver buffer
+# (edge.capture.DRIVER_BUFFER_S), so a stall of the emulated machine long enough to starve the
+# player overruns the recorder's capture first, which the recorder counts. With aplay's own
+# 0.5 s, a stall could starve the player alone: the loopback card then plays its stale buffer
+# and silence, and a segment holds stretches of the input no counter explains (CI at 5e76139).
+PLAYER_BUFFER_US = 4_000_000
+
+
 def play(path: Path = LESSON) -> subprocess.Popen:
-    return subprocess.Popen(["aplay", "-q", "-D", PLAYBACK, str(path)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+    player = subprocess.Popen(["aplay", "-q", "-D", PLAYBACK, f"--buffer-time={PLAYER_BUFFER_US}",
+                               str(path)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    threading.Thread(target=relay_player, args=(player,), daemon=True).start()
+    return player
+
+
+def relay_player(player: subprocess.Popen) -> None:
+    """aplay says "underrun!!!" even when quiet: the report shows when the input was not the file."""
+    for line in player.stderr:
+        say(f"INFO player: {line.strip()}")
 
 
 def mic_boot() -> None:

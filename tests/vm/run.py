@@ -386,7 +386,7 @@ def cuts_part(source: Path, work: Path, name: str, cuts: int, seed: int, encrypt
             lines = card.boot("cut", rng.uniform(*aimed_after), cut_from=had_at_least(first_kept))
         else:
             lines = card.boot("cut", rng.uniform(0.0, latest_cut_s))
-        relay([l for l in lines if l.startswith(("FAIL", "    "))], f"{name} boot {cut + 1}: ")
+        relay([l for l in lines if l.startswith(("FAIL", "    ", "INFO player"))], f"{name} boot {cut + 1}: ")
         if not any(l.startswith("PASS card after the cut") for l in lines):
             problems.append(f"boot {cut + 1}: the card check did not pass (see above)")
         recovered = {l.split()[1]: int(l.split()[2]) for l in lines if l.startswith("RECOVERED ")}
