@@ -43,7 +43,12 @@ PR_SET_PDEATHSIG = 1
 PA_INT16 = 0x8
 PA_INPUT_OVERFLOWED = -9981
 # How far the capture process may fall behind the card before audio is lost in the driver.
-DRIVER_BUFFER_S = 0.5
+# A stall of the whole machine (the kernel included) longer than the buffer loses audio
+# that ALSA may not even report: the card's position is known only modulo the buffer, so a
+# jump of more than one buffer can pass for less and no overrun is seen. The virtual Pi,
+# stopped for 0.7-1.0 s at a time, lost audio silently with 0.5 s and nothing with 2 s
+# (docs/virtual-pi.md). Cards that allow less give what they allow (the log says what).
+DRIVER_BUFFER_S = 2.0
 # Audio comes in blocks of this many detector windows (128 ms): every block wakes this
 # process and the recorder, and each wake-up costs more than the work it brings (cold caches,
 # thread hand-offs), so four windows a wake-up halve the daemon's CPU against one (bench).
