@@ -413,14 +413,16 @@ def check_card(stream: np.ndarray) -> None:
         sealed_last = entry["recovered"] and path.name.endswith(".age") and 0 < beyond_count <= CHUNK_BYTES // 2
         if beyond_count and not sealed_last:
             problems.append(f"{entry['file']}: {len(audio)} samples, the manifest says {entry['samples']}")
-        say(f"{'RECOVERED' if entry['recovered'] else 'LISTED'} {entry['file']} {len(audio)}")
+        say(f"{'RECOVERED' if entry['recovered'] else 'LISTED'} {entry['file']} {len(audio)} "
+            f"{entry['overflows'] + entry['dropped_frames']}")
         nonzero = np.flatnonzero(audio)
         if len(nonzero) == 0:
             continue
         first = int(nonzero[0])
         counts = (entry["overflows"], entry["dropped_frames"])
-        history = lost.setdefault(entry["boot_id"], [counts, counts])
-        # Counters are per recorder process: one that went down is a new process.
+        # Counters are per recorder process, from 0 (a loss in a boot's first segment counts);
+        # one that went down is a new process.
+        history = lost.setdefault(entry["boot_id"], [(0, 0), (0, 0)])
         new_losses = sum(max(now - then, 0) for now, then in zip(counts, history[-1]))
         history.append(counts)
         at = find(audio[first:], stream)
