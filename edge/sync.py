@@ -9,7 +9,9 @@ from the card once and has the remote hash each copy once:
    again), the remote ``manifest.jsonl``, and one `rclone copy` of every waiting segment into
    a staging folder beside the device's folder (``<parent>/.incoming/<device>``): rclone 1.60
    writes SFTP and WebDAV uploads under their final name, so a killed upload would otherwise
-   leave half a file where the office looks. A segment already in place with the card's size
+   leave half a file where the office looks (on a first sync to a remote, that folder is
+   made before the copies start: two rclone processes making one folder at once fail one of
+   them). A segment already in place with the card's size
    and time (a lost state file, a run stopped before it recorded it) is not sent
    (``--compare-dest``) but verified where it is (`rclone check`), and sent only if that fails;
 2. meanwhile it reads each waiting segment from the card (not the page cache) and compares it
@@ -132,14 +134,21 @@ class RemoteSync:
             for name in pending:
                 self.out.write(f"would copy {name} ({megabytes(sizes[name])})\n")
             return
+        listing = self._start_listing()
+        card = CardCheck(self.root, local, report.problems)
+        if waiting and not state.synced:
+            # Nothing verified on this remote yet, so its staging folder may not exist, and two
+            # rclone copies making it at once fail one of them (an SFTP server answers the
+            # second mkdir with a bare "Failure"). It is made first, while the card is read.
+            made = self.rclone.start("mkdir", self.staging, allow=ANY_EXIT)
+            card.check(waiting, until=made.done)
+            made.result()
         # What waits goes up at once, beside the listing, the remote manifest and the mover
         # (which connects and asks the backend's features); the card check reads it meanwhile.
         copies = [(waiting, self._start_copy(waiting, str(self.root), transfer=True))] if waiting else []
-        listing = self._start_listing()
         if waiting:
             self._moving()
         existing = self._start_cat() if waiting or unlisted else None
-        card = CardCheck(self.root, local, report.problems)
         card.check(waiting, until=listing.done)
         remote_files = listed(listing.result())
         self._forget_changed(state, remote_files)

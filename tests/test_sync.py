@@ -1020,3 +1020,35 @@ def test_what_is_proven_goes_into_place_while_a_long_copy_goes_on(tmp_path, remo
         out, err = finish(run)
     assert run.returncode == 0, err
     assert_remote_matches(remote, [short, long])
+
+
+def test_a_first_sync_makes_the_staging_folder_before_it_copies_into_it(tmp_path, recordings, remote, capsys,
+                                                                         monkeypatch):
+    # Two rclone copies that both make a new folder fail one of them: an SFTP server answers
+    # the second mkdir with a bare "Failure" (rclone 1.60). The segments and the manifest go
+    # up side by side, so on a first sync they must find the staging folder made.
+    from edge.rclone import Job
+
+    started = []  # (the command, whether each job before it had finished)
+    init = Job.__init__
+
+    def noting(self, command, *args, **kwargs):
+        started.append((command, [job.finished for _, job in jobs]))
+        init(self, command, *args, **kwargs)
+        jobs.append((command, self))
+
+    jobs = []
+    monkeypatch.setattr(Job, "__init__", noting)
+    config = write_config(tmp_path, recordings, remote)
+    code, out, err = edge(capsys, "sync", "--once", "--config", str(config))
+    assert code == 0, err
+    made = [i for i, (command, _) in enumerate(started) if "mkdir" in command]
+    copies = [i for i, (command, _) in enumerate(started) if "copy" in command]
+    assert len(made) == 1 and len(copies) == 2, [c for c, _ in started]
+    staging = started[made[0]][0][-1]
+    assert all(started[i][0][-1] == staging and started[i][1][made[0]] for i in copies)
+    # Once something is verified there, the folder is known: no round trip for it again.
+    record(recordings, (0.5,), first_day="2026-11-26")
+    started.clear()
+    assert edge(capsys, "sync", "--once", "--config", str(config))[0] == 0
+    assert [c for c, _ in started if "copy" in c] and not [c for c, _ in started if "mkdir" in c]
