@@ -11,9 +11,9 @@ from the card once and has the remote hash each copy once:
    writes SFTP and WebDAV uploads under their final name, so a killed upload would otherwise
    leave half a file where the office looks (on a first sync to a remote, that folder is
    made before the copies start: two rclone processes making one folder at once fail one of
-   them). A segment already in place with the card's size
-   and time (a lost state file, a run stopped before it recorded it) is not sent
-   (``--compare-dest``) but verified where it is (`rclone check`), and sent only if that fails;
+   them). A segment already in place with the card's size and time (a lost state file, a run
+   stopped before it recorded it) is not sent (``--compare-dest``) but verified where it is
+   (`rclone check`), and sent only if that fails;
 2. meanwhile it reads each waiting segment from the card (not the page cache) and compares it
    with its manifest SHA-256: a segment that rotted on the card is reported, and its upload
    deleted from the staging folder, never moved into place (rclone then reads the segments

@@ -96,6 +96,13 @@ def assert_whole_blocks_of_about_two_seconds(buffer_s: float, block: int, rate: 
     assert blocks == pytest.approx(round(blocks)) and abs(buffer_s - 2.0) <= block / rate, buffer_s
 
 
+def is_the_lesson_at(audio: np.ndarray, lesson: np.ndarray, first: int) -> bool:
+    """Whether a stored segment is the lesson from sample ``first`` on. A live run stops within
+    the capture block that passes the lesson's end, and what the file plugin gives after its
+    file's end is not the lesson."""
+    return np.array_equal(audio[:len(lesson) - first], lesson[first:first + len(audio)])
+
+
 def run_live(settings, detector, recordings, samples):
     stop = threading.Event()
     recorder = make_recorder(settings, detector, recordings)
@@ -122,9 +129,7 @@ def test_recorder_stores_the_labelled_speech_and_not_the_silence(alsa, lesson, l
     for entry in entries:
         first = round(entry["start_s"] * 16000)
         audio = segment_audio(recordings, entry)
-        # The run stops within the capture block that passes the lesson's end; what the file
-        # plugin gives after its file's end is not the lesson.
-        assert np.array_equal(audio[:len(lesson) - first], lesson[first:first + len(audio)]), entry["file"]
+        assert is_the_lesson_at(audio, lesson, first), entry["file"]
         assert entry["source"] == "mic:testmic"
     assert sum(e["duration_s"] for e in entries) < 0.75 * len(lesson) / 16000
 
@@ -192,9 +197,7 @@ def test_long_talk_is_split_at_max_segment_s_in_the_live_recorder(alsa, lesson, 
         assert 2.5 <= entry["duration_s"] <= 5.0 or entry is entries[-1], entry
         first = round(entry["start_s"] * 16000)
         audio = segment_audio(recordings, entry)
-        # The run stops within the capture block that passes the lesson's end; what the file
-        # plugin gives after its file's end is not the lesson.
-        assert np.array_equal(audio[:len(lesson) - first], lesson[first:first + len(audio)])
+        assert is_the_lesson_at(audio, lesson, first)
     for before, after in zip(entries, entries[1:]):
         assert before["end_s"] == after["start_s"]  # split, not cut: no audio between
     assert entries[0]["start_s"] <= lesson_speech[0][0] and entries[-1]["end_s"] >= lesson_speech[-1][1]

@@ -413,13 +413,12 @@ def check_card(stream: np.ndarray) -> None:
         sealed_last = entry["recovered"] and path.name.endswith(".age") and 0 < beyond_count <= CHUNK_BYTES // 2
         if beyond_count and not sealed_last:
             problems.append(f"{entry['file']}: {len(audio)} samples, the manifest says {entry['samples']}")
-        say(f"{'RECOVERED' if entry['recovered'] else 'LISTED'} {entry['file']} {len(audio)} "
-            f"{entry['overflows'] + entry['dropped_frames']}")
+        counts = (entry["overflows"], entry["dropped_frames"])
+        say(f"{'RECOVERED' if entry['recovered'] else 'LISTED'} {entry['file']} {len(audio)} {sum(counts)}")
         nonzero = np.flatnonzero(audio)
         if len(nonzero) == 0:
             continue
         first = int(nonzero[0])
-        counts = (entry["overflows"], entry["dropped_frames"])
         # Counters are per recorder process, from 0 (a loss in a boot's first segment counts);
         # one that went down is a new process.
         history = lost.setdefault(entry["boot_id"], [(0, 0), (0, 0)])

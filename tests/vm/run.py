@@ -135,7 +135,7 @@ class Card:
         subprocess.run(["cp", "--sparse=always", str(source / "card.img"), str(self.img)], check=True)
         self.kernel, self.initrd = source / "vmlinuz", source / "initrd.img"
         self.boots = 0
-        self.stalls = 0
+        self.stops = 0
         """How many times the last boot was stopped and let go."""
 
     @contextlib.contextmanager
@@ -180,7 +180,7 @@ class Card:
         (by default once it says RECORDING: a segment is open): a power cut. With ``stalls``,
         the machine is stopped every STALL_EVERY_S from then on, for STALL_S drawn from it."""
         self.boots += 1
-        self.stalls = 0
+        self.stops = 0
         report_path = self.dir / f"report-{self.boots}.txt"
         console = self.dir / f"console-{self.boots}.txt"
         command = [*machine(cpus), "-m", "1024", "-smp", str(cpus), "-kernel", str(self.kernel),
@@ -212,7 +212,7 @@ class Card:
                     qemu.send_signal(signal.SIGSTOP)
                     time.sleep(stalls.uniform(*STALL_S))
                     qemu.send_signal(signal.SIGCONT)
-                    self.stalls += 1
+                    self.stops += 1
                     next_stall = time.monotonic() + STALL_EVERY_S
                 if cut_at is not None and time.monotonic() >= cut_at:
                     qemu.send_signal(signal.SIGKILL)  # the power cut
@@ -401,7 +401,7 @@ def cuts_part(source: Path, work: Path, name: str, cuts: int, seed: int, encrypt
             lines = card.boot("final")
         elif cut == 0 and not encrypted:
             lines = card.boot("cut", STALLED_RECORDING_S, stalls=rng)
-            stops = card.stalls
+            stops = card.stops
         elif cut % 2:
             # Every other cut waits for the open segment's first audio that recovery can keep
             # and falls after it has reached the card: a series then proves the recovery of open
@@ -413,13 +413,15 @@ def cuts_part(source: Path, work: Path, name: str, cuts: int, seed: int, encrypt
         relay([l for l in lines if l.startswith(("FAIL", "    ", "INFO player"))], f"{name} boot {cut + 1}: ")
         if not any(l.startswith("PASS card after the cut") for l in lines):
             problems.append(f"boot {cut + 1}: the card check did not pass (see above)")
+        # LISTED|RECOVERED file samples losses-counted
+        checked = [l.split() for l in lines if l.startswith(("LISTED ", "RECOVERED "))]
         if cut == 1 and not encrypted:
-            counted = max((int(l.split()[3]) for l in lines if l.startswith(("LISTED ", "RECOVERED "))), default=0)
+            counted = max((int(fields[3]) for fields in checked), default=0)
             stopped = f"boot 1 stopped {stops} times for {STALL_S[0]:g}-{STALL_S[1]:g} s, {counted} losses counted"
             if stops < 3:
                 problems.append(f"{stopped}: too few to prove anything")
-        recovered = {l.split()[1]: int(l.split()[2]) for l in lines if l.startswith("RECOVERED ")}
-        listed = {l.split()[1]: int(l.split()[2]) for l in lines if l.startswith(("LISTED ", "RECOVERED "))}
+        recovered = {fields[1]: int(fields[2]) for fields in checked if fields[0] == "RECOVERED"}
+        listed = {fields[1]: int(fields[2]) for fields in checked}
         recovered_total += sum(1 for f in recovered if f in had)
         for file, samples in had.items():
             kept = listed.get(file, 0)
