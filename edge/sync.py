@@ -9,11 +9,12 @@ from the card once and has the remote hash each copy once:
    again), the remote ``manifest.jsonl``, and one `rclone copy` of every waiting segment into
    a staging folder beside the device's folder (``<parent>/.incoming/<device>``): rclone 1.60
    writes SFTP and WebDAV uploads under their final name, so a killed upload would otherwise
-   leave half a file where the office looks (on a first sync to a remote, that folder is
-   made before the copies start: two rclone processes making one folder at once fail one of
-   them). A segment already in place with the card's size and time (a lost state file, a run
-   stopped before it recorded it) is not sent (``--compare-dest``) but verified where it is
-   (`rclone check`), and sent only if that fails;
+   leave half a file where the office looks (rclone makes the folders it copies into, and two
+   rclone processes making one folder at once fail one of them: any other copy into the
+   staging folder, the manifest's included, starts only once a copy has put a file in each
+   folder it needs, or no copy runs). A segment already in place with the card's size and
+   time (a lost state file, a run stopped before it recorded it) is not sent
+   (``--compare-dest``) but verified where it is (`rclone check`), and sent only if that fails;
 2. meanwhile it reads each waiting segment from the card (not the page cache) and compares it
    with its manifest SHA-256: a segment that rotted on the card is reported, and its upload
    deleted from the staging folder, never moved into place (rclone then reads the segments
@@ -95,6 +96,9 @@ class RemoteSync:
         """Moves what is staged into place, as soon as it is proven, over one `rclone rcd`."""
         self._handed: set = set()
         """What the mover was given to move in this run."""
+        self._copies: dict = {}
+        """Each `rclone copy` into the staging folder in this run -> its log as read so far,
+        and whether it copies segments (the index is not handed to the mover as it arrives)."""
 
     def run(self, dry_run: bool = False) -> SyncReport:
         self.rclone.check_ready()
@@ -104,7 +108,7 @@ class RemoteSync:
             if state.remote != self.remote:
                 state = SyncState(remote=self.remote)  # what was verified on another remote proves nothing here
             report = SyncReport()
-            self._mover, self._handed = None, set()
+            self._mover, self._handed, self._copies = None, set(), {}
             try:
                 self._sync(state, report, dry_run)
             except SyncFailed as exc:
@@ -136,16 +140,9 @@ class RemoteSync:
             return
         listing = self._start_listing()
         card = CardCheck(self.root, local, report.problems)
-        if waiting and not state.synced:
-            # Nothing verified on this remote yet, so its staging folder may not exist, and two
-            # rclone copies making it at once fail one of them (an SFTP server answers the
-            # second mkdir with a bare "Failure"). It is made first, while the card is read.
-            made = self.rclone.start("mkdir", self.staging, allow=ANY_EXIT)
-            card.check(waiting, until=made.done)
-            made.result()
         # What waits goes up at once, beside the listing, the remote manifest and the mover
         # (which connects and asks the backend's features); the card check reads it meanwhile.
-        copies = [(waiting, self._start_copy(waiting, str(self.root), transfer=True))] if waiting else []
+        copies = [(waiting, self._start_copy(waiting, str(self.root), card, transfer=True))] if waiting else []
         if waiting:
             self._moving()
         existing = self._start_cat() if waiting or unlisted else None
@@ -155,7 +152,7 @@ class RemoteSync:
         # Copies that have gone or changed on the remote since they were verified go again.
         again = [name for name in local if name not in state.synced and name not in waiting]
         if again:
-            copies.append((again, self._start_copy(again, str(self.root), transfer=True)))
+            copies.append((again, self._start_copy(again, str(self.root), card, transfer=True)))
         pending = waiting + again
         self._count_waiting(report, pending, sizes)
         if not pending and not unlisted:
@@ -167,7 +164,7 @@ class RemoteSync:
         # passed; it is sent again only if one of them does not arrive.
         lines = self._remote_manifest(existing)
         expected = unlisted + card.sound(pending)
-        index = self._stage_index(lines, expected, local)
+        index = self._stage_index(lines, expected, local, card)
         staged, in_place, copy_error = [], [], None
         for names, copy in copies:
             sent, reason = self._collect(copy, names, local, sizes, card, report)
@@ -179,7 +176,7 @@ class RemoteSync:
         good = self._verify_in_place(in_place)
         if len(good) < len(in_place):
             resent, reason = self._collect(self._start_copy([n for n in in_place if n not in good], str(self.root),
-                                                            transfer=True, replace=True),
+                                                            card, transfer=True, replace=True),
                                            [n for n in in_place if n not in good], local, sizes, card, report)
             staged += resent.staged
             copy_error = copy_error or reason
@@ -192,7 +189,7 @@ class RemoteSync:
         try:
             if unlisted + new != expected:
                 index.stop()
-                index = self._stage_index(lines, unlisted + new, local)
+                index = self._stage_index(lines, unlisted + new, local, card)
             self._place(index, [n for n in new if n in staged], state, local, sizes, remote_files, unlisted,
                         [n for n in new if n in good])
         except SyncFailed:
@@ -214,13 +211,33 @@ class RemoteSync:
     def _start_cat(self) -> Job:
         return self.rclone.start("cat", posixpath.join(self.remote, MANIFEST), allow=NOT_FOUND)
 
-    def _start_copy(self, names: list, source: str, transfer: bool = False, replace: bool = False) -> Job:
+    def _start_copy(self, names: list, source: str, card: CardCheck, transfer: bool = False,
+                    replace: bool = False) -> Job:
         # Into the staging folder, which holds nothing worth keeping: no listing of it first.
         # A segment already in place with the card's size and time is not sent (--compare-dest)
         # unless ``replace``. At log level DEBUG rclone says what it proved (see CopyLog).
-        compare = [] if replace or source != str(self.root) else ["--compare-dest", self.remote]
-        return self.rclone.start("copy", "--files-from", self.rclone.files_from(names), "--no-check-dest", *compare,
+        segments = source == str(self.root)
+        compare = ["--compare-dest", self.remote] if segments and not replace else []
+        self._wait_for_folders(names, card)
+        copy = self.rclone.start("copy", "--files-from", self.rclone.files_from(names), "--no-check-dest", *compare,
                                  source, self.staging, transfer=transfer, log="DEBUG", allow=ANY_EXIT)
+        self._copies[copy] = (CopyLog(), segments)
+        return copy
+
+    def _wait_for_folders(self, names: list, card: CardCheck) -> None:
+        """Wait until every folder of the staging folder that copies of ``names`` go into is
+        known to exist (a copy of this run copied a file into it) or no copy into it runs:
+        rclone makes the folders it copies into, and two rclone processes making one folder at
+        once fail one of them (an SFTP server answers the second mkdir with a bare "Failure",
+        rclone 1.60). Nothing removes a folder of it before the run's copies have all ended."""
+        needed = _folders(names)
+        while True:
+            for copy in [copy for copy in self._copies if not copy.finished]:
+                self._read_log(copy, card)
+            running = [copy for copy in self._copies if not copy.done()]
+            if not running or needed <= _folders(name for log, _ in self._copies.values() for name in log.copied):
+                return
+            running[0].wait_at_most(0.05)
 
     def _forget_changed(self, state: SyncState, remote_files: dict) -> None:
         for name, record in list(state.synced.items()):
@@ -233,7 +250,7 @@ class RemoteSync:
                 continue
             del state.synced[name]
 
-    def _collect(self, copy: Job, names: list, local: dict, sizes: dict, card: "CardCheck",
+    def _collect(self, copy: Job, names: list, local: dict, sizes: dict, card: CardCheck,
                  report: SyncReport) -> tuple:
         """What a segment copy did: the copies it staged proven equal to the card (by rclone's
         own hash comparison or, where the backend keeps no hash, by downloading them), those
@@ -266,20 +283,27 @@ class RemoteSync:
             self._mover = Mover(Daemon(self.rclone), self.staging, self.remote)
         return self._mover
 
-    def _move_as_proven(self, copy: Job, card: "CardCheck") -> None:
+    def _move_as_proven(self, copy: Job, card: CardCheck) -> None:
         """While ``copy`` runs, hand each segment it staged to the mover as soon as its log
         proves the copy equal to what was read from the card and the card check passed it:
         by the time the copy ends, most of what it sent is in place."""
         if self._mover is None:
             return
-        log = CopyLog()
         while True:
             ended = copy.wait_at_most(0.05)
-            arrived = [name for name in log.feed(copy.tail()) if card.sound([name])]
-            self._mover.move(arrived)
-            self._handed.update(arrived)
+            self._read_log(copy, card)
             if ended:
                 return
+
+    def _read_log(self, copy: Job, card: CardCheck) -> None:
+        """Read what ``copy`` logged since the last time; each segment it proved that the card
+        check passed goes to the mover (the others are moved by `_place`, or never)."""
+        log, segments = self._copies[copy]
+        arrived = log.feed(copy.tail())
+        if segments and self._mover is not None:
+            arrived = [name for name in arrived if card.sound([name])]
+            self._mover.move(arrived)
+            self._handed.update(arrived)
 
     def _verify_in_place(self, names: list) -> list:
         """Among segments found on the remote under their final names, those equal to the card
@@ -329,7 +353,7 @@ class RemoteSync:
                                                 posixpath.join(self.remote, MANIFEST))
                 if not is_tombstone(entry)]
 
-    def _stage_index(self, lines: list, names: list, local: dict) -> Job:
+    def _stage_index(self, lines: list, names: list, local: dict, card: CardCheck) -> Job:
         """Start copying the remote manifest and SHA256SUMS, ``lines`` merged with the manifest
         lines of ``names``, into the staging folder."""
         # New lines in the card's order after those already there (seq alone cannot order
@@ -340,7 +364,7 @@ class RemoteSync:
         (folder / MANIFEST).write_text("".join(json.dumps(entry) + "\n" for entry in merged))
         (folder / SUMS).write_text("".join(line + "\n" for line in sha256sums(merged)))
         self._index = {name: hashlib.sha256((folder / name).read_bytes()).hexdigest() for name in INDEX}
-        return self._start_copy(list(INDEX), str(folder))
+        return self._start_copy(list(INDEX), str(folder), card)
 
     def _place(self, index: Job, staged: list, state: SyncState, local: dict, sizes: dict, remote_files: dict,
                unlisted: list, good: list) -> None:
@@ -423,6 +447,16 @@ class RemoteSync:
             return json.loads((self.root / SYNC_STATE).read_text())
         except (OSError, ValueError):
             return None
+
+
+def _folders(names) -> set:
+    """The folders that files of these paths lie in, with their parents ("" for the top)."""
+    folders = set()
+    for name in names:
+        while name:
+            name = posixpath.dirname(name)
+            folders.add(name)
+    return folders
 
 
 @dataclass

@@ -1022,33 +1022,63 @@ def test_what_is_proven_goes_into_place_while_a_long_copy_goes_on(tmp_path, remo
     assert_remote_matches(remote, [short, long])
 
 
-def test_a_first_sync_makes_the_staging_folder_before_it_copies_into_it(tmp_path, recordings, remote, capsys,
-                                                                         monkeypatch):
-    # Two rclone copies that both make a new folder fail one of them: an SFTP server answers
-    # the second mkdir with a bare "Failure" (rclone 1.60). The segments and the manifest go
-    # up side by side, so on a first sync they must find the staging folder made.
+def hold_the_first_segment_copy_and_watch_the_staging_folder(monkeypatch, tmp_path, remote) -> list:
+    """Hold back the first copy of segments until `edge sync` waits for it (it then has made no
+    folder yet), and note each copy into the staging folder that starts while another runs
+    and a folder it copies into is missing: both would make it. Returns those starts."""
     from edge.rclone import Job
 
-    started = []  # (the command, whether each job before it had finished)
-    init = Job.__init__
+    fifo = tmp_path / "go"
+    os.mkfifo(fifo)
+    copies, clashes, held = [], [], []
+    init, wait_at_most, result = Job.__init__, Job.wait_at_most, Job.result
 
-    def noting(self, command, *args, **kwargs):
-        started.append((command, [job.finished for _, job in jobs]))
+    def starting(self, command, *args, **kwargs):
+        if "copy" in command and command[-1] == remote.device_remote.replace(DEVICE, f"{STAGING}/{DEVICE}"):
+            names = Path(command[command.index("--files-from") + 1]).read_text().split()
+            folders = {str(Path(name).parent) for name in names} | {"."}
+            if any(not job.done() for job in copies) and not all((remote.staging / f).is_dir() for f in folders):
+                clashes.append(names)
+            if not copies and "--compare-dest" in command:
+                command = ["sh", "-c", 'read go < "$0" && exec "$@"', str(fifo), *command]
+                held.append(self)
+            copies.append(self)
         init(self, command, *args, **kwargs)
-        jobs.append((command, self))
 
-    jobs = []
-    monkeypatch.setattr(Job, "__init__", noting)
+    def releasing(method):
+        def call(self, *args, **kwargs):
+            if self in held:
+                held.remove(self)
+                fifo.write_text("go\n")  # opening it waits for the held shell to read
+            return method(self, *args, **kwargs)
+        return call
+
+    monkeypatch.setattr(Job, "__init__", starting)
+    monkeypatch.setattr(Job, "wait_at_most", releasing(wait_at_most))
+    monkeypatch.setattr(Job, "result", releasing(result))
+    return clashes
+
+
+@pytest.mark.parametrize("remote", ["sftp"], indirect=True)
+@pytest.mark.parametrize("case", ["first sync", "all found in place", "copied again"])
+def test_no_two_copies_can_make_a_folder_of_the_staging_folder_at_once(tmp_path, recordings, remote, capsys,
+                                                                       monkeypatch, case):
+    # Two rclone processes that both make a new folder fail one of them: an SFTP server
+    # answers the second mkdir with a bare "Failure" (rclone 1.60). The segments, the manifest
+    # and segments gone from the remote go up side by side, into a staging folder that may not
+    # exist (a first sync, or someone removed it), nor its day folders (emptied ones are removed).
     config = write_config(tmp_path, recordings, remote)
+    if case != "first sync":
+        assert edge(capsys, "sync", "--once", "--config", str(config))[0] == 0
+        shutil.rmtree(remote.staging.parent)
+    if case == "all found in place":  # nothing copied: the manifest waits for the copy's end
+        (recordings / SYNC_STATE).unlink()
+    if case == "copied again":  # gone from the remote: sent beside a new one of the same day
+        gone = read_manifest(recordings / "manifest.jsonl")[0]["file"]
+        (remote.disk / gone).unlink()
+        record(recordings, (0.5,))
+    clashes = hold_the_first_segment_copy_and_watch_the_staging_folder(monkeypatch, tmp_path, remote)
     code, out, err = edge(capsys, "sync", "--once", "--config", str(config))
     assert code == 0, err
-    made = [i for i, (command, _) in enumerate(started) if "mkdir" in command]
-    copies = [i for i, (command, _) in enumerate(started) if "copy" in command]
-    assert len(made) == 1 and len(copies) == 2, [c for c, _ in started]
-    staging = started[made[0]][0][-1]
-    assert all(started[i][0][-1] == staging and started[i][1][made[0]] for i in copies)
-    # Once something is verified there, the folder is known: no round trip for it again.
-    record(recordings, (0.5,), first_day="2026-11-26")
-    started.clear()
-    assert edge(capsys, "sync", "--once", "--config", str(config))[0] == 0
-    assert [c for c, _ in started if "copy" in c] and not [c for c, _ in started if "mkdir" in c]
+    assert clashes == []
+    assert_remote_matches(remote, read_manifest(recordings / "manifest.jsonl"))
