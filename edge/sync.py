@@ -6,7 +6,8 @@ from the card once and has the remote hash each copy once:
 
 1. it starts, side by side, the listing of the remote folder (a copy verified earlier that
    has gone or changed there since, in size or modification time, is forgotten and sent
-   again), the remote ``manifest.jsonl``, and one `rclone copy` of every waiting segment into
+   again; a first sync, with nothing verified there, lists it only if it finds segments in
+   place), the remote ``manifest.jsonl``, and one `rclone copy` of every waiting segment into
    a staging folder beside the device's folder (``<parent>/.incoming/<device>``): rclone 1.60
    writes SFTP and WebDAV uploads under their final name, so a killed upload would otherwise
    leave half a file where the office looks (rclone makes the folders it copies into, and two
@@ -138,7 +139,9 @@ class RemoteSync:
             for name in pending:
                 self.out.write(f"would copy {name} ({megabytes(sizes[name])})\n")
             return
-        listing = self._start_listing()
+        # Nothing verified on this remote yet, nothing to forget: no listing (what a first sync
+        # finds in place is listed then, for the times to record).
+        listing = self._start_listing() if state.synced else None
         card = CardCheck(self.root, local, report.problems)
         # What waits goes up at once, beside the listing, the remote manifest and the mover
         # (which connects and asks the backend's features); the card check reads it meanwhile.
@@ -146,9 +149,11 @@ class RemoteSync:
         if waiting:
             self._moving()
         existing = self._start_cat() if waiting or unlisted else None
-        card.check(waiting, until=listing.done)
-        remote_files = listed(listing.result())
-        self._forget_changed(state, remote_files)
+        remote_files = {}
+        if listing is not None:
+            card.check(waiting, until=listing.done)
+            remote_files = listed(listing.result())
+            self._forget_changed(state, remote_files)
         # Copies that have gone or changed on the remote since they were verified go again.
         again = [name for name in local if name not in state.synced and name not in waiting]
         if again:
@@ -173,6 +178,8 @@ class RemoteSync:
             copy_error = copy_error or reason
         # Found in place with the card's size and time (a lost state file, a run stopped
         # before it recorded them): verified where they are, sent again only if that fails.
+        if in_place and listing is None:
+            remote_files = listed(self._start_listing().result())
         good = self._verify_in_place(in_place)
         if len(good) < len(in_place):
             resent, reason = self._collect(self._start_copy([n for n in in_place if n not in good], str(self.root),
