@@ -33,7 +33,8 @@ from the card once and has the remote hash each copy once:
    is deleted from the card.
 
 What is synced is kept in ``sync-state.json`` (edge.sync_state); the card side of the proof
-is edge.sync_card. Only finished segments (listed in the manifest) are ever sent, never a
+is edge.sync_card; the copies into the staging folder and the moves out of it are
+edge.sync_staging. Only finished segments (listed in the manifest) are ever sent, never a
 ``.part``. Nothing here needs the content of the recordings beyond its bytes: encrypted
 segments leave as the ciphertext they are on the card.
 """
@@ -46,7 +47,7 @@ import json
 import logging
 import posixpath
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
 from typing import Optional
@@ -57,9 +58,9 @@ from .offload import SUMS, megabytes, merge_manifest, remove_segments, sha256sum
 from .manifest import is_tombstone, line_entries
 from .notify import ServiceNotifier
 from .rclone import NOT_FOUND, CopyLog, Job, Rclone, SyncFailed, isotime, listed, rclone_error, same_time
-from .rclone_rc import Daemon, Mover
 from .storage import MANIFEST, write_json_atomically
 from .sync_card import CardCheck
+from .sync_staging import Staging
 from .sync_state import (SYNC_STATE, SyncReport, SyncState, configured_remote, file_size, lasting, run_record_path,
                          split_remote, sync_lock)
 
@@ -67,9 +68,6 @@ log = logging.getLogger(__name__)
 
 INDEX = (MANIFEST, SUMS)
 """What the remote folder holds besides the segments, moved into place after them."""
-# A copy that failed, or was killed (the OOM killer on a small Pi), is read from its log too:
-# what arrived whole still counts.
-ANY_EXIT = tuple(range(-64, 0)) + tuple(range(1, 256))
 
 
 def make_rclone(sync: SyncSettings) -> Rclone:
@@ -93,13 +91,8 @@ class RemoteSync:
         """The remote's backend features (hashes, time precision), once asked in a run."""
         self._index: dict = {}
         """name -> SHA-256 of the manifest and SHA256SUMS being sent."""
-        self._mover: Optional[Mover] = None
-        """Moves what is staged into place, as soon as it is proven, over one `rclone rcd`."""
-        self._handed: set = set()
-        """What the mover was given to move in this run."""
-        self._copies: dict = {}
-        """Each `rclone copy` into the staging folder in this run -> its log as read so far,
-        and whether it copies segments (the index is not handed to the mover as it arrives)."""
+        self._staging: Optional[Staging] = None
+        """This run's copies into the staging folder and the mover taking them out of it."""
 
     def run(self, dry_run: bool = False) -> SyncReport:
         self.rclone.check_ready()
@@ -109,14 +102,14 @@ class RemoteSync:
             if state.remote != self.remote:
                 state = SyncState(remote=self.remote)  # what was verified on another remote proves nothing here
             report = SyncReport()
-            self._mover, self._handed, self._copies = None, set(), {}
+            self._staging = None
             try:
                 self._sync(state, report, dry_run)
             except SyncFailed as exc:
                 report.error = str(exc)
             finally:
-                if self._mover is not None:
-                    self._mover.close()
+                if self._staging is not None and self._staging.mover is not None:
+                    self._staging.mover.close()
                 self.rclone.stop()
             if not dry_run:
                 self._record(state, report, on_card)
@@ -143,11 +136,12 @@ class RemoteSync:
         # finds in place is listed then, for the times to record).
         listing = self._start_listing() if state.synced else None
         card = CardCheck(self.root, local, report.problems)
+        staging = self._staging = Staging(self.rclone, self.root, self.remote, self.staging, card)
         # What waits goes up at once, beside the listing, the remote manifest and the mover
         # (which connects and asks the backend's features); the card check reads it meanwhile.
-        copies = [(waiting, self._start_copy(waiting, str(self.root), card, transfer=True))] if waiting else []
+        copies = [(waiting, staging.start(waiting, str(self.root), transfer=True))] if waiting else []
         if waiting:
-            self._moving()
+            staging.moving()
         existing = self._start_cat() if waiting or unlisted else None
         remote_files = {}
         if listing is not None:
@@ -157,22 +151,22 @@ class RemoteSync:
         # Copies that have gone or changed on the remote since they were verified go again.
         again = [name for name in local if name not in state.synced and name not in waiting]
         if again:
-            copies.append((again, self._start_copy(again, str(self.root), card, transfer=True)))
+            copies.append((again, staging.start(again, str(self.root), transfer=True)))
         pending = waiting + again
         self._count_waiting(report, pending, sizes)
         if not pending and not unlisted:
             return
         existing = existing or self._start_cat()
-        self._moving()
+        staging.moving()
         card.check(pending)
         # The manifest goes up while the segments do, listing every one whose card check
         # passed; it is sent again only if one of them does not arrive.
         lines = self._remote_manifest(existing)
         expected = unlisted + card.sound(pending)
-        index = self._stage_index(lines, expected, local, card)
+        index = self._stage_index(lines, expected, local)
         staged, in_place, copy_error = [], [], None
         for names, copy in copies:
-            sent, reason = self._collect(copy, names, local, sizes, card, report)
+            sent, reason = staging.collect(copy, names, local, sizes, report)
             staged += sent.staged
             in_place += sent.in_place
             copy_error = copy_error or reason
@@ -182,9 +176,9 @@ class RemoteSync:
             remote_files = listed(self._start_listing().result())
         good = self._verify_in_place(in_place)
         if len(good) < len(in_place):
-            resent, reason = self._collect(self._start_copy([n for n in in_place if n not in good], str(self.root),
-                                                            card, transfer=True, replace=True),
-                                           [n for n in in_place if n not in good], local, sizes, card, report)
+            differing = [n for n in in_place if n not in good]
+            resent, reason = staging.collect(staging.start(differing, str(self.root), transfer=True, replace=True),
+                                             differing, local, sizes, report)
             staged += resent.staged
             copy_error = copy_error or reason
         new = [name for name in pending if name in set(good) | set(staged)]
@@ -196,7 +190,7 @@ class RemoteSync:
         try:
             if unlisted + new != expected:
                 index.stop()
-                index = self._stage_index(lines, unlisted + new, local, card)
+                index = self._stage_index(lines, unlisted + new, local)
             self._place(index, [n for n in new if n in staged], state, local, sizes, remote_files, unlisted,
                         [n for n in new if n in good])
         except SyncFailed:
@@ -218,34 +212,6 @@ class RemoteSync:
     def _start_cat(self) -> Job:
         return self.rclone.start("cat", posixpath.join(self.remote, MANIFEST), allow=NOT_FOUND)
 
-    def _start_copy(self, names: list, source: str, card: CardCheck, transfer: bool = False,
-                    replace: bool = False) -> Job:
-        # Into the staging folder, which holds nothing worth keeping: no listing of it first.
-        # A segment already in place with the card's size and time is not sent (--compare-dest)
-        # unless ``replace``. At log level DEBUG rclone says what it proved (see CopyLog).
-        segments = source == str(self.root)
-        compare = ["--compare-dest", self.remote] if segments and not replace else []
-        self._wait_for_folders(names, card)
-        copy = self.rclone.start("copy", "--files-from", self.rclone.files_from(names), "--no-check-dest", *compare,
-                                 source, self.staging, transfer=transfer, log="DEBUG", allow=ANY_EXIT)
-        self._copies[copy] = (CopyLog(), segments)
-        return copy
-
-    def _wait_for_folders(self, names: list, card: CardCheck) -> None:
-        """Wait until every folder of the staging folder that copies of ``names`` go into is
-        known to exist (a copy of this run copied a file into it) or no copy into it runs:
-        rclone makes the folders it copies into, and two rclone processes making one folder at
-        once fail one of them (an SFTP server answers the second mkdir with a bare "Failure",
-        rclone 1.60). Nothing removes a folder of it before the run's copies have all ended."""
-        needed = _folders(names)
-        while True:
-            for copy in [copy for copy in self._copies if not copy.finished]:
-                self._read_log(copy, card)
-            running = [copy for copy in self._copies if not copy.done()]
-            if not running or needed <= _folders(name for log, _ in self._copies.values() for name in log.copied):
-                return
-            running[0].wait_at_most(0.05)
-
     def _forget_changed(self, state: SyncState, remote_files: dict) -> None:
         for name, record in list(state.synced.items()):
             there = remote_files.get(name)
@@ -256,61 +222,6 @@ class RemoteSync:
             else:
                 continue
             del state.synced[name]
-
-    def _collect(self, copy: Job, names: list, local: dict, sizes: dict, card: CardCheck,
-                 report: SyncReport) -> tuple:
-        """What a segment copy did: the copies it staged proven equal to the card (by rclone's
-        own hash comparison or, where the backend keeps no hash, by downloading them), those
-        it found in place, and why it failed (or None)."""
-        self._move_as_proven(copy, card)
-        result = copy.result()
-        sent = CopyLog.parse(result.stderr)
-        sound = set(card.sound(names))
-        unproven = [n for n in names if n in sent.copied and n in sound and n not in sent.proven]
-        downloaded, differing = self._verify_by_download(unproven, {n: local[n]["sha256"] for n in unproven})
-        for name in [n for n in names if n in sent.corrupted and n in sound] + differing:
-            report.problems.append(f"{name}: the copy on the remote does not match the card, sent again next run")
-        # A segment that rotted on the card went up as rotten as it is: it never moves into place.
-        discard = [n for n in names if n in sent.copied and n not in sound] + differing
-        if discard:
-            self.rclone.run("delete", "--files-from", self.rclone.files_from(discard), self.staging)
-        outcome = Collected([n for n in names if n in sound and (n in sent.proven or n in downloaded)],
-                            [n for n in names if n in sound and n in sent.in_place])
-        missing = [n for n in names if n in sound and not ({n} & (sent.copied | set(sent.corrupted) | sent.in_place))]
-        if not missing:
-            return outcome, None
-        reason = rclone_error(result.stderr) or (f"rclone copy exited with {result.returncode}" if result.returncode
-                                                 else f"{missing[0]}: missing on the remote after copying it")
-        if sent.copied or sent.corrupted:
-            reason = self._explain_copy_failure(reason, missing, sizes)  # the remote answers: full?
-        return outcome, reason
-
-    def _moving(self) -> Mover:
-        if self._mover is None:
-            self._mover = Mover(Daemon(self.rclone), self.staging, self.remote)
-        return self._mover
-
-    def _move_as_proven(self, copy: Job, card: CardCheck) -> None:
-        """While ``copy`` runs, hand each segment it staged to the mover as soon as its log
-        proves the copy equal to what was read from the card and the card check passed it:
-        by the time the copy ends, most of what it sent is in place."""
-        if self._mover is None:
-            return
-        while True:
-            ended = copy.wait_at_most(0.05)
-            self._read_log(copy, card)
-            if ended:
-                return
-
-    def _read_log(self, copy: Job, card: CardCheck) -> None:
-        """Read what ``copy`` logged since the last time; each segment it proved that the card
-        check passed goes to the mover (the others are moved by `_place`, or never)."""
-        log, segments = self._copies[copy]
-        arrived = log.feed(copy.tail())
-        if segments and self._mover is not None:
-            arrived = [name for name in arrived if card.sound([name])]
-            self._mover.move(arrived)
-            self._handed.update(arrived)
 
     def _verify_in_place(self, names: list) -> list:
         """Among segments found on the remote under their final names, those equal to the card
@@ -327,29 +238,8 @@ class RemoteSync:
 
     def _features(self) -> dict:
         if self._backend is None:
-            self._backend = self._moving().features()
+            self._backend = self._staging.moving().features()
         return self._backend
-
-    def _verify_by_download(self, names: list, expected: dict) -> tuple:
-        """(matching, differing) among staged ``names`` whose backend proved nothing: each is
-        downloaded and its SHA-256 compared with ``expected`` (the manifest's)."""
-        if not names:
-            return [], []
-        result = self.rclone.run("hashsum", "sha256", "--download", "--files-from", self.rclone.files_from(names),
-                                 self.staging)
-        sums = {}
-        for line in result.stdout.splitlines():
-            digest, _, name = line.partition("  ")
-            sums[name] = digest
-        return ([n for n in names if sums.get(n) == expected[n]],
-                [n for n in names if n in sums and sums[n] != expected[n]])
-
-    def _explain_copy_failure(self, reason: str, missing: list, sizes: dict) -> str:
-        needed = sum(sizes[n] for n in missing)
-        free = self.rclone.free_bytes(self.staging)  # the copy made it; the device folder may not exist yet
-        if free is not None and free < needed:
-            return f"the remote is full ({megabytes(free)} free, {megabytes(needed)} to copy): {reason}"
-        return reason
 
     def _remote_manifest(self, existing: Job) -> list:
         current = existing.result()
@@ -360,7 +250,7 @@ class RemoteSync:
                                                 posixpath.join(self.remote, MANIFEST))
                 if not is_tombstone(entry)]
 
-    def _stage_index(self, lines: list, names: list, local: dict, card: CardCheck) -> Job:
+    def _stage_index(self, lines: list, names: list, local: dict) -> Job:
         """Start copying the remote manifest and SHA256SUMS, ``lines`` merged with the manifest
         lines of ``names``, into the staging folder."""
         # New lines in the card's order after those already there (seq alone cannot order
@@ -371,7 +261,7 @@ class RemoteSync:
         (folder / MANIFEST).write_text("".join(json.dumps(entry) + "\n" for entry in merged))
         (folder / SUMS).write_text("".join(line + "\n" for line in sha256sums(merged)))
         self._index = {name: hashlib.sha256((folder / name).read_bytes()).hexdigest() for name in INDEX}
-        return self._start_copy(list(INDEX), str(folder), card)
+        return self._staging.start(list(INDEX), str(folder))
 
     def _place(self, index: Job, staged: list, state: SyncState, local: dict, sizes: dict, remote_files: dict,
                unlisted: list, good: list) -> None:
@@ -380,14 +270,14 @@ class RemoteSync:
         result = index.result()
         sent = CopyLog.parse(result.stderr)
         unproven = [n for n in INDEX if n in sent.copied and n not in sent.proven]
-        index_ok = len([n for n in INDEX if n in sent.proven] + self._verify_by_download(unproven, self._index)[0]) \
+        index_ok = len([n for n in INDEX if n in sent.proven] + self._staging.verify_by_download(unproven, self._index)[0]) \
             == len(INDEX)
         error = None if index_ok else (rclone_error(result.stderr) or f"the copy of {MANIFEST} on the remote "
                                        "does not match, sent again next run")
         # The manifest and SHA256SUMS move after every segment they list, one at a time.
-        moving = [name for name in staged if name not in self._handed] + (list(INDEX) if index_ok else [])
-        if moving or self._handed:
-            mover = self._moving()
+        moving = [name for name in staged if name not in self._staging.handed] + (list(INDEX) if index_ok else [])
+        if moving or self._staging.handed:
+            mover = self._staging.moving()
             mover.move(moving)
             error = mover.finish() or error
         placed = self._placed(staged, sizes) if error is None else listed(self._start_listing().result())
@@ -454,26 +344,6 @@ class RemoteSync:
             return json.loads((self.root / SYNC_STATE).read_text())
         except (OSError, ValueError):
             return None
-
-
-def _folders(names) -> set:
-    """The folders that files of these paths lie in, with their parents ("" for the top)."""
-    folders = set()
-    for name in names:
-        while name:
-            name = posixpath.dirname(name)
-            folders.add(name)
-    return folders
-
-
-@dataclass
-class Collected:
-    """What one segment copy brought about."""
-
-    staged: list
-    """In the staging folder, proven equal to the card."""
-    in_place: list
-    """Not sent: already under their final names with the card's size and time."""
 
 
 def add_command(subparsers) -> None:

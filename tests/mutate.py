@@ -60,6 +60,7 @@ MODULE_TESTS = {
     "encryption": ["tests/test_encryption.py"],
     "retention": ["tests/test_retention.py"],
     "sync": ["tests/test_sync_unit.py", "tests/test_sync.py"],
+    "sync_staging": ["tests/test_sync.py"],
     "sync_state": ["tests/test_sync_state.py", "tests/test_sync.py", "tests/test_retention.py", "tests/test_forget.py"],
     "sync_card": ["tests/test_sync.py"],
     "export": ["tests/test_export.py", "tests/test_durability.py"],

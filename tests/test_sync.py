@@ -817,11 +817,12 @@ class FreeSpace:
 
 @pytest.mark.parametrize("free, full", [(None, False), (1_000_000, False), (999_999, True)])
 def test_a_failed_copy_is_put_down_to_a_full_remote_only_when_it_needed_more_than_was_free(free, full):
-    from edge.sync import RemoteSync
+    from edge.sync_staging import Staging
 
-    sync = RemoteSync(Path("/card"), "nas:recordings/room-12", FreeSpace(free))
+    staging = Staging(FreeSpace(free), Path("/card"), "nas:recordings/room-12", "nas:recordings/.incoming/room-12",
+                      card=None)
     sizes = {"a.wav": 600_000, "b.wav": 400_000, "sent-before.wav": 5_000_000}
-    reason = sync._explain_copy_failure("rclone copy exited with 7", ["a.wav", "b.wav"], sizes)
+    reason = staging._explain_copy_failure("rclone copy exited with 7", ["a.wav", "b.wav"], sizes)
     assert reason == ("the remote is full (1.0 MB free, 1.0 MB to copy): rclone copy exited with 7" if full
                       else "rclone copy exited with 7")
 
