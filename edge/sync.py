@@ -270,8 +270,8 @@ class RemoteSync:
         result = index.result()
         sent = CopyLog.parse(result.stderr)
         unproven = [n for n in INDEX if n in sent.copied and n not in sent.proven]
-        index_ok = len([n for n in INDEX if n in sent.proven] + self._staging.verify_by_download(unproven, self._index)[0]) \
-            == len(INDEX)
+        index_ok = len([n for n in INDEX if n in sent.proven]
+                       + self._staging.verify_by_download(unproven, self._index)[0]) == len(INDEX)
         error = None if index_ok else (rclone_error(result.stderr) or f"the copy of {MANIFEST} on the remote "
                                        "does not match, sent again next run")
         # The manifest and SHA256SUMS move after every segment they list, one at a time.
