@@ -33,8 +33,9 @@ What it keeps, per device folder:
 
 Each device folder is updated in its own transaction (``BEGIN IMMEDIATE``; WAL), so two
 `edge list` at once serialise their updates and read consistent snapshots. The rows are
-streamed out of one query, ordered by sqlite, each line formatted by sqlite's printf: memory
-does not grow with the history.
+formatted and ordered by sqlite, and the text of a whole listing is kept an hour at a time
+(edge.catalogue_pages): memory does not grow with the history, and listing it again reads
+only the text of what did not change.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Iterator, Optional
 
+from . import catalogue_pages
 from .entries import checked_entry
 from .errors import EdgeError
 from .listing import device_cell, list_row, milliseconds
@@ -58,7 +60,7 @@ from .manifest import DamagedLine, card_manifests, is_tombstone, parse_line
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """PRAGMA user_version of the file; a catalogue of another version is rebuilt."""
 FILE_NAME = "catalogue.sqlite3"
 LINE_BITS = 32
@@ -92,7 +94,7 @@ CREATE UNIQUE INDEX segment_line ON segment(id);
 CREATE INDEX segment_problem ON segment(folder_id) WHERE problem IS NOT NULL;
 CREATE TABLE damaged(manifest_id INTEGER NOT NULL, line INTEGER NOT NULL, expected TEXT NOT NULL,
                      PRIMARY KEY(manifest_id, line));
-"""
+""" + catalogue_pages.SCHEMA
 
 
 def catalogue_path() -> Path:
@@ -135,6 +137,8 @@ class Catalogue:
         self.path = path
         self.db = db
         self._listings: dict = {}
+        self._changed_hours: set = set()
+        """The hours (edge.catalogue_pages) of the segment rows changed in this transaction."""
 
     @classmethod
     def open(cls, path: Path) -> "Catalogue":
@@ -180,6 +184,7 @@ class Catalogue:
     def _update_folder(self, folder: Path) -> None:
         db = self.db
         self._listings.clear()
+        self._changed_hours.clear()
         db.execute("BEGIN IMMEDIATE")
         try:
             folder_id = self._folder_id(folder)
@@ -191,6 +196,7 @@ class Catalogue:
                 self._update_manifest(folder, folder_id, manifest, relative, known.pop(relative, None))
             for gone in known.values():
                 self._drop_manifest(gone[1])
+            catalogue_pages.mark_stale(db, self._changed_hours)
             db.execute("COMMIT")
         except BaseException:
             if db.in_transaction:
@@ -273,8 +279,10 @@ class Catalogue:
         self.db.executemany("INSERT INTO segment VALUES (?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
 
     def _drop_rows(self, manifest_id: int) -> None:
-        first = manifest_id << LINE_BITS
-        self.db.execute("DELETE FROM segment WHERE id BETWEEN ? AND ?", (first, first + (1 << LINE_BITS) - 1))
+        first, last = manifest_id << LINE_BITS, (manifest_id << LINE_BITS) + (1 << LINE_BITS) - 1
+        self._changed_hours.update(catalogue_pages.hour(start_us) for (start_us,) in self.db.execute(
+            "SELECT start_us FROM segment WHERE id BETWEEN ? AND ? AND present", (first, last)))
+        self.db.execute("DELETE FROM segment WHERE id BETWEEN ? AND ?", (first, last))
         self.db.execute("DELETE FROM damaged WHERE manifest_id = ?", (manifest_id,))
 
     def _drop_manifest(self, manifest_id: int) -> None:
@@ -291,14 +299,15 @@ class Catalogue:
         last = first + (1 << LINE_BITS) - 1
         changes, dirs = [], {}
         now = time.time_ns()
-        for row_id, file, present in self.db.execute(
-                "SELECT id, file, present FROM segment WHERE id BETWEEN ? AND ?", (first, last)):
+        for row_id, start_us, file, present in self.db.execute(
+                "SELECT id, start_us, file, present FROM segment WHERE id BETWEEN ? AND ?", (first, last)):
             name_in, _, name = file.rpartition("/")
             if name_in not in dirs:
                 mtime = _mtime(folder / name_in)
                 dirs[name_in] = mtime if mtime is not None and now - mtime > RACY_NS else -1
             if (name in self._listing(folder, name_in)) != bool(present):
                 changes.append((0 if present else 1, row_id))
+                self._changed_hours.add(catalogue_pages.hour(start_us))
         self.db.executemany("UPDATE segment SET present = ? WHERE id = ?", changes)
         self.db.execute(
             "UPDATE manifest SET dirs = ?5, (segments, total_ms, w_device, w_file, w_start, w_duration, "

@@ -1,17 +1,20 @@
 """`edge list DIR...`'s answer from the catalogue (edge.catalogue): the table or CSV of the
-chosen device folders' segments, streamed out of one query, each line formatted by sqlite's
-printf, the widths and the last line from the manifests' summaries, so that memory does not
-grow with the history; with --days, a row per device and day, mostly from those summaries."""
+chosen device folders' segments, each line formatted by sqlite's printf, the whole history
+from the text kept of it (edge.catalogue_pages), a range of days streamed out of one query,
+the widths and the last line from the manifests' summaries, so that memory does not grow with
+the history; with --days, a row per device and day, mostly from those summaries."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sqlite3
 from datetime import date, datetime, time, timedelta, timezone
 from pathlib import Path
-from typing import TextIO
+from typing import Iterator, TextIO
 
+from . import catalogue_pages
 from .catalogue import BATCH, EPOCH, LINE_BITS
 from .day_range import DayRange
 from .errors import EdgeError
@@ -26,48 +29,81 @@ CELLS = ("coalesce(s.device, c.name)", "s.file", "s.start", "s.duration", "s.pro
 def write_listing(db: sqlite3.Connection, folders: list, out: TextIO, as_csv: bool,
                   days: DayRange = DayRange()) -> None:
     """`edge list DIR...`'s table (or CSV) of the segments of ``folders`` that start on
-    ``days``, by start time (then folder name, seq), as the plain reader prints it."""
+    ``days``, by start time (then folder name, seq), as the plain reader prints it. The whole
+    history comes from its pages (edge.catalogue_pages), brought up to date first."""
+    listing_id = None
+    if not days.bounded:
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            _choose(db, folders)
+            form = _Form(db, days, as_csv)
+            listing_id = catalogue_pages.prepare(db, _listing_key(db, as_csv), form.line, form.rows, form.end)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
     db.execute("BEGIN")  # one snapshot for the checks, the widths and the rows
     try:
-        _choose(db, folders)
-        listed, parameters = _listed(days)
         if days.bounded:
-            segments, total_ms, *widest = db.execute(
+            _choose(db, folders)
+        form = _Form(db, days, as_csv)
+        out.write(form.header + form.end)
+        if listing_id is None or not catalogue_pages.write(db, listing_id, form.line, form.rows, form.end, out):
+            for _, line in form.rows(catalogue_pages.FIRST_US, catalogue_pages.LAST_US):
+                out.write(line + form.end)
+        if not as_csv:
+            out.write(speech_total(form.segments, round(form.total_ms / 1000)) + "\n")
+    finally:
+        db.execute("ROLLBACK")
+
+
+class _Form:
+    """The header, the SQL of each line and the totals of a listing of the chosen folders."""
+
+    def __init__(self, db: sqlite3.Connection, days: DayRange, as_csv: bool):
+        self.db = db
+        self.listed, self.parameters = _listed(days)
+        if days.bounded:
+            self.segments, self.total_ms, *widest = db.execute(
                 "SELECT count(*), coalesce(sum(s.duration_ms), 0), "
                 + ", ".join(f"coalesce(max(length({cell})), 0)" for cell in CELLS[:-1])
-                + f" FROM segment s JOIN chosen c ON c.folder_id = s.folder_id WHERE {listed}", parameters
-            ).fetchone()
+                + f" FROM segment s JOIN chosen c ON c.folder_id = s.folder_id WHERE {self.listed}",
+                self.parameters).fetchone()
         else:  # the manifests' summaries: no pass over the rows
-            segments, total_ms, *widest = db.execute(
+            self.segments, self.total_ms, *widest = db.execute(
                 "SELECT coalesce(sum(m.segments), 0), coalesce(sum(m.total_ms), 0), "
                 "coalesce(max(m.w_device), 0), coalesce(max(m.w_file), 0), coalesce(max(m.w_start), 0), "
                 "coalesce(max(m.w_duration), 0), coalesce(max(m.w_prob_mean), 0), "
                 "coalesce(max(m.w_prob_max), 0) FROM chosen c JOIN manifest m ON m.folder_id = c.folder_id"
             ).fetchone()
         if as_csv:
-            header = ",".join(OFFICE_COLUMNS)
-            line = " || ',' || ".join([_csv_quoted(CELLS[0]), _csv_quoted(CELLS[1])] + list(CELLS[2:]))
-            end = "\r\n"
+            self.header = ",".join(OFFICE_COLUMNS)
+            self.line = " || ',' || ".join([_csv_quoted(CELLS[0]), _csv_quoted(CELLS[1])] + list(CELLS[2:]))
+            self.end = "\r\n"
         else:
             widths = [max(len(column), width) for column, width in zip(OFFICE_COLUMNS, widest)]
-            header = "  ".join([c.ljust(w) for c, w in zip(OFFICE_COLUMNS, widths)] + [OFFICE_COLUMNS[-1]])
+            self.header = "  ".join([c.ljust(w) for c, w in zip(OFFICE_COLUMNS, widths)] + [OFFICE_COLUMNS[-1]])
             # The last column (yes/no) is never padded: what rstrip() leaves of it.
-            line = ("rtrim(printf('" + "%!-*s  " * len(widths) + "%s', "
-                    + ", ".join(f"{w}, {cell}" for w, cell in zip(widths, CELLS)) + f", {CELLS[-1]}))")
-            end = "\n"
-        out.write(header + end)
-        rows = db.execute(
-            f"SELECT {line} FROM segment s JOIN chosen c ON c.folder_id = s.folder_id "
-            f"WHERE {listed} ORDER BY s.start_us, c.name, s.seq, c.rank", parameters)
+            self.line = ("rtrim(printf('" + "%!-*s  " * len(widths) + "%s', "
+                         + ", ".join(f"{w}, {cell}" for w, cell in zip(widths, CELLS)) + f", {CELLS[-1]}))")
+            self.end = "\n"
+
+    def rows(self, first_us: int, last_us: int) -> Iterator[tuple]:
+        """(start_us, line) of the listed segments that start from ``first_us`` to ``last_us``, in order."""
+        rows = self.db.execute(
+            f"SELECT s.start_us, {self.line} FROM segment s JOIN chosen c ON c.folder_id = s.folder_id "
+            f"WHERE {self.listed} AND s.start_us BETWEEN ? AND ? ORDER BY s.start_us, c.name, s.seq, c.rank",
+            (*self.parameters, first_us, last_us))
         while True:
             batch = rows.fetchmany(BATCH)
             if not batch:
-                break
-            out.write(end.join([row[0] for row in batch]) + end)
-        if not as_csv:
-            out.write(speech_total(segments, round(total_ms / 1000)) + "\n")
-    finally:
-        db.execute("ROLLBACK")
+                return
+            yield from batch
+
+
+def _listing_key(db: sqlite3.Connection, as_csv: bool) -> str:
+    """What a listing's lines depend on besides the rows and widths: the chosen folders, the form."""
+    return json.dumps([as_csv, db.execute("SELECT folder_id, name FROM chosen ORDER BY rank").fetchall()])
 
 
 def day_rows(db: sqlite3.Connection, folders: list, days: DayRange = DayRange()) -> tuple:

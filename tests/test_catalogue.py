@@ -7,16 +7,20 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from edge import manifest as manifest_module
 from bench.scaling import make_history
-from edge.catalogue import catalogue_path
+from edge import catalogue_table
+from edge.catalogue import catalogue_path, open_catalogue
 from edge.cli import main
+from edge.listing import device_folders
 from edge.manifest import rewrite_manifest
 
 DAYS, PER_DAY = 3, 8
@@ -62,6 +66,11 @@ def office(tmp_path) -> Path:
     lines[5] = json.dumps(entry)
     manifest.write_text("\n".join(lines) + "\n" + '{"file": "torn')
     (office / "room-a" / json.loads(lines[0])["file"]).unlink()  # gone without a tombstone
+    # Copied an hour ago: the catalogue trusts what has not changed since (a fresh mtime, it
+    # reads again every time), so what it kept is used.
+    an_hour_ago = time.time() - 3600
+    for path in [office, *office.rglob("*")]:
+        os.utime(path, (an_hour_ago, an_hour_ago), follow_symlinks=False)
     return office
 
 
@@ -69,12 +78,13 @@ def day_manifest(office: Path, room: str, day: str) -> Path:
     return office / room / day / "manifest.jsonl"
 
 
-def append_segment(office: Path, room: str, day: str, seq: int, start: str = "") -> str:
+def append_segment(office: Path, room: str, day: str, seq: int, start: str = "", device: str = "room1") -> str:
     """A new segment (its file and line) appended to a day's manifest; returns its file."""
     manifest = day_manifest(office, room, day)
     entry = json.loads(manifest.read_text().splitlines()[0])
     start = start or f"{day[:4]}-{day[4:6]}-{day[6:]}T12:00:00.000+01:00"
-    entry.update(seq=seq, file=f"{day}/{seq:06d}_{start[11:13]}{start[14:16]}00_room1.wav", start=start)
+    entry.update(seq=seq, file=f"{day}/{seq:06d}_{start[11:13]}{start[14:16]}00_{device}.wav", start=start,
+                 device=device)
     (office / room / entry["file"]).write_bytes(b"RIFF")
     with open(manifest, "a") as f:
         f.write(json.dumps(entry) + "\n")
@@ -107,6 +117,27 @@ def test_appended_lines_are_picked_up(office, capsys):
     with open(manifest, "a") as f:
         f.write(new[40:] + "\n")
     assert "000901_120000" in assert_same(capsys, office)
+
+
+def test_a_file_or_a_day_gone_after_a_listing_is_not_listed_again(office, capsys):
+    before = assert_same(capsys, office)
+    gone = json.loads(day_manifest(office, "room-a", "20250903").read_text().splitlines()[-1])["file"]
+    (office / "room-a" / gone).unlink()  # without a tombstone
+    shutil.rmtree(office / "room-b" / "20250901")  # a day taken off a copy
+    after = assert_same(capsys, office)
+    assert before.count(gone) == 2 and after.count(gone) == 1  # room-b's file of that name stays
+    assert segments_listed(after) == segments_listed(before) - 1 - PER_DAY
+
+
+def test_a_wider_cell_widens_the_lines_listed_before_it(office, capsys):
+    narrow = assert_same(capsys, office)
+    append_segment(office, "room-a", "20250903", 900, device="the-visiting-pi-of-the-music-room")
+    wide = assert_same(capsys, office)
+    assert len(wide.splitlines()[1]) > len(narrow.splitlines()[1])  # the first line, of another day
+
+
+def segments_listed(table: str) -> int:
+    return int(table.splitlines()[-1].split()[0])
 
 
 def test_a_rewritten_manifest_is_read_again(office, capsys):
@@ -203,6 +234,30 @@ def test_two_lists_at_once_build_one_catalogue(office, capsys):
     assert edge(capsys, "list", "--csv", office)[1].replace("\r\n", "\n") == expected
 
 
+@pytest.mark.parametrize("change", ["a segment", "a wider cell"])
+def test_a_change_made_while_a_list_kept_its_text_is_listed(office, capsys, monkeypatch, change):
+    """Another `edge list` brings the catalogue up to date after this one has brought its kept
+    text up to date and before it reads it: what it writes is still the folders' whole list."""
+    assert_same(capsys, office)
+    real_form = catalogue_table._Form
+    looks = []
+
+    def form_after_another_list(db, days, as_csv):
+        looks.append(as_csv)
+        if len(looks) == 2:  # the text kept, not read yet
+            device = "room1" if change == "a segment" else "the-visiting-pi-of-the-music-room"
+            append_segment(office, "room-b", "20250901", 900, device=device)
+            with open_catalogue() as other:
+                other.update(device_folders([office]))
+        return real_form(db, days, as_csv)
+
+    monkeypatch.setattr(catalogue_table, "_Form", form_after_another_list)
+    code, out, _ = edge(capsys, "list", office)
+    monkeypatch.undo()
+    assert len(looks) == 2 and (code, out) == edge(capsys, "list", "--no-catalogue", office)[:2]
+    assert "20250901/000900_" in out
+
+
 def listed_files(csv_text: str) -> list:
     return [row.split(",")[1] for row in csv_text.splitlines()[1:]]
 
@@ -289,6 +344,7 @@ def test_a_range_that_ends_before_it_begins_is_one_line(office, capsys):
 NUMERICAL_STACK_PROBE = """
 import sys
 from edge.cli import main
+from edge.listing import device_folders
 try:
     main(sys.argv[1:])
 except SystemExit:
