@@ -60,7 +60,7 @@ from .manifest import DamagedLine, card_manifests, is_tombstone, parse_line
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """PRAGMA user_version of the file; a catalogue of another version is rebuilt."""
 FILE_NAME = "catalogue.sqlite3"
 LINE_BITS = 32

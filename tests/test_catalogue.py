@@ -8,6 +8,7 @@ import csv
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 import time
@@ -17,7 +18,7 @@ import pytest
 
 from edge import manifest as manifest_module
 from bench.scaling import make_history
-from edge import catalogue_table
+from edge import catalogue, catalogue_table
 from edge.catalogue import catalogue_path, open_catalogue
 from edge.cli import main
 from edge.listing import device_folders
@@ -123,10 +124,43 @@ def test_a_file_or_a_day_gone_after_a_listing_is_not_listed_again(office, capsys
     before = assert_same(capsys, office)
     gone = json.loads(day_manifest(office, "room-a", "20250903").read_text().splitlines()[-1])["file"]
     (office / "room-a" / gone).unlink()  # without a tombstone
-    shutil.rmtree(office / "room-b" / "20250901")  # a day taken off a copy
+    for room in ("room-a", "room-b"):
+        shutil.rmtree(office / room / "20250901")  # a day taken off the copies: its hours now empty
     after = assert_same(capsys, office)
     assert before.count(gone) == 2 and after.count(gone) == 1  # room-b's file of that name stays
-    assert segments_listed(after) == segments_listed(before) - 1 - PER_DAY
+    assert segments_listed(after) == segments_listed(before) - 1 - 2 * PER_DAY
+    assert "2025-09-01" in before and "2025-09-01" not in after
+
+
+def test_segments_either_side_of_an_hour_are_listed_once_each(office, capsys):
+    assert_same(capsys, office)
+    last_of_hour = append_segment(office, "room-a", "20250903", 900, start="2025-09-03T07:59:59.999999+00:00")
+    first_of_next = append_segment(office, "room-a", "20250903", 901, start="2025-09-03T08:00:00.000+00:00")
+    out = assert_same(capsys, office)
+    assert out.count(last_of_hour) == 1 and out.count(first_of_next) == 1
+
+
+def test_a_list_with_nothing_changed_writes_the_text_it_kept(office, capsys, monkeypatch):
+    kept = {form: edge(capsys, "list", *form, office)[1] for form in ((), ("--csv",))}
+    cells_read = []
+
+    def note_reads(action, table, column, *_):
+        if action == sqlite3.SQLITE_READ:
+            cells_read.append((table, column))
+        return sqlite3.SQLITE_OK
+
+    def watched(path):
+        db = real_connect(path)
+        db.set_authorizer(note_reads)
+        return db
+
+    real_connect = catalogue._connect
+    monkeypatch.setattr(catalogue, "_connect", watched)
+    for form, text in kept.items():
+        assert edge(capsys, "list", *form, office)[1] == text
+    assert ("segment", "file") not in cells_read and ("page", "text") in cells_read
+    edge(capsys, "list", "--since", "2025-09-02", office)  # a range is formatted from the rows
+    assert ("segment", "file") in cells_read
 
 
 def test_a_wider_cell_widens_the_lines_listed_before_it(office, capsys):
