@@ -62,13 +62,13 @@ class _Form:
 
     def __init__(self, db: sqlite3.Connection, days: DayRange, as_csv: bool):
         self.db = db
-        self.listed, self.parameters = _listed(days)
+        self.listed, self.parameters, (self.first_us, self.last_us) = _listed(days)
         if days.bounded:
             self.segments, self.total_ms, *widest = db.execute(
                 "SELECT count(*), coalesce(sum(s.duration_ms), 0), "
                 + ", ".join(f"coalesce(max(length({cell})), 0)" for cell in CELLS[:-1])
-                + f" FROM segment s JOIN chosen c ON c.folder_id = s.folder_id WHERE {self.listed}",
-                self.parameters).fetchone()
+                + f" FROM segment s JOIN chosen c ON c.folder_id = s.folder_id WHERE {self.listed} "
+                "AND s.start_us BETWEEN ? AND ?", (*self.parameters, self.first_us, self.last_us)).fetchone()
         else:  # the manifests' summaries: no pass over the rows
             self.segments, self.total_ms, *widest = db.execute(
                 "SELECT coalesce(sum(m.segments), 0), coalesce(sum(m.total_ms), 0), "
@@ -93,7 +93,7 @@ class _Form:
         rows = self.db.execute(
             f"SELECT s.start_us, {self.line} FROM segment s JOIN chosen c ON c.folder_id = s.folder_id "
             f"WHERE {self.listed} AND s.start_us BETWEEN ? AND ? ORDER BY s.start_us, c.name, s.seq, c.rank",
-            (*self.parameters, first_us, last_us))
+            (*self.parameters, max(first_us, self.first_us), min(last_us, self.last_us)))
         while True:
             batch = rows.fetchmany(BATCH)
             if not batch:
@@ -152,15 +152,15 @@ def _choose(db: sqlite3.Connection, folders: list) -> None:
 
 
 def _listed(days: DayRange) -> tuple:
-    """The SQL condition (and its parameters) of the segment rows listed: present, whole,
-    and on ``days``, found as a range of the start_us index (a UTC offset is less than a day
-    either way), then by the date the row shows."""
+    """The SQL condition (and its parameters) of the segment rows listed, present, whole and
+    on ``days`` by the date the row shows, and the range of start_us (first, last) they are
+    found in: a range of the index, wider by a day either way (a UTC offset is less than a
+    day). The one range sqlite is given, so that it searches the index by it."""
     if not days.bounded:
-        return "s.present AND s.problem IS NULL", ()
+        return "s.present AND s.problem IS NULL", (), (catalogue_pages.FIRST_US, catalogue_pages.LAST_US)
     since, until = days.since or date.min, days.until or date.max
-    return ("s.present AND s.problem IS NULL AND s.start_us BETWEEN ? AND ? "
-            "AND substr(s.start, 1, 10) BETWEEN ? AND ?",
-            (_utc_us(since, -1), _utc_us(until, 2), since.isoformat(), until.isoformat()))
+    return ("s.present AND s.problem IS NULL AND substr(s.start, 1, 10) BETWEEN ? AND ?",
+            (since.isoformat(), until.isoformat()), (_utc_us(since, -1), _utc_us(until, 2)))
 
 
 def _utc_us(day: date, days_after: int) -> int:
