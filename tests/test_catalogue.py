@@ -264,7 +264,7 @@ def test_two_lists_at_once_build_one_catalogue(office, capsys):
     results = [run.communicate(timeout=120) for run in runs]
     assert [run.returncode for run in runs] == [0, 0, 0], results
     assert [out for out, _ in results] == [expected] * 3
-    assert all("edge:" not in err for _, err in results)
+    assert all("edge:" not in err for _, err in results), [err for _, err in results]
     assert edge(capsys, "list", "--csv", office)[1].replace("\r\n", "\n") == expected
 
 
@@ -351,7 +351,8 @@ def test_days_sum_what_the_segment_list_shows_each_device_and_day(office, capsys
     append_segment(office, "room-a", "20250903", 900, start="2025-09-04T00:10:00.000+01:00")
     # (The latter's day has a segment whose file is gone.)
     other = json.loads(day_manifest(office, "room-a", "20250902").read_text().splitlines()[1])
-    other.update(seq=901, device="visiting-pi", file="20250902/000901_090000_visiting-pi.wav")
+    # 5.5 s alone on its day: a total whose rounding to the second shows a wrong divisor.
+    other.update(seq=901, device="visiting-pi", file="20250902/000901_090000_visiting-pi.wav", duration_s=5.5)
     (office / "room-a" / other["file"]).write_bytes(b"RIFF")
     with open(day_manifest(office, "room-a", "20250902"), "a") as f:
         f.write(json.dumps(other) + "\n")
@@ -364,7 +365,7 @@ def test_days_sum_what_the_segment_list_shows_each_device_and_day(office, capsys
         assert [(row[1], row[0]) for row in rows[1:]] == sorted((row[1], row[0]) for row in rows[1:])
         assert table.splitlines()[-1] == edge(capsys, "list", *days, office)[1].splitlines()[-1]
     listed = days_of(edge(capsys, "list", "--csv", office)[1])
-    assert listed["room1", "2025-09-04"][0] == 1 and listed["visiting-pi", "2025-09-02"][0] == 1
+    assert listed["room1", "2025-09-04"][0] == 1 and listed["visiting-pi", "2025-09-02"] == (1, "0:00:06")
     assert listed["room-b", "2025-09-02"][0] == 1  # the line without a device: its folder's name
 
 
