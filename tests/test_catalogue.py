@@ -12,13 +12,14 @@ import sqlite3
 import subprocess
 import sys
 import time
+import zlib
 from pathlib import Path
 
 import pytest
 
 from edge import manifest as manifest_module
 from bench.scaling import make_history
-from edge import catalogue, catalogue_table
+from edge import catalogue, catalogue_pages, catalogue_table
 from edge.catalogue import catalogue_path, open_catalogue
 from edge.cli import main
 from edge.listing import device_folders
@@ -290,6 +291,19 @@ def test_a_change_made_while_a_list_kept_its_text_is_listed(office, capsys, monk
     monkeypatch.undo()
     assert len(looks) == 2 and (code, out) == edge(capsys, "list", "--no-catalogue", office)[:2]
     assert "20250901/000900_" in out
+
+
+@pytest.mark.parametrize("lines", ["different", "the same"])
+def test_a_kept_page_larger_than_a_piece_comes_out_whole(lines):
+    # An hour of many devices is several pieces; a character of two to four bytes may be cut
+    # between two of them; lines all alike are read from the compressed page long before
+    # their text is all out.
+    text = "".join(f"room-é{n:05d}  2025-09-01 08:00:{n % 60:02d}  ü€𝄞\n" if lines == "different"
+                   else "room-é00007  2025-09-01 08:00:07  ü€𝄞\n" for n in range(20_000))
+    assert len(text.encode()) > 5 * catalogue_pages.PIECE
+    pieces = list(catalogue_pages.decompressed(zlib.compress(text.encode(), 1)))
+    assert "".join(pieces) == text
+    assert len(pieces) > 5 and all(len(piece.encode()) <= catalogue_pages.PIECE + 3 for piece in pieces)
 
 
 def listed_files(csv_text: str) -> list:
