@@ -110,8 +110,7 @@ def _compressed(text: str) -> bytes:
 
 
 def _page(rows: Rows, page: int, end: str) -> str:
-    lines = [line for _, line in rows(page * HOUR_US, (page + 1) * HOUR_US - 1)]
-    return end.join(lines) + end if lines else ""
+    return "".join(text for _, text in _pages(rows(page * HOUR_US, (page + 1) * HOUR_US - 1), end))
 
 
 def _pages(rows: Iterable[tuple], end: str) -> Iterator[tuple]:
