@@ -108,8 +108,8 @@ class RemoteSync:
             except SyncFailed as exc:
                 report.error = str(exc)
             finally:
-                if self._staging is not None and self._staging.mover is not None:
-                    self._staging.mover.close()
+                if self._staging is not None:
+                    self._staging.close()
                 self.rclone.stop()
             if not dry_run:
                 self._record(state, report, on_card)

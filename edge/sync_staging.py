@@ -53,6 +53,11 @@ class Staging:
             self.mover = Mover(Daemon(self.rclone), self.staging, self.remote)
         return self.mover
 
+    def close(self) -> None:
+        """Stop the mover, if it was started."""
+        if self.mover is not None:
+            self.mover.close()
+
     def start(self, names: list, source: str, transfer: bool = False, replace: bool = False) -> Job:
         # Into the staging folder, which holds nothing worth keeping: no listing of it first.
         # A segment already in place with the card's size and time is not sent (--compare-dest)
