@@ -279,7 +279,7 @@ class Catalogue:
         self.db.executemany("INSERT INTO segment VALUES (?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
 
     def _drop_rows(self, manifest_id: int) -> None:
-        first, last = manifest_id << LINE_BITS, (manifest_id << LINE_BITS) + (1 << LINE_BITS) - 1
+        first, last = _line_ids(manifest_id)
         self._changed_hours.update(catalogue_pages.hour(start_us) for (start_us,) in self.db.execute(
             "SELECT start_us FROM segment WHERE id BETWEEN ? AND ? AND present", (first, last)))
         self.db.execute("DELETE FROM segment WHERE id BETWEEN ? AND ?", (first, last))
@@ -295,8 +295,7 @@ class Catalogue:
     def _mark_present(self, folder: Path, manifest_id: int) -> None:
         """Mark the manifest's segments present or not by their folders' listings, and keep
         the folders' mtimes and the manifest's summary."""
-        first = manifest_id << LINE_BITS
-        last = first + (1 << LINE_BITS) - 1
+        first, last = _line_ids(manifest_id)
         changes, dirs = [], {}
         now = time.time_ns()
         for row_id, start_us, file, present in self.db.execute(
@@ -328,6 +327,12 @@ class Catalogue:
             except (FileNotFoundError, NotADirectoryError):
                 self._listings[key] = set()
         return self._listings[key]
+
+
+def _line_ids(manifest_id: int) -> tuple:
+    """The first and last id a segment row of the manifest can have."""
+    first = manifest_id << LINE_BITS
+    return first, first + (1 << LINE_BITS) - 1
 
 
 def _segment_row(row_id: int, folder_id: int, manifest: str, entry: dict) -> tuple:

@@ -67,7 +67,7 @@ def prepare(db: sqlite3.Connection, key: str, line: str, rows: Rows, end: str) -
         db.execute("DELETE FROM listing WHERE id = ?", (old,))
     if found is None or found[1] != line:
         db.execute("DELETE FROM page WHERE listing_id = ?", (listing_id,))
-        for page, text in _pages(rows(FIRST_US, LAST_US), end):
+        for page, text in texts_by_hour(rows(FIRST_US, LAST_US), end):
             db.execute("INSERT INTO page VALUES (?, ?, ?)", (listing_id, page, _compressed(text)))
         return listing_id
     for (page,) in db.execute("SELECT hour FROM page WHERE listing_id = ? AND text IS NULL",
@@ -110,10 +110,10 @@ def _compressed(text: str) -> bytes:
 
 
 def _page(rows: Rows, page: int, end: str) -> str:
-    return "".join(text for _, text in _pages(rows(page * HOUR_US, (page + 1) * HOUR_US - 1), end))
+    return "".join(text for _, text in texts_by_hour(rows(page * HOUR_US, (page + 1) * HOUR_US - 1), end))
 
 
-def _pages(rows: Iterable[tuple], end: str) -> Iterator[tuple]:
+def texts_by_hour(rows: Iterable[tuple], end: str) -> Iterator[tuple]:
     """(hour, text) of each hour of ``rows`` that has any."""
     lines, current = [], None
     for start_us, line in rows:

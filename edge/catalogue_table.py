@@ -49,8 +49,9 @@ def write_listing(db: sqlite3.Connection, folders: list, out: TextIO, as_csv: bo
         form = _Form(db, days, as_csv)
         out.write(form.header + form.end)
         if listing_id is None or not catalogue_pages.write(db, listing_id, form.line, form.rows, form.end, out):
-            for _, line in form.rows(catalogue_pages.FIRST_US, catalogue_pages.LAST_US):
-                out.write(line + form.end)
+            for _, text in catalogue_pages.texts_by_hour(form.rows(catalogue_pages.FIRST_US, catalogue_pages.LAST_US),
+                                                          form.end):
+                out.write(text)
         if not as_csv:
             out.write(speech_total(form.segments, round(form.total_ms / 1000)) + "\n")
     finally:
