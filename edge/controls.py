@@ -138,6 +138,8 @@ class ControlServer:
     def close(self) -> None:
         if self._sock is None:
             return
+        # close() alone does not wake a thread blocked in accept() on Linux; shutdown() does.
+        self._sock.shutdown(socket.SHUT_RDWR)
         self._sock.close()
         try:
             self.path.unlink()

@@ -207,6 +207,8 @@ def test_the_commands_pause_resume_and_forget_the_running_recorder(factory, less
         server.close()
         notify.close()
     assert not sock.exists()
+    # Closed means its thread ended too: a stop of the service waits for it.
+    assert "edge-controls" not in {thread.name for thread in threading.enumerate()}
 
 
 def test_a_pause_outlives_a_restart_of_the_daemon(factory, lesson, detector, tmp_path):
