@@ -36,8 +36,8 @@ from .day_range import DayRange, add_day_arguments
 from .errors import EdgeError
 from .export_state import ExportStatePublisher, export_state_file
 from .manifest import is_tombstone, manifest_entries
-from .offload import CHUNK, SUMS, hash_from_medium, megabytes, merge_manifest, remove_segments, sha256sums
-from .storage import MANIFEST, fsync_dir, read_manifest, safe_name, write_lines_atomically
+from .offload import CHUNK, SUMS, megabytes, merge_manifest, remove_segments, sha256sums
+from .storage import MANIFEST, file_sha256, fsync_dir, read_manifest, safe_name, write_lines_atomically
 
 EXPORTING_SUFFIX = ".exporting"
 
@@ -197,7 +197,7 @@ class SegmentExporter:
                                    "manifest), not exported")
             return None
         try:
-            copy_hash = hash_from_medium(temporary)
+            copy_hash = file_sha256(temporary, from_medium=True)
         except OSError as exc:
             raise self._destination_failed(exc, temporary) from None
         if copy_hash != entry["sha256"]:
@@ -254,7 +254,7 @@ class SegmentExporter:
         try:
             if final.stat().st_size != size:
                 return False
-            return hash_from_medium(final) == sha256
+            return file_sha256(final, from_medium=True) == sha256
         except FileNotFoundError:
             return False
         except OSError as exc:

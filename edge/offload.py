@@ -4,16 +4,14 @@ their copies are proven (tombstones in the manifest keep ``seq`` growing)."""
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 from datetime import datetime
 from pathlib import Path
 from typing import Iterable
 
 from .card import retire_day
 from .manifest import manifest_path
-from .storage import fsync_dir, rewrite_manifest
+from .storage import file_sha256, fsync_dir, rewrite_manifest
 
 SUMS = "SHA256SUMS"
 CHUNK = 1 << 20
@@ -66,16 +64,6 @@ def remove_segments(root: Path, verified: list, problems: list, reason: str) -> 
             # Lines whose file is gone are skipped everywhere: untidy, not harmful.
             problems.append(f"{manifest}: cannot remove the copied segments' lines ({exc.strerror})")
     return removed
-
-
-def hash_from_medium(path: Path) -> str:
-    """SHA-256 of a file as stored, not as cached: its clean pages are dropped first."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
-        for block in iter(lambda: f.read(CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def entry_key(entry: dict) -> tuple:

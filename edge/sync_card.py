@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .offload import hash_from_medium
+from .storage import file_sha256
 
 
 class CardCheck:
@@ -35,7 +35,7 @@ class CardCheck:
 
     def _matches(self, name: str) -> bool:
         try:
-            if hash_from_medium(self.root / name) == self.local[name]["sha256"]:
+            if file_sha256(self.root / name, from_medium=True) == self.local[name]["sha256"]:
                 return True
         except FileNotFoundError:
             return False  # deleted under us (a full card's rotation): nothing left to send

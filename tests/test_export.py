@@ -288,9 +288,9 @@ def test_move_keeps_the_original_of_a_copy_that_does_not_verify(tmp_path, record
     bad = source[2]["file"]
     dest = tmp_path / "stick"
     dest.mkdir()
-    read_back = export_module.hash_from_medium
+    read_back = export_module.file_sha256
 
-    def failing_medium(path):
+    def failing_medium(path, from_medium=False):
         # The stick returns something else than what was written and fsynced: one byte.
         if path.name == Path(bad).name + ".exporting":
             with open(path, "r+b") as f:
@@ -298,9 +298,9 @@ def test_move_keeps_the_original_of_a_copy_that_does_not_verify(tmp_path, record
                 byte = f.read(1)
                 f.seek(-1, os.SEEK_CUR)
                 f.write(bytes([byte[0] ^ 0xFF]))
-        return read_back(path)
+        return read_back(path, from_medium)
 
-    monkeypatch.setattr(export_module, "hash_from_medium", failing_medium)
+    monkeypatch.setattr(export_module, "file_sha256", failing_medium)
     code, out, err = edge(capsys, "export", str(dest), "--move", "--config", str(config_file))
     assert code == 1
     assert f"edge: {bad}: the copy on {dest} does not match after writing (failing medium?), original kept\n" \
@@ -314,7 +314,7 @@ def test_move_keeps_the_original_of_a_copy_that_does_not_verify(tmp_path, record
     assert sha256sum_check(target) == sorted(e["file"] for e in remaining)
     assert json.loads((tmp_path / "state" / "export.json").read_text())["state"] == "failed"
 
-    monkeypatch.setattr(export_module, "hash_from_medium", read_back)
+    monkeypatch.setattr(export_module, "file_sha256", read_back)
     code, out, err = edge(capsys, "export", str(dest), "--move", "--config", str(config_file))
     assert code == 0, err
     assert entries(target) == remaining + [source[2]]
@@ -525,14 +525,14 @@ def test_a_segment_the_card_cannot_give_is_named_and_the_rest_exported(
 
 def read_back_fails(monkeypatch, target: Path, names: list) -> None:
     """The stick stops answering when the third copy is read back."""
-    read_back = export_module.hash_from_medium
+    read_back = export_module.file_sha256
 
-    def failing_medium(path):
+    def failing_medium(path, from_medium=False):
         if path.name == Path(names[2]).name + ".exporting":
             raise OSError(errno.EIO, os.strerror(errno.EIO))
-        return read_back(path)
+        return read_back(path, from_medium)
 
-    monkeypatch.setattr(export_module, "hash_from_medium", failing_medium)
+    monkeypatch.setattr(export_module, "file_sha256", failing_medium)
 
 
 def folder_at_the_third_name(monkeypatch, target: Path, names: list) -> None:

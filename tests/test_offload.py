@@ -18,8 +18,8 @@ import numpy as np
 
 import edge.offload
 from edge.manifest import DELETIONS, read_manifest
-from edge.offload import hash_from_medium, megabytes, merge_manifest, remove_segments
-from edge.storage import MANIFEST, SegmentEnd, SegmentStart, SegmentWriter
+from edge.offload import megabytes, merge_manifest, remove_segments
+from edge.storage import MANIFEST, SegmentEnd, SegmentStart, SegmentWriter, file_sha256
 
 FIBMAP = 1  # the ioctl that maps a file's block to the filesystem's (root only)
 END = SegmentEnd(prob_mean=0.8, prob_max=0.99, overflows=0, dropped_frames=0)
@@ -99,7 +99,7 @@ def test_a_segment_is_read_back_in_bounded_memory_whatever_its_size(tmp_path):
     path.write_bytes(data)
     tracemalloc.start()
     try:
-        digest = hash_from_medium(path)
+        digest = file_sha256(path, from_medium=True)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
@@ -132,5 +132,5 @@ def test_a_segment_is_read_back_from_the_card_not_from_the_page_cache(ext4_card)
     finally:
         os.close(device)
     assert path.read_bytes() == written, "the page cache no longer hides the change: the test proves nothing here"
-    assert hash_from_medium(path) == hashlib.sha256(rotted).hexdigest()
+    assert file_sha256(path, from_medium=True) == hashlib.sha256(rotted).hexdigest()
 
