@@ -133,6 +133,18 @@ class Mover:
                 pass  # not empty (a copy that failed to verify waits there), or gone
         return self.error
 
+    def remove(self, names: list) -> Optional[str]:
+        """Delete files from the destination folder, in order, once everything handed over
+        moved (after :meth:`finish`); returns why the first one failed, or None. A file
+        already gone counts as removed."""
+        for name in names:
+            try:
+                self.daemon.call("operations/deletefile", fs=self._root, remote=posixpath.join(self._destination, name))
+            except SyncFailed as exc:
+                if "not found" not in str(exc):
+                    return str(exc)
+        return None
+
     def close(self) -> None:
         """Stop without moving what is still waiting (a run that failed)."""
         self._abandoned = True

@@ -7,7 +7,8 @@ from the card once and has the remote hash each copy once:
 1. it starts, side by side, the listing of the remote folder (a copy verified earlier that
    has gone or changed there since, in size or modification time, is forgotten and sent
    again; a first sync, with nothing verified there, lists it only if it finds segments in
-   place), the remote ``manifest.jsonl``, and one `rclone copy` of every waiting segment into
+   place), the remote ``manifest.jsonl`` of each day folder it sends into
+   (edge.sync_index), and one `rclone copy` of every waiting segment into
    a staging folder beside the device's folder (``<parent>/.incoming/<device>``): rclone 1.60
    writes SFTP and WebDAV uploads under their final name, so a killed upload would otherwise
    leave half a file where the office looks (rclone makes the folders it copies into, and two
@@ -25,10 +26,9 @@ from the card once and has the remote hash each copy once:
    hash of the bytes rclone read from the card while sending them, which its debug log says
    file by file (:class:`edge.rclone.CopyLog`). Where the backend keeps no hash (WebDAV), the
    staged copy is downloaded and its SHA-256 compared with the manifest's;
-4. the remote manifest, merged with the lines of the verified segments, and ``SHA256SUMS`` are
-   staged beside them and verified the same way; one `rclone move` then renames the
-   segments into place and, after them, the manifest (one at a time, in name order: segment
-   paths begin with their day's digits, which sort before both names);
+4. those manifests, merged with the lines of the verified segments, and each day's
+   ``SHA256SUMS`` are staged beside them and verified the same way; the mover then renames
+   the segments into place and, after them, the manifests (one at a time);
 5. only then are they recorded as synced; with ``sync.delete_after_verified``, what is synced
    is deleted from the card.
 
@@ -42,10 +42,8 @@ segments leave as the ciphertext they are on the card.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
-import posixpath
 import sys
 from dataclasses import asdict
 from datetime import datetime
@@ -54,21 +52,17 @@ from typing import Optional
 
 from .config import SyncSettings, add_config_argument, load_config, resolve_data_path
 from .entries import checked_segments
-from .offload import SUMS, megabytes, merge_manifest, remove_segments, sha256sums
-from .manifest import is_tombstone, line_entries
+from .offload import megabytes, remove_segments
 from .notify import ServiceNotifier
 from .rclone import NOT_FOUND, CopyLog, Job, Rclone, SyncFailed, isotime, listed, rclone_error, same_time
 from .storage import MANIFEST, write_json_atomically
 from .sync_card import CardCheck
+from .sync_index import RemoteIndex
 from .sync_staging import Staging
 from .sync_state import (SYNC_STATE, SyncReport, SyncState, configured_remote, file_size, lasting, run_record_path,
                          split_remote, sync_lock)
 
 log = logging.getLogger(__name__)
-
-INDEX = (MANIFEST, SUMS)
-"""What the remote folder holds besides the segments, moved into place after them."""
-
 
 def make_rclone(sync: SyncSettings) -> Rclone:
     """rclone as the settings give it; its bandwidth limit holds only the commands that transfer."""
@@ -90,7 +84,8 @@ class RemoteSync:
         self._backend: Optional[dict] = None
         """The remote's backend features (hashes, time precision), once asked in a run."""
         self._index: dict = {}
-        """name -> SHA-256 of the manifest and SHA256SUMS being sent."""
+        """path -> SHA-256 of the manifests and SHA256SUMS being sent (edge.sync_index)."""
+        self._remote_index: Optional[RemoteIndex] = None
         self._staging: Optional[Staging] = None
         """This run's copies into the staging folder and the mover taking them out of it."""
 
@@ -142,7 +137,9 @@ class RemoteSync:
         copies = [(waiting, staging.start(waiting, str(self.root), transfer=True))] if waiting else []
         if waiting:
             staging.moving()
-        existing = self._start_cat() if waiting or unlisted else None
+        remote_index = self._remote_index = RemoteIndex(self.rclone, self.remote)
+        if waiting or unlisted:
+            remote_index.fetch(waiting + unlisted)
         remote_files = {}
         if listing is not None:
             card.check(waiting, until=listing.done)
@@ -156,14 +153,14 @@ class RemoteSync:
         self._count_waiting(report, pending, sizes)
         if not pending and not unlisted:
             return
-        existing = existing or self._start_cat()
+        remote_index.fetch(pending + unlisted)
         staging.moving()
         card.check(pending)
         # The manifest goes up while the segments do, listing every one whose card check
         # passed; it is sent again only if one of them does not arrive.
-        lines = self._remote_manifest(existing)
+        remote_index.read()
         expected = unlisted + card.sound(pending)
-        index = self._stage_index(lines, expected, local)
+        index = self._stage_index(expected, local)
         staged, in_place, copy_error = [], [], None
         for names, copy in copies:
             sent, reason = staging.collect(copy, names, local, sizes, report)
@@ -190,7 +187,7 @@ class RemoteSync:
         try:
             if unlisted + new != expected:
                 index.stop()
-                index = self._stage_index(lines, unlisted + new, local)
+                index = self._stage_index(unlisted + new, local)
             self._place(index, [n for n in new if n in staged], state, local, sizes, remote_files, unlisted,
                         [n for n in new if n in good])
         except SyncFailed:
@@ -208,9 +205,6 @@ class RemoteSync:
 
     def _start_listing(self) -> Job:
         return self.rclone.start("lsjson", "-R", "--files-only", "--no-mimetype", self.remote, allow=NOT_FOUND)
-
-    def _start_cat(self) -> Job:
-        return self.rclone.start("cat", posixpath.join(self.remote, MANIFEST), allow=NOT_FOUND)
 
     def _forget_changed(self, state: SyncState, remote_files: dict) -> None:
         for name, record in list(state.synced.items()):
@@ -241,27 +235,11 @@ class RemoteSync:
             self._backend = self._staging.moving().features()
         return self._backend
 
-    def _remote_manifest(self, existing: Job) -> list:
-        current = existing.result()
-        if current.returncode != 0:
-            return []
-        # Checked like the card's own lines: a damaged line there is skipped with a warning.
-        return [entry for entry in line_entries(current.stdout.encode().splitlines(keepends=True),
-                                                posixpath.join(self.remote, MANIFEST))
-                if not is_tombstone(entry)]
-
-    def _stage_index(self, lines: list, names: list, local: dict) -> Job:
-        """Start copying the remote manifest and SHA256SUMS, ``lines`` merged with the manifest
-        lines of ``names``, into the staging folder."""
-        # New lines in the card's order after those already there (seq alone cannot order
-        # them: it starts again at 1 once every segment has left the card).
-        wanted = set(names)
-        merged = merge_manifest(lines, [local[name] for name in local if name in wanted])
-        folder = self.rclone.scratch_folder()
-        (folder / MANIFEST).write_text("".join(json.dumps(entry) + "\n" for entry in merged))
-        (folder / SUMS).write_text("".join(line + "\n" for line in sha256sums(merged)))
-        self._index = {name: hashlib.sha256((folder / name).read_bytes()).hexdigest() for name in INDEX}
-        return self._staging.start(list(INDEX), str(folder))
+    def _stage_index(self, names: list, local: dict) -> Job:
+        """Start copying the index files of the folders ``names`` go into (edge.sync_index)
+        into the staging folder."""
+        folder, self._index = self._remote_index.stage(names, local)
+        return self._staging.start(list(self._index), str(folder))
 
     def _place(self, index: Job, staged: list, state: SyncState, local: dict, sizes: dict, remote_files: dict,
                unlisted: list, good: list) -> None:
@@ -269,17 +247,19 @@ class RemoteSync:
         after them (one rclone, in name order, one file at a time), and record what is synced."""
         result = index.result()
         sent = CopyLog.parse(result.stderr)
-        unproven = [n for n in INDEX if n in sent.copied and n not in sent.proven]
-        index_ok = len([n for n in INDEX if n in sent.proven]
-                       + self._staging.verify_by_download(unproven, self._index)[0]) == len(INDEX)
+        unproven = [n for n in self._index if n in sent.copied and n not in sent.proven]
+        index_ok = len([n for n in self._index if n in sent.proven]
+                       + self._staging.verify_by_download(unproven, self._index)[0]) == len(self._index)
         error = None if index_ok else (rclone_error(result.stderr) or f"the copy of {MANIFEST} on the remote "
                                        "does not match, sent again next run")
         # The manifest and SHA256SUMS move after every segment they list, one at a time.
-        moving = [name for name in staged if name not in self._staging.handed] + (list(INDEX) if index_ok else [])
+        moving = [name for name in staged if name not in self._staging.handed] + (list(self._index) if index_ok else [])
         if moving or self._staging.handed:
             mover = self._staging.moving()
             mover.move(moving)
             error = mover.finish() or error
+            if error is None:
+                error = mover.remove(self._remote_index.leftover())
         placed = self._placed(staged, sizes) if error is None else listed(self._start_listing().result())
         for name, there in [(n, remote_files.get(n)) for n in good] + [(n, placed.get(n)) for n in staged]:
             if there is not None:

@@ -181,10 +181,14 @@ def assert_remote_matches(remote: Remote, entries: list[dict]) -> None:
     for entry in entries:
         assert sha256(remote.disk / entry["file"]) == entry["sha256"], entry["file"]
     # Lines arrive as their segments do (a full server lets the small ones through first).
-    by_file = sorted(read_manifest(remote.disk / "manifest.jsonl"), key=lambda e: e["file"])
+    by_file = sorted(read_manifest(remote.disk), key=lambda e: e["file"])
     assert by_file == sorted(entries, key=lambda e: e["file"])
-    check = subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=remote.disk, capture_output=True, text=True)
-    assert check.returncode == 0 and check.stdout.count(": OK") == len(entries), check.stdout
+    # As on the card: an index per day folder, none at the top (readers would look nowhere else).
+    assert not (remote.disk / "manifest.jsonl").exists() and not (remote.disk / "SHA256SUMS").exists()
+    for day in sorted({Path(e["file"]).parent.name for e in entries}):
+        check = subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=remote.disk / day, capture_output=True, text=True)
+        listed_there = [e for e in entries if Path(e["file"]).parent.name == day]
+        assert check.returncode == 0 and check.stdout.count(": OK") == len(listed_there), check.stdout
 
 
 def assert_final_names_whole(remote: Remote, local: dict) -> None:
@@ -699,6 +703,46 @@ def test_list_of_folders_another_user_cannot_read_is_one_line(tmp_path, recordin
 
 
 @pytest.mark.parametrize("remote", ["sftp"], indirect=True)
+def test_a_run_reads_and_rewrites_only_the_index_of_the_days_it_sends_into(tmp_path, recordings, remote, capsys):
+    """A year on the remote costs a run what a day does: the other days' manifests are
+    neither fetched (a damaged line there says nothing) nor written again."""
+    config = write_config(tmp_path, recordings, remote)
+    assert edge(capsys, "sync", "--config", str(config))[0] == 0
+    old_day = remote.disk / "20261123"
+    with open(old_day / "manifest.jsonl", "ab") as f:
+        f.write(b"[1,2]\n")
+    before = {name: (old_day / name).stat() for name in ("manifest.jsonl", "SHA256SUMS")}
+    new = record(recordings, (0.5, 0.5), first_day="2026-11-26")
+    code, out, err = edge(capsys, "sync", "--config", str(config))
+    assert code == 0 and "2 uploaded" in out, err
+    assert err == ""  # the damaged line of 20261123 was not read
+    for name, stat in before.items():
+        now = (old_day / name).stat()
+        assert (now.st_ino, now.st_mtime_ns) == (stat.st_ino, stat.st_mtime_ns), name
+    assert read_manifest(remote.disk / "20261126" / "manifest.jsonl") == [e for e in new if e["file"].startswith("20261126/")]
+
+
+@pytest.mark.parametrize("remote", ["sftp", "webdav"], indirect=True)
+def test_a_remote_with_one_manifest_at_its_top_is_split_into_day_folders(tmp_path, recordings, remote, capsys):
+    """What an earlier version wrote: one manifest.jsonl and SHA256SUMS at the top of the
+    device's folder. The next run that sends puts each day's lines in that day's folder and
+    removes the top's files only after."""
+    config = write_config(tmp_path, recordings, remote)
+    assert edge(capsys, "sync", "--config", str(config))[0] == 0
+    earlier = read_manifest(recordings)
+    days = sorted({Path(e["file"]).parent.name for e in earlier})
+    (remote.disk / "manifest.jsonl").write_text("".join(json.dumps(e) + "\n" for e in earlier))
+    (remote.disk / "SHA256SUMS").write_text("".join(f"{e['sha256']}  {e['file']}\n" for e in earlier))
+    for day in days:
+        (remote.disk / day / "manifest.jsonl").unlink()
+        (remote.disk / day / "SHA256SUMS").unlink()
+    record(recordings, (0.5,), first_day="2026-11-27")
+    code, out, err = edge(capsys, "sync", "--config", str(config))
+    assert code == 0 and "1 uploaded" in out, err
+    assert_remote_matches(remote, read_manifest(recordings))
+
+
+@pytest.mark.parametrize("remote", ["sftp"], indirect=True)
 def test_damaged_manifest_lines_on_the_card_and_the_remote_are_one_line_each(tmp_path, recordings, remote, capsys):
     config = write_config(tmp_path, recordings, remote)
     assert edge(capsys, "sync", "--config", str(config))[0] == 0
@@ -709,14 +753,17 @@ def test_damaged_manifest_lines_on_the_card_and_the_remote_are_one_line_each(tmp
     with open(card_manifest, "ab") as f:
         f.write(b'{"file": "x.wav", "seq": "seven"}\n')
     damaged_line = len(card_manifest.read_bytes().splitlines())
-    with open(remote.disk / "manifest.jsonl", "ab") as f:
+    # The remote's manifest of a day this run sends into again (a copy gone from there).
+    remote_manifest = remote.disk / "20261123" / "manifest.jsonl"
+    with open(remote_manifest, "ab") as f:
         f.write(b"[1,2]\n")
+    (remote.disk / entries[0]["file"]).unlink()
     code, out, err = edge(capsys, "sync", "--config", str(config))
     assert code == 0, err
     assert "Traceback" not in err
     assert f"{card_manifest}:{damaged_line}: skipped, expected \"seq\" to be an integer" in err
-    assert f"/manifest.jsonl:{len(SECONDS) + 1}: skipped, expected a JSON object, got list" in err
-    assert "2 uploaded" in out
+    assert f"/20261123/manifest.jsonl:{len(SECONDS) + 1}: skipped, expected a JSON object, got list" in err
+    assert "3 uploaded" in out
     assert_remote_matches(remote, entries)
 
 
@@ -758,12 +805,13 @@ def test_an_idle_run_writes_nothing_to_the_card_and_status_still_shows_it(tmp_pa
 def test_a_manifest_that_cannot_be_staged_fails_the_run_and_is_sent_next_time(tmp_path, recordings, remote, capsys):
     config = write_config(tmp_path, recordings, remote)
     entries = read_manifest(recordings / "manifest.jsonl")
-    blocker = remote.staging / "manifest.jsonl"
+    day = Path(entries[0]["file"]).parent.name
+    blocker = remote.staging / day / "manifest.jsonl"
     blocker.mkdir(parents=True)  # where the manifest's copy must go, a folder of the same name
     code, out, err = edge(capsys, "sync", "--config", str(config))
     assert code == 1 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
     assert "SSH_FX_FAILURE" in err  # why, in the server's words as rclone gives them
-    assert not (remote.disk / "manifest.jsonl").exists()
+    assert not (remote.disk / day / "manifest.jsonl").exists()
     # The segments went into place, verified, but nothing lists them there yet.
     assert files_under(remote.disk) == sorted(e["file"] for e in entries)
     state = SyncState.load(recordings)
@@ -1003,7 +1051,7 @@ def test_a_segment_the_remote_refuses_fails_the_run_with_the_remotes_reason_and_
     assert sorted(SyncState.load(recordings).synced) == sorted(e["file"] for e in entries if e is not entries[1])
     assert not (remote.disk / entries[1]["file"]).exists()
     # The remote manifest lists what arrived, not what the run meant to send.
-    assert [e["file"] for e in read_manifest(remote.disk / "manifest.jsonl")] == [
+    assert [e["file"] for e in read_manifest(remote.disk)] == [
         e["file"] for e in entries if e is not entries[1]]
     # Refused again with nothing else to send: the same reason.
     code, out, err = edge(capsys, "sync", "--config", str(config))
