@@ -11,7 +11,7 @@ from typing import Iterable
 
 from .card import retire_day
 from .manifest import manifest_path
-from .storage import file_sha256, fsync_dir, rewrite_manifest
+from .storage import fsync_dir, rewrite_manifest
 
 SUMS = "SHA256SUMS"
 CHUNK = 1 << 20
