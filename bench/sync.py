@@ -13,6 +13,10 @@ falls on both; the ratio reported is the median of the rounds' ratios. Time is w
 memory is the largest peak RSS of any process of the run (rclone's, or edge's own Python). CPU
 time, client and server side together, is shown beside it: on a machine shared with other
 work it varies far less from run to run than wall time does.
+
+Then one short segment is sent into a device folder that already holds 0, 30 and 365 days
+of a busy classroom's history (360 segments a day, a manifest per day folder as sync writes
+them): a run must cost the same at a year as on the first day.
 """
 
 from __future__ import annotations
@@ -38,6 +42,8 @@ sys.path.insert(0, str(REPO))
 from tests.servers import SftpServer, descendants  # noqa: E402  (the same server the sync tests use)
 
 DEVICE = "room-12"
+HISTORY_DAYS = (0, 30, 365)  # of a busy classroom on the remote: 360 segments a day
+SEGMENTS_A_DAY = 360
 SMALL_SECONDS = (2.0, 4.5, 7.0, 11.0, 16.0, 24.0, 38.0, 60.0)  # mean 20 s, 650 kB
 LARGE_SECONDS = (300.0,)  # 9.6 MB
 DAYS = ("2026-11-23", "2026-11-24", "2026-11-25", "2026-11-26", "2026-11-27")
@@ -146,6 +152,22 @@ class Backlog:
         return runs["bare"], runs["edge"]
 
 
+def with_history(backlog: "Backlog", days: int, server_pid: int) -> dict:
+    """`edge sync` of the backlog (one short segment) into a device folder that already holds
+    ``days`` days of synced history: each day's manifest.jsonl, as sync writes them."""
+    backlog.fresh()
+    line = json.loads((backlog.recordings / MANIFEST).read_text().splitlines()[0])
+    device = backlog.served / "edge" / DEVICE
+    for day in range(days):
+        folder = device / f"{20250101 + day:08d}"  # day folders before the backlog's, by name
+        folder.mkdir(parents=True)
+        first = day * SEGMENTS_A_DAY
+        (folder / MANIFEST).write_text("".join(
+            json.dumps({**line, "file": f"{folder.name}/{first + n:06d}_080000_{DEVICE}.wav", "seq": first + n + 1,
+                        "sha256": f"{first + n:064x}"}) + "\n" for n in range(SEGMENTS_A_DAY)))
+    return measure(backlog.edge, backlog.recordings, server_pid)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.sync", description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3, help="interleaved pairs per backlog (default 3)")
@@ -174,6 +196,8 @@ def main(argv: list[str] | None = None) -> int:
         idle = {}
         for backlog in backlogs:  # the last edge run left everything synced
             idle[backlog.name] = measure(backlog.edge, backlog.recordings, server.process.pid)
+        one = Backlog(work, "one", 1, (20.0,), config)
+        history = {days: with_history(one, days, server.process.pid) for days in HISTORY_DAYS}
     finally:
         if server is not None:
             server.kill()
@@ -197,6 +221,10 @@ def main(argv: list[str] | None = None) -> int:
         verdicts.append((backlog.name, ratio))
     for name, figures in idle.items():
         print(f"{'edge sync, nothing to send (' + name + ')':34}{'':9}{figures['seconds']:9.2f}")
+    print(f"one 20 s segment sent beside the remote's history ({SEGMENTS_A_DAY} segments a day, a manifest per day):")
+    for days, figures in history.items():
+        print(f"  {days:4d} days on the remote: {figures['seconds']:5.2f} s, peak RSS {figures['rss_kb'] / 1024:.0f} MB, "
+              f"{figures['cpu_s']:.2f} s CPU")
     for name, ratio in verdicts:
         print(f"edge sync / rclone copy, {name} segments: {ratio:.2f}x (goal <= {GOAL_RATIO}x): "
               f"{'met' if ratio <= GOAL_RATIO else 'NOT met'}")
