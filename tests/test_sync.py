@@ -19,6 +19,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -993,6 +994,9 @@ def test_a_remote_that_fails_while_verifying_fails_the_run_with_its_reason_and_t
                           "failed to calculate md5 hash: "), err  # rclone's own words
     assert not any(is_synced(recordings, e["file"]) for e in read_manifest(recordings / "manifest.jsonl"))
     assert {p: p.stat().st_ino for p in remote.disk.rglob("*.wav")} == before
+    # A failed run ends what it started: no rclone (its rcd included), no mover thread.
+    assert not [pid for pid in descendants(os.getpid()) if "rclone" in Path(f"/proc/{pid}/cmdline").read_text()]
+    assert "edge-sync-mover" not in {thread.name for thread in threading.enumerate()}
 
 
 def damage_keeping_size_and_time(path: Path) -> None:
