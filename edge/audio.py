@@ -14,6 +14,7 @@ import queue
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Iterator, Optional, Protocol
 
@@ -28,6 +29,8 @@ from .wavio import iter_wav_16k
 log = logging.getLogger(__name__)
 
 KILL_WAIT_S = 5.0
+STOP_CHECK_S = 0.1
+"""How often an open in progress looks whether the recorder is stopping."""
 
 
 class EndOfInput(Exception):
@@ -109,12 +112,14 @@ class MicrophoneSource:
     happen in the reader. A thread here drains its pipe into a queue of ``buffer_s``
     seconds: a full queue means the detector fell behind, and those blocks are counted, not
     hidden. Neither opening nor closing can block for long: an open that does not finish
-    within ``open_timeout_s`` fails, and closing kills the process, whatever state its
-    driver is in.
+    within ``open_timeout_s`` fails (or as soon as ``stopping`` is set: a service being
+    stopped does not wait for a device that does not answer), and closing kills the
+    process, whatever state its driver is in.
     """
 
-    def __init__(self, settings: AudioSettings):
+    def __init__(self, settings: AudioSettings, stopping: Optional[threading.Event] = None):
         self.settings = settings
+        self.stopping = stopping
         self.name = f"mic:{settings.device}"
         self.overflows = 0
         self.dropped_frames = 0
@@ -146,12 +151,19 @@ class MicrophoneSource:
                                        name="capture-drain", daemon=True)
         self._drain.start()
         timeout = self.settings.open_timeout_s
-        try:
-            kind, payload = opened.get(timeout=timeout)
-        except queue.Empty:
-            self.close()
-            raise CaptureError(f"opening '{self.settings.device}' did not finish within {timeout:g} s "
-                               "(audio.open_timeout_s)") from None
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                kind, payload = opened.get(timeout=min(STOP_CHECK_S, max(0.0, deadline - time.monotonic())))
+                break
+            except queue.Empty:
+                if self.stopping is not None and self.stopping.is_set():
+                    self.close()
+                    raise CaptureError(f"opening '{self.settings.device}' given up: the recorder is stopping") from None
+                if time.monotonic() >= deadline:
+                    self.close()
+                    raise CaptureError(f"opening '{self.settings.device}' did not finish within {timeout:g} s "
+                                       "(audio.open_timeout_s)") from None
         if kind != b"R":
             self.close()
             raise CaptureError(payload.decode(errors="replace"))

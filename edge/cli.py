@@ -71,7 +71,7 @@ def record(settings: Settings, status_path: Path) -> int:
         controls=requests, export_state=export_file, pause_file=socket_path.with_name("paused.json"))
     recorder.status.button = button.name if button is not None else None  # for `edge doctor`
     try:
-        recorder.run(MicrophoneSource(settings.audio), stop, wait_for_device=notifier.enabled)
+        recorder.run(MicrophoneSource(settings.audio, stopping=stop), stop, wait_for_device=notifier.enabled)
     except CaptureError as exc:
         raise EdgeError(f"{exc}; no microphone here? 'make demo' runs the same pipeline "
                         "on bundled audio") from None

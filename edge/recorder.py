@@ -179,6 +179,8 @@ class Recorder(PauseAndForget):
             source.open()
             missing = None
         except CaptureError as exc:
+            if stop.is_set():
+                return  # stopped while the device was opening: nothing was begun
             if not wait_for_device:
                 raise
             missing = str(exc)

@@ -310,6 +310,31 @@ def test_a_microphone_missing_at_start_stops_a_person_s_run_with_its_reason(tmp_
     assert raised == ["audio.device 'usbmic' not found (capture devices: none)"]
 
 
+class MicrophoneOpenedDuringAStop(UnpluggedMicrophone):
+    """A stop arrives while the device opens; the open gives up, as MicrophoneSource does."""
+
+    def __init__(self, stop: threading.Event):
+        super().__init__()
+        self.stop = stop
+
+    def open(self):
+        self.opens += 1
+        self.stop.set()
+        raise CaptureError("opening 'usbmic' given up: the recorder is stopping")
+
+
+@pytest.mark.parametrize("wait_for_device", [False, True])
+def test_a_stop_during_the_first_open_ends_the_run_quietly(tmp_path, wait_for_device):
+    """Not an error to report (a person's run) nor an outage to wait out (the service's)."""
+    status_path = tmp_path / "status.json"
+    recorder = make_recorder(settings_from_dict({}), LoudnessDetector(), tmp_path / "rec", status_path=status_path)
+    stop = threading.Event()
+    microphone = MicrophoneOpenedDuringAStop(stop)
+    recorder.run(microphone, stop, wait_for_device=wait_for_device)
+    assert microphone.opens == 1
+    assert not (read_status(status_path) or {}).get("errors")  # no outage: "microphone lost" is not true
+
+
 def test_the_service_waits_for_a_microphone_missing_at_start_and_stops_at_once_when_told(tmp_path):
     """A USB microphone may be plugged in after the Pi booted: the service waits for it,
     says why in `edge status`, and a `systemctl stop` during a long wait ends it at once."""
