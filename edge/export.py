@@ -35,9 +35,9 @@ from .entries import checked_entry, checked_segments
 from .day_range import DayRange, add_day_arguments
 from .errors import EdgeError
 from .export_state import ExportStatePublisher, export_state_file
-from .manifest import is_tombstone, manifest_entries
+from .manifest import card_manifests, is_tombstone, manifest_entries
 from .offload import CHUNK, SUMS, megabytes, merge_manifest, remove_segments, sha256sums
-from .storage import MANIFEST, file_sha256, fsync_dir, read_manifest, safe_name, write_lines_atomically
+from .storage import MANIFEST, file_sha256, fsync_dir, safe_name, write_lines_atomically
 
 EXPORTING_SUFFIX = ".exporting"
 
@@ -265,10 +265,18 @@ class SegmentExporter:
         if not verified:
             return
         manifest = self.target / MANIFEST
-        merged = merge_manifest(read_manifest(manifest), verified)
-        write_lines_atomically(manifest, [json.dumps(entry) for entry in merged])
+        # A line at a time: a stick used all year holds a year's manifest (80 MB), which whole
+        # in memory would not fit a small Pi's (see merge_manifest).
+        write_lines_atomically(manifest, (json.dumps(entry) for entry in merge_manifest(self._copied(), verified)))
         write_lines_atomically(self.target / SUMS,
-                               sha256sums(e for e in merged if (self.target / e["file"]).exists()))
+                               sha256sums(e for e in self._copied() if (self.target / e["file"]).exists()))
+
+    def _copied(self) -> Iterator[dict]:
+        """The segment entries of the destination's manifest, read as a stream (a folder with
+        day manifests instead, as a card has, is read as the card would be)."""
+        manifest = self.target / MANIFEST
+        for path in [manifest] if manifest.exists() else card_manifests(self.target):
+            yield from (entry for entry in manifest_entries(path) if not is_tombstone(entry))
 
     def _remove_originals(self, verified: list, report: ExportReport) -> int:
         return len(remove_segments(self.root, verified, report.problems,

@@ -4,10 +4,11 @@ their copies are proven (tombstones in the manifest keep ``seq`` growing)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from datetime import datetime
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 from .card import retire_day
 from .manifest import manifest_path
@@ -18,16 +19,26 @@ CHUNK = 1 << 20
 """Bytes read or written at a time, 1 MiB."""
 
 
-def merge_manifest(existing: list, verified: list) -> list:
-    """``existing`` manifest entries plus those of ``verified`` not yet among them (same file
-    and SHA-256), in order: a copy's manifest only ever grows."""
-    merged = {json.dumps(entry): entry for entry in existing}
-    keys = {entry_key(entry) for entry in merged.values()}
+def merge_manifest(existing: Iterable[dict], verified: Iterable[dict]) -> Iterator[dict]:
+    """``existing`` manifest entries (a line repeated once) plus those of ``verified`` not yet
+    among them (same file and SHA-256), in order: a copy's manifest only ever grows. A stream:
+    a stick used all year holds a year's lines, of which only a digest each is kept."""
+    lines, keys = set(), set()
+    for entry in existing:
+        line = _digest(json.dumps(entry))
+        if line not in lines:
+            lines.add(line)
+            keys.add(_digest(json.dumps(entry_key(entry))))
+            yield entry
     for entry in verified:
-        if entry_key(entry) not in keys:
-            keys.add(entry_key(entry))
-            merged[json.dumps(entry)] = entry
-    return list(merged.values())
+        key = _digest(json.dumps(entry_key(entry)))
+        if key not in keys:
+            keys.add(key)
+            yield entry
+
+
+def _digest(text: str) -> bytes:
+    return hashlib.blake2b(text.encode(), digest_size=16).digest()
 
 
 def sha256sums(entries: Iterable[dict]) -> list:

@@ -117,7 +117,7 @@ class RemoteIndex:
             if (there := self._lines_file(folder)).exists():
                 with open(there, "rb") as lines:
                     existing = list(line_entries(lines, str(there)))
-            merged = merge_manifest(existing, new.get(folder, []))
+            merged = list(merge_manifest(existing, new.get(folder, [])))
             (folder_out / folder).mkdir(parents=True, exist_ok=True)
             for name, lines in ((MANIFEST, [json.dumps(entry) for entry in merged]),
                                 (SUMS, sha256sums([{**e, "file": posixpath.basename(e["file"])} for e in merged]))):

@@ -90,7 +90,31 @@ def test_a_destination_manifest_only_grows_and_lists_each_copy_once(tmp_path):
     there = {"file": "20261124/000001.wav", "sha256": "a" * 64, "seq": 1}
     new = {"file": "20261124/000002.wav", "sha256": "b" * 64, "seq": 2}
     same_copy = {**new, "recovered": True}  # another line of the same file and bytes
-    assert merge_manifest([there], [new, same_copy, there]) == [there, new]
+    assert list(merge_manifest([there], [new, same_copy, there])) == [there, new]
+    # A line repeated is kept once; another line of the same file and bytes is kept as it is.
+    assert list(merge_manifest([there, there, same_copy], [])) == [there, same_copy]
+
+
+def test_a_year_of_destination_manifest_merges_in_bounded_memory():
+    """A stick used all year: 131,400 lines (80 MB) merged a line at a time, never held."""
+    line = {"file": "", "seq": 0, "device": "room-12", "source": "mic", "start": "2026-11-24T09:30:12.000+01:00",
+            "end": "2026-11-24T09:30:20.000+01:00", "duration_s": 8.0, "prob_mean": 0.7, "prob_max": 0.99,
+            "sha256": "", "model_sha256": "0" * 64, "version": "0.1.0", "recovered": False, "mic_gaps": []}
+    count = 50_000
+
+    def year():
+        for n in range(count):
+            yield {**line, "file": f"{20250901 + n // 360}/{n:06d}_093012_room-12.wav", "seq": n + 1,
+                   "sha256": f"{n:064x}"}
+
+    tracemalloc.start()
+    try:
+        merged = sum(1 for _ in merge_manifest(year(), [{**line, "file": "x.wav", "sha256": "f" * 64}]))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert merged == count + 1
+    assert peak < 16 << 20, f"{peak / 2**20:.0f} MB held to merge {count} lines"
 
 
 def test_a_segment_is_read_back_in_bounded_memory_whatever_its_size(tmp_path):
