@@ -44,6 +44,7 @@ MODULE_TESTS = {
     "resample": ["tests/test_resample.py", "tests/test_wavio.py"],
     "status": ["tests/test_status.py", "tests/test_status_doctor.py", "tests/test_supervisor.py"],
     "storage": ["tests/test_storage.py", "tests/test_recovery_properties.py", "tests/test_durability.py",
+                "tests/test_offload.py",
                 "tests/test_full_card.py", "tests/test_encryption.py", "tests/test_forget.py",
                 "tests/test_retention.py"],
     "plain_wav": ["tests/test_storage.py", "tests/test_recovery_properties.py", "tests/test_durability.py",
