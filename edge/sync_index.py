@@ -75,25 +75,17 @@ class RemoteIndex:
         self._fetches = []
 
     def _gather(self, manifest: Path, own: str) -> None:
-        where = posixpath.join(self.remote, manifest.name if own == TOP else posixpath.join(own, MANIFEST))
-        current, out = None, None
-        try:
-            with open(manifest, "rb") as lines:
-                # Checked like the card's own lines: a damaged line there is skipped with a warning.
-                for entry in line_entries(lines, where):
-                    if is_tombstone(entry) or not isinstance(entry.get("file"), str):
-                        continue
-                    folder = folder_of(entry["file"])
-                    if folder != own:
-                        self._misplaced.add(folder)
-                    if folder != current:
-                        if out is not None:
-                            out.close()
-                        current, out = folder, open(self._lines_file(folder), "a")
+        with open(manifest, "rb") as lines:
+            # Checked like the card's own lines: a damaged line there is skipped with a warning.
+            for entry in line_entries(lines, posixpath.join(self.remote, own, MANIFEST)):
+                if is_tombstone(entry):
+                    continue
+                folder = folder_of(entry["file"])
+                if folder != own:
+                    self._misplaced.add(folder)
+                # Opened per line: a year split once costs a second or two, a day's lines nothing.
+                with open(self._lines_file(folder), "a") as out:
                     out.write(json.dumps(entry) + "\n")
-        finally:
-            if out is not None:
-                out.close()
 
     def _lines_file(self, folder: str) -> Path:
         return self._lines / f"{folder.replace('/', '%')}.jsonl"
@@ -115,8 +107,8 @@ class RemoteIndex:
         for folder in sorted(set(new) | self._misplaced):
             existing = []
             if (there := self._lines_file(folder)).exists():
-                with open(there, "rb") as lines:
-                    existing = list(line_entries(lines, str(there)))
+                with open(there) as lines:
+                    existing = [json.loads(line) for line in lines]  # checked when gathered
             merged = list(merge_manifest(existing, new.get(folder, [])))
             (folder_out / folder).mkdir(parents=True, exist_ok=True)
             for name, lines in ((MANIFEST, [json.dumps(entry) for entry in merged]),

@@ -744,6 +744,39 @@ def test_a_remote_with_one_manifest_at_its_top_is_split_into_day_folders(tmp_pat
 
 
 @pytest.mark.parametrize("remote", ["sftp"], indirect=True)
+def test_what_else_a_remote_manifest_holds_is_kept_or_passed_over(tmp_path, recordings, remote, capsys):
+    """A tombstone in a day's remote manifest (a card's day folder copied there by hand) is
+    passed over, not the lines after it; a day whose remote manifest has no line left still
+    takes the run's; a top manifest that lists a file of its own (no day folder) is kept."""
+    config = write_config(tmp_path, recordings, remote)
+    assert edge(capsys, "sync", "--config", str(config))[0] == 0
+    entries = read_manifest(recordings)
+    day = remote.disk / "20261123"
+    lines = (day / "manifest.jsonl").read_text()
+    tombstone = json.dumps({"deleted": entries[0]["file"], "seq": entries[0]["seq"], "reason": "by hand"})
+    (day / "manifest.jsonl").write_text(tombstone + "\n" + lines)
+    (remote.disk / entries[1]["file"]).unlink()  # so the run sends into that day again
+    code, out, err = edge(capsys, "sync", "--config", str(config))
+    assert code == 0 and "1 uploaded" in out, err
+    assert_remote_matches(remote, entries)
+
+    (day / "manifest.jsonl").write_text("")  # nothing left there (a hand edit)
+    (remote.disk / entries[1]["file"]).unlink()
+    code, out, err = edge(capsys, "sync", "--config", str(config))
+    assert code == 0 and "1 uploaded" in out, err
+    assert [e["file"] for e in read_manifest(day / "manifest.jsonl")] == [entries[1]["file"]]
+
+    # The top manifest of an earlier version, listing a file at the top as well.
+    top_file = {**entries[1], "file": "loose.wav"}
+    (remote.disk / "loose.wav").write_bytes((recordings / entries[1]["file"]).read_bytes())
+    (remote.disk / "manifest.jsonl").write_text("".join(json.dumps(e) + "\n" for e in entries + [top_file]))
+    (remote.disk / entries[2]["file"]).unlink()
+    code, out, err = edge(capsys, "sync", "--config", str(config))
+    assert code == 0 and "1 uploaded" in out, err
+    assert (remote.disk / "manifest.jsonl").exists(), "a top manifest with a file of its own was removed"
+
+
+@pytest.mark.parametrize("remote", ["sftp"], indirect=True)
 def test_damaged_manifest_lines_on_the_card_and_the_remote_are_one_line_each(tmp_path, recordings, remote, capsys):
     config = write_config(tmp_path, recordings, remote)
     assert edge(capsys, "sync", "--config", str(config))[0] == 0
