@@ -50,11 +50,12 @@ class RemoteIndex:
         """Start fetching the manifests of the folders ``names`` are in, those not asked for
         yet (and, the first time, the top-level one)."""
         folders = {folder_of(name) for name in names} - self._asked
-        first = not self._fetches and not self._asked
-        if not folders and not first:
+        if TOP not in self._asked:
+            folders.add(TOP)  # the first time: an earlier version's manifest, if there is one
+        if not folders:
             return
-        self._asked |= folders | {TOP}
-        wanted = sorted({posixpath.join(folder, MANIFEST) for folder in folders} | ({MANIFEST} if first else set()))
+        self._asked |= folders
+        wanted = sorted(posixpath.join(folder, MANIFEST) for folder in folders)
         scratch = self.rclone.scratch_folder()
         # Into an empty folder: nothing there to compare with. A manifest not there is skipped.
         # Read as `rclone cat` would, without the remote's hash: a remote that cannot hash
@@ -110,7 +111,7 @@ class RemoteIndex:
                 with open(there) as lines:
                     existing = [json.loads(line) for line in lines]  # checked when gathered
             merged = list(merge_manifest(existing, new.get(folder, [])))
-            (folder_out / folder).mkdir(parents=True, exist_ok=True)
+            (folder_out / folder).mkdir(exist_ok=True)
             for name, lines in ((MANIFEST, [json.dumps(entry) for entry in merged]),
                                 (SUMS, sha256sums([{**e, "file": posixpath.basename(e["file"])} for e in merged]))):
                 path = posixpath.join(folder, name)
