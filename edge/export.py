@@ -36,8 +36,8 @@ from .day_range import DayRange, add_day_arguments
 from .errors import EdgeError
 from .export_state import ExportStatePublisher, export_state_file
 from .manifest import card_manifests, is_tombstone, manifest_entries
-from .offload import CHUNK, SUMS, megabytes, merge_manifest, remove_segments, sha256sums
-from .storage import MANIFEST, file_sha256, fsync_dir, safe_name, write_lines_atomically
+from .offload import SUMS, megabytes, merge_manifest, remove_segments, sha256sums
+from .storage import CHUNK, MANIFEST, file_sha256, fsync_dir, safe_name, write_lines_atomically
 
 EXPORTING_SUFFIX = ".exporting"
 

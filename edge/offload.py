@@ -15,8 +15,6 @@ from .manifest import manifest_path
 from .storage import fsync_dir, rewrite_manifest
 
 SUMS = "SHA256SUMS"
-CHUNK = 1 << 20
-"""Bytes read or written at a time, 1 MiB."""
 
 
 def merge_manifest(existing: Iterable[dict], verified: Iterable[dict]) -> Iterator[dict]:

@@ -42,7 +42,8 @@ PART = ".part"
 SIDECAR = ".part.json"
 
 
-HASH_BLOCK = 1 << 20
+CHUNK = 1 << 20
+"""Bytes read or written at a time, 1 MiB."""
 
 
 def file_sha256(path: Path, from_medium: bool = False) -> str:
@@ -51,7 +52,7 @@ def file_sha256(path: Path, from_medium: bool = False) -> str:
     digest = hashlib.sha256()
     # One buffer read into again and again: a new block per read is fresh memory each time,
     # and the kernel's page faults and zeroing cost a third more than the hash (sync's card check).
-    block = bytearray(HASH_BLOCK)
+    block = bytearray(CHUNK)
     view = memoryview(block)
     with open(path, "rb", buffering=0) as f:
         if from_medium:
