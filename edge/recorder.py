@@ -238,7 +238,13 @@ class Recorder(PauseAndForget):
             self._offset0 = self.clock.boottime() - len(frames) / SAMPLE_RATE - self._session_boot0
         for frame, probability in zip(frames.reshape(-1, WINDOW), self.vad.probabilities(frames).tolist()):
             self._samples += WINDOW
-            self._store(self._segmenter.push(frame, probability))
+            was_open = self._segmenter.is_open
+            events = self._segmenter.push(frame, probability)
+            if self._segmenter.is_open != was_open:
+                # The LED follows the speech, not the card: closing a segment waits for its
+                # fsyncs, which a worn SD card can stretch to seconds.
+                self._show()
+            self._store(events)
         self._show()
 
     def _store(self, events) -> None:

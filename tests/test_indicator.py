@@ -187,6 +187,32 @@ def test_led_is_on_while_a_segment_is_open_following_the_audio(factory, lesson, 
     assert len(recorder.entries) == 1
 
 
+def test_the_led_follows_the_speech_before_the_card_stores_it(factory, lesson, detector, tmp_path):
+    # A slow card (a worn SD card's fsync) must not keep the LED lit after speech ended, nor
+    # keep it dark while the segment's file is being made: the pin has changed by the time
+    # the writer is asked to open or close.
+    settings = settings_from_dict({"led": {"pin": PIN, "heartbeat": False}})
+    led = LedIndicator(PIN, heartbeat=False, pin_factory=factory)
+    recorder = make_recorder(settings, detector, tmp_path / "rec", indicator=led)
+    pin = factory.pin(PIN)
+    writer = recorder.writer
+    seen = []
+
+    def opening(start, open_=writer.open):
+        seen.append(("open", pin.state))
+        return open_(start)
+
+    def closing(end, close=writer.close):
+        seen.append(("close", pin.state))
+        return close(end)
+
+    writer.open, writer.close = opening, closing
+    recorder.run(PacedSource(lesson[: int(4.5 * 16000)]), threading.Event())
+    led.close()
+    assert seen == [("open", True), ("close", False)]
+    assert len(recorder.entries) == 1
+
+
 def test_daemon_led_shows_the_usb_export_while_it_listens(factory, detector, tmp_path):
     from edge.clock import SystemClock
     from edge.export_state import ExportStatePublisher, export_led_pattern
