@@ -1,10 +1,12 @@
 """rclone's remote control: one `rclone rcd` that many small operations share (:class:`Daemon`),
 and the :class:`Mover` that renames proven copies into place through it while `edge sync`
-goes on copying. The rclone command line itself is edge.rclone."""
+goes on copying, and copies the small index files to and from the remote in its turn
+(:class:`Transfer`). The rclone command line itself is edge.rclone."""
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import posixpath
 import queue
@@ -12,6 +14,7 @@ import re
 import secrets
 import threading
 import time
+from pathlib import Path
 from typing import Optional
 
 from .rclone import Rclone, SyncFailed, rclone_error
@@ -84,6 +87,34 @@ class Daemon:
         return self._port
 
 
+class Transfer:
+    """Small files copied between a local folder and the remote, one at a time in the mover's
+    turn: without a process, an SSH handshake and a session of their own, which cost a run
+    more than the files do. An upload is then proven by the remote's own hash of each copy."""
+
+    def __init__(self, folder: Path, names: list, up: bool):
+        self.folder = folder
+        self.names = names
+        self.up = up
+        self.missing: list = []
+        """Downloads not made: the remote has no such file."""
+        self.proven: list = []
+        """Uploads whose copy the remote hashes as the local file hashes."""
+        self.unproven: list = []
+        """Uploads made, but the backend keeps no hash that Python computes too (WebDAV)."""
+        self.differing: list = []
+        self.error: Optional[str] = None
+        """Why the first copy that failed did (nothing after it was copied), or None."""
+        self._done = threading.Event()
+
+    def wait(self) -> "Transfer":
+        self._done.wait()
+        return self
+
+    def end(self) -> None:
+        self._done.set()
+
+
 class Mover:
     """Renames files from one folder of a remote to another, one at a time in the order they
     are given, through a :class:`Daemon` in a thread of its own: the caller hands over each
@@ -119,6 +150,21 @@ class Mover:
     def move(self, names: list) -> None:
         for name in names:
             self._queue.put(name)
+
+    def upload(self, folder: Path, names: list) -> Transfer:
+        """Copy ``names`` from the local ``folder`` into the source folder (replacing what is
+        there) after what was handed over before; :meth:`Transfer.wait` for the outcome."""
+        return self._transfer(Transfer(folder, names, up=True))
+
+    def download(self, names: list, folder: Path) -> Transfer:
+        """Copy ``names`` from the destination folder into the local ``folder``, as `rclone
+        cat` reads them (the remote's hash unasked: a remote that cannot hash fails where what
+        it holds is verified, not here); a file not there is left out."""
+        return self._transfer(Transfer(folder, names, up=False))
+
+    def _transfer(self, transfer: Transfer) -> Transfer:
+        self._queue.put(transfer)
+        return transfer
 
     def finish(self) -> Optional[str]:
         """Wait until everything handed over moved (or the first failure); returns why it
@@ -160,6 +206,9 @@ class Mover:
         finally:
             self._asked.set()
         while (name := self._queue.get()) is not None:
+            if isinstance(name, Transfer):
+                self._copy(name)
+                continue
             if self.error is not None or self._abandoned:
                 continue
             try:
@@ -171,3 +220,47 @@ class Mover:
                 self.moved.append(name)
             except SyncFailed as exc:
                 self.error = str(exc)
+
+    def _copy(self, transfer: Transfer) -> None:
+        try:
+            if self._abandoned or self._features_error is not None:
+                raise SyncFailed(self._features_error or "the run ended first")
+            for name in transfer.names:
+                if transfer.up:
+                    self._upload(transfer, name)
+                else:
+                    self._download(transfer, name)
+        except SyncFailed as exc:
+            transfer.error = str(exc)
+        finally:
+            transfer.end()
+
+    def _download(self, transfer: Transfer, name: str) -> None:
+        try:
+            self.daemon.call("operations/copyfile", srcFs=self._root, srcRemote=posixpath.join(self._destination, name),
+                             dstFs=str(transfer.folder), dstRemote=name, _config={"IgnoreChecksum": True})
+        except SyncFailed as exc:
+            if "not found" not in str(exc):
+                raise SyncFailed(f"{name}: {exc}") from None
+            transfer.missing.append(name)
+
+    def _upload(self, transfer: Transfer, name: str) -> None:
+        remote = posixpath.join(self._source, name)
+        try:
+            self.daemon.call("operations/copyfile", srcFs=str(transfer.folder), srcRemote=name, dstFs=self._root,
+                             dstRemote=remote, _config={"IgnoreTimes": True})
+        except SyncFailed as exc:
+            raise SyncFailed(f"{name}: {exc}") from None
+        hashes = [known for known in self._features.get("Hashes") or () if known in hashlib.algorithms_guaranteed]
+        if not hashes:
+            transfer.unproven.append(name)
+            return
+        item = self.daemon.call("operations/stat", fs=self._root, remote=remote,
+                                opt={"showHash": True, "hashTypes": hashes[:1]}).get("item") or {}
+        there = (item.get("Hashes") or {}).get(hashes[0])
+        if not there:
+            transfer.unproven.append(name)
+        elif there == hashlib.new(hashes[0], (transfer.folder / name).read_bytes()).hexdigest():
+            transfer.proven.append(name)
+        else:
+            transfer.differing.append(name)

@@ -27,8 +27,10 @@ from the card once and has the remote hash each copy once:
    file by file (:class:`edge.rclone.CopyLog`). Where the backend keeps no hash (WebDAV), the
    staged copy is downloaded and its SHA-256 compared with the manifest's;
 4. those manifests, merged with the lines of the verified segments, and each day's
-   ``SHA256SUMS`` are staged beside them and verified the same way; the mover then renames
-   the segments into place and, after them, the manifests (one at a time);
+   ``SHA256SUMS`` are staged beside them through the mover's rcd (no process of their own)
+   and proven by the remote's hash of each copy, equal to that of the file sent (or, with no
+   hash, downloaded); the mover then renames the segments into place and, after them, the
+   manifests (one at a time);
 5. only then are they recorded as synced; with ``sync.delete_after_verified``, what is synced
    is deleted from the card.
 
@@ -54,7 +56,8 @@ from .config import SyncSettings, add_config_argument, load_config, resolve_data
 from .entries import checked_segments
 from .offload import megabytes, remove_segments
 from .notify import ServiceNotifier
-from .rclone import NOT_FOUND, CopyLog, Job, Rclone, SyncFailed, isotime, listed, rclone_error, same_time
+from .rclone import NOT_FOUND, Job, Rclone, SyncFailed, isotime, listed, rclone_error, same_time
+from .rclone_rc import Transfer
 from .storage import MANIFEST, write_json_atomically
 from .sync_card import CardCheck
 from .sync_index import RemoteIndex
@@ -120,8 +123,8 @@ class RemoteSync:
         waiting = [name for name in local if name not in state.synced]
         unlisted = [name for name, record in state.synced.items() if not record["listed"]]
         if dry_run:
-            listing = self._start_listing()
-            self._forget_changed(state, listed(listing.result()))
+            if state.synced:
+                self._forget_changed(state, listed(self._start_listing(list(state.synced)).result()))
             pending = [name for name in local if name not in state.synced]
             self._count_waiting(report, pending, sizes)
             for name in pending:
@@ -129,7 +132,7 @@ class RemoteSync:
             return
         # Nothing verified on this remote yet, nothing to forget: no listing (what a first sync
         # finds in place is listed then, for the times to record).
-        listing = self._start_listing() if state.synced else None
+        listing = self._start_listing(list(state.synced)) if state.synced else None
         card = CardCheck(self.root, local, report.problems)
         staging = self._staging = Staging(self.rclone, self.root, self.remote, self.staging, card)
         # What waits goes up at once, beside the listing, the remote manifest and the mover
@@ -137,7 +140,7 @@ class RemoteSync:
         copies = [(waiting, staging.start(waiting, str(self.root), transfer=True))] if waiting else []
         if waiting:
             staging.moving()
-        remote_index = self._remote_index = RemoteIndex(self.rclone, self.remote)
+        remote_index = self._remote_index = RemoteIndex(self.rclone, self.remote, staging.moving)
         if waiting or unlisted:
             remote_index.fetch(waiting + unlisted)
         remote_files = {}
@@ -170,7 +173,7 @@ class RemoteSync:
         # Found in place with the card's size and time (a lost state file, a run stopped
         # before it recorded them): verified where they are, sent again only if that fails.
         if in_place and listing is None:
-            remote_files = listed(self._start_listing().result())
+            remote_files = listed(self._start_listing(in_place).result())
         good = self._verify_in_place(in_place)
         if len(good) < len(in_place):
             differing = [n for n in in_place if n not in good]
@@ -180,14 +183,12 @@ class RemoteSync:
             copy_error = copy_error or reason
         new = [name for name in pending if name in set(good) | set(staged)]
         if not (unlisted or new):
-            index.stop()
             if copy_error:
                 raise SyncFailed(copy_error)
             return
         try:
             if unlisted + new != expected:
-                index.stop()
-                index = self._stage_index(unlisted + new, local)
+                index = self._stage_index(unlisted + new, local)  # replaces the one staged
             self._place(index, [n for n in new if n in staged], state, local, sizes, remote_files, unlisted,
                         [n for n in new if n in good])
         except SyncFailed:
@@ -203,8 +204,11 @@ class RemoteSync:
         if copy_error:
             raise SyncFailed(copy_error)
 
-    def _start_listing(self) -> Job:
-        return self.rclone.start("lsjson", "-R", "--files-only", "--no-mimetype", self.remote, allow=NOT_FOUND)
+    def _start_listing(self, names: list) -> Job:
+        """List ``names`` on the remote (those there): rclone reads only the folders they lie
+        in, so a run costs what the card holds, not the years of recordings the remote keeps."""
+        return self.rclone.start("lsjson", "-R", "--files-only", "--no-mimetype", "--files-from",
+                                 self.rclone.files_from(names), self.remote, allow=NOT_FOUND)
 
     def _forget_changed(self, state: SyncState, remote_files: dict) -> None:
         for name, record in list(state.synced.items()):
@@ -235,23 +239,21 @@ class RemoteSync:
             self._backend = self._staging.moving().features()
         return self._backend
 
-    def _stage_index(self, names: list, local: dict) -> Job:
+    def _stage_index(self, names: list, local: dict) -> Transfer:
         """Start copying the index files of the folders ``names`` go into (edge.sync_index)
         into the staging folder."""
         folder, self._index = self._remote_index.stage(names, local)
-        return self._staging.start(list(self._index), str(folder))
+        return self._staging.upload(folder, list(self._index))
 
-    def _place(self, index: Job, staged: list, state: SyncState, local: dict, sizes: dict, remote_files: dict,
+    def _place(self, index: Transfer, staged: list, state: SyncState, local: dict, sizes: dict, remote_files: dict,
                unlisted: list, good: list) -> None:
         """Verify the staged manifest, move the staged segments into place and the manifest
         after them (one rclone, in name order, one file at a time), and record what is synced."""
-        result = index.result()
-        sent = CopyLog.parse(result.stderr)
-        unproven = [n for n in self._index if n in sent.copied and n not in sent.proven]
-        index_ok = len([n for n in self._index if n in sent.proven]
-                       + self._staging.verify_by_download(unproven, self._index)[0]) == len(self._index)
-        error = None if index_ok else (rclone_error(result.stderr) or f"the copy of {MANIFEST} on the remote "
-                                       "does not match, sent again next run")
+        sent = index.wait()
+        index_ok = sent.error is None and len(sent.proven + self._staging.verify_by_download(
+            sent.unproven, self._index)[0]) == len(self._index)
+        error = None if index_ok else (sent.error or f"the copy of {MANIFEST} on the remote does not match, "
+                                       "sent again next run")
         # The manifest and SHA256SUMS move after every segment they list, one at a time.
         moving = [name for name in staged if name not in self._staging.handed] + (list(self._index) if index_ok else [])
         if moving or self._staging.handed:
@@ -260,7 +262,7 @@ class RemoteSync:
             error = mover.finish() or error
             if error is None:
                 error = mover.remove(self._remote_index.leftover())
-        placed = self._placed(staged, sizes) if error is None else listed(self._start_listing().result())
+        placed = self._placed(staged, sizes) if error is None else listed(self._start_listing(staged).result())
         for name, there in [(n, remote_files.get(n)) for n in good] + [(n, placed.get(n)) for n in staged]:
             if there is not None:
                 state.synced[name] = {"sha256": local[name]["sha256"], "size": there[0], "modtime": there[1],
@@ -281,7 +283,7 @@ class RemoteSync:
             return {}
         precision_ns = self._features().get("Precision") or 0
         if not 0 < precision_ns <= 1_000_000_000:
-            return listed(self._start_listing().result())
+            return listed(self._start_listing(staged).result())
         placed = {}
         for name in staged:
             mtime_ns = (self.root / name).stat().st_mtime_ns

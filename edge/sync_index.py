@@ -15,10 +15,12 @@ import hashlib
 import json
 import posixpath
 from pathlib import Path
+from typing import Callable
 
 from .manifest import is_tombstone, line_entries
 from .offload import SUMS, merge_manifest, sha256sums
-from .rclone import NOT_FOUND, Rclone
+from .rclone import Rclone, SyncFailed
+from .rclone_rc import Mover
 from .storage import MANIFEST
 
 TOP = ""
@@ -33,13 +35,15 @@ class RemoteIndex:
     """The manifests of the remote folders a run sends into, fetched in the background, and
     the index files staged from them with the run's new lines."""
 
-    def __init__(self, rclone: Rclone, remote: str):
+    def __init__(self, rclone: Rclone, remote: str, mover: Callable[[], Mover]):
         self.rclone = rclone
         self.remote = remote
+        self.mover = mover
+        """The run's mover (made on first use), which fetches the manifests over its rcd."""
         self.top_found = False
         """The remote holds a top-level manifest (the earlier layout) still to be split."""
         self._fetches: list = []
-        """(rclone copy of manifests into a scratch folder, that folder), not read yet."""
+        """(download of manifests into a scratch folder, that folder), not read yet."""
         self._asked: set = set()
         self._lines = rclone.scratch_folder()
         """One file per folder: the lines the remote has for it, gathered from its manifests."""
@@ -57,17 +61,13 @@ class RemoteIndex:
         self._asked |= folders
         wanted = sorted(posixpath.join(folder, MANIFEST) for folder in folders)
         scratch = self.rclone.scratch_folder()
-        # Into an empty folder: nothing there to compare with. A manifest not there is skipped.
-        # Read as `rclone cat` would, without the remote's hash: a remote that cannot hash
-        # fails where what it holds is verified, not here.
-        job = self.rclone.start("copy", "--files-from", self.rclone.files_from(wanted), "--no-check-dest",
-                                "--ignore-checksum", self.remote, str(scratch), allow=NOT_FOUND)
-        self._fetches.append((job, scratch))
+        self._fetches.append((self.mover().download(wanted, scratch), scratch))
 
     def read(self) -> None:
         """Wait for the fetches and sort their lines by folder, one line in memory at a time."""
-        for job, scratch in self._fetches:
-            job.result()
+        for fetch, scratch in self._fetches:
+            if fetch.wait().error is not None:
+                raise SyncFailed(fetch.error)
             for manifest in sorted(scratch.rglob(MANIFEST)):
                 own = manifest.parent.relative_to(scratch).as_posix()
                 own = TOP if own == "." else own

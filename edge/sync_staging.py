@@ -12,7 +12,7 @@ from typing import Optional
 
 from .offload import megabytes
 from .rclone import CopyLog, Job, Rclone, rclone_error
-from .rclone_rc import Daemon, Mover
+from .rclone_rc import Daemon, Mover, Transfer
 from .sync_card import CardCheck
 from .sync_state import SyncReport
 
@@ -69,6 +69,12 @@ class Staging:
                                  source, self.staging, transfer=transfer, log="DEBUG", allow=ANY_EXIT)
         self._copies[copy] = (CopyLog(), segments)
         return copy
+
+    def upload(self, folder: Path, names: list) -> Transfer:
+        """Copy the small files ``names`` (the index) from the local ``folder`` into the staging
+        folder through the mover's rcd, in its turn."""
+        self._wait_for_folders(names)
+        return self.moving().upload(folder, names)
 
     def _wait_for_folders(self, names: list) -> None:
         """Wait until every folder of the staging folder that copies of ``names`` go into is

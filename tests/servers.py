@@ -156,8 +156,8 @@ class WebdavServer(Server):
 
     def command(self) -> list[str]:
         # No directory cache: the tests change files on its disk behind its back, like a NAS
-        # whose disk is also shared over SMB.
-        return ["rclone", "serve", "webdav", "--addr", f"127.0.0.1:{self.port}", "--dir-cache-time", "0s",
+        # whose disk is also shared over SMB. Each request is logged (-v): what a client read.
+        return ["rclone", "serve", "webdav", "-v", "--addr", f"127.0.0.1:{self.port}", "--dir-cache-time", "0s",
                 "--user", WEBDAV_USER,
                 "--pass", WEBDAV_PASSWORD, str(self.root)]
 

@@ -723,6 +723,26 @@ def test_a_run_reads_and_rewrites_only_the_index_of_the_days_it_sends_into(tmp_p
     assert read_manifest(remote.disk / "20261126" / "manifest.jsonl") == [e for e in new if e["file"].startswith("20261126/")]
 
 
+@pytest.mark.parametrize("remote", ["webdav"], indirect=True)
+def test_a_run_lists_only_the_folders_of_the_segments_on_the_card(tmp_path, recordings, remote, capsys):
+    """The remote keeps years the card no longer holds: a run lists the folders of the card's
+    segments on the remote, never the others (the server's log says which it was asked for)."""
+    config = write_config(tmp_path, recordings, remote)
+    assert edge(capsys, "sync", "--config", str(config))[0] == 0
+    gone = remote.disk / "20250101"  # a day long gone from the card
+    gone.mkdir()
+    (gone / f"000001_080000_{DEVICE}.wav").write_bytes(b"RIFF")
+    heard = remote.server.log.stat().st_size
+    record(recordings, (0.5,), first_day="2026-11-26")
+    code, out, err = edge(capsys, "sync", "--config", str(config))
+    assert code == 0 and "1 uploaded" in out, err
+    with open(remote.server.log) as log:
+        log.seek(heard)
+        asked = [line.split(" : ", 1)[1].split(":", 1)[0] for line in log if ": PROPFIND from " in line]
+    listed_days = {path.strip("/").split("/")[2] for path in asked if path.count("/") > 3}
+    assert "20261123" in listed_days and not any(day.startswith("2025") for day in listed_days), asked
+
+
 @pytest.mark.parametrize("remote", ["sftp", "webdav"], indirect=True)
 def test_a_remote_with_one_manifest_at_its_top_is_split_into_day_folders(tmp_path, recordings, remote, capsys):
     """What an earlier version wrote: one manifest.jsonl and SHA256SUMS at the top of the
@@ -844,7 +864,7 @@ def test_a_manifest_that_cannot_be_staged_fails_the_run_and_is_sent_next_time(tm
     blocker.mkdir(parents=True)  # where the manifest's copy must go, a folder of the same name
     code, out, err = edge(capsys, "sync", "--config", str(config))
     assert code == 1 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
-    assert "SSH_FX_FAILURE" in err  # why, in the server's words as rclone gives them
+    assert f"{day}/manifest.jsonl: is a directory" in err  # which file, and why in rclone's words
     assert not (remote.disk / day / "manifest.jsonl").exists()
     # The segments went into place, verified, but nothing lists them there yet.
     assert files_under(remote.disk) == sorted(e["file"] for e in entries)
@@ -859,6 +879,40 @@ def test_a_manifest_that_cannot_be_staged_fails_the_run_and_is_sent_next_time(tm
     assert "0 uploaded" in out
     assert_remote_matches(remote, entries)
     assert all(record["listed"] for record in SyncState.load(recordings).synced.values())
+
+
+@pytest.mark.parametrize("remote", ["sftp"], indirect=True)
+@pytest.mark.parametrize("honest_calls", [0, 1], ids=["as it arrives", "once it arrived"])
+def test_a_manifest_copy_the_remote_cannot_prove_is_never_placed(tmp_path, recordings, remote, capsys, honest_calls):
+    # The server's md5sum lies about the index files it holds, from the first time it is
+    # asked (rclone's own check as the copy ends) or only after that (the copy changed once
+    # it arrived): what proves a copy is its hash when it is about to be placed.
+    seen = tmp_path / "hashed"
+    seen.mkdir()
+    liar = tmp_path / "md5sum-liar"
+    liar.write_text(f"""#!/bin/sh
+case "$1" in *manifest.jsonl|*SHA256SUMS)
+  asked=$(ls {seen} | grep -c "^$(echo "$1" | md5sum | cut -c1-32)")
+  touch {seen}/$(echo "$1" | md5sum | cut -c1-32).$asked
+  [ "$asked" -ge {honest_calls} ] && echo "0123456789abcdef0123456789abcdef  $1" && exit 0;;
+esac
+exec md5sum "$@"
+""")
+    liar.chmod(0o755)
+    honest = remote.rclone_config.read_text()
+    remote.rclone_config.write_text(honest + f"md5sum_command = {liar}\n")
+    config = write_config(tmp_path, recordings, remote)
+    entries = read_manifest(recordings / "manifest.jsonl")
+    code, out, err = edge(capsys, "sync", "--once", "--config", str(config))
+    assert code == 1 and len(err.strip().splitlines()) == 1 and "manifest.jsonl" in err, err
+    assert not list(remote.disk.rglob("manifest.jsonl")) and not list(remote.disk.rglob("SHA256SUMS"))
+    assert files_under(remote.disk) == sorted(e["file"] for e in entries)  # the segments' proof held
+    assert not any(record["listed"] for record in SyncState.load(recordings).synced.values())
+
+    remote.rclone_config.write_text(honest)
+    code, out, err = edge(capsys, "sync", "--once", "--config", str(config))
+    assert code == 0 and "0 uploaded" in out, out + err
+    assert_remote_matches(remote, entries)
 
 
 @pytest.mark.skipif(os.geteuid() != 0 or shutil.which("chattr") is None,
