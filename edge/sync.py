@@ -206,8 +206,11 @@ class RemoteSync:
 
     def _start_listing(self, names: list) -> Job:
         """List ``names`` on the remote (those there): rclone reads only the folders they lie
-        in, so a run costs what the card holds, not the years of recordings the remote keeps."""
-        return self.rclone.start("lsjson", "-R", "--files-only", "--no-mimetype", "--files-from",
+        in, so a run costs what the card holds, not the years of recordings the remote keeps.
+        One folder at a time: over SFTP each folder read beside another opens an SSH
+        connection of its own, whose login costs more than the read (five day folders on
+        loopback: 0.55 s with rclone's 8 checkers, 0.16 s with one)."""
+        return self.rclone.start("lsjson", "-R", "--files-only", "--no-mimetype", "--checkers", "1", "--files-from",
                                  self.rclone.files_from(names), self.remote, allow=NOT_FOUND)
 
     def _forget_changed(self, state: SyncState, remote_files: dict) -> None:

@@ -130,7 +130,7 @@ class SftpServer(Server):
             # root's, with pyenv: a SIGKILLed server can leave pyenv's lock behind, and every
             # later shell then waits a minute). A NAS's shell starts bare.
             f"SetEnv HOME={folder}",
-            "LogLevel ERROR",
+            "LogLevel INFO",  # a line per login ("Accepted publickey"): what a client costs the server
         ]) + "\n")
         if os.geteuid() == 0:
             Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # privilege separation directory

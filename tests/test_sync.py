@@ -723,6 +723,23 @@ def test_a_run_reads_and_rewrites_only_the_index_of_the_days_it_sends_into(tmp_p
     assert read_manifest(remote.disk / "20261126" / "manifest.jsonl") == [e for e in new if e["file"].startswith("20261126/")]
 
 
+@pytest.mark.parametrize("remote", ["sftp"], indirect=True)
+def test_a_run_with_nothing_to_send_logs_in_to_the_server_once(tmp_path, recordings, remote, capsys):
+    """A login is an SSH handshake the Pi pays for, in every run every 15 minutes: a run that
+    finds everything synced lists the card's day folders over one connection, and that is all."""
+    for day in ("2026-11-24", "2026-11-25", "2026-11-26"):
+        record(recordings, (0.5,), first_day=day)
+    config = write_config(tmp_path, recordings, remote)
+    assert edge(capsys, "sync", "--config", str(config))[0] == 0
+    heard = remote.server.log.stat().st_size
+    code, out, err = edge(capsys, "sync", "--config", str(config))
+    assert code == 0 and out.startswith("0 segments verified"), out + err
+    with open(remote.server.log) as log:
+        log.seek(heard)
+        logins = [line for line in log if "Accepted publickey" in line]
+    assert len(logins) == 1, logins
+
+
 @pytest.mark.parametrize("remote", ["webdav"], indirect=True)
 def test_a_run_lists_only_the_folders_of_the_segments_on_the_card(tmp_path, recordings, remote, capsys):
     """The remote keeps years the card no longer holds: a run lists the folders of the card's
