@@ -65,6 +65,7 @@ MODULE_TESTS = {
     "sync_state": ["tests/test_sync_state.py", "tests/test_sync.py", "tests/test_retention.py", "tests/test_forget.py"],
     "sync_card": ["tests/test_sync.py"],
     "sync_index": ["tests/test_sync.py"],
+    "rclone_rc": ["tests/test_sync.py", "tests/test_rclone.py"],
     "catalogue_pages": ["tests/test_catalogue.py"],
     "catalogue_table": ["tests/test_catalogue.py"],
     "export": ["tests/test_export.py", "tests/test_durability.py"],
