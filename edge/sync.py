@@ -4,16 +4,16 @@ rclone does the talking (SFTP, SMB, WebDAV, Google Drive, OneDrive, with its own
 this module decides what to send and when a copy counts. A run reads each waiting segment
 from the card once and has the remote hash each copy once:
 
-1. it starts, side by side, the listing of the remote folder (a copy verified earlier that
-   has gone or changed there since, in size or modification time, is forgotten and sent
-   again; a first sync, with nothing verified there, lists it only if it finds segments in
-   place), the remote ``manifest.jsonl`` of each day folder it sends into
-   (edge.sync_index), and one `rclone copy` of every waiting segment into
+1. it starts, side by side, the listing of the card's segments verified earlier, in their
+   day folders only (one that has gone or changed there since, in size or modification time,
+   is forgotten and sent again; a first sync, with nothing verified there, lists only what it
+   finds in place), the fetch of the remote ``manifest.jsonl`` of each day folder it sends
+   into (edge.sync_index, through the mover's rcd), and one `rclone copy` of every waiting segment into
    a staging folder beside the device's folder (``<parent>/.incoming/<device>``): rclone 1.60
    writes SFTP and WebDAV uploads under their final name, so a killed upload would otherwise
    leave half a file where the office looks (rclone makes the folders it copies into, and two
    rclone processes making one folder at once fail one of them: any other copy into the
-   staging folder, the manifest's included, starts only once a copy has put a file in each
+   staging folder, the index's upload included, starts only once a copy has put a file in each
    folder it needs, or no copy runs). A segment already in place with the card's size and
    time (a lost state file, a run stopped before it recorded it) is not sent
    (``--compare-dest``) but verified where it is (`rclone check`), and sent only if that fails;
