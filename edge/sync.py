@@ -253,8 +253,8 @@ class RemoteSync:
         """Verify the staged manifest, move the staged segments into place and the manifest
         after them (one rclone, in name order, one file at a time), and record what is synced."""
         sent = index.wait()
-        index_ok = sent.error is None and len(sent.proven + self._staging.verify_by_download(
-            sent.unproven, self._index)[0]) == len(self._index)
+        index_ok = sent.error is None and set(sent.proven).union(self._staging.verify_by_download(
+            sent.unproven, self._index)[0]) == set(self._index)
         error = None if index_ok else (sent.error or f"the copy of {MANIFEST} on the remote does not match, "
                                        "sent again next run")
         # The manifest and SHA256SUMS move after every segment they list, one at a time.

@@ -932,6 +932,21 @@ exec md5sum "$@"
     assert_remote_matches(remote, entries)
 
 
+@pytest.mark.parametrize("remote", ["sftp"], indirect=True)
+def test_a_manifest_copy_the_remote_cannot_hash_is_proven_by_downloading_it(tmp_path, recordings, remote, capsys):
+    # The server's md5sum answers nothing for the index files (a hash it cannot give): their
+    # copies are downloaded and compared, and placed when they match.
+    mute = tmp_path / "md5sum-mute"
+    mute.write_text('#!/bin/sh\ncase "$1" in *manifest.jsonl|*SHA256SUMS) exit 0;; esac\nexec md5sum "$@"\n')
+    mute.chmod(0o755)
+    with open(remote.rclone_config, "a") as conf:
+        conf.write(f"md5sum_command = {mute}\n")
+    config = write_config(tmp_path, recordings, remote)
+    code, out, err = edge(capsys, "sync", "--once", "--config", str(config))
+    assert code == 0 and "(6 uploaded, " in out, out + err
+    assert_remote_matches(remote, read_manifest(recordings / "manifest.jsonl"))
+
+
 @pytest.mark.skipif(os.geteuid() != 0 or shutil.which("chattr") is None,
                     reason="needs root and chattr to make a file the card cannot delete")
 @pytest.mark.parametrize("remote", ["sftp"], indirect=True)
