@@ -96,13 +96,10 @@ class Transfer:
         self.folder = folder
         self.names = names
         self.up = up
-        self.missing: list = []
-        """Downloads not made: the remote has no such file."""
         self.proven: list = []
         """Uploads whose copy the remote hashes as the local file hashes."""
         self.unproven: list = []
         """Uploads made, but the backend keeps no hash that Python computes too (WebDAV)."""
-        self.differing: list = []
         self.error: Optional[str] = None
         """Why the first copy that failed did (nothing after it was copied), or None."""
         self._done = threading.Event()
@@ -240,9 +237,8 @@ class Mover:
             self.daemon.call("operations/copyfile", srcFs=self._root, srcRemote=posixpath.join(self._destination, name),
                              dstFs=str(transfer.folder), dstRemote=name, _config={"IgnoreChecksum": True})
         except SyncFailed as exc:
-            if "not found" not in str(exc):
+            if "not found" not in str(exc):  # a file not there is left out
                 raise SyncFailed(f"{name}: {exc}") from None
-            transfer.missing.append(name)
 
     def _upload(self, transfer: Transfer, name: str) -> None:
         remote = posixpath.join(self._source, name)
@@ -262,5 +258,4 @@ class Mover:
             transfer.unproven.append(name)
         elif there == hashlib.new(hashes[0], (transfer.folder / name).read_bytes()).hexdigest():
             transfer.proven.append(name)
-        else:
-            transfer.differing.append(name)
+        # A copy that differs is neither: it never counts, and is not downloaded to be trusted.
