@@ -202,21 +202,27 @@ class Mover:
             self._features_error = str(exc)
         finally:
             self._asked.set()
-        while (name := self._queue.get()) is not None:
-            if isinstance(name, Transfer):
-                self._copy(name)
-                continue
-            if self.error is not None or self._abandoned:
-                continue
+        while (item := self._queue.get()) is not None:
             try:
-                # Like `rclone move --ignore-times`: a file already there is replaced.
-                self.daemon.call("operations/movefile", srcFs=self._root, dstFs=self._root,
-                                 srcRemote=posixpath.join(self._source, name),
-                                 dstRemote=posixpath.join(self._destination, name),
-                                 _config={"IgnoreTimes": True})
-                self.moved.append(name)
-            except SyncFailed as exc:
-                self.error = str(exc)
+                if isinstance(item, Transfer):
+                    self._copy(item)
+                elif self.error is None and not self._abandoned:
+                    self._move(item)
+            except Exception as exc:
+                # A bug: the run fails in one line, and nothing handed over later waits for a
+                # thread that is gone (the index's upload did, for ever).
+                self.error = self.error or f"the mover failed: {exc!r}"
+
+    def _move(self, name: str) -> None:
+        try:
+            # Like `rclone move --ignore-times`: a file already there is replaced.
+            self.daemon.call("operations/movefile", srcFs=self._root, dstFs=self._root,
+                             srcRemote=posixpath.join(self._source, name),
+                             dstRemote=posixpath.join(self._destination, name),
+                             _config={"IgnoreTimes": True})
+            self.moved.append(name)
+        except SyncFailed as exc:
+            self.error = str(exc)
 
     def _copy(self, transfer: Transfer) -> None:
         try:
@@ -229,6 +235,9 @@ class Mover:
                     self._download(transfer, name)
         except SyncFailed as exc:
             transfer.error = str(exc)
+        except Exception as exc:
+            transfer.error = f"the mover failed: {exc!r}"
+            raise
         finally:
             transfer.end()
 

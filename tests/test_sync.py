@@ -947,6 +947,41 @@ def test_a_manifest_copy_the_remote_cannot_hash_is_proven_by_downloading_it(tmp_
     assert_remote_matches(remote, read_manifest(recordings / "manifest.jsonl"))
 
 
+@pytest.mark.parametrize("remote", ["sftp"], indirect=True)
+def test_a_mover_that_fails_unexpectedly_fails_the_run_in_one_line_and_records_nothing(
+        tmp_path, recordings, remote, capsys, monkeypatch):
+    # A bug in the mover's thread (here: an answer to the index's proof that nobody expected)
+    # must not leave the run waiting for a thread that is gone: the run fails, one line,
+    # nothing counts as synced, and the next run sends everything.
+    from edge.rclone_rc import Daemon
+
+    answer = Daemon.call
+
+    def call(self, method, **params):
+        if method == "operations/stat":
+            raise ValueError("an answer nobody expected")
+        return answer(self, method, **params)
+
+    monkeypatch.setattr(Daemon, "call", call)
+    config = write_config(tmp_path, recordings, remote)
+    outcome = []
+    runner = threading.Thread(target=lambda: outcome.append(edge(capsys, "sync", "--once", "--config", str(config))),
+                              daemon=True)
+    runner.start()
+    runner.join(RUN_TIMEOUT_S)
+    assert outcome, f"the run still waits after {RUN_TIMEOUT_S} s"
+    code, out, err = outcome[0]
+    assert code == 1 and len(err.strip().splitlines()) == 1, err
+    assert err.strip().endswith("the mover failed: ValueError('an answer nobody expected')"), err
+    assert not list(remote.disk.rglob("manifest.jsonl"))
+    assert not any(record["listed"] for record in SyncState.load(recordings).synced.values())
+
+    monkeypatch.undo()
+    code, out, err = edge(capsys, "sync", "--once", "--config", str(config))
+    assert code == 0, err
+    assert_remote_matches(remote, read_manifest(recordings / "manifest.jsonl"))
+
+
 @pytest.mark.skipif(os.geteuid() != 0 or shutil.which("chattr") is None,
                     reason="needs root and chattr to make a file the card cannot delete")
 @pytest.mark.parametrize("remote", ["sftp"], indirect=True)
