@@ -948,6 +948,18 @@ def test_a_manifest_copy_the_remote_cannot_hash_is_proven_by_downloading_it(tmp_
 
 
 @pytest.mark.parametrize("remote", ["sftp"], indirect=True)
+def test_a_remote_manifest_that_cannot_be_fetched_fails_the_run_naming_it(tmp_path, recordings, remote, capsys):
+    # Its lines would be lost if the day's index were written without them: the run stops.
+    config = write_config(tmp_path, recordings, remote)
+    day = Path(read_manifest(recordings / "manifest.jsonl")[0]["file"]).parent.name
+    (remote.disk / day / "manifest.jsonl").mkdir(parents=True)  # where the day's manifest is read, a folder
+    code, out, err = edge(capsys, "sync", "--once", "--config", str(config))
+    assert code == 1 and len(err.strip().splitlines()) == 1, err
+    assert f"failed: {day}/manifest.jsonl: " in err, err
+    assert not any(is_synced(recordings, e["file"]) for e in read_manifest(recordings / "manifest.jsonl"))
+
+
+@pytest.mark.parametrize("remote", ["sftp"], indirect=True)
 def test_a_mover_that_fails_unexpectedly_fails_the_run_in_one_line_and_records_nothing(
         tmp_path, recordings, remote, capsys, monkeypatch):
     # A bug in the mover's thread (here: an answer to the index's proof that nobody expected)
