@@ -288,8 +288,6 @@ def mic_boot() -> None:
 # here, aplay) share two vCPUs on a host that may be busy: time for one of them to get its
 # turn, allowed in every LED bound (the LED is on and off between scheduled moments).
 SCHEDULING_S = 0.3
-# Steady light for longer than this is not the listening heartbeat (0.05 s every 3 s).
-STEADY_S = 0.2
 
 
 def check_led_speech(led: Led, live: list[dict], settings, step: float, started: float) -> None:
@@ -312,8 +310,12 @@ def check_led_speech(led: Led, live: list[dict], settings, step: float, started:
         end = entry["monotonic_s"] + entry["duration_s"]
         return end + seg.min_silence_ms / 1000 + latency(end)
 
+    # Light that lasts half the shortest a segment gives (it stays lit min_silence_ms after its
+    # speech) is not the listening heartbeat (0.05 s every 3 s), even with its blink thread late.
+    steady_s = seg.min_silence_ms / 2000
+
     def steady(runs):
-        return [r for r in runs if r[2] == 1 and r[1] - r[0] > STEADY_S]
+        return [r for r in runs if r[2] == 1 and r[1] - r[0] > steady_s]
 
     problems, lines = [], []
     for entry in live:
@@ -323,7 +325,7 @@ def check_led_speech(led: Led, live: list[dict], settings, step: float, started:
         # most) after the segment's first sample.
         lit_by = start + (seg.pre_roll_ms + seg.min_speech_ms) / 1000 + latency(start)
         # Up to just past its bound: the next segment's light must not count as this one's.
-        lit = steady(led.runs(since=start, until=dark_by(entry) + STEADY_S))
+        lit = steady(led.runs(since=start, until=dark_by(entry) + steady_s))
         if not lit:
             problems.append(f"{entry['file']}: never lit steadily")
             continue
