@@ -137,7 +137,7 @@ class RemoteSync:
         staging = self._staging = Staging(self.rclone, self.root, self.remote, self.staging, card)
         # What waits goes up at once, beside the listing, the remote manifest and the mover
         # (which connects and asks the backend's features); the card check reads it meanwhile.
-        copies = [(waiting, staging.start(waiting, str(self.root), transfer=True))] if waiting else []
+        copies = [(waiting, staging.start(waiting))] if waiting else []
         if waiting:
             staging.moving()
         remote_index = self._remote_index = RemoteIndex(self.rclone, self.remote, staging.moving)
@@ -151,7 +151,7 @@ class RemoteSync:
         # Copies that have gone or changed on the remote since they were verified go again.
         again = [name for name in local if name not in state.synced and name not in waiting]
         if again:
-            copies.append((again, staging.start(again, str(self.root), transfer=True)))
+            copies.append((again, staging.start(again)))
         pending = waiting + again
         self._count_waiting(report, pending, sizes)
         if not pending and not unlisted:
@@ -177,7 +177,7 @@ class RemoteSync:
         good = self._verify_in_place(in_place)
         if len(good) < len(in_place):
             differing = [n for n in in_place if n not in good]
-            resent, reason = staging.collect(staging.start(differing, str(self.root), transfer=True, replace=True),
+            resent, reason = staging.collect(staging.start(differing, replace=True),
                                              differing, local, sizes, report)
             staged += resent.staged
             copy_error = copy_error or reason

@@ -1,7 +1,7 @@
 """What goes through the staging folder in one `edge sync` run: the `rclone copy` of segments
-and of the manifest into it, each started only where it cannot make a folder another copy is
-making, their logs read as they run, every segment they prove handed at once to the mover
-that renames it into place, and what each copy proved collected (edge.sync runs them)."""
+and the upload of the index into it, each started only where it cannot make a folder another
+copy is making, the copies' logs read as they run, every segment they prove handed at once to
+the mover that renames it into place, and what each copy proved collected (edge.sync runs them)."""
 
 from __future__ import annotations
 
@@ -45,8 +45,8 @@ class Staging:
         self.handed: set = set()
         """What the mover was given to move in this run."""
         self._copies: dict = {}
-        """Each `rclone copy` into the staging folder in this run -> its log as read so far,
-        and whether it copies segments (the index is not handed to the mover as it arrives)."""
+        """Each `rclone copy` of segments into the staging folder in this run -> its log as read
+        so far."""
 
     def moving(self) -> Mover:
         if self.mover is None:
@@ -58,16 +58,16 @@ class Staging:
         if self.mover is not None:
             self.mover.close()
 
-    def start(self, names: list, source: str, transfer: bool = False, replace: bool = False) -> Job:
+    def start(self, names: list, replace: bool = False) -> Job:
+        """Start copying the segments ``names`` from the card, at the bandwidth limit."""
         # Into the staging folder, which holds nothing worth keeping: no listing of it first.
         # A segment already in place with the card's size and time is not sent (--compare-dest)
         # unless ``replace``. At log level DEBUG rclone says what it proved (see CopyLog).
-        segments = source == str(self.root)
-        compare = ["--compare-dest", self.remote] if segments and not replace else []
+        compare = [] if replace else ["--compare-dest", self.remote]
         self._wait_for_folders(names)
         copy = self.rclone.start("copy", "--files-from", self.rclone.files_from(names), "--no-check-dest", *compare,
-                                 source, self.staging, transfer=transfer, log="DEBUG", allow=ANY_EXIT)
-        self._copies[copy] = (CopyLog(), segments)
+                                 str(self.root), self.staging, transfer=True, log="DEBUG", allow=ANY_EXIT)
+        self._copies[copy] = CopyLog()
         return copy
 
     def upload(self, folder: Path, names: list) -> Transfer:
@@ -87,7 +87,7 @@ class Staging:
             for copy in [copy for copy in self._copies if not copy.finished]:
                 self._read_log(copy)
             running = [copy for copy in self._copies if not copy.done()]
-            if not running or needed <= _folders(name for log, _ in self._copies.values() for name in log.copied):
+            if not running or needed <= _folders(name for log in self._copies.values() for name in log.copied):
                 return
             running[0].wait_at_most(0.05)
 
@@ -133,9 +133,8 @@ class Staging:
     def _read_log(self, copy: Job) -> None:
         """Read what ``copy`` logged since the last time; each segment it proved that the card
         check passed goes to the mover (the others are moved by edge.sync's `_place`, or never)."""
-        log, segments = self._copies[copy]
-        arrived = log.feed(copy.tail())
-        if segments and self.mover is not None:
+        arrived = self._copies[copy].feed(copy.tail())
+        if self.mover is not None:
             arrived = [name for name in arrived if self.card.sound([name])]
             self.mover.move(arrived)
             self.handed.update(arrived)
