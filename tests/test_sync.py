@@ -898,6 +898,16 @@ def test_a_manifest_that_cannot_be_staged_fails_the_run_and_is_sent_next_time(tm
     assert all(record["listed"] for record in SyncState.load(recordings).synced.values())
 
 
+def md5sum_of_the_index(tmp_path: Path, remote: Remote, answer: str) -> None:
+    """The SFTP server's md5sum runs the shell lines ``answer`` for the index files (the day
+    manifests and SHA256SUMS, the path in $1) and hashes everything else as it should."""
+    command = tmp_path / "md5sum-of-the-index"
+    command.write_text(f'#!/bin/sh\ncase "$1" in *manifest.jsonl|*SHA256SUMS) {answer};; esac\nexec md5sum "$@"\n')
+    command.chmod(0o755)
+    with open(remote.rclone_config, "a") as conf:
+        conf.write(f"md5sum_command = {command}\n")
+
+
 @pytest.mark.parametrize("remote", ["sftp"], indirect=True)
 @pytest.mark.parametrize("honest_calls", [0, 1], ids=["as it arrives", "once it arrived"])
 def test_a_manifest_copy_the_remote_cannot_prove_is_never_placed(tmp_path, recordings, remote, capsys, honest_calls):
@@ -906,18 +916,11 @@ def test_a_manifest_copy_the_remote_cannot_prove_is_never_placed(tmp_path, recor
     # it arrived): what proves a copy is its hash when it is about to be placed.
     seen = tmp_path / "hashed"
     seen.mkdir()
-    liar = tmp_path / "md5sum-liar"
-    liar.write_text(f"""#!/bin/sh
-case "$1" in *manifest.jsonl|*SHA256SUMS)
+    honest = remote.rclone_config.read_text()
+    md5sum_of_the_index(tmp_path, remote, f"""
   asked=$(ls {seen} | grep -c "^$(echo "$1" | md5sum | cut -c1-32)")
   touch {seen}/$(echo "$1" | md5sum | cut -c1-32).$asked
-  [ "$asked" -ge {honest_calls} ] && echo "0123456789abcdef0123456789abcdef  $1" && exit 0;;
-esac
-exec md5sum "$@"
-""")
-    liar.chmod(0o755)
-    honest = remote.rclone_config.read_text()
-    remote.rclone_config.write_text(honest + f"md5sum_command = {liar}\n")
+  [ "$asked" -ge {honest_calls} ] && echo "0123456789abcdef0123456789abcdef  $1" && exit 0""")
     config = write_config(tmp_path, recordings, remote)
     entries = read_manifest(recordings / "manifest.jsonl")
     code, out, err = edge(capsys, "sync", "--once", "--config", str(config))
@@ -936,11 +939,7 @@ exec md5sum "$@"
 def test_a_manifest_copy_the_remote_cannot_hash_is_proven_by_downloading_it(tmp_path, recordings, remote, capsys):
     # The server's md5sum answers nothing for the index files (a hash it cannot give): their
     # copies are downloaded and compared, and placed when they match.
-    mute = tmp_path / "md5sum-mute"
-    mute.write_text('#!/bin/sh\ncase "$1" in *manifest.jsonl|*SHA256SUMS) exit 0;; esac\nexec md5sum "$@"\n')
-    mute.chmod(0o755)
-    with open(remote.rclone_config, "a") as conf:
-        conf.write(f"md5sum_command = {mute}\n")
+    md5sum_of_the_index(tmp_path, remote, "exit 0")
     config = write_config(tmp_path, recordings, remote)
     code, out, err = edge(capsys, "sync", "--once", "--config", str(config))
     assert code == 0 and "(6 uploaded, " in out, out + err
