@@ -324,20 +324,21 @@ def check_led_speech(led: Led, live: list[dict], settings, step: float, started:
         # The segmenter confirms speech min_speech_ms after it began, which is pre_roll_ms (at
         # most) after the segment's first sample.
         lit_by = start + (seg.pre_roll_ms + seg.min_speech_ms) / 1000 + latency(start)
+        dark = dark_by(entry)
         # Up to just past its bound: the next segment's light must not count as this one's.
-        lit = steady(led.runs(since=start, until=dark_by(entry) + steady_s))
+        lit = steady(led.runs(since=start, until=dark + steady_s))
         if not lit:
             problems.append(f"{entry['file']}: never lit steadily")
             continue
         lines.append(f"lit {lit[0][0] - start:.2f} s after the segment's first sample (bound "
                      f"{lit_by - start:.2f} s), dark {lit[-1][1] - end:+.2f} s from its last (bound "
-                     f"{dark_by(entry) - end:+.2f} s)")
+                     f"{dark - end:+.2f} s)")
         if lit[0][0] > lit_by:
             problems.append(f"{entry['file']}: lit {lit[0][0] - start:.2f} s after its first sample, "
                             f"bound {lit_by - start:.2f} s")
-        if lit[-1][1] > dark_by(entry):
+        if lit[-1][1] > dark:
             problems.append(f"{entry['file']}: still lit {lit[-1][1] - end:.2f} s after its last sample, "
-                            f"bound {dark_by(entry) - end:.2f} s")
+                            f"bound {dark - end:.2f} s")
     if live:
         last = max(live, key=lambda e: e["monotonic_s"])
         last_end = last["monotonic_s"] + last["duration_s"]
